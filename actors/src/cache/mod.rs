@@ -1,0 +1,1 @@
+//! The CacheActor (work in progress)

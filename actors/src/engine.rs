@@ -1,0 +1,261 @@
+//! The seam between the `ModelActor` and whatever actually generates tokens.
+//!
+//! The actor owns a `Box<dyn Engine>` on its own thread and drives it step by step: `add` a
+//! sequence, call `step` while `has_work`, forward each `SeqEvent` to the request that owns the
+//! sequence. The MLX engine (`model::MlxEngine`, feature `mlx`) and the deterministic fake engine
+//! used by protocol tests (`fake::FakeEngine`) both implement it, so everything above this line
+//! is tested without MLX.
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies one sequence inside an engine for its whole life.
+pub type SeqId = u64;
+
+/// One chat message after the wire format (OpenAI or Anthropic) has been normalized.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// Text content; parts already joined. Empty for an assistant turn that only calls tools.
+    pub content: String,
+    /// Tool calls made by an assistant turn, rendered by the chat template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// For `tool` messages: the call this result answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
+    /// Optional participant or tool name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A function call, as OpenAI's `tool_calls[]` carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// Call id (`call_…`).
+    pub id: String,
+    /// Function name.
+    pub name: String,
+    /// Arguments as a JSON text (always valid JSON when produced by the tool parser).
+    pub arguments: String,
+}
+
+/// What to generate from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Prompt {
+    /// Rendered through the model's chat template.
+    Chat {
+        /// Conversation so far.
+        messages: Vec<ChatMessage>,
+        /// OpenAI-style tool definitions (`{"type":"function","function":{…}}`), passed to the template.
+        tools: Vec<serde_json::Value>,
+        /// Appends the assistant header so the model answers (true for chat requests).
+        add_generation_prompt: bool,
+    },
+    /// Raw text, tokenized as is (legacy completions, `generate --raw`).
+    Text(String),
+}
+
+/// Sampling settings; the defaults are greedy decoding with no penalties.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SamplingParams {
+    /// 0 means greedy.
+    pub temperature: f32,
+    /// Nucleus mass; 1.0 disables.
+    pub top_p: f32,
+    /// Keep the k most likely tokens; 0 disables.
+    pub top_k: usize,
+    /// Drop tokens below `min_p` × the top probability; 0 disables.
+    pub min_p: f32,
+    /// Multiplicative penalty on tokens already seen (prompt and output); 1.0 disables.
+    pub repetition_penalty: f32,
+    /// Subtracted once from a token's logit if it appeared in the output.
+    pub presence_penalty: f32,
+    /// Subtracted per occurrence in the output.
+    pub frequency_penalty: f32,
+    /// Makes sampling reproducible.
+    pub seed: Option<u64>,
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self {
+            temperature: 0.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
+            seed: None,
+        }
+    }
+}
+
+/// Everything the engine needs for one sequence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GenerateRequest {
+    /// Prompt to continue.
+    pub prompt: Prompt,
+    /// Sampling settings.
+    pub sampling: SamplingParams,
+    /// Upper bound on generated tokens; `None` means up to the context length.
+    pub max_tokens: Option<usize>,
+    /// Stop strings; the text stops before the first occurrence, which is not emitted.
+    pub stop: Vec<String>,
+    /// `Some(n)`: report each token's logprob and the `n` most likely alternatives.
+    pub logprobs: Option<usize>,
+}
+
+/// Why a sequence ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FinishReason {
+    /// End-of-sequence token.
+    Stop,
+    /// A stop string matched (the string is in `SeqEvent::Finished::stop_sequence`).
+    StopSequence,
+    /// `max_tokens` or the context length was reached.
+    Length,
+    /// Cancelled by the caller.
+    Cancelled,
+}
+
+/// Log-probability of one generated token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenLogprob {
+    /// The token's text (may be a partial UTF-8 sequence rendered lossily).
+    pub token: String,
+    /// Raw bytes of the token.
+    pub bytes: Vec<u8>,
+    /// Natural-log probability under the model's distribution (before sampling filters).
+    pub logprob: f32,
+    /// Most likely alternatives at this position, best first.
+    pub top: Vec<(String, Vec<u8>, f32)>,
+}
+
+/// Token counts of a finished sequence.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Prompt tokens whose KV state came from the prefix cache.
+    pub cached_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+}
+
+/// Timings the engine measured for one sequence (seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SeqTimings {
+    /// Time spent prefilling the prompt.
+    pub prefill_s: f64,
+    /// Time spent decoding after the first token.
+    pub decode_s: f64,
+}
+
+/// Something that happened to a sequence during `Engine::step`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeqEvent {
+    /// Prefill finished; the first token follows.
+    Started {
+        /// Tokens in the prompt.
+        prompt_tokens: usize,
+        /// Of those, served from the prefix cache.
+        cached_tokens: usize,
+    },
+    /// Newly final text (never a broken UTF-8 sequence; may be empty when only logprobs advance).
+    Text {
+        /// Text to append.
+        text: String,
+        /// Tokens this text covers (one per decoded token).
+        tokens: usize,
+        /// Per-token logprobs when requested.
+        logprobs: Vec<TokenLogprob>,
+    },
+    /// The sequence ended; no more events follow for it.
+    Finished {
+        /// Why it ended.
+        reason: FinishReason,
+        /// The stop string that matched, for `FinishReason::StopSequence`.
+        stop_sequence: Option<String>,
+        /// Token counts.
+        usage: Usage,
+        /// Measured timings.
+        timings: SeqTimings,
+    },
+    /// The sequence failed; no more events follow for it.
+    Failed(EngineError),
+}
+
+/// Errors an engine reports; the HTTP layer maps them to status codes.
+#[derive(Debug, Clone, PartialEq, thiserror::Error, Serialize, Deserialize)]
+pub enum EngineError {
+    /// The prompt plus the requested tokens do not fit the context.
+    #[error("This model's maximum context length is {context_length} tokens. However, you requested {requested} tokens ({prompt_tokens} in the messages, {max_tokens} in the completion). Please reduce the length of the messages or completion.")]
+    ContextLength {
+        /// Model context length.
+        context_length: usize,
+        /// Prompt tokens.
+        prompt_tokens: usize,
+        /// Requested completion tokens.
+        max_tokens: usize,
+        /// Sum of the two.
+        requested: usize,
+    },
+    /// The request is invalid for this model (e.g. the template rejected the messages).
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// Something broke inside the engine.
+    #[error("engine failure: {0}")]
+    Internal(String),
+}
+
+/// Static facts about the loaded model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineInfo {
+    /// Model id served under `/v1/models`.
+    pub model_id: String,
+    /// Architecture family (`llama`, `qwen2`, …).
+    pub architecture: String,
+    /// Maximum tokens of prompt plus completion.
+    pub context_length: usize,
+    /// `cpu`, `metal` or `cuda`.
+    pub backend: String,
+    /// Compute dtype of the weights (`float32`, `bfloat16`, …).
+    pub dtype: String,
+    /// The chat template source, when the model has one (tool-format detection reads it).
+    pub chat_template: Option<String>,
+    /// Seconds spent loading.
+    pub load_seconds: f64,
+    /// Bytes of weights in memory.
+    pub weight_bytes: u64,
+}
+
+/// A token generator driven one step at a time by the `ModelActor`.
+pub trait Engine {
+    /// Facts about the loaded model.
+    fn info(&self) -> EngineInfo;
+
+    /// Render and tokenize a prompt without queuing it (for `count_tokens` and validation).
+    fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError>;
+
+    /// The text the chat template renders for a prompt (cache keys, debugging).
+    fn render_prompt(&mut self, prompt: &Prompt) -> Result<String, EngineError>;
+
+    /// Validate, tokenize and admit a sequence. Errors here concern this request only.
+    fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError>;
+
+    /// How many more sequences `add` accepts right now.
+    fn free_slots(&self) -> usize;
+
+    /// True while any admitted sequence has work left.
+    fn has_work(&self) -> bool;
+
+    /// Do one unit of work: a prefill chunk or one decoded token for the running sequences.
+    fn step(&mut self) -> Vec<(SeqId, SeqEvent)>;
+
+    /// Stop a sequence between tokens; it reports `Finished { reason: Cancelled }` on the next step
+    /// (or nothing, if it had already finished).
+    fn cancel(&mut self, id: SeqId);
+}

@@ -1,0 +1,1 @@
+//! The MetricsActor (work in progress)

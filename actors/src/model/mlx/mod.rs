@@ -1,0 +1,1 @@
+//! MLX tensor code (work in progress)

@@ -1,0 +1,17 @@
+//! The model: the `ModelActor` and everything the engine behind it is made of.
+//!
+//! Pure parts (file formats, tokenizer, template, sampling, text assembly) build without MLX;
+//! the tensor code needs the `mlx` feature.
+
+pub mod actor;
+pub mod catalog;
+pub mod detok;
+pub mod dequant;
+pub mod gguf;
+pub mod sampling;
+pub mod stops;
+pub mod template;
+pub mod tokenizer;
+
+#[cfg(feature = "mlx")]
+pub mod mlx;

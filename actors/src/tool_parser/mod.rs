@@ -1,0 +1,1 @@
+//! The ToolParserActor (work in progress)

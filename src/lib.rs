@@ -1,0 +1,1 @@
+//! mlx-serve's front: CLI, configuration, HTTP routes and wire formats.
