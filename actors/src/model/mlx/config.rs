@@ -1,0 +1,124 @@
+//! Model hyper-parameters, named as in Hugging Face `config.json`.
+
+use serde::{Deserialize, Serialize};
+
+/// The subset of `config.json` the decoder needs; unknown fields are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// `llama`, `mistral`, `qwen2` or `qwen3`.
+    pub model_type: String,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// Defaults to `hidden_size / num_attention_heads`.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    pub vocab_size: usize,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_theta")]
+    pub rope_theta: f64,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default = "default_context")]
+    pub max_position_embeddings: usize,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// Bias on the q/k/v projections (Qwen2 has it without saying so in older configs).
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default)]
+    pub bos_token_id: Option<serde_json::Value>,
+    #[serde(default)]
+    pub eos_token_id: Option<serde_json::Value>,
+    /// MLX-community quantized checkpoints: `{"group_size": 64, "bits": 4}`.
+    #[serde(default)]
+    pub quantization: Option<Quantization>,
+}
+
+/// Affine quantization parameters of an MLX checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Quantization {
+    pub group_size: i32,
+    pub bits: i32,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_context() -> usize {
+    4096
+}
+
+impl ModelConfig {
+    pub fn kv_heads(&self) -> usize {
+        self.num_key_value_heads.unwrap_or(self.num_attention_heads)
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
+    }
+
+    /// Qwen2 projects q/k/v with a bias; Llama and Mistral do not unless the config says so.
+    pub fn qkv_bias(&self) -> bool {
+        self.attention_bias
+            .unwrap_or(self.model_type == "qwen2")
+    }
+
+    /// Qwen3 normalizes queries and keys per head before RoPE.
+    pub fn qk_norm(&self) -> bool {
+        self.model_type == "qwen3"
+    }
+
+    /// Checks the shape arithmetic once, so the decoder can trust it.
+    pub fn validate(&self) -> Result<(), String> {
+        const KNOWN: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+        if !KNOWN.contains(&self.model_type.as_str()) {
+            return Err(format!(
+                "unsupported model_type {:?}; supported: {}",
+                self.model_type,
+                KNOWN.join(", ")
+            ));
+        }
+        if self.num_attention_heads == 0 || self.kv_heads() == 0 {
+            return Err("num_attention_heads and num_key_value_heads must be positive".into());
+        }
+        if self.num_attention_heads % self.kv_heads() != 0 {
+            return Err(format!(
+                "num_attention_heads {} is not a multiple of num_key_value_heads {}",
+                self.num_attention_heads,
+                self.kv_heads()
+            ));
+        }
+        if let Some(scaling) = &self.rope_scaling {
+            let kind = scaling
+                .get("rope_type")
+                .or_else(|| scaling.get("type"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("default");
+            if !matches!(kind, "default" | "linear" | "llama3") {
+                return Err(format!("unsupported rope_scaling type {kind:?}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Token ids that end generation, from `eos_token_id` (an integer or a list).
+    pub fn eos_ids(&self) -> Vec<u32> {
+        match &self.eos_token_id {
+            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+            Some(serde_json::Value::Array(items)) => items
+                .iter()
+                .filter_map(|v| v.as_u64().map(|v| v as u32))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}

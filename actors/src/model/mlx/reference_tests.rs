@@ -1,0 +1,252 @@
+//! The MLX decoder against an independent plain-Rust f64 forward pass on tiny random weights.
+
+use std::collections::HashMap;
+
+use mlx_rs::Array;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::config::ModelConfig;
+use super::decoder::Model;
+use super::kv_cache::KvCache;
+
+const HIDDEN: usize = 16;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = 4;
+const INTER: usize = 24;
+const VOCAB: usize = 40;
+const LAYERS: usize = 2;
+
+type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+fn config(model_type: &str) -> ModelConfig {
+    serde_json::from_value(serde_json::json!({
+        "model_type": model_type,
+        "hidden_size": HIDDEN,
+        "intermediate_size": INTER,
+        "num_hidden_layers": LAYERS,
+        "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS,
+        "head_dim": HEAD_DIM,
+        "vocab_size": VOCAB,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": model_type != "qwen3",
+    }))
+    .unwrap()
+}
+
+fn random_tensors(cfg: &ModelConfig, seed: u64) -> Tensors {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut t = Tensors::new();
+    let mut put = |name: String, shape: Vec<usize>, scale: f32, offset: f32, rng: &mut ChaCha8Rng| {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| offset + scale * rng.random_range(-1.0f32..1.0)).collect();
+        t.insert(name, (shape, data));
+    };
+    put("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN], 1.0, 0.0, &mut rng);
+    put("model.norm.weight".into(), vec![HIDDEN], 0.2, 1.0, &mut rng);
+    if !cfg.tie_word_embeddings {
+        put("lm_head.weight".into(), vec![VOCAB, HIDDEN], 0.5, 0.0, &mut rng);
+    }
+    for l in 0..LAYERS {
+        let p = format!("model.layers.{l}");
+        let proj = [
+            ("self_attn.q_proj", HEADS * HEAD_DIM, HIDDEN),
+            ("self_attn.k_proj", KV_HEADS * HEAD_DIM, HIDDEN),
+            ("self_attn.v_proj", KV_HEADS * HEAD_DIM, HIDDEN),
+            ("self_attn.o_proj", HIDDEN, HEADS * HEAD_DIM),
+            ("mlp.gate_proj", INTER, HIDDEN),
+            ("mlp.up_proj", INTER, HIDDEN),
+            ("mlp.down_proj", HIDDEN, INTER),
+        ];
+        for (name, out, inp) in proj {
+            put(format!("{p}.{name}.weight"), vec![out, inp], 0.4, 0.0, &mut rng);
+        }
+        if cfg.qkv_bias() {
+            for (name, out) in [("q_proj", HEADS * HEAD_DIM), ("k_proj", KV_HEADS * HEAD_DIM), ("v_proj", KV_HEADS * HEAD_DIM)] {
+                put(format!("{p}.self_attn.{name}.bias"), vec![out], 0.3, 0.0, &mut rng);
+            }
+        }
+        if cfg.qk_norm() {
+            put(format!("{p}.self_attn.q_norm.weight"), vec![HEAD_DIM], 0.2, 1.0, &mut rng);
+            put(format!("{p}.self_attn.k_norm.weight"), vec![HEAD_DIM], 0.2, 1.0, &mut rng);
+        }
+        put(format!("{p}.input_layernorm.weight"), vec![HIDDEN], 0.2, 1.0, &mut rng);
+        put(format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN], 0.2, 1.0, &mut rng);
+    }
+    t
+}
+
+fn to_mlx(t: &Tensors) -> HashMap<String, Array> {
+    t.iter()
+        .map(|(k, (shape, data))| {
+            let shape: Vec<i32> = shape.iter().map(|&d| d as i32).collect();
+            (k.clone(), Array::from_slice(data, &shape))
+        })
+        .collect()
+}
+
+// ---- the reference: plain f64, whole sequence at once, no cache ----
+
+fn w<'a>(t: &'a Tensors, name: &str) -> &'a [f32] {
+    &t[name].1
+}
+
+fn linear(x: &[f64], weight: &[f32], bias: Option<&[f32]>, out: usize) -> Vec<f64> {
+    let inp = x.len();
+    (0..out)
+        .map(|o| {
+            let dot: f64 = (0..inp).map(|i| x[i] * weight[o * inp + i] as f64).sum();
+            dot + bias.map_or(0.0, |b| b[o] as f64)
+        })
+        .collect()
+}
+
+fn rms(x: &[f64], weight: &[f32], eps: f64) -> Vec<f64> {
+    let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    let inv = 1.0 / (ms + eps).sqrt();
+    x.iter().zip(weight).map(|(v, g)| v * inv * *g as f64).collect()
+}
+
+/// Hugging Face's rotate-half RoPE on one head vector at `pos`.
+fn rope(x: &mut [f64], pos: usize, base: f64) {
+    let half = x.len() / 2;
+    for i in 0..half {
+        let inv_freq = base.powf(-(2.0 * i as f64) / x.len() as f64);
+        let (s, c) = (pos as f64 * inv_freq).sin_cos();
+        let (a, b) = (x[i], x[i + half]);
+        x[i] = a * c - b * s;
+        x[i + half] = b * c + a * s;
+    }
+}
+
+fn reference_logits(cfg: &ModelConfig, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f64>> {
+    let eps = cfg.rms_norm_eps;
+    let n = tokens.len();
+    let emb = w(t, "model.embed_tokens.weight");
+    let mut h: Vec<Vec<f64>> = tokens
+        .iter()
+        .map(|&tok| emb[tok as usize * HIDDEN..(tok as usize + 1) * HIDDEN].iter().map(|&v| v as f64).collect())
+        .collect();
+    for l in 0..LAYERS {
+        let p = format!("model.layers.{l}");
+        let bias = |name: &str| t.get(&format!("{p}.self_attn.{name}.bias")).map(|b| b.1.as_slice());
+        let mut qs = Vec::new();
+        let mut ks = Vec::new();
+        let mut vs = Vec::new();
+        for (pos, x) in h.iter().enumerate() {
+            let xn = rms(x, w(t, &format!("{p}.input_layernorm.weight")), eps);
+            let q = linear(&xn, w(t, &format!("{p}.self_attn.q_proj.weight")), bias("q_proj"), HEADS * HEAD_DIM);
+            let k = linear(&xn, w(t, &format!("{p}.self_attn.k_proj.weight")), bias("k_proj"), KV_HEADS * HEAD_DIM);
+            let v = linear(&xn, w(t, &format!("{p}.self_attn.v_proj.weight")), bias("v_proj"), KV_HEADS * HEAD_DIM);
+            let mut q: Vec<Vec<f64>> = q.chunks(HEAD_DIM).map(|c| c.to_vec()).collect();
+            let mut k: Vec<Vec<f64>> = k.chunks(HEAD_DIM).map(|c| c.to_vec()).collect();
+            if cfg.qk_norm() {
+                q = q.iter().map(|hv| rms(hv, w(t, &format!("{p}.self_attn.q_norm.weight")), eps)).collect();
+                k = k.iter().map(|hv| rms(hv, w(t, &format!("{p}.self_attn.k_norm.weight")), eps)).collect();
+            }
+            q.iter_mut().for_each(|hv| rope(hv, pos, cfg.rope_theta));
+            k.iter_mut().for_each(|hv| rope(hv, pos, cfg.rope_theta));
+            qs.push(q);
+            ks.push(k);
+            vs.push(v.chunks(HEAD_DIM).map(|c| c.to_vec()).collect::<Vec<_>>());
+        }
+        let group = HEADS / KV_HEADS;
+        let scale = 1.0 / (HEAD_DIM as f64).sqrt();
+        for pos in 0..n {
+            let mut attn = Vec::with_capacity(HEADS * HEAD_DIM);
+            for head in 0..HEADS {
+                let kvh = head / group;
+                let scores: Vec<f64> = (0..=pos)
+                    .map(|j| qs[pos][head].iter().zip(&ks[j][kvh]).map(|(a, b)| a * b).sum::<f64>() * scale)
+                    .collect();
+                let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f64 = exps.iter().sum();
+                for d in 0..HEAD_DIM {
+                    attn.push((0..=pos).map(|j| exps[j] / sum * vs[j][kvh][d]).sum());
+                }
+            }
+            let o = linear(&attn, w(t, &format!("{p}.self_attn.o_proj.weight")), None, HIDDEN);
+            let x: Vec<f64> = h[pos].iter().zip(&o).map(|(a, b)| a + b).collect();
+            let xn = rms(&x, w(t, &format!("{p}.post_attention_layernorm.weight")), eps);
+            let g = linear(&xn, w(t, &format!("{p}.mlp.gate_proj.weight")), None, INTER);
+            let u = linear(&xn, w(t, &format!("{p}.mlp.up_proj.weight")), None, INTER);
+            let act: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+            let d = linear(&act, w(t, &format!("{p}.mlp.down_proj.weight")), None, HIDDEN);
+            h[pos] = x.iter().zip(&d).map(|(a, b)| a + b).collect();
+        }
+    }
+    let head = if cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+    h.iter()
+        .map(|x| linear(&rms(x, w(t, "model.norm.weight"), eps), w(t, head), None, VOCAB))
+        .collect()
+}
+
+fn assert_close(got: &Array, want: &[f64], what: &str) {
+    got.eval().unwrap();
+    let got = got.as_slice::<f32>();
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - w).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 2e-4, "{what}: max abs error {worst}");
+}
+
+/// Prefill in uneven chunks then decode token by token, comparing every step's last logits.
+fn check_family(model_type: &str) {
+    let cfg = config(model_type);
+    let tensors = random_tensors(&cfg, 7);
+    let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();
+    let tokens: Vec<u32> = vec![3, 17, 5, 39, 0, 22, 8, 11];
+    let reference = reference_logits(&cfg, &tensors, &tokens);
+
+    let mut cache = KvCache::new(LAYERS);
+    let logits = model.forward_last(&tokens[..3], &mut cache).unwrap();
+    assert_close(&logits, &reference[2], &format!("{model_type} prefill"));
+    let logits = model.forward_last(&tokens[3..5], &mut cache).unwrap();
+    assert_close(&logits, &reference[4], &format!("{model_type} chunk after cache"));
+    for pos in 5..tokens.len() {
+        let logits = model.forward_last(&tokens[pos..pos + 1], &mut cache).unwrap();
+        assert_close(&logits, &reference[pos], &format!("{model_type} decode {pos}"));
+    }
+
+    // Reusing a truncated cache (prefix reuse) must give the same logits as a fresh prefill.
+    cache.truncate(4);
+    let logits = model.forward_last(&tokens[4..6], &mut cache).unwrap();
+    assert_close(&logits, &reference[5], &format!("{model_type} after truncate"));
+}
+
+#[test]
+fn llama_decoder_matches_f64_reference() {
+    check_family("llama");
+}
+
+#[test]
+fn qwen2_decoder_with_qkv_bias_matches_f64_reference() {
+    check_family("qwen2");
+}
+
+#[test]
+fn qwen3_decoder_with_qk_norm_and_lm_head_matches_f64_reference() {
+    check_family("qwen3");
+}
+
+#[test]
+fn kv_cache_grows_past_one_block() {
+    let cfg = config("llama");
+    let tensors = random_tensors(&cfg, 3);
+    let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let tokens: Vec<u32> = (0..300).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+    let mut cache = KvCache::new(LAYERS);
+    model.forward_last(&tokens[..250], &mut cache).unwrap();
+    let logits = model.forward_last(&tokens[250..300], &mut cache).unwrap();
+    let reference = reference_logits(&cfg, &tensors, &tokens);
+    assert_close(&logits, &reference[299], "across a buffer growth");
+    assert_eq!(cache.offset(), 300);
+}
