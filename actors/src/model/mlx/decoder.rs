@@ -225,7 +225,8 @@ impl Model {
             Some(head) => head.forward(&last)?,
             None => last.matmul(self.embed_tokens.t())?,
         };
-        logits.reshape(&[-1])
+        // Sampling reads f32 on the host whatever the weights' dtype.
+        logits.reshape(&[-1])?.as_dtype(mlx_rs::Dtype::Float32)
     }
 }
 

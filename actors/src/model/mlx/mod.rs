@@ -5,8 +5,12 @@
 
 pub mod config;
 pub mod decoder;
+pub mod device;
+pub mod engine;
 mod ffi;
 pub mod kv_cache;
+pub mod loader;
+pub mod prefix_cache;
 
 #[cfg(test)]
 mod reference_tests;

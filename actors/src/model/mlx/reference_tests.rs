@@ -250,3 +250,57 @@ fn kv_cache_grows_past_one_block() {
     assert_close(&logits, &reference[299], "across a buffer growth");
     assert_eq!(cache.offset(), 300);
 }
+
+/// Decode speed on SmolLM2-135M's shape with random weights (a probe, not a test):
+/// `cargo test -p mlx-serve-actors --release --lib smollm_shape_decode_speed -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn smollm_shape_decode_speed() {
+    let cfg: ModelConfig = serde_json::from_value(serde_json::json!({
+        "model_type": "llama", "hidden_size": 576, "intermediate_size": 1536,
+        "num_hidden_layers": 30, "num_attention_heads": 9, "num_key_value_heads": 3,
+        "vocab_size": 49152, "rms_norm_eps": 1e-5, "rope_theta": 100000.0,
+        "tie_word_embeddings": true
+    }))
+    .unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let mut w = HashMap::new();
+    let mut put = |name: String, shape: &[i32]| {
+        let n: i32 = shape.iter().product();
+        let data: Vec<f32> = (0..n).map(|_| rng.random_range(-0.05f32..0.05)).collect();
+        w.insert(name, Array::from_slice(&data, shape));
+    };
+    put("model.embed_tokens.weight".into(), &[49152, 576]);
+    put("model.norm.weight".into(), &[576]);
+    for l in 0..30 {
+        let p = format!("model.layers.{l}");
+        for (n, s) in [
+            ("self_attn.q_proj.weight", [576, 576]),
+            ("self_attn.k_proj.weight", [192, 576]),
+            ("self_attn.v_proj.weight", [192, 576]),
+            ("self_attn.o_proj.weight", [576, 576]),
+            ("mlp.gate_proj.weight", [1536, 576]),
+            ("mlp.up_proj.weight", [1536, 576]),
+            ("mlp.down_proj.weight", [576, 1536]),
+        ] {
+            put(format!("{p}.{n}"), &s);
+        }
+        put(format!("{p}.input_layernorm.weight"), &[576]);
+        put(format!("{p}.post_attention_layernorm.weight"), &[576]);
+    }
+    let model = Model::new(cfg, w).unwrap();
+    let mut cache = KvCache::new(30);
+    let prompt: Vec<u32> = (0..50).collect();
+    let t = std::time::Instant::now();
+    model.forward_last(&prompt, &mut cache).unwrap().eval().unwrap();
+    eprintln!("prefill 50 tokens: {:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let n = 64;
+    for i in 0..n {
+        let l = model.forward_last(&[i as u32], &mut cache).unwrap();
+        l.eval().unwrap();
+        let _ = l.as_slice::<f32>()[0];
+    }
+    let per = t.elapsed() / n;
+    eprintln!("decode: {per:?}/token = {:.1} tok/s", 1.0 / per.as_secs_f64());
+}

@@ -1,0 +1,448 @@
+//! `MlxEngine`: the real `Engine`. Renders and tokenizes prompts, prefills in chunks, decodes one
+//! token per step with one MLX evaluation each, samples on the host, assembles text (UTF-8-safe,
+//! stop strings) and reuses KV state across requests through the prefix cache.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use mlx_rs::Dtype;
+
+use super::config::ModelConfig;
+use super::decoder::Model;
+use super::device::{self, DeviceChoice};
+use super::kv_cache::KvCache;
+use super::loader::{self, dtype_name, LoadedModel, ModelSource};
+use super::prefix_cache::{PrefixCache, PrefixStats};
+use crate::engine::{
+    Engine, EngineError, EngineInfo, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent, SeqId,
+    SeqTimings, TokenLogprob, Usage,
+};
+use crate::model::detok::IncrementalDecoder;
+use crate::model::sampling::{logprobs, Sampler};
+use crate::model::stops::StopMatcher;
+use crate::model::template::ChatTemplate;
+use crate::model::tokenizer::TokenizerBundle;
+
+/// How to load and run a model.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    pub source: ModelSource,
+    /// Served model id.
+    pub model_id: String,
+    /// `None`: float32 on CPU (fastest there), bfloat16 on a GPU.
+    pub dtype: Option<String>,
+    pub device: DeviceChoice,
+    /// Overrides the model's own context length (capped by it).
+    pub context_length: Option<usize>,
+    /// Prompt tokens per prefill step (bounds memory and keeps steps short).
+    pub prefill_chunk: usize,
+    /// Bytes of KV state kept for prefix reuse (0 disables).
+    pub prefix_cache_bytes: usize,
+}
+
+struct Running {
+    id: SeqId,
+    prompt: Vec<u32>,
+    output: Vec<u32>,
+    cache: KvCache,
+    /// Prompt tokens whose KV is in `cache` (prefill progress).
+    prefilled: usize,
+    cached_tokens: usize,
+    /// The token sampled last, not yet fed to the model.
+    pending: Option<u32>,
+    max_tokens: usize,
+    logprobs: Option<usize>,
+    sampler: Sampler,
+    detok: IncrementalDecoder,
+    stops: StopMatcher,
+    started: Instant,
+    first_token_at: Option<Instant>,
+    cancelled: bool,
+}
+
+pub struct MlxEngine {
+    model: Model,
+    tokenizer: TokenizerBundle,
+    template: ChatTemplate,
+    eos: Vec<u32>,
+    info: EngineInfo,
+    context_length: usize,
+    prefill_chunk: usize,
+    running: Option<Running>,
+    waiting: VecDeque<Running>,
+    prefix: PrefixCache,
+}
+
+fn internal(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Internal(e.to_string())
+}
+
+impl MlxEngine {
+    /// Loads the model on the calling thread, which must be the thread that runs it.
+    pub fn load(options: &EngineOptions) -> Result<Self, EngineError> {
+        let t0 = Instant::now();
+        let backend = device::select(options.device).map_err(EngineError::InvalidRequest)?;
+        let dtype = match &options.dtype {
+            Some(name) => loader::parse_dtype(name).map_err(EngineError::InvalidRequest)?,
+            None if backend == "cpu" => Dtype::Float32,
+            None => Dtype::Bfloat16,
+        };
+        let keep_quantized = backend != "cpu";
+        let LoadedModel {
+            config,
+            weights,
+            tokenizer,
+            ..
+        } = loader::load(&options.source, dtype, keep_quantized).map_err(EngineError::InvalidRequest)?;
+        let weight_bytes: usize = weights.values().map(|a| a.nbytes()).sum();
+        let model = Model::new(config.clone(), weights).map_err(internal)?;
+        let template = ChatTemplate::new(
+            tokenizer.chat_template.as_deref().unwrap_or(crate::model::template::DEFAULT_CHATML),
+            tokenizer.bos_token.clone(),
+            tokenizer.eos_token.clone(),
+        )
+        .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}")))?;
+        let eos = eos_ids(&config, &tokenizer);
+        let context_length = options
+            .context_length
+            .map_or(config.max_position_embeddings, |c| c.min(config.max_position_embeddings));
+        let info = EngineInfo {
+            model_id: options.model_id.clone(),
+            architecture: config.model_type.clone(),
+            context_length,
+            backend: backend.to_string(),
+            dtype: dtype_name(dtype).to_string(),
+            chat_template: tokenizer.chat_template.clone(),
+            load_seconds: 0.0,
+            weight_bytes: weight_bytes as u64,
+        };
+        let mut engine = Self {
+            model,
+            tokenizer,
+            template,
+            eos,
+            info,
+            context_length,
+            prefill_chunk: options.prefill_chunk.max(1),
+            running: None,
+            waiting: VecDeque::new(),
+            prefix: PrefixCache::new(options.prefix_cache_bytes),
+        };
+        // One tiny forward pass so the first request does not pay for MLX's lazy start-up.
+        let mut warm = KvCache::new(engine.model.num_layers());
+        engine.model.forward_last(&[0], &mut warm).and_then(|l| l.eval()).map_err(internal)?;
+        engine.info.load_seconds = t0.elapsed().as_secs_f64();
+        Ok(engine)
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.model.config
+    }
+
+    pub fn tokenizer(&self) -> &TokenizerBundle {
+        &self.tokenizer
+    }
+
+    pub fn prefix_stats(&self) -> PrefixStats {
+        self.prefix.stats()
+    }
+
+    fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
+        match prompt {
+            Prompt::Text(text) => Ok(text.clone()),
+            Prompt::Chat {
+                messages,
+                tools,
+                add_generation_prompt,
+            } => self
+                .template
+                .render(messages, tools, *add_generation_prompt)
+                .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}"))),
+        }
+    }
+
+    fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        let text = self.render(prompt)?;
+        // A rendered chat already carries its special tokens; raw text gets BOS when the model
+        // wants one.
+        let add_special = matches!(prompt, Prompt::Text(_)) && self.tokenizer.add_bos;
+        let encoding = self
+            .tokenizer
+            .tokenizer
+            .encode(text.as_str(), add_special)
+            .map_err(internal)?;
+        let mut ids = encoding.get_ids().to_vec();
+        if add_special {
+            if let Some(bos) = self.tokenizer.bos_id() {
+                if ids.first() != Some(&bos) {
+                    ids.insert(0, bos);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        }
+        Ok(ids)
+    }
+
+    fn token_logprob(&self, logits: &[f32], chosen: u32, top: usize) -> TokenLogprob {
+        let (lp, alternatives) = logprobs(logits, chosen, top);
+        let text = |id: u32| {
+            let s = self.tokenizer.tokenizer.decode(&[id], false).unwrap_or_default();
+            let bytes = s.as_bytes().to_vec();
+            (s, bytes)
+        };
+        let (token, bytes) = text(chosen);
+        TokenLogprob {
+            token,
+            bytes,
+            logprob: lp,
+            top: alternatives
+                .into_iter()
+                .map(|(id, p)| {
+                    let (t, b) = text(id);
+                    (t, b, p)
+                })
+                .collect(),
+        }
+    }
+
+    /// One unit of work for the running sequence; returns its events.
+    fn advance(&mut self, seq: &mut Running) -> Result<Vec<SeqEvent>, EngineError> {
+        let mut events = Vec::new();
+        let feed: Vec<u32> = if seq.prefilled < seq.prompt.len() {
+            let end = (seq.prefilled + self.prefill_chunk).min(seq.prompt.len());
+            seq.prompt[seq.prefilled..end].to_vec()
+        } else {
+            match seq.pending.take() {
+                Some(tok) => vec![tok],
+                None => return Err(internal("decode step without a pending token")),
+            }
+        };
+        let logits = self.model.forward_last(&feed, &mut seq.cache).map_err(internal)?;
+        logits.eval().map_err(internal)?;
+        if seq.prefilled < seq.prompt.len() {
+            seq.prefilled += feed.len();
+            if seq.prefilled < seq.prompt.len() {
+                return Ok(events); // more prompt to go; these logits are not needed
+            }
+            events.push(SeqEvent::Started {
+                prompt_tokens: seq.prompt.len(),
+                cached_tokens: seq.cached_tokens,
+            });
+        }
+        let mut host: Vec<f32> = logits.as_slice::<f32>().to_vec();
+        let lp = seq.logprobs.map(|n| (n, host.clone()));
+        let token = seq.sampler.sample(&mut host, &seq.prompt, &seq.output);
+        if seq.first_token_at.is_none() {
+            seq.first_token_at = Some(Instant::now());
+        }
+        if self.eos.contains(&token) {
+            return self.finish(seq, FinishReason::Stop, None, events);
+        }
+        seq.output.push(token);
+        let logprob = lp.map(|(n, raw)| self.token_logprob(&raw, token, n));
+        let piece = seq.detok.push(token).unwrap_or_default();
+        let outcome = seq.stops.push(&piece);
+        if !outcome.emit.is_empty() || logprob.is_some() {
+            events.push(SeqEvent::Text {
+                text: outcome.emit,
+                tokens: 1,
+                logprobs: logprob.into_iter().collect(),
+            });
+        }
+        if let Some(stop) = outcome.stopped {
+            return self.finish_now(seq, FinishReason::StopSequence, Some(stop), events);
+        }
+        let total = seq.prompt.len() + seq.output.len();
+        if seq.output.len() >= seq.max_tokens || total >= self.context_length {
+            return self.finish(seq, FinishReason::Length, None, events);
+        }
+        seq.pending = Some(token);
+        Ok(events)
+    }
+
+    /// Flushes held-back text, then ends the sequence.
+    fn finish(
+        &mut self,
+        seq: &mut Running,
+        reason: FinishReason,
+        stop: Option<String>,
+        mut events: Vec<SeqEvent>,
+    ) -> Result<Vec<SeqEvent>, EngineError> {
+        let tail = seq.detok.finish();
+        let mut outcome = seq.stops.push(&tail);
+        if outcome.stopped.is_none() {
+            outcome.emit.push_str(&seq.stops.finish());
+        }
+        if !outcome.emit.is_empty() {
+            events.push(SeqEvent::Text {
+                text: outcome.emit,
+                tokens: 0,
+                logprobs: Vec::new(),
+            });
+        }
+        match outcome.stopped {
+            Some(s) => self.finish_now(seq, FinishReason::StopSequence, Some(s), events),
+            None => self.finish_now(seq, reason, stop, events),
+        }
+    }
+
+    fn finish_now(
+        &mut self,
+        seq: &mut Running,
+        reason: FinishReason,
+        stop_sequence: Option<String>,
+        mut events: Vec<SeqEvent>,
+    ) -> Result<Vec<SeqEvent>, EngineError> {
+        let now = Instant::now();
+        let first = seq.first_token_at.unwrap_or(now);
+        events.push(SeqEvent::Finished {
+            reason,
+            stop_sequence,
+            usage: Usage {
+                prompt_tokens: seq.prompt.len(),
+                cached_tokens: seq.cached_tokens,
+                completion_tokens: seq.output.len(),
+            },
+            timings: SeqTimings {
+                prefill_s: (first - seq.started).as_secs_f64(),
+                decode_s: (now - first).as_secs_f64(),
+            },
+        });
+        // The cache holds the prompt and every output token fed back so far.
+        let held = seq.cache.offset();
+        let mut tokens = seq.prompt.clone();
+        tokens.extend_from_slice(&seq.output);
+        tokens.truncate(held);
+        let cache = std::mem::replace(&mut seq.cache, KvCache::new(0));
+        self.prefix.insert(tokens, cache);
+        Ok(events)
+    }
+
+    fn admit(&mut self, id: SeqId, request: GenerateRequest) -> Result<Running, EngineError> {
+        let prompt = self.tokenize(&request.prompt)?;
+        let room = self.context_length.saturating_sub(prompt.len());
+        let max_tokens = match request.max_tokens {
+            Some(n) if prompt.len() + n > self.context_length => {
+                return Err(EngineError::ContextLength {
+                    context_length: self.context_length,
+                    prompt_tokens: prompt.len(),
+                    max_tokens: n,
+                    requested: prompt.len() + n,
+                })
+            }
+            Some(n) => n,
+            None if room == 0 => {
+                return Err(EngineError::ContextLength {
+                    context_length: self.context_length,
+                    prompt_tokens: prompt.len(),
+                    max_tokens: 1,
+                    requested: prompt.len() + 1,
+                })
+            }
+            None => room,
+        };
+        let sampler = Sampler::new(&request.sampling);
+        Ok(Running {
+            id,
+            prompt,
+            output: Vec::new(),
+            cache: KvCache::new(self.model.num_layers()),
+            prefilled: 0,
+            cached_tokens: 0,
+            pending: None,
+            max_tokens,
+            logprobs: request.logprobs,
+            sampler,
+            detok: IncrementalDecoder::new(self.tokenizer.tokenizer.clone()),
+            stops: StopMatcher::new(&request.stop),
+            started: Instant::now(),
+            first_token_at: None,
+            cancelled: false,
+        })
+    }
+}
+
+fn eos_ids(config: &ModelConfig, tokenizer: &TokenizerBundle) -> Vec<u32> {
+    let mut ids = config.eos_ids();
+    ids.extend(tokenizer.eos_token_ids.iter().copied());
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+impl Engine for MlxEngine {
+    fn info(&self) -> EngineInfo {
+        self.info.clone()
+    }
+
+    fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError> {
+        self.tokenize(prompt).map(|t| t.len())
+    }
+
+    fn render_prompt(&mut self, prompt: &Prompt) -> Result<String, EngineError> {
+        self.render(prompt)
+    }
+
+    fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {
+        let seq = self.admit(id, request)?;
+        self.waiting.push_back(seq);
+        Ok(())
+    }
+
+    fn free_slots(&self) -> usize {
+        usize::from(self.running.is_none() && self.waiting.is_empty())
+    }
+
+    fn has_work(&self) -> bool {
+        self.running.is_some() || !self.waiting.is_empty()
+    }
+
+    fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
+        if self.running.is_none() {
+            let Some(mut seq) = self.waiting.pop_front() else {
+                return Vec::new();
+            };
+            if let Some(hit) = self.prefix.lookup(&seq.prompt) {
+                seq.cache = hit.cache;
+                seq.prefilled = hit.tokens;
+                seq.cached_tokens = hit.tokens;
+            }
+            seq.started = Instant::now();
+            self.running = Some(seq);
+        }
+        let Some(mut seq) = self.running.take() else {
+            return Vec::new();
+        };
+        let id = seq.id;
+        if seq.cancelled {
+            let events = self
+                .finish_now(&mut seq, FinishReason::Cancelled, None, Vec::new())
+                .unwrap_or_default();
+            return events.into_iter().map(|e| (id, e)).collect();
+        }
+        match self.advance(&mut seq) {
+            Ok(events) => {
+                let done = events.iter().any(|e| matches!(e, SeqEvent::Finished { .. }));
+                if !done {
+                    self.running = Some(seq);
+                }
+                events.into_iter().map(|e| (id, e)).collect()
+            }
+            Err(e) => vec![(id, SeqEvent::Failed(e))],
+        }
+    }
+
+    fn cancel(&mut self, id: SeqId) {
+        if let Some(seq) = self.running.as_mut().filter(|s| s.id == id) {
+            seq.cancelled = true;
+        }
+        self.waiting.retain(|s| s.id != id);
+    }
+}
+
+/// Greedy defaults used by the CLI when no sampling flags are given.
+pub fn greedy() -> SamplingParams {
+    SamplingParams::default()
+}

@@ -1,0 +1,114 @@
+//! KV state of recent sequences, reused for the longest shared token prefix of a new prompt, so an
+//! agent's turn N+1 prefills only what is new. Bounded in bytes, least recently used goes first.
+
+use super::kv_cache::KvCache;
+
+struct Entry {
+    tokens: Vec<u32>,
+    cache: KvCache,
+    bytes: usize,
+    last_used: u64,
+}
+
+/// What a lookup found.
+pub struct PrefixHit {
+    /// A private copy of the cached state, truncated to the reusable prefix.
+    pub cache: KvCache,
+    /// Number of prompt tokens already in `cache`.
+    pub tokens: usize,
+}
+
+/// Counters for metrics and `/health`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrefixStats {
+    pub queries: u64,
+    pub hits: u64,
+    pub tokens_saved: u64,
+    pub entries: usize,
+    pub bytes: usize,
+}
+
+pub struct PrefixCache {
+    entries: Vec<Entry>,
+    max_bytes: usize,
+    clock: u64,
+    stats: PrefixStats,
+}
+
+fn common_prefix(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+impl PrefixCache {
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            max_bytes,
+            clock: 0,
+            stats: PrefixStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> PrefixStats {
+        PrefixStats {
+            entries: self.entries.len(),
+            bytes: self.entries.iter().map(|e| e.bytes).sum(),
+            ..self.stats
+        }
+    }
+
+    /// The longest cached prefix of `prompt`, leaving at least one prompt token to run (its
+    /// logits start generation). Entries are few (bounded by bytes), so a scan is enough.
+    pub fn lookup(&mut self, prompt: &[u32]) -> Option<PrefixHit> {
+        self.stats.queries += 1;
+        if self.max_bytes == 0 || prompt.len() < 2 {
+            return None;
+        }
+        self.clock += 1;
+        let limit = prompt.len() - 1;
+        let (best, len) = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(limit)))
+            .max_by_key(|&(_, len)| len)?;
+        if len == 0 {
+            return None;
+        }
+        let entry = &mut self.entries[best];
+        entry.last_used = self.clock;
+        let mut cache = entry.cache.clone();
+        cache.truncate(len);
+        self.stats.hits += 1;
+        self.stats.tokens_saved += len as u64;
+        Some(PrefixHit { cache, tokens: len })
+    }
+
+    /// Keeps the state of a finished sequence whose cache holds `tokens`.
+    pub fn insert(&mut self, tokens: Vec<u32>, cache: KvCache) {
+        let bytes = cache.nbytes();
+        if self.max_bytes == 0 || bytes > self.max_bytes || tokens.len() != cache.offset() {
+            return;
+        }
+        // An entry that is a prefix of the new one is dominated by it.
+        self.entries
+            .retain(|e| common_prefix(&e.tokens, &tokens) < e.tokens.len());
+        self.clock += 1;
+        self.entries.push(Entry {
+            tokens,
+            cache,
+            bytes,
+            last_used: self.clock,
+        });
+        while self.entries.iter().map(|e| e.bytes).sum::<usize>() > self.max_bytes {
+            let Some((oldest, _)) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used) else {
+                break;
+            };
+            self.entries.swap_remove(oldest);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
