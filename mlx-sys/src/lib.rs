@@ -38,3 +38,100 @@ pub extern "C" fn mach_approximate_time() -> u64 {
     let start = START.get_or_init(Instant::now);
     start.elapsed().as_nanos() as u64 + 1
 }
+
+/// MLX's CPU matmul always calls `cblas_sgemm`, also for the single-row products that dominate
+/// decoding, where OpenBLAS's gemm path reaches well under half of the memory bandwidth that its
+/// gemv path does. Defined in the executable, this `cblas_sgemm` is what libmlx binds to (first
+/// definition in load order); it sends single-row products to `sgemv_` and everything else to
+/// OpenBLAS's Fortran `sgemm_`, translating row-major to column-major.
+#[cfg(mlx_serve_openblas)]
+mod gemv_dispatch {
+    use std::os::raw::{c_char, c_float, c_int};
+
+    extern "C" {
+        fn sgemm_(
+            transa: *const c_char,
+            transb: *const c_char,
+            m: *const c_int,
+            n: *const c_int,
+            k: *const c_int,
+            alpha: *const c_float,
+            a: *const c_float,
+            lda: *const c_int,
+            b: *const c_float,
+            ldb: *const c_int,
+            beta: *const c_float,
+            c: *mut c_float,
+            ldc: *const c_int,
+        );
+        fn sgemv_(
+            trans: *const c_char,
+            m: *const c_int,
+            n: *const c_int,
+            alpha: *const c_float,
+            a: *const c_float,
+            lda: *const c_int,
+            x: *const c_float,
+            incx: *const c_int,
+            beta: *const c_float,
+            y: *mut c_float,
+            incy: *const c_int,
+        );
+    }
+
+    const ROW_MAJOR: c_int = 101;
+    const NO_TRANS: c_int = 111;
+
+    fn flag(trans: c_int) -> c_char {
+        if trans == NO_TRANS {
+            b'N' as c_char
+        } else {
+            b'T' as c_char
+        }
+    }
+
+    /// # Safety
+    /// The CBLAS contract: pointers and leading dimensions describe valid matrices.
+    #[no_mangle]
+    pub unsafe extern "C" fn cblas_sgemm(
+        order: c_int,
+        trans_a: c_int,
+        trans_b: c_int,
+        m: c_int,
+        n: c_int,
+        k: c_int,
+        alpha: c_float,
+        a: *const c_float,
+        lda: c_int,
+        b: *const c_float,
+        ldb: c_int,
+        beta: c_float,
+        c: *mut c_float,
+        ldc: c_int,
+    ) {
+        if order != ROW_MAJOR {
+            // Column-major callers map straight onto Fortran.
+            let (ta, tb) = (flag(trans_a), flag(trans_b));
+            sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+            return;
+        }
+        if m == 1 {
+            // y(1×N) = x(1×K) · op(B): as column-major, y = op(B)ᵀ x.
+            let incx: c_int = if trans_a == NO_TRANS { 1 } else { lda };
+            let one: c_int = 1;
+            if trans_b == NO_TRANS {
+                // B is K×N row-major = N×K column-major.
+                let t = b'N' as c_char;
+                sgemv_(&t, &n, &k, &alpha, b, &ldb, a, &incx, &beta, c, &one);
+            } else {
+                // B is N×K row-major = K×N column-major.
+                let t = b'T' as c_char;
+                sgemv_(&t, &k, &n, &alpha, b, &ldb, a, &incx, &beta, c, &one);
+            }
+            return;
+        }
+        // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
+        let (ta, tb) = (flag(trans_a), flag(trans_b));
+        sgemm_(&tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+    }
+}
