@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command: every Rust test (unit, protocol against the fake engine, end to end on the real
+# default model), then the official `openai`/`anthropic` Python clients against the real server.
+# Needs only Rust, Python 3 with pip and a C/C++ compiler; MLX, cmake, libclang and the model are
+# fetched by the build and the tests themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TERM_COLOR=never
+# Pull the default model once up front, so no single test pays for it on its own clock.
+cargo build --bins
+./target/debug/mlx-serve pull smollm2-135m-instruct
+
+set +e
+cargo test --workspace --no-fail-fast
+rust_status=$?
+set -e
+
+venv=target/pyenv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
+set +e
+MLX_SERVE_BIN="$PWD/target/debug/mlx-serve" "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
+py_status=$?
+set -e
+
+exit $(( rust_status != 0 || py_status != 0 ))
