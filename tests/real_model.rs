@@ -1,0 +1,141 @@
+//! The engine on the real default model (SmolLM2-135M-Instruct, pulled on first use).
+#![cfg(feature = "mlx")]
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use mlx_serve_actors::engine::{ChatMessage, Engine, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent};
+use mlx_serve_actors::model::catalog;
+use mlx_serve_actors::model::mlx::device::DeviceChoice;
+use mlx_serve_actors::model::mlx::engine::{EngineOptions, MlxEngine};
+use mlx_serve_actors::model::mlx::loader::{self, ModelSource};
+
+// MLX state is per thread and the machine has two cores: one model at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn default_model() -> PathBuf {
+    let dir = catalog::default_models_dir();
+    catalog::pull(catalog::DEFAULT_MODEL, &dir, &|_| {}).expect("pull the default model")
+}
+
+fn options(source: ModelSource) -> EngineOptions {
+    EngineOptions {
+        source,
+        model_id: "smollm2-135m-instruct".into(),
+        dtype: None,
+        device: DeviceChoice::Cpu,
+        context_length: None,
+        prefill_chunk: 256,
+        prefix_cache_bytes: 64 << 20,
+    }
+}
+
+fn chat(question: &str) -> Prompt {
+    Prompt::Chat {
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: question.into(),
+            ..Default::default()
+        }],
+        tools: Vec::new(),
+        add_generation_prompt: true,
+    }
+}
+
+struct Outcome {
+    text: String,
+    reason: FinishReason,
+    cached_tokens: usize,
+}
+
+fn generate(engine: &mut MlxEngine, id: u64, prompt: Prompt, sampling: SamplingParams, max_tokens: usize) -> Outcome {
+    engine
+        .add(
+            id,
+            GenerateRequest {
+                prompt,
+                sampling,
+                max_tokens: Some(max_tokens),
+                stop: Vec::new(),
+                logprobs: None,
+            },
+        )
+        .expect("admit");
+    let mut text = String::new();
+    loop {
+        for (seq, event) in engine.step() {
+            assert_eq!(seq, id);
+            match event {
+                SeqEvent::Text { text: t, .. } => text.push_str(&t),
+                SeqEvent::Finished { reason, usage, .. } => {
+                    return Outcome {
+                        text,
+                        reason,
+                        cached_tokens: usage.cached_tokens,
+                    }
+                }
+                SeqEvent::Failed(e) => panic!("generation failed: {e}"),
+                SeqEvent::Started { .. } => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn greedy_capital_of_france_is_paris_and_reuses_the_prefix() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engine = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
+    let first = generate(&mut engine, 1, chat("What is the capital of France?"), SamplingParams::default(), 24);
+    assert!(first.text.contains("Paris"), "answer was {:?}", first.text);
+    assert_ne!(first.reason, FinishReason::Cancelled);
+
+    // The same prompt again: all but the last prompt token come from the prefix cache, and greedy
+    // output is identical to the run without reuse.
+    let again = generate(&mut engine, 2, chat("What is the capital of France?"), SamplingParams::default(), 24);
+    assert!(again.cached_tokens > 10, "cached {}", again.cached_tokens);
+    assert_eq!(again.text, first.text);
+}
+
+#[test]
+fn same_seed_gives_same_text() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engine = MlxEngine::load(&EngineOptions {
+        prefix_cache_bytes: 0,
+        ..options(ModelSource::Gguf(default_model()))
+    })
+    .expect("load");
+    let sampling = |seed| SamplingParams {
+        temperature: 0.9,
+        top_p: 0.95,
+        seed: Some(seed),
+        ..Default::default()
+    };
+    let prompt = || chat("Write a short poem about the sea.");
+    let a = generate(&mut engine, 1, prompt(), sampling(42), 32);
+    let b = generate(&mut engine, 2, prompt(), sampling(42), 32);
+    let c = generate(&mut engine, 3, prompt(), sampling(7), 32);
+    assert_eq!(a.text, b.text);
+    assert!(!a.text.is_empty());
+    assert_ne!(a.text, c.text, "different seeds should differ");
+}
+
+#[test]
+fn safetensors_conversion_gives_identical_greedy_output() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let gguf = default_model();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loaded = loader::load(&ModelSource::Gguf(gguf.clone()), mlx_rs::Dtype::Float32, false).expect("load gguf");
+    loader::write_hf_dir(&loaded, mlx_rs::Dtype::Float32, dir.path()).expect("convert");
+    drop(loaded);
+    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+        assert!(dir.path().join(file).exists(), "{file} missing");
+    }
+    let question = "Name three colors of the rainbow.";
+    let mut from_gguf = MlxEngine::load(&options(ModelSource::Gguf(gguf))).expect("load gguf engine");
+    let a = generate(&mut from_gguf, 1, chat(question), SamplingParams::default(), 32);
+    drop(from_gguf);
+    let mut from_hf = MlxEngine::load(&options(ModelSource::HfDir(dir.path().to_path_buf()))).expect("load hf engine");
+    let b = generate(&mut from_hf, 1, chat(question), SamplingParams::default(), 32);
+    assert_eq!(a.text, b.text);
+    assert!(!a.text.is_empty());
+}
