@@ -20,6 +20,7 @@ const MLX_C_CRATE_VERSION: &str = "0.7.0";
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo::rustc-check-cfg=cfg(mlx_serve_openblas)");
+    println!("cargo::rustc-check-cfg=cfg(mlx_serve_scipy_openblas)");
     println!("cargo:rerun-if-changed=compat");
     for var in [
         "MLX_SERVE_BACKEND",
@@ -58,7 +59,7 @@ fn main() {
     println!("cargo:rustc-env=MLX_SERVE_MLX_BACKEND={}", backend.name());
     println!("cargo:rustc-env=MLX_SERVE_MLX_VERSION={MLX_VERSION}");
 
-    let blas = link_blas(backend);
+    let blas = link_blas(backend, &cache);
     println!("cargo:blas={blas}");
     println!("cargo:rustc-env=MLX_SERVE_BLAS={blas}");
 
@@ -312,7 +313,7 @@ fn build_mlx_c(cache: &Path, backend: Backend, mlx: &Path, src: &Path, cmake: &P
 
 /// Links a fast BLAS ahead of libmlx so its `cblas_*gemm` symbols win over the reference BLAS
 /// bundled with the CPU wheel (the dynamic linker binds to the first definition in load order).
-fn link_blas(backend: Backend) -> String {
+fn link_blas(backend: Backend, cache: &Path) -> String {
     if backend != Backend::Cpu || env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("linux") {
         return "backend".into();
     }
@@ -328,19 +329,38 @@ fn link_blas(backend: Backend) -> String {
         "/usr/lib64",
         "/usr/lib",
     ];
-    for dir in candidates {
+    let pypi_only = env::var("MLX_SERVE_BLAS").as_deref() == Ok("pypi");
+    for dir in candidates.iter().filter(|_| !pypi_only) {
         let lib = Path::new(dir).join("libopenblas.so.0");
         if lib.exists() {
-            println!("cargo:rustc-link-search=native={dir}");
-            println!("cargo:rustc-link-lib=dylib:+verbatim=libopenblas.so.0");
-            println!("cargo:rustc-cfg=mlx_serve_openblas");
-            println!("cargo:blas_dir={dir}");
+            use_openblas(Path::new(dir), "libopenblas.so.0");
             println!("cargo:warning=mlx-sys: BLAS = system OpenBLAS ({})", lib.display());
             return format!("openblas ({})", lib.display());
         }
     }
-    println!("cargo:warning=mlx-sys: no system OpenBLAS found (Debian: apt-get install libopenblas0-pthread); MLX will use the wheel's reference BLAS, about 30x slower on CPU");
+    // No system OpenBLAS: PyPI's scipy-openblas32 has one with every symbol prefixed `scipy_`,
+    // which our cblas_sgemm (src/lib.rs) calls by those names.
+    let site = pip_target(cache, SCIPY_OPENBLAS, "blas-scipy-openblas32");
+    let dir = site.join("scipy_openblas32/lib");
+    if dir.join("libscipy_openblas.so").exists() {
+        use_openblas(&dir, "libscipy_openblas.so");
+        println!("cargo:rustc-cfg=mlx_serve_scipy_openblas");
+        println!("cargo:warning=mlx-sys: BLAS = OpenBLAS from PyPI ({SCIPY_OPENBLAS}); no system OpenBLAS found");
+        return format!("openblas ({SCIPY_OPENBLAS})");
+    }
+    println!("cargo:warning=mlx-sys: no OpenBLAS found (Debian: apt-get install libopenblas0-pthread); MLX will use the wheel's reference BLAS, about 30x slower on CPU");
     "reference".into()
+}
+
+/// OpenBLAS with every symbol prefixed `scipy_`, from PyPI.
+const SCIPY_OPENBLAS: &str = "scipy-openblas32==0.3.34.481.3";
+
+fn use_openblas(dir: &Path, file: &str) {
+    println!("cargo:rustc-link-search=native={}", dir.display());
+    println!("cargo:rustc-link-lib=dylib:+verbatim={file}");
+    println!("cargo:rustc-cfg=mlx_serve_openblas");
+    println!("cargo:blas_dir={}", dir.display());
+    println!("cargo:blas_lib={file}");
 }
 
 fn find_libclang(cache: &Path) {

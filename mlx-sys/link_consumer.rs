@@ -8,6 +8,7 @@
 fn link_mlx_consumer() {
     println!("cargo:rerun-if-env-changed=DEP_MLX_LIB_DIR");
     println!("cargo:rerun-if-env-changed=DEP_MLX_BLAS_DIR");
+    println!("cargo:rerun-if-env-changed=DEP_MLX_BLAS_LIB");
     let Ok(lib_dir) = std::env::var("DEP_MLX_LIB_DIR") else {
         return; // built without the `mlx` feature
     };
@@ -17,7 +18,8 @@ fn link_mlx_consumer() {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{blas_dir}");
         println!("cargo:rustc-link-arg=-L{blas_dir}");
         println!("cargo:rustc-link-arg=-Wl,--push-state,--no-as-needed");
-        println!("cargo:rustc-link-arg=-l:libopenblas.so.0");
+        let lib = std::env::var("DEP_MLX_BLAS_LIB").unwrap_or_else(|_| "libopenblas.so.0".into());
+        println!("cargo:rustc-link-arg=-l:{lib}");
         println!("cargo:rustc-link-arg=-Wl,--pop-state");
     }
 }

@@ -17,6 +17,7 @@ pub fn blas_info() -> String {
     #[cfg(mlx_serve_openblas)]
     {
         extern "C" {
+            #[cfg_attr(mlx_serve_scipy_openblas, link_name = "scipy_openblas_get_config")]
             fn openblas_get_config() -> *const std::os::raw::c_char;
         }
         // Calling into OpenBLAS also keeps it a direct dependency of every binary, which is what
@@ -49,6 +50,7 @@ mod gemv_dispatch {
     use std::os::raw::{c_char, c_float, c_int};
 
     extern "C" {
+        #[cfg_attr(mlx_serve_scipy_openblas, link_name = "scipy_sgemm_")]
         fn sgemm_(
             transa: *const c_char,
             transb: *const c_char,
@@ -64,6 +66,7 @@ mod gemv_dispatch {
             c: *mut c_float,
             ldc: *const c_int,
         );
+        #[cfg_attr(mlx_serve_scipy_openblas, link_name = "scipy_sgemv_")]
         fn sgemv_(
             trans: *const c_char,
             m: *const c_int,
