@@ -219,7 +219,10 @@ pub fn analyze(path: &Path, opts: &AnalyzeOptions) -> Result<AnalysisReport, Ana
 }
 
 /// [`analyze`] over any reader.
-pub fn analyze_reader(reader: impl BufRead, opts: &AnalyzeOptions) -> std::io::Result<AnalysisReport> {
+pub fn analyze_reader(
+    reader: impl BufRead,
+    opts: &AnalyzeOptions,
+) -> std::io::Result<AnalysisReport> {
     let mut report = AnalysisReport::default();
     let mut records = Vec::new();
     for line in reader.split(b'\n') {
@@ -291,7 +294,11 @@ fn summarize(report: &mut AnalysisReport, records: &[TraceRecord], opts: &Analyz
     let count = |c: &str| records.iter().filter(|r| is(r, c)).count() as u64;
     let (hits, misses) = (count("hit"), count("miss"));
     let e2e_of = |pred: &dyn Fn(&TraceRecord) -> bool| -> Vec<f64> {
-        records.iter().filter(|r| pred(r)).map(|r| r.e2e_s).collect()
+        records
+            .iter()
+            .filter(|r| pred(r))
+            .map(|r| r.e2e_s)
+            .collect()
     };
     let hit_e2e = Percentiles::of(&e2e_of(&|r| r.cache == "hit"));
     let miss_e2e = Percentiles::of(&e2e_of(&|r| r.cache == "miss"));
@@ -321,10 +328,16 @@ fn summarize(report: &mut AnalysisReport, records: &[TraceRecord], opts: &Analyz
 
     let engine: Vec<&TraceRecord> = records.iter().filter(|r| r.cache != "hit").collect();
     let engine_prompt: u64 = engine.iter().map(|r| r.prompt_tokens).sum();
-    let engine_cached: u64 = engine.iter().map(|r| r.cached_tokens.min(r.prompt_tokens)).sum();
+    let engine_cached: u64 = engine
+        .iter()
+        .map(|r| r.cached_tokens.min(r.prompt_tokens))
+        .sum();
     let (gen_tokens, gen_secs) = engine
         .iter()
-        .filter_map(|r| r.ttft_s.map(|t| (r.completion_tokens.saturating_sub(1), r.e2e_s - t)))
+        .filter_map(|r| {
+            r.ttft_s
+                .map(|t| (r.completion_tokens.saturating_sub(1), r.e2e_s - t))
+        })
         .filter(|(_, s)| *s > 0.0)
         .fold((0u64, 0.0), |(t, s), (rt, rs)| (t + rt, s + rs));
     let prompt: u64 = records.iter().map(|r| r.prompt_tokens).sum();
@@ -408,7 +421,11 @@ fn error_patterns(records: &[TraceRecord]) -> Vec<ErrorPattern> {
         .into_iter()
         .map(|(pattern, count)| ErrorPattern { pattern, count })
         .collect();
-    out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.pattern.cmp(&b.pattern)));
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then_with(|| a.pattern.cmp(&b.pattern))
+    });
     out
 }
 
@@ -433,7 +450,7 @@ fn model_reports(records: &[TraceRecord]) -> Vec<ModelReport> {
             }
         })
         .collect();
-    out.sort_by(|a, b| b.requests.cmp(&a.requests));
+    out.sort_by_key(|m| std::cmp::Reverse(m.requests));
     out
 }
 

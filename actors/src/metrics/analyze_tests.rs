@@ -26,16 +26,70 @@ fn rec(
 
 fn sample_trace() -> String {
     let mut s = String::new();
-    s += &line(rec("2026-01-01T00:00:00Z", "a", "qwen", "miss", 2.0, Some(0.5), 10, 31));
-    s += &line(rec("2026-01-01T00:00:01Z", "a", "qwen", "hit", 0.0002, Some(0.0001), 10, 31));
-    s += &line(rec("2026-01-01T00:00:02Z", "a", "qwen", "hit", 0.0002, Some(0.0001), 10, 31));
-    s += &line(rec("2026-01-01T00:00:03Z", "b", "llama", "miss", 4.0, Some(1.0), 20, 7));
-    let mut tool = rec("2026-01-01T00:00:04Z", "c", "qwen", "bypass", 1.0, Some(0.2), 30, 5);
+    s += &line(rec(
+        "2026-01-01T00:00:00Z",
+        "a",
+        "qwen",
+        "miss",
+        2.0,
+        Some(0.5),
+        10,
+        31,
+    ));
+    s += &line(rec(
+        "2026-01-01T00:00:01Z",
+        "a",
+        "qwen",
+        "hit",
+        0.0002,
+        Some(0.0001),
+        10,
+        31,
+    ));
+    s += &line(rec(
+        "2026-01-01T00:00:02Z",
+        "a",
+        "qwen",
+        "hit",
+        0.0002,
+        Some(0.0001),
+        10,
+        31,
+    ));
+    s += &line(rec(
+        "2026-01-01T00:00:03Z",
+        "b",
+        "llama",
+        "miss",
+        4.0,
+        Some(1.0),
+        20,
+        7,
+    ));
+    let mut tool = rec(
+        "2026-01-01T00:00:04Z",
+        "c",
+        "qwen",
+        "bypass",
+        1.0,
+        Some(0.2),
+        30,
+        5,
+    );
     tool["tools"] = serde_json::json!(["get_weather", "get_weather", "search"]);
     tool["tool_failures"] = serde_json::json!(1);
     tool["finish_reason"] = serde_json::json!("tool_calls");
     s += &line(tool);
-    let mut err = rec("2026-01-01T00:00:10Z", "d", "qwen", "uncacheable", 0.01, None, 0, 0);
+    let mut err = rec(
+        "2026-01-01T00:00:10Z",
+        "d",
+        "qwen",
+        "uncacheable",
+        0.01,
+        None,
+        0,
+        0,
+    );
     err["status"] = serde_json::json!(400);
     err["error_type"] = serde_json::json!("invalid_request_error");
     err["error"] = serde_json::json!("max_tokens 99999 exceeds context 4096");
@@ -192,6 +246,10 @@ fn analyze_reads_a_file_written_by_the_trace_writer() {
 
 #[test]
 fn missing_file_is_an_error_naming_the_path() {
-    let err = analyze(Path::new("/nonexistent/trace.jsonl"), &AnalyzeOptions::default()).unwrap_err();
+    let err = analyze(
+        Path::new("/nonexistent/trace.jsonl"),
+        &AnalyzeOptions::default(),
+    )
+    .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/trace.jsonl"));
 }

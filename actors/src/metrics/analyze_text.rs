@@ -83,7 +83,8 @@ fn write_report(o: &mut String, r: &AnalysisReport) -> std::fmt::Result {
         "median hit {}  median miss {}  speedup {}",
         secs(c.hit_p50_s),
         secs(c.miss_p50_s),
-        c.hit_speedup.map_or_else(|| "-".into(), |x| format!("{x:.0}x"))
+        c.hit_speedup
+            .map_or_else(|| "-".into(), |x| format!("{x:.0}x"))
     )?;
     let l = &r.latency;
     writeln!(o, "\n-- latency --")?;

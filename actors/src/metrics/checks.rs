@@ -104,13 +104,17 @@ fn exposition_passes_promtool_check_metrics() {
 fn every_name_constant_is_exported() {
     let text = busy_metrics().render();
     for name in names::ALL {
-        assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing from /metrics");
+        assert!(
+            text.contains(&format!("# TYPE {name} ")),
+            "{name} missing from /metrics"
+        );
     }
 }
 
 /// Metric names (`mlx_serve_…`) anywhere in the dashboard's queries.
 fn dashboard_metric_names() -> BTreeSet<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../grafana/dashboards/mlx-serve.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../grafana/dashboards/mlx-serve.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut queries = Vec::new();
@@ -198,8 +202,13 @@ async fn actor_records_events_and_answers_render_and_summary() {
     assert_eq!(summary.e2e_seconds.p50, Some(0.2));
     assert_eq!(summary.ttft_seconds.p99, Some(0.15));
     let text = addr.send(Render).await.unwrap();
-    assert!(text.contains("mlx_serve_num_requests_waiting{model=\"qwen\"} 4"), "{text}");
-    assert!(text.contains("mlx_serve_requests_total{model=\"qwen\",route=\"/v1/chat/completions\",status=\"200\"} 3"));
+    assert!(
+        text.contains("mlx_serve_num_requests_waiting{model=\"qwen\"} 4"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "mlx_serve_requests_total{model=\"qwen\",route=\"/v1/chat/completions\",status=\"200\"} 3"
+    ));
 }
 
 #[test]

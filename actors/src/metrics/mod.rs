@@ -17,8 +17,12 @@ use std::time::Instant;
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 
-pub use analyze::{analyze, analyze_reader, render_text, AnalysisReport, AnalyzeError, AnalyzeOptions};
-pub use events::{CacheOutcome, CacheState, ModelLoaded, QueueState, RequestFinished, ToolCallOutcome};
+pub use analyze::{
+    analyze, analyze_reader, render_text, AnalysisReport, AnalyzeError, AnalyzeOptions,
+};
+pub use events::{
+    CacheOutcome, CacheState, ModelLoaded, QueueState, RequestFinished, ToolCallOutcome,
+};
 pub use registry::{Metrics, MetricsError};
 pub use trace::{TraceError, TraceRecord, TraceSettings, TraceWriter};
 pub use window::{LatencySummary, LatencyWindow, Percentiles, WindowSettings};

@@ -51,10 +51,19 @@ fn cache_hit_counts_as_hit_and_lands_in_the_lowest_latency_buckets() {
     let mut m = Metrics::new().unwrap();
     m.record_request(&hit("qwen"));
     let t = m.render();
-    assert_eq!(sample(&t, n::RESPONSE_CACHE_HITS_TOTAL, &["model=\"qwen\""]), Some(1.0));
+    assert_eq!(
+        sample(&t, n::RESPONSE_CACHE_HITS_TOTAL, &["model=\"qwen\""]),
+        Some(1.0)
+    );
     let bucket = format!("{}_bucket", n::E2E_REQUEST_LATENCY_SECONDS);
-    assert_eq!(sample(&t, &bucket, &["cache=\"hit\"", "le=\"0.0001\""]), Some(0.0));
-    assert_eq!(sample(&t, &bucket, &["cache=\"hit\"", "le=\"0.00025\""]), Some(1.0));
+    assert_eq!(
+        sample(&t, &bucket, &["cache=\"hit\"", "le=\"0.0001\""]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&t, &bucket, &["cache=\"hit\"", "le=\"0.00025\""]),
+        Some(1.0)
+    );
     // A replayed answer is not engine work.
     assert_eq!(sample(&t, n::GENERATION_TOKENS_TOTAL, &[]), None);
     assert_eq!(sample(&t, n::PREFIX_CACHE_QUERIES_TOTAL, &[]), None);
@@ -75,8 +84,14 @@ fn engine_request_moves_tokens_phases_and_prefix_cache() {
     assert_eq!(sample(&t, n::GENERATION_TOKENS_TOTAL, &q), Some(62.0));
     assert_eq!(sample(&t, n::PREFIX_CACHE_QUERIES_TOTAL, &q), Some(2.0));
     assert_eq!(sample(&t, n::PREFIX_CACHE_HITS_TOTAL, &q), Some(1.0));
-    assert_eq!(sample(&t, n::PREFIX_CACHE_QUERIED_TOKENS_TOTAL, &q), Some(200.0));
-    assert_eq!(sample(&t, n::PREFIX_CACHE_TOKENS_SAVED_TOTAL, &q), Some(64.0));
+    assert_eq!(
+        sample(&t, n::PREFIX_CACHE_QUERIED_TOKENS_TOTAL, &q),
+        Some(200.0)
+    );
+    assert_eq!(
+        sample(&t, n::PREFIX_CACHE_TOKENS_SAVED_TOTAL, &q),
+        Some(64.0)
+    );
     assert_eq!(sample(&t, n::RESPONSE_CACHE_MISSES_TOTAL, &q), Some(2.0));
     assert_eq!(sample(&t, n::RESPONSE_CACHE_HIT_RATIO, &[]), Some(0.0));
     let count = |name: &str| sample(&t, &format!("{name}_count"), &q);
@@ -115,16 +130,28 @@ fn failed_request_counts_error_type_and_not_success() {
     });
     let t = m.render();
     assert_eq!(
-        sample(&t, n::ERRORS_TOTAL, &["error_type=\"invalid_request_error\""]),
+        sample(
+            &t,
+            n::ERRORS_TOTAL,
+            &["error_type=\"invalid_request_error\""]
+        ),
         Some(1.0)
     );
     assert_eq!(
-        sample(&t, n::REQUESTS_TOTAL, &["route=\"/v1/completions\"", "status=\"400\""]),
+        sample(
+            &t,
+            n::REQUESTS_TOTAL,
+            &["route=\"/v1/completions\"", "status=\"400\""]
+        ),
         Some(1.0)
     );
     assert_eq!(sample(&t, n::REQUEST_SUCCESS_TOTAL, &[]), None);
     assert_eq!(
-        sample(&t, n::RESPONSE_CACHE_SKIPPED_TOTAL, &["reason=\"uncacheable\""]),
+        sample(
+            &t,
+            n::RESPONSE_CACHE_SKIPPED_TOTAL,
+            &["reason=\"uncacheable\""]
+        ),
         Some(1.0)
     );
 }
@@ -153,13 +180,26 @@ fn tool_calls_split_into_parsed_and_failed_by_format() {
         ok,
     };
     m.record_request(&RequestFinished {
-        tool_calls: vec![call("hermes", true), call("hermes", true), call("mistral", false)],
+        tool_calls: vec![
+            call("hermes", true),
+            call("hermes", true),
+            call("mistral", false),
+        ],
         ..miss("qwen")
     });
     let t = m.render();
-    assert_eq!(sample(&t, n::TOOL_CALLS_PARSED_TOTAL, &["format=\"hermes\""]), Some(2.0));
-    assert_eq!(sample(&t, n::TOOL_CALLS_FAILED_TOTAL, &["format=\"mistral\""]), Some(1.0));
-    assert_eq!(sample(&t, n::TOOL_CALLS_FAILED_TOTAL, &["format=\"hermes\""]), None);
+    assert_eq!(
+        sample(&t, n::TOOL_CALLS_PARSED_TOTAL, &["format=\"hermes\""]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&t, n::TOOL_CALLS_FAILED_TOTAL, &["format=\"mistral\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&t, n::TOOL_CALLS_FAILED_TOTAL, &["format=\"hermes\""]),
+        None
+    );
 }
 
 #[test]
@@ -175,11 +215,17 @@ fn cache_state_sets_gauges_and_follows_eviction_total_by_deltas() {
     let t = m.render();
     assert_eq!(sample(&t, n::RESPONSE_CACHE_ENTRIES, &[]), Some(7.0));
     assert_eq!(sample(&t, n::RESPONSE_CACHE_BYTES, &[]), Some(700.0));
-    assert_eq!(sample(&t, n::RESPONSE_CACHE_EVICTIONS_TOTAL, &[]), Some(6.0));
+    assert_eq!(
+        sample(&t, n::RESPONSE_CACHE_EVICTIONS_TOTAL, &[]),
+        Some(6.0)
+    );
     // The cache restarted its count: the counter must still only go up.
     m.record_cache(&state(1, 1));
     let t = m.render();
-    assert_eq!(sample(&t, n::RESPONSE_CACHE_EVICTIONS_TOTAL, &[]), Some(7.0));
+    assert_eq!(
+        sample(&t, n::RESPONSE_CACHE_EVICTIONS_TOTAL, &[]),
+        Some(7.0)
+    );
 }
 
 #[test]
@@ -196,8 +242,14 @@ fn queue_and_model_gauges_and_process_memory() {
         weight_bytes: 1 << 30,
     });
     let t = m.render();
-    assert_eq!(sample(&t, n::NUM_REQUESTS_RUNNING, &["model=\"qwen\""]), Some(2.0));
-    assert_eq!(sample(&t, n::NUM_REQUESTS_WAITING, &["model=\"qwen\""]), Some(3.0));
+    assert_eq!(
+        sample(&t, n::NUM_REQUESTS_RUNNING, &["model=\"qwen\""]),
+        Some(2.0)
+    );
+    assert_eq!(
+        sample(&t, n::NUM_REQUESTS_WAITING, &["model=\"qwen\""]),
+        Some(3.0)
+    );
     assert_eq!(sample(&t, n::MODEL_LOAD_DURATION_SECONDS, &[]), Some(1.25));
     assert_eq!(sample(&t, n::MODEL_WEIGHTS_BYTES, &[]), Some(1073741824.0));
     let rss = sample(&t, n::PROCESS_RESIDENT_MEMORY_BYTES, &[]).unwrap();

@@ -285,7 +285,9 @@ mod tests {
     #[test]
     fn trace_line_has_the_request_fields_and_no_prompt_by_default() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = TraceWriter::open(&settings(dir.path(), 1 << 20, 2, false)).unwrap().unwrap();
+        let mut w = TraceWriter::open(&settings(dir.path(), 1 << 20, 2, false))
+            .unwrap()
+            .unwrap();
         w.write_event(&event()).unwrap();
         let text = fs::read_to_string(dir.path().join("trace.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 1);
@@ -304,7 +306,9 @@ mod tests {
     #[test]
     fn prompt_is_written_only_when_enabled() {
         let dir = tempfile::tempdir().unwrap();
-        let mut w = TraceWriter::open(&settings(dir.path(), 1 << 20, 2, true)).unwrap().unwrap();
+        let mut w = TraceWriter::open(&settings(dir.path(), 1 << 20, 2, true))
+            .unwrap()
+            .unwrap();
         w.write_event(&event()).unwrap();
         let text = fs::read_to_string(dir.path().join("trace.jsonl")).unwrap();
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
@@ -331,7 +335,9 @@ mod tests {
         // h0..h6, two per file: [h0 h1] dropped, [h2 h3] .2, [h4 h5] .1, [h6] current.
         assert!(read("trace.jsonl").contains("\"h6\""));
         assert_eq!(read("trace.jsonl").lines().count(), 1);
-        assert!(read("trace.jsonl.1").contains("\"h4\"") && read("trace.jsonl.1").contains("\"h5\""));
+        assert!(
+            read("trace.jsonl.1").contains("\"h4\"") && read("trace.jsonl.1").contains("\"h5\"")
+        );
         assert!(read("trace.jsonl.2").contains("\"h2\""));
         assert!(!dir.path().join("trace.jsonl.3").exists());
     }
@@ -340,14 +346,24 @@ mod tests {
     fn reopening_appends_instead_of_truncating() {
         let dir = tempfile::tempdir().unwrap();
         let s = settings(dir.path(), 1 << 20, 1, false);
-        TraceWriter::open(&s).unwrap().unwrap().write_event(&event()).unwrap();
-        TraceWriter::open(&s).unwrap().unwrap().write_event(&event()).unwrap();
+        TraceWriter::open(&s)
+            .unwrap()
+            .unwrap()
+            .write_event(&event())
+            .unwrap();
+        TraceWriter::open(&s)
+            .unwrap()
+            .unwrap()
+            .write_event(&event())
+            .unwrap();
         let text = fs::read_to_string(dir.path().join("trace.jsonl")).unwrap();
         assert_eq!(text.lines().count(), 2);
     }
 
     #[test]
     fn no_path_means_no_trace() {
-        assert!(TraceWriter::open(&TraceSettings::default()).unwrap().is_none());
+        assert!(TraceWriter::open(&TraceSettings::default())
+            .unwrap()
+            .is_none());
     }
 }

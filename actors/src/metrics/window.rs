@@ -246,7 +246,10 @@ mod tests {
         });
         let t0 = Instant::now();
         w.record(&req(9.0, None, CacheOutcome::Miss, 1), t0);
-        w.record(&req(1.0, None, CacheOutcome::Miss, 1), t0 + Duration::from_secs(50));
+        w.record(
+            &req(1.0, None, CacheOutcome::Miss, 1),
+            t0 + Duration::from_secs(50),
+        );
         let s = w.summary(t0 + Duration::from_secs(70));
         assert_eq!(s.window_requests, 1);
         assert_eq!(s.e2e_seconds.max, Some(1.0));
