@@ -484,6 +484,45 @@ impl Metrics {
         self.weights_bytes
             .with_label_values(&[model.as_str()])
             .set(saturating_i64(ev.weight_bytes));
+        self.init_series(model.as_str());
+    }
+
+    /// Creates the model's series at zero so dashboards show 0, not "No data", and `rate()`
+    /// sees the first increment.
+    fn init_series(&self, model: &str) {
+        let m = [model];
+        for c in [
+            &self.prompt_tokens,
+            &self.generation_tokens,
+            &self.cache_hits,
+            &self.cache_misses,
+            &self.prefix_queries,
+            &self.prefix_hits,
+            &self.prefix_queried_tokens,
+            &self.prefix_tokens_saved,
+        ] {
+            c.with_label_values(&m);
+        }
+        for h in [
+            &self.tpot,
+            &self.queue,
+            &self.prefill,
+            &self.decode,
+            &self.request_prompt_tokens,
+            &self.request_generation_tokens,
+        ] {
+            h.with_label_values(&m);
+        }
+        for outcome in [CacheOutcome::Hit, CacheOutcome::Miss] {
+            self.e2e.with_label_values(&[model, outcome.as_str()]);
+            self.ttft.with_label_values(&[model, outcome.as_str()]);
+        }
+        for reason in [CacheOutcome::Bypass, CacheOutcome::Uncacheable] {
+            self.cache_skipped
+                .with_label_values(&[model, reason.as_str()]);
+        }
+        self.running.with_label_values(&m);
+        self.waiting.with_label_values(&m);
     }
 
     /// Text exposition (format 0.0.4) of every metric, with process memory read now.

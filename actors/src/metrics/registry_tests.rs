@@ -271,3 +271,27 @@ fn tpot_needs_two_tokens_and_prefers_ttft() {
     ev.decode_s = Some(0.6);
     assert!((time_per_output_token(&ev).unwrap() - 0.3).abs() < 1e-12);
 }
+
+#[test]
+fn model_load_creates_zero_series_for_the_model() {
+    let mut m = Metrics::new().unwrap();
+    assert_eq!(sample(&m.render(), n::GENERATION_TOKENS_TOTAL, &[]), None);
+    m.record_model_loaded(&ModelLoaded {
+        model: "qwen".into(),
+        seconds: 1.0,
+        weight_bytes: 1,
+    });
+    let t = m.render();
+    let q = ["model=\"qwen\""];
+    assert_eq!(sample(&t, n::GENERATION_TOKENS_TOTAL, &q), Some(0.0));
+    assert_eq!(sample(&t, n::RESPONSE_CACHE_HITS_TOTAL, &q), Some(0.0));
+    assert_eq!(
+        sample(
+            &t,
+            &format!("{}_count", n::E2E_REQUEST_LATENCY_SECONDS),
+            &["cache=\"hit\""]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(sample(&t, n::NUM_REQUESTS_WAITING, &q), Some(0.0));
+}
