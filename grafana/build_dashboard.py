@@ -183,6 +183,19 @@ def build():
                      [(rate("mlx_serve_prefix_cache_tokens_saved_total"), "saved")], "short"),
           12, 8)
 
+    p.add(timeseries("Response-cache tiers",
+                     [("sum by (tier) (rate(mlx_serve_response_cache_tier_hits_total[$__rate_interval]))",
+                       "hits {{tier}}"),
+                      ("sum by (tier) (rate(mlx_serve_response_cache_tier_errors_total[$__rate_interval]))",
+                       "errors {{tier}}")],
+                     "ops", "Hits by the tier that served them; failed tier operations (e.g. Redis down)."),
+          12, 8)
+    p.add(timeseries("Prefix-cache size",
+                     [(f"sum(mlx_serve_prefix_cache_bytes{{{M}}})", "bytes"),
+                      (f"sum(mlx_serve_prefix_cache_entries{{{M}}})", "entries"),
+                      (rate("mlx_serve_prefix_cache_evictions_total"), "evictions/s")],
+                     "short"), 12, 8)
+
     p.row("Tool calls and model")
     p.add(timeseries("Tool calls by format",
                      [(rate("mlx_serve_tool_calls_parsed_total", "format"), "parsed {{format}}"),

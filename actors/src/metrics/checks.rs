@@ -41,6 +41,7 @@ fn busy_metrics() -> Metrics {
     m.record_request(&base);
     m.record_request(&RequestFinished {
         cache: CacheOutcome::Hit,
+        cache_tier: Some("memory".into()),
         e2e_s: 0.0001,
         ..base.clone()
     });
@@ -59,6 +60,15 @@ fn busy_metrics() -> Metrics {
         entries: 1,
         bytes: 300,
         evictions_total: 0,
+    });
+    m.record_cache_tier_error(&CacheTierError {
+        tier: "redis".into(),
+    });
+    m.record_prefix_cache(&PrefixCacheState {
+        model: "qwen".into(),
+        entries: 2,
+        bytes: 4096,
+        evictions_total: 1,
     });
     m.record_model_loaded(&ModelLoaded {
         model: "qwen".into(),

@@ -65,6 +65,8 @@ pub struct RequestFinished {
     pub finish_reason: Option<String>,
     /// What the response cache did.
     pub cache: CacheOutcome,
+    /// For a hit: the tier that served it (`memory`, `disk`, `redis`).
+    pub cache_tier: Option<String>,
     /// Arrival to last byte, seconds.
     pub e2e_s: f64,
     /// Arrival to first token, seconds.
@@ -134,4 +136,27 @@ pub struct ModelLoaded {
     pub seconds: f64,
     /// Bytes of weights held in memory.
     pub weight_bytes: u64,
+}
+
+/// A response-cache tier failed an operation (e.g. Redis unreachable); the request went on
+/// without it.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct CacheTierError {
+    /// Tier that failed (`disk`, `redis`).
+    pub tier: String,
+}
+
+/// Prefix (KV) cache occupancy, sent by the engine after it stores or evicts prefixes.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct PrefixCacheState {
+    /// Model the engine serves.
+    pub model: String,
+    /// Cached prefixes held.
+    pub entries: u64,
+    /// Bytes of KV state held.
+    pub bytes: u64,
+    /// Evictions since the engine started (monotonic; followed by deltas).
+    pub evictions_total: u64,
 }

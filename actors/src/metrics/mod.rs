@@ -1,6 +1,7 @@
 //! The `MetricsActor`: owns the Prometheus registry, the recent-latency window behind `/health`
 //! and `/v1/stats`, and the optional request trace. The pipeline sends it events
-//! ([`RequestFinished`], [`QueueState`], [`CacheState`], [`ModelLoaded`]); `GET /metrics` asks it
+//! ([`RequestFinished`], [`QueueState`], [`CacheState`], [`CacheTierError`],
+//! [`PrefixCacheState`], [`ModelLoaded`]); `GET /metrics` asks it
 //! to [`Render`]. The logic lives in plain structs ([`Metrics`], [`LatencyWindow`],
 //! [`TraceWriter`]) so it is tested without a running actor system.
 //!
@@ -21,7 +22,8 @@ pub use analyze::{
     analyze, analyze_reader, render_text, AnalysisReport, AnalyzeError, AnalyzeOptions,
 };
 pub use events::{
-    CacheOutcome, CacheState, ModelLoaded, QueueState, RequestFinished, ToolCallOutcome,
+    CacheOutcome, CacheState, CacheTierError, ModelLoaded, PrefixCacheState, QueueState,
+    RequestFinished, ToolCallOutcome,
 };
 pub use registry::{Metrics, MetricsError};
 pub use trace::{TraceError, TraceRecord, TraceSettings, TraceWriter};
@@ -117,6 +119,20 @@ impl Handler<CacheState> for MetricsActor {
     type Result = ();
     fn handle(&mut self, ev: CacheState, _: &mut Context<Self>) {
         self.state.metrics.record_cache(&ev);
+    }
+}
+
+impl Handler<CacheTierError> for MetricsActor {
+    type Result = ();
+    fn handle(&mut self, ev: CacheTierError, _: &mut Context<Self>) {
+        self.state.metrics.record_cache_tier_error(&ev);
+    }
+}
+
+impl Handler<PrefixCacheState> for MetricsActor {
+    type Result = ();
+    fn handle(&mut self, ev: PrefixCacheState, _: &mut Context<Self>) {
+        self.state.metrics.record_prefix_cache(&ev);
     }
 }
 

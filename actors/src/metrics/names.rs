@@ -57,6 +57,10 @@ pub const RESPONSE_CACHE_ENTRIES: &str = "mlx_serve_response_cache_entries";
 pub const RESPONSE_CACHE_BYTES: &str = "mlx_serve_response_cache_bytes";
 /// Gauge: hits / (hits + misses) since start, for people without PromQL.
 pub const RESPONSE_CACHE_HIT_RATIO: &str = "mlx_serve_response_cache_hit_ratio";
+/// Counter: response-cache hits by the tier that served them. Labels: `tier` (`memory`, `disk`, `redis`).
+pub const RESPONSE_CACHE_TIER_HITS_TOTAL: &str = "mlx_serve_response_cache_tier_hits_total";
+/// Counter: failed operations on a cache tier (e.g. Redis down). Labels: `tier`.
+pub const RESPONSE_CACHE_TIER_ERRORS_TOTAL: &str = "mlx_serve_response_cache_tier_errors_total";
 
 // ---- Prefix (KV) cache ----
 /// Counter: engine requests that looked up a reusable prompt prefix. Labels: `model`.
@@ -67,6 +71,12 @@ pub const PREFIX_CACHE_HITS_TOTAL: &str = "mlx_serve_prefix_cache_hits_total";
 pub const PREFIX_CACHE_QUERIED_TOKENS_TOTAL: &str = "mlx_serve_prefix_cache_queried_tokens_total";
 /// Counter: prompt tokens reused from the prefix cache instead of recomputed. Labels: `model`.
 pub const PREFIX_CACHE_TOKENS_SAVED_TOTAL: &str = "mlx_serve_prefix_cache_tokens_saved_total";
+/// Gauge: cached prefixes (KV states) held. Labels: `model`.
+pub const PREFIX_CACHE_ENTRIES: &str = "mlx_serve_prefix_cache_entries";
+/// Gauge: bytes of KV state held by the prefix cache. Labels: `model`.
+pub const PREFIX_CACHE_BYTES: &str = "mlx_serve_prefix_cache_bytes";
+/// Counter: prefixes evicted from the prefix cache. Labels: `model`.
+pub const PREFIX_CACHE_EVICTIONS_TOTAL: &str = "mlx_serve_prefix_cache_evictions_total";
 
 // ---- Tool calls ----
 /// Counter: tool calls parsed from model output. Labels: `model`, `format`.
@@ -106,10 +116,15 @@ pub const ALL: &[&str] = &[
     RESPONSE_CACHE_ENTRIES,
     RESPONSE_CACHE_BYTES,
     RESPONSE_CACHE_HIT_RATIO,
+    RESPONSE_CACHE_TIER_HITS_TOTAL,
+    RESPONSE_CACHE_TIER_ERRORS_TOTAL,
     PREFIX_CACHE_QUERIES_TOTAL,
     PREFIX_CACHE_HITS_TOTAL,
     PREFIX_CACHE_QUERIED_TOKENS_TOTAL,
     PREFIX_CACHE_TOKENS_SAVED_TOTAL,
+    PREFIX_CACHE_ENTRIES,
+    PREFIX_CACHE_BYTES,
+    PREFIX_CACHE_EVICTIONS_TOTAL,
     TOOL_CALLS_PARSED_TOTAL,
     TOOL_CALLS_FAILED_TOTAL,
     MODEL_LOAD_DURATION_SECONDS,
@@ -130,6 +145,8 @@ pub const LABEL_FINISH_REASON: &str = "finish_reason";
 pub const LABEL_CACHE: &str = "cache";
 /// Why the response cache was skipped.
 pub const LABEL_REASON: &str = "reason";
+/// Response-cache tier (`memory`, `disk`, `redis`).
+pub const LABEL_TIER: &str = "tier";
 /// Tool-call format (`hermes`, `llama3_json`, …).
 pub const LABEL_FORMAT: &str = "format";
 /// Error type as the API reports it (`invalid_request_error`, …).

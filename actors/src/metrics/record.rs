@@ -3,7 +3,10 @@
 use prometheus::HistogramVec;
 
 use super::Metrics;
-use crate::metrics::events::{CacheOutcome, CacheState, ModelLoaded, QueueState, RequestFinished};
+use crate::metrics::events::{
+    CacheOutcome, CacheState, CacheTierError, ModelLoaded, PrefixCacheState, QueueState,
+    RequestFinished,
+};
 
 /// Finish reasons kept as label values; anything else is folded into `other` so a misbehaving
 /// caller cannot blow up cardinality.
@@ -77,6 +80,11 @@ impl Metrics {
         match ev.cache {
             CacheOutcome::Hit => {
                 self.cache_hits.with_label_values(&[model]).inc();
+                if let Some(tier) = &ev.cache_tier {
+                    self.cache_tier_hits
+                        .with_label_values(&[clean_label(tier).as_str()])
+                        .inc();
+                }
                 self.hits_since_start += 1;
             }
             CacheOutcome::Miss => {
@@ -156,14 +164,31 @@ impl Metrics {
     pub fn record_cache(&mut self, ev: &CacheState) {
         self.cache_entries.set(saturating_i64(ev.entries));
         self.cache_bytes.set(saturating_i64(ev.bytes));
-        // A smaller total means the cache restarted its count: everything it reports is new.
-        let delta = if ev.evictions_total >= self.last_evictions {
-            ev.evictions_total - self.last_evictions
-        } else {
-            ev.evictions_total
-        };
-        self.cache_evictions.inc_by(delta);
-        self.last_evictions = ev.evictions_total;
+        self.cache_evictions
+            .inc_by(advance(&mut self.last_evictions, ev.evictions_total));
+    }
+
+    /// Counts a failed cache-tier operation.
+    pub fn record_cache_tier_error(&mut self, ev: &CacheTierError) {
+        self.cache_tier_errors
+            .with_label_values(&[clean_label(&ev.tier).as_str()])
+            .inc();
+    }
+
+    /// Sets the prefix-cache gauges and advances its evictions counter.
+    pub fn record_prefix_cache(&mut self, ev: &PrefixCacheState) {
+        let model = clean_label(&ev.model);
+        let m = [model.as_str()];
+        self.prefix_entries
+            .with_label_values(&m)
+            .set(saturating_i64(ev.entries));
+        self.prefix_bytes
+            .with_label_values(&m)
+            .set(saturating_i64(ev.bytes));
+        let last = self.last_prefix_evictions.entry(model.clone()).or_default();
+        self.prefix_evictions
+            .with_label_values(&m)
+            .inc_by(advance(last, ev.evictions_total));
     }
 
     /// Records a model load.
@@ -191,6 +216,7 @@ impl Metrics {
             &self.prefix_hits,
             &self.prefix_queried_tokens,
             &self.prefix_tokens_saved,
+            &self.prefix_evictions,
         ] {
             c.with_label_values(&m);
         }
@@ -212,9 +238,19 @@ impl Metrics {
             self.cache_skipped
                 .with_label_values(&[model, reason.as_str()]);
         }
+        self.prefix_entries.with_label_values(&m);
+        self.prefix_bytes.with_label_values(&m);
         self.running.with_label_values(&m);
         self.waiting.with_label_values(&m);
     }
+}
+
+/// Turns a running total reported by another component into an increment. A smaller total means
+/// that component restarted its count: everything it reports is new.
+fn advance(last: &mut u64, total: u64) -> u64 {
+    let delta = if total >= *last { total - *last } else { total };
+    *last = total;
+    delta
 }
 
 fn observe(h: &HistogramVec, labels: &[&str], value: Option<f64>) {
@@ -239,4 +275,3 @@ pub(crate) fn time_per_output_token(ev: &RequestFinished) -> Option<f64> {
     };
     Some(after_first / (ev.completion_tokens - 1) as f64).filter(|v| *v >= 0.0)
 }
-

@@ -1,5 +1,7 @@
 //! The Prometheus registry and how each event moves it.
 
+use std::collections::HashMap;
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -42,10 +44,15 @@ pub struct Metrics {
     cache_entries: IntGauge,
     cache_bytes: IntGauge,
     cache_hit_ratio: Gauge,
+    cache_tier_hits: IntCounterVec,
+    cache_tier_errors: IntCounterVec,
     prefix_queries: IntCounterVec,
     prefix_hits: IntCounterVec,
     prefix_queried_tokens: IntCounterVec,
     prefix_tokens_saved: IntCounterVec,
+    prefix_entries: IntGaugeVec,
+    prefix_bytes: IntGaugeVec,
+    prefix_evictions: IntCounterVec,
     tool_parsed: IntCounterVec,
     tool_failed: IntCounterVec,
     model_load: GaugeVec,
@@ -53,6 +60,8 @@ pub struct Metrics {
     rss_bytes: IntGauge,
     /// Last `evictions_total` the cache reported, to turn its running total into increments.
     last_evictions: u64,
+    /// Same for each model's prefix cache.
+    last_prefix_evictions: HashMap<String, u64>,
     hits_since_start: u64,
     misses_since_start: u64,
 }
@@ -256,6 +265,18 @@ impl Metrics {
                 "Bytes held by the response cache",
             )?,
             cache_hit_ratio,
+            cache_tier_hits: counter(
+                &r,
+                n::RESPONSE_CACHE_TIER_HITS_TOTAL,
+                "Response-cache hits by the tier that served them",
+                &[n::LABEL_TIER],
+            )?,
+            cache_tier_errors: counter(
+                &r,
+                n::RESPONSE_CACHE_TIER_ERRORS_TOTAL,
+                "Failed operations on a response-cache tier",
+                &[n::LABEL_TIER],
+            )?,
             prefix_queries: counter(
                 &r,
                 n::PREFIX_CACHE_QUERIES_TOTAL,
@@ -278,6 +299,24 @@ impl Metrics {
                 &r,
                 n::PREFIX_CACHE_TOKENS_SAVED_TOTAL,
                 "Prompt tokens reused from the prefix cache",
+                &m,
+            )?,
+            prefix_entries: int_gauge_vec(
+                &r,
+                n::PREFIX_CACHE_ENTRIES,
+                "Cached prompt prefixes held",
+                &m,
+            )?,
+            prefix_bytes: int_gauge_vec(
+                &r,
+                n::PREFIX_CACHE_BYTES,
+                "Bytes of KV state held by the prefix cache",
+                &m,
+            )?,
+            prefix_evictions: counter(
+                &r,
+                n::PREFIX_CACHE_EVICTIONS_TOTAL,
+                "Prefixes evicted from the prefix cache",
                 &m,
             )?,
             tool_parsed: counter(
@@ -306,6 +345,7 @@ impl Metrics {
             )?,
             registry: r,
             last_evictions: 0,
+            last_prefix_evictions: HashMap::new(),
             hits_since_start: 0,
             misses_since_start: 0,
         })

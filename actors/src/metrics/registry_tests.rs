@@ -1,5 +1,5 @@
 use super::*;
-use crate::metrics::events::ToolCallOutcome;
+use crate::metrics::events::{CacheTierError, PrefixCacheState, ToolCallOutcome};
 
 /// Value of the sample `name{...}` whose labels include every `labels` pair (`k="v"`).
 pub(crate) fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
@@ -294,4 +294,63 @@ fn model_load_creates_zero_series_for_the_model() {
         Some(0.0)
     );
     assert_eq!(sample(&t, n::NUM_REQUESTS_WAITING, &q), Some(0.0));
+}
+
+#[test]
+fn tier_hits_and_tier_errors_are_counted_by_tier() {
+    let mut m = Metrics::new().unwrap();
+    m.record_request(&RequestFinished {
+        cache_tier: Some("redis".into()),
+        ..hit("qwen")
+    });
+    // A hit whose tier is unknown still counts as a hit, just not by tier.
+    m.record_request(&hit("qwen"));
+    m.record_cache_tier_error(&CacheTierError {
+        tier: "redis".into(),
+    });
+    let t = m.render();
+    assert_eq!(sample(&t, n::RESPONSE_CACHE_HITS_TOTAL, &[]), Some(2.0));
+    assert_eq!(
+        sample(&t, n::RESPONSE_CACHE_TIER_HITS_TOTAL, &["tier=\"redis\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&t, n::RESPONSE_CACHE_TIER_HITS_TOTAL, &["tier=\"memory\""]),
+        None
+    );
+    assert_eq!(
+        sample(&t, n::RESPONSE_CACHE_TIER_ERRORS_TOTAL, &["tier=\"redis\""]),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn prefix_cache_state_sets_gauges_and_evictions_per_model() {
+    let mut m = Metrics::new().unwrap();
+    let state = |model: &str, evictions_total| PrefixCacheState {
+        model: model.into(),
+        entries: 3,
+        bytes: 1 << 20,
+        evictions_total,
+    };
+    m.record_prefix_cache(&state("a", 4));
+    m.record_prefix_cache(&state("b", 1));
+    m.record_prefix_cache(&state("a", 5));
+    let t = m.render();
+    assert_eq!(
+        sample(&t, n::PREFIX_CACHE_EVICTIONS_TOTAL, &["model=\"a\""]),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&t, n::PREFIX_CACHE_EVICTIONS_TOTAL, &["model=\"b\""]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&t, n::PREFIX_CACHE_BYTES, &["model=\"a\""]),
+        Some(1048576.0)
+    );
+    assert_eq!(
+        sample(&t, n::PREFIX_CACHE_ENTRIES, &["model=\"b\""]),
+        Some(3.0)
+    );
 }
