@@ -210,12 +210,28 @@ pub struct AnalysisReport {
 
 /// Reads and summarizes the trace at `path`.
 pub fn analyze(path: &Path, opts: &AnalyzeOptions) -> Result<AnalysisReport, AnalyzeError> {
-    let io = |source| AnalyzeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = File::open(path).map_err(io)?;
-    analyze_reader(BufReader::new(file), opts).map_err(io)
+    analyze_files(&[path], opts)
+}
+
+/// Summarizes several traces as one, e.g. `trace.jsonl` with its rotated `trace.jsonl.1`, ….
+pub fn analyze_files<P: AsRef<Path>>(
+    paths: &[P],
+    opts: &AnalyzeOptions,
+) -> Result<AnalysisReport, AnalyzeError> {
+    let mut report = AnalysisReport::default();
+    let mut records = Vec::new();
+    for path in paths {
+        let path = path.as_ref();
+        let io = |source| AnalyzeError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io)?;
+        read_records(BufReader::new(file), &mut report, &mut records).map_err(io)?;
+    }
+    report.records = records.len() as u64;
+    summarize(&mut report, &records, opts);
+    Ok(report)
 }
 
 /// [`analyze`] over any reader.
@@ -225,6 +241,17 @@ pub fn analyze_reader(
 ) -> std::io::Result<AnalysisReport> {
     let mut report = AnalysisReport::default();
     let mut records = Vec::new();
+    read_records(reader, &mut report, &mut records)?;
+    report.records = records.len() as u64;
+    summarize(&mut report, &records, opts);
+    Ok(report)
+}
+
+fn read_records(
+    reader: impl BufRead,
+    report: &mut AnalysisReport,
+    records: &mut Vec<TraceRecord>,
+) -> std::io::Result<()> {
     for line in reader.split(b'\n') {
         let line = line?;
         let Ok(text) = std::str::from_utf8(&line) else {
@@ -242,9 +269,7 @@ pub fn analyze_reader(
             _ => report.malformed_lines += 1,
         }
     }
-    report.records = records.len() as u64;
-    summarize(&mut report, &records, opts);
-    Ok(report)
+    Ok(())
 }
 
 fn ratio(num: u64, den: u64) -> Option<f64> {

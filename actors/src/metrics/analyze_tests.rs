@@ -253,3 +253,43 @@ fn missing_file_is_an_error_naming_the_path() {
     .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/trace.jsonl"));
 }
+
+#[test]
+fn several_files_are_summarized_as_one_trace() {
+    let dir = tempfile::tempdir().unwrap();
+    let older = dir.path().join("trace.jsonl.1");
+    let newer = dir.path().join("trace.jsonl");
+    std::fs::write(
+        &older,
+        line(rec(
+            "2026-01-01T00:00:00Z",
+            "a",
+            "m",
+            "miss",
+            1.0,
+            None,
+            1,
+            1,
+        )),
+    )
+    .unwrap();
+    std::fs::write(
+        &newer,
+        line(rec(
+            "2026-01-01T00:01:00Z",
+            "a",
+            "m",
+            "hit",
+            0.001,
+            None,
+            1,
+            1,
+        )) + "garbage\n",
+    )
+    .unwrap();
+    let r = analyze_files(&[&older, &newer], &AnalyzeOptions::default()).unwrap();
+    assert_eq!((r.records, r.malformed_lines), (2, 1));
+    assert_eq!(r.requests.unique, 1);
+    assert_eq!(r.span_seconds, Some(60.0));
+    assert_eq!(r.cache.cacheable_hit_rate, Some(0.5));
+}

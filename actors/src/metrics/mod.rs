@@ -19,7 +19,8 @@ use std::time::Instant;
 use actix::{Actor, Context, Handler, Message, MessageResult};
 
 pub use analyze::{
-    analyze, analyze_reader, render_text, AnalysisReport, AnalyzeError, AnalyzeOptions,
+    analyze, analyze_files, analyze_reader, render_text, AnalysisReport, AnalyzeError,
+    AnalyzeOptions,
 };
 pub use events::{
     CacheOutcome, CacheState, CacheTierError, ModelLoaded, PrefixCacheState, QueueState,
