@@ -17,7 +17,8 @@ fn corpus() -> Vec<String> {
         "[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Nice\"}".into(),
         "<|python_tag|>{\"name\": \"get_time\", \"parameters\": {}}; {\"name\": \"get_weather\", \"parameters\": {\"city\": \"Bern\"}}".into(),
         "[get_weather(city='SF', days=2), get_time()]".into(),
-        ds("ok<|tool_calls_begin|><|tool_call_begin|>function<|tool_sep|>get_time\n```json\n{}\n```<|tool_call_end|><|tool_calls_end|>"),
+        ds("ok<|tool_calls_begin|><|tool_call_begin|>function<|tool_sep|>NAME\n```json\n{}\n```<|tool_call_end|><|tool_calls_end|>")
+            .replace("NAME", "get_time"),
         "Sure:\n```json\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}\n```\nThat's it.".into(),
         "{\"tool\": \"get_time\", \"arguments\": {}} then get_weather({\"city\": \"Kyiv\"})".into(),
         "Truncated <tool_call>{\"name\": \"get_weather\", \"argu".into(),
@@ -174,4 +175,37 @@ fn actor_parses_and_counts_by_format() {
         assert_eq!(stats.by_format["pythonic"].calls, 1);
         let _ = json!(null);
     });
+}
+
+/// Random replies stitched from markers, partial markers and JSON/Python pieces (fixed seed):
+/// no panic, and chunking never changes the result, in any format.
+#[test]
+fn random_marker_soup_is_chunking_invariant_and_never_panics() {
+    use rand::{Rng, SeedableRng};
+    let pieces = [
+        "<tool_call>", "</tool_call>", "<tool_", "\n", " ", "{", "}", "[", "]", "(", ")", "\"", "'",
+        ":", ",", ";", "{\"name\": \"get_time\", \"arguments\": {}}", "\"name\"", "\"arguments\"",
+        "get_time", "get_weather", "(city=\"x\")", "[TOOL_CALLS]", "[ARGS]", "<|python_tag|>",
+        "<function=get_time>", "</function>", "<parameter=city>", "</parameter>", "```", "```json\n",
+        "\u{ff5c}", "<\u{ff5c}tool\u{2581}calls\u{2581}begin\u{ff5c}>", "<\u{ff5c}tool\u{2581}sep\u{ff5c}>",
+        "é☀", "True", "\\", "1.5", "-", "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"",
+    ];
+    let formats = [
+        ToolFormat::Auto,
+        ToolFormat::Hermes,
+        ToolFormat::Qwen3Coder,
+        ToolFormat::Mistral,
+        ToolFormat::Llama3Json,
+        ToolFormat::Pythonic,
+        ToolFormat::DeepseekV3,
+        ToolFormat::Json,
+    ];
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
+    for _ in 0..400 {
+        let n = rng.random_range(1..20);
+        let text: String = (0..n).map(|_| pieces[rng.random_range(0..pieces.len())]).collect();
+        for format in formats {
+            assert_chunking_invariant(&options(format), &text);
+        }
+    }
 }

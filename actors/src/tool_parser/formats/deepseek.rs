@@ -79,8 +79,10 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
             return fail;
         };
         pos = skip_ws(text, end);
-        if let Lit::Match(p) = lit(text, pos, "```") {
-            pos = skip_ws(text, p);
+        match lit(text, pos, "```") {
+            Lit::Match(p) => pos = skip_ws(text, p),
+            Lit::Partial if pos < text.len() => return ctx.more_or(fail),
+            _ => {}
         }
         calls.push(RawCall { name, arguments });
         match lit(text, pos, CALL_END) {

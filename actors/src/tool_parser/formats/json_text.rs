@@ -119,7 +119,7 @@ mod tests {
 
     #[test]
     fn code_fences_that_are_not_calls_stay_content() {
-        let text = "Here:\n```python\nd = {\"name\": \"get_time\", \"arguments\": {}}\n```\nand ```json\n{\"a\": 1}\n```";
+        let text = "Here:\n```python\nd = {\"name\": \"get_time\"}\n```\nand ```json\n{\"a\": 1}\n```";
         let out = parse_with(ToolFormat::Json, text);
         assert!(out.tool_calls.is_empty());
         assert_eq!(out.content, text);
