@@ -110,12 +110,16 @@ pub fn detect_format(chat_template: Option<&str>) -> ToolFormat {
         ToolFormat::Hermes
     } else if t.contains("[TOOL_CALLS]") {
         ToolFormat::Mistral
-    } else if t.contains("tool\u{2581}calls\u{2581}begin") || t.contains("tool\u{2581}call\u{2581}begin") {
+    } else if t.contains("tool\u{2581}calls\u{2581}begin")
+        || t.contains("tool\u{2581}call\u{2581}begin")
+    {
         ToolFormat::DeepseekV3
     } else if t.contains("[func_name1(") || t.contains("<|python_start|>") {
         // Llama 3.2 / 4 templates spell out the pythonic list form in their instructions.
         ToolFormat::Pythonic
-    } else if t.contains("<|python_tag|>") || (t.contains("<|start_header_id|>") && t.contains("parameters")) {
+    } else if t.contains("<|python_tag|>")
+        || (t.contains("<|start_header_id|>") && t.contains("parameters"))
+    {
         ToolFormat::Llama3Json
     } else {
         ToolFormat::Json
@@ -137,7 +141,11 @@ mod tests {
         assert!(f("xml").is_err());
         let from_toml: ToolFormat = serde_json::from_str("\"llama3_json\"").unwrap_or_default();
         assert_eq!(from_toml, ToolFormat::Llama3Json);
-        for fmt in [ToolFormat::Pythonic, ToolFormat::Disabled, ToolFormat::Mistral] {
+        for fmt in [
+            ToolFormat::Pythonic,
+            ToolFormat::Disabled,
+            ToolFormat::Mistral,
+        ] {
             assert_eq!(fmt.as_str().parse::<ToolFormat>(), Ok(fmt));
         }
     }
@@ -148,15 +156,32 @@ mod tests {
         assert_eq!(detect_format(Some(qwen25)), ToolFormat::Hermes);
         let coder = "<tool_call>\n<function=example>\n<parameter=x>\nvalue\n</parameter>";
         assert_eq!(detect_format(Some(coder)), ToolFormat::Qwen3Coder);
-        assert_eq!(detect_format(Some("[AVAILABLE_TOOLS]...[TOOL_CALLS]")), ToolFormat::Mistral);
         assert_eq!(
-            detect_format(Some("{{'<\u{ff5c}tool\u{2581}calls\u{2581}begin\u{ff5c}>'}}")),
+            detect_format(Some("[AVAILABLE_TOOLS]...[TOOL_CALLS]")),
+            ToolFormat::Mistral
+        );
+        assert_eq!(
+            detect_format(Some(
+                "{{'<\u{ff5c}tool\u{2581}calls\u{2581}begin\u{ff5c}>'}}"
+            )),
             ToolFormat::DeepseekV3
         );
-        assert_eq!(detect_format(Some("<|start_header_id|>ipython<|python_tag|>")), ToolFormat::Llama3Json);
-        assert_eq!(detect_format(Some("[func_name1(params_name1=params_value1)]")), ToolFormat::Pythonic);
-        assert_eq!(detect_format(Some("<|im_start|>{{ message.content }}")), ToolFormat::Json);
+        assert_eq!(
+            detect_format(Some("<|start_header_id|>ipython<|python_tag|>")),
+            ToolFormat::Llama3Json
+        );
+        assert_eq!(
+            detect_format(Some("[func_name1(params_name1=params_value1)]")),
+            ToolFormat::Pythonic
+        );
+        assert_eq!(
+            detect_format(Some("<|im_start|>{{ message.content }}")),
+            ToolFormat::Json
+        );
         assert_eq!(detect_format(None), ToolFormat::Json);
-        assert_eq!(ToolFormat::Mistral.resolve(Some("<tool_call>")), ToolFormat::Mistral);
+        assert_eq!(
+            ToolFormat::Mistral.resolve(Some("<tool_call>")),
+            ToolFormat::Mistral
+        );
     }
 }

@@ -298,7 +298,10 @@ mod tests {
 
     #[test]
     fn scan_value_tells_complete_incomplete_and_invalid_apart() {
-        assert_eq!(scan_value(r#"{"a": [1, 2.5e3, "x}"]} tail"#), Prefix::Complete(23));
+        assert_eq!(
+            scan_value(r#"{"a": [1, 2.5e3, "x}"]} tail"#),
+            Prefix::Complete(23)
+        );
         assert_eq!(scan_value(r#"{"a": "br{ace"#), Prefix::Incomplete);
         assert_eq!(scan_value(r#"{"a": tr"#), Prefix::Incomplete);
         assert_eq!(scan_value("{curly braces}"), Prefix::Invalid);

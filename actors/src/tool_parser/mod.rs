@@ -17,9 +17,9 @@ mod json;
 mod scan;
 mod stream;
 #[cfg(test)]
-mod testutil;
-#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod testutil;
 mod tools;
 
 use std::collections::BTreeMap;
@@ -59,7 +59,10 @@ impl ToolParserStats {
             self.by_format.entry(label.to_string()).or_default().calls += n;
         }
         for (label, n) in &stats.failures {
-            self.by_format.entry(label.to_string()).or_default().failures += n;
+            self.by_format
+                .entry(label.to_string())
+                .or_default()
+                .failures += n;
         }
     }
 }

@@ -152,7 +152,8 @@ fn call_from_members(members: &[(String, &str)], require_args: bool) -> Option<R
     if let Some(inner) = get(&["function"]).filter(|v| v.starts_with('{')) {
         return call_from_object(inner, require_args);
     }
-    let name: String = serde_json::from_str(get(&["name", "tool", "function", "tool_name"])?).ok()?;
+    let name: String =
+        serde_json::from_str(get(&["name", "tool", "function", "tool_name"])?).ok()?;
     if !valid_name(&name) {
         return None;
     }
@@ -194,10 +195,20 @@ mod tests {
         assert_eq!(c[0].name, "f");
         assert_eq!(c[0].arguments, r#"{"a":1}"#);
         assert_eq!(one(r#"{"tool": "f", "arguments": {}}"#)[0].name, "f");
-        assert_eq!(one(r#"{"name": "f", "parameters": {"b": true}}"#)[0].arguments, r#"{"b":true}"#);
-        let oa = one(r#"{"type": "function", "function": {"name": "g", "arguments": "{\"x\": 2}"}}"#);
-        assert_eq!((oa[0].name.as_str(), oa[0].arguments.as_str()), ("g", r#"{"x":2}"#));
-        assert_eq!(one(r#"[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {}}]"#).len(), 2);
+        assert_eq!(
+            one(r#"{"name": "f", "parameters": {"b": true}}"#)[0].arguments,
+            r#"{"b":true}"#
+        );
+        let oa =
+            one(r#"{"type": "function", "function": {"name": "g", "arguments": "{\"x\": 2}"}}"#);
+        assert_eq!(
+            (oa[0].name.as_str(), oa[0].arguments.as_str()),
+            ("g", r#"{"x":2}"#)
+        );
+        assert_eq!(
+            one(r#"[{"name": "a", "arguments": {}}, {"name": "b", "arguments": {}}]"#).len(),
+            2
+        );
     }
 
     #[test]

@@ -99,11 +99,13 @@ impl ParsedOutput {
         for event in events {
             match event {
                 StreamEvent::Content(s) => out.content.push_str(&s),
-                StreamEvent::ToolCallStart { id, name, .. } => out.tool_calls.push(ParsedToolCall {
-                    id,
-                    name,
-                    arguments: String::new(),
-                }),
+                StreamEvent::ToolCallStart { id, name, .. } => {
+                    out.tool_calls.push(ParsedToolCall {
+                        id,
+                        name,
+                        arguments: String::new(),
+                    })
+                }
                 StreamEvent::ToolCallArgs { index, fragment } => {
                     if let Some(call) = out.tool_calls.get_mut(index) {
                         call.arguments.push_str(&fragment);

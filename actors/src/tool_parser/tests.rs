@@ -2,7 +2,9 @@
 
 use serde_json::json;
 
-use super::testutil::{assert_chunking_invariant, calls, options, parse_with, shape, stream_chunks};
+use super::testutil::{
+    assert_chunking_invariant, calls, options, parse_with, shape, stream_chunks,
+};
 use super::*;
 
 /// Replies in every format, with the hard cases; each must parse the same however it is cut.
@@ -58,13 +60,24 @@ fn auto_finds_calls_of_every_format_in_the_corpus() {
 #[test]
 fn content_before_a_call_streams_immediately() {
     let mut p = StreamParser::new(&options(ToolFormat::Hermes));
-    assert_eq!(p.push("Hello there"), [StreamEvent::Content("Hello there".into())]);
+    assert_eq!(
+        p.push("Hello there"),
+        [StreamEvent::Content("Hello there".into())]
+    );
     // A possible marker start is held, and only that.
-    assert_eq!(p.push(" wait <tool"), [StreamEvent::Content(" wait".into())]);
-    assert_eq!(p.push("box> ok"), [StreamEvent::Content(" <toolbox> ok".into())]);
+    assert_eq!(
+        p.push(" wait <tool"),
+        [StreamEvent::Content(" wait".into())]
+    );
+    assert_eq!(
+        p.push("box> ok"),
+        [StreamEvent::Content(" <toolbox> ok".into())]
+    );
     assert_eq!(p.push("\n<tool_call>{\"name\": \"get_time\""), []);
     let events = p.push(", \"arguments\": {}}</tool_call>");
-    assert!(matches!(&events[0], StreamEvent::ToolCallStart { index: 0, name, .. } if name == "get_time"));
+    assert!(
+        matches!(&events[0], StreamEvent::ToolCallStart { index: 0, name, .. } if name == "get_time")
+    );
     assert!(p.finish().is_empty());
 }
 
@@ -84,7 +97,10 @@ fn markup_never_leaks_into_streamed_content() {
 #[test]
 fn streamed_deltas_send_id_type_and_name_once_per_index() {
     let text = "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}</tool_call><tool_call>{\"name\": \"get_time\", \"arguments\": {}}</tool_call>";
-    let (out, events) = stream_chunks(&options(ToolFormat::Hermes), &[&text[..20], &text[20..70], &text[70..]]);
+    let (out, events) = stream_chunks(
+        &options(ToolFormat::Hermes),
+        &[&text[..20], &text[20..70], &text[70..]],
+    );
     let deltas: Vec<serde_json::Value> = events.iter().filter_map(tool_call_delta).collect();
     assert_eq!(deltas.len(), 4);
     for (i, d) in deltas.iter().enumerate() {
@@ -97,7 +113,9 @@ fn streamed_deltas_send_id_type_and_name_once_per_index() {
     assert_eq!(deltas[1]["function"]["arguments"], "{\"city\":\"Paris\"}");
     assert_ne!(out.tool_calls[0].id, out.tool_calls[1].id);
     let ids_ok = out.tool_calls.iter().all(|c| {
-        c.id.len() == 29 && c.id.starts_with("call_") && c.id[5..].chars().all(|ch| ch.is_ascii_alphanumeric())
+        c.id.len() == 29
+            && c.id.starts_with("call_")
+            && c.id[5..].chars().all(|ch| ch.is_ascii_alphanumeric())
     });
     assert!(ids_ok);
 }
@@ -118,7 +136,10 @@ fn unknown_tools_become_calls_only_when_allowed() {
     assert!(parse_with(ToolFormat::Hermes, text).tool_calls.is_empty());
     let mut opts = options(ToolFormat::Hermes);
     opts.allow_unknown_tools = true;
-    assert_eq!(calls(&assert_chunking_invariant(&opts, text)), [("search_web", r#"{"q":"x"}"#)]);
+    assert_eq!(
+        calls(&assert_chunking_invariant(&opts, text)),
+        [("search_web", r#"{"q":"x"}"#)]
+    );
 }
 
 #[test]
@@ -149,8 +170,12 @@ fn arguments_keep_unicode_and_key_order() {
         ToolFormat::Hermes,
         "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"z\": \"日本\\u00e9\", \"a\": {\"name\": [1, 2]}}}</tool_call>",
     );
-    assert_eq!(calls(&out), [("get_weather", r#"{"z":"日本\u00e9","a":{"name":[1,2]}}"#)]);
-    let v: serde_json::Value = serde_json::from_str(&out.tool_calls[0].arguments).unwrap_or_default();
+    assert_eq!(
+        calls(&out),
+        [("get_weather", r#"{"z":"日本\u00e9","a":{"name":[1,2]}}"#)]
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&out.tool_calls[0].arguments).unwrap_or_default();
     assert_eq!(v["z"], "日本é");
 }
 
@@ -183,12 +208,46 @@ fn actor_parses_and_counts_by_format() {
 fn random_marker_soup_is_chunking_invariant_and_never_panics() {
     use rand::{Rng, SeedableRng};
     let pieces = [
-        "<tool_call>", "</tool_call>", "<tool_", "\n", " ", "{", "}", "[", "]", "(", ")", "\"", "'",
-        ":", ",", ";", "{\"name\": \"get_time\", \"arguments\": {}}", "\"name\"", "\"arguments\"",
-        "get_time", "get_weather", "(city=\"x\")", "[TOOL_CALLS]", "[ARGS]", "<|python_tag|>",
-        "<function=get_time>", "</function>", "<parameter=city>", "</parameter>", "```", "```json\n",
-        "\u{ff5c}", "<\u{ff5c}tool\u{2581}calls\u{2581}begin\u{ff5c}>", "<\u{ff5c}tool\u{2581}sep\u{ff5c}>",
-        "é☀", "True", "\\", "1.5", "-", "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"",
+        "<tool_call>",
+        "</tool_call>",
+        "<tool_",
+        "\n",
+        " ",
+        "{",
+        "}",
+        "[",
+        "]",
+        "(",
+        ")",
+        "\"",
+        "'",
+        ":",
+        ",",
+        ";",
+        "{\"name\": \"get_time\", \"arguments\": {}}",
+        "\"name\"",
+        "\"arguments\"",
+        "get_time",
+        "get_weather",
+        "(city=\"x\")",
+        "[TOOL_CALLS]",
+        "[ARGS]",
+        "<|python_tag|>",
+        "<function=get_time>",
+        "</function>",
+        "<parameter=city>",
+        "</parameter>",
+        "```",
+        "```json\n",
+        "\u{ff5c}",
+        "<\u{ff5c}tool\u{2581}calls\u{2581}begin\u{ff5c}>",
+        "<\u{ff5c}tool\u{2581}sep\u{ff5c}>",
+        "é☀",
+        "True",
+        "\\",
+        "1.5",
+        "-",
+        "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"",
     ];
     let formats = [
         ToolFormat::Auto,
@@ -203,7 +262,9 @@ fn random_marker_soup_is_chunking_invariant_and_never_panics() {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
     for _ in 0..400 {
         let n = rng.random_range(1..20);
-        let text: String = (0..n).map(|_| pieces[rng.random_range(0..pieces.len())]).collect();
+        let text: String = (0..n)
+            .map(|_| pieces[rng.random_range(0..pieces.len())])
+            .collect();
         for format in formats {
             assert_chunking_invariant(&options(format), &text);
         }

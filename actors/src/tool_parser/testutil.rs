@@ -43,7 +43,10 @@ pub(crate) fn calls(out: &ParsedOutput) -> Vec<(&str, &str)> {
 }
 
 /// Streams `text` in the given chunks and folds the events.
-pub(crate) fn stream_chunks(options: &ParseOptions, chunks: &[&str]) -> (ParsedOutput, Vec<StreamEvent>) {
+pub(crate) fn stream_chunks(
+    options: &ParseOptions,
+    chunks: &[&str],
+) -> (ParsedOutput, Vec<StreamEvent>) {
     let mut parser = StreamParser::new(options);
     let mut events = Vec::new();
     for c in chunks {
@@ -70,11 +73,19 @@ pub(crate) fn assert_chunking_invariant(options: &ParseOptions, text: &str) -> P
         .char_indices()
         .map(|(i, c)| &text[i..i + c.len_utf8()])
         .collect();
-    assert_eq!(shape(&stream_chunks(options, &singles).0), expect, "1-char chunks of {text:?}");
+    assert_eq!(
+        shape(&stream_chunks(options, &singles).0),
+        expect,
+        "1-char chunks of {text:?}"
+    );
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x700c);
     let bounds = char_splits(text);
     for round in 0..20 {
-        let mut cuts: Vec<usize> = bounds.iter().copied().filter(|_| rng.random_bool(0.2)).collect();
+        let mut cuts: Vec<usize> = bounds
+            .iter()
+            .copied()
+            .filter(|_| rng.random_bool(0.2))
+            .collect();
         cuts.push(text.len());
         let mut chunks = Vec::new();
         let mut from = 0;
@@ -82,12 +93,24 @@ pub(crate) fn assert_chunking_invariant(options: &ParseOptions, text: &str) -> P
             chunks.push(&text[from..c]);
             from = c;
         }
-        assert_eq!(shape(&stream_chunks(options, &chunks).0), expect, "random round {round} of {text:?}");
+        assert_eq!(
+            shape(&stream_chunks(options, &chunks).0),
+            expect,
+            "random round {round} of {text:?}"
+        );
     }
     for call in &whole.tool_calls {
         let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or_default();
-        assert!(args.is_object(), "arguments not a JSON object: {}", call.arguments);
-        assert!(call.id.starts_with("call_") && call.id.len() == 29, "{}", call.id);
+        assert!(
+            args.is_object(),
+            "arguments not a JSON object: {}",
+            call.arguments
+        );
+        assert!(
+            call.id.starts_with("call_") && call.id.len() == 29,
+            "{}",
+            call.id
+        );
     }
     whole
 }

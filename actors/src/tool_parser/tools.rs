@@ -145,7 +145,10 @@ impl ToolChoice {
 
     /// Checks a finished reply's call names against the choice. Generation is not constrained,
     /// so `required` and named choices are steered by the prompt and enforced here.
-    pub fn check<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> Result<(), ToolChoiceError> {
+    pub fn check<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), ToolChoiceError> {
         let names: Vec<&str> = names.into_iter().collect();
         match self {
             Self::Auto | Self::None => Ok(()),
@@ -153,9 +156,15 @@ impl ToolChoice {
             Self::Required => Ok(()),
             Self::Function(want) => {
                 if names.is_empty() {
-                    Err(ToolChoiceError::WrongCall(want.clone(), "called no tool".into()))
+                    Err(ToolChoiceError::WrongCall(
+                        want.clone(),
+                        "called no tool".into(),
+                    ))
                 } else if let Some(other) = names.iter().find(|n| *n != want) {
-                    Err(ToolChoiceError::WrongCall(want.clone(), format!("called `{other}`")))
+                    Err(ToolChoiceError::WrongCall(
+                        want.clone(),
+                        format!("called `{other}`"),
+                    ))
                 } else {
                     Ok(())
                 }
@@ -214,10 +223,19 @@ mod tests {
             Ok(ToolChoice::Function("f".into()))
         );
         assert_eq!(p(json!({"type": "any"})), Ok(ToolChoice::Required));
-        assert_eq!(p(json!({"type": "tool", "name": "g"})), Ok(ToolChoice::Function("g".into())));
+        assert_eq!(
+            p(json!({"type": "tool", "name": "g"})),
+            Ok(ToolChoice::Function("g".into()))
+        );
         assert_eq!(ToolChoice::from_json(None), Ok(ToolChoice::Auto));
-        assert!(matches!(p(json!("sometimes")), Err(ToolChoiceError::Invalid(_))));
-        assert!(matches!(p(json!({"type": "function"})), Err(ToolChoiceError::Invalid(_))));
+        assert!(matches!(
+            p(json!("sometimes")),
+            Err(ToolChoiceError::Invalid(_))
+        ));
+        assert!(matches!(
+            p(json!({"type": "function"})),
+            Err(ToolChoiceError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -229,13 +247,18 @@ mod tests {
         assert!(named.check([]).is_err());
         assert_eq!(named.check(["f", "f"]), Ok(()));
         assert_eq!(ToolChoice::Auto.check([]), Ok(()));
-        let msg = named.check(["g"]).err().map(|e| e.to_string()).unwrap_or_default();
+        let msg = named
+            .check(["g"])
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(msg.contains("`f`") && msg.contains("`g`"), "{msg}");
     }
 
     #[test]
     fn named_choice_must_be_offered() {
-        let tools = ToolSet::from_definitions(&[json!({"type": "function", "function": {"name": "f"}})]);
+        let tools =
+            ToolSet::from_definitions(&[json!({"type": "function", "function": {"name": "f"}})]);
         assert!(ToolChoice::Function("f".into()).validate(&tools).is_ok());
         assert!(ToolChoice::Function("g".into()).validate(&tools).is_err());
         assert!(ToolChoice::Required.instruction().is_some());

@@ -5,7 +5,9 @@
 //! `<｜tool▁call▁begin｜>NAME<｜tool▁sep｜>{…}<｜tool▁call▁end｜>`. Complete calls at the very end of
 //! the text are kept even when the closing `tool▁calls▁end` never came.
 
-use crate::tool_parser::scan::{json_at, lit, object_arguments, skip_ws, Lit, RawCall, Scan, ScanCtx};
+use crate::tool_parser::scan::{
+    json_at, lit, object_arguments, skip_ws, Lit, RawCall, Scan, ScanCtx,
+};
 
 pub(crate) const CALLS_BEGIN: &str = "<\u{ff5c}tool\u{2581}calls\u{2581}begin\u{ff5c}>";
 const CALLS_END: &str = "<\u{ff5c}tool\u{2581}calls\u{2581}end\u{ff5c}>";
@@ -14,7 +16,9 @@ const CALL_END: &str = "<\u{ff5c}tool\u{2581}call\u{2581}end\u{ff5c}>";
 const SEP: &str = "<\u{ff5c}tool\u{2581}sep\u{ff5c}>";
 
 pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
-    let fail = Scan::Failed { skip: CALLS_BEGIN.len() };
+    let fail = Scan::Failed {
+        skip: CALLS_BEGIN.len(),
+    };
     let mut pos = CALLS_BEGIN.len();
     let mut calls = Vec::new();
     loop {
@@ -111,20 +115,26 @@ mod tests {
             v3_call("get_time", "{}")
         );
         let out = parse_with(ToolFormat::DeepseekV3, &text);
-        assert_eq!(calls(&out), [("get_weather", r#"{"city":"東京"}"#), ("get_time", "{}")]);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"city":"東京"}"#), ("get_time", "{}")]
+        );
         assert_eq!(out.content, "Let me see.");
     }
 
     #[test]
     fn deepseek_v31_form_without_fence() {
-        let text = format!("{CALLS_BEGIN}{CALL_BEGIN}get_weather{SEP}{{\"city\": \"Lima\"}}{CALL_END}{CALLS_END}");
+        let text = format!(
+            "{CALLS_BEGIN}{CALL_BEGIN}get_weather{SEP}{{\"city\": \"Lima\"}}{CALL_END}{CALLS_END}"
+        );
         let out = parse_with(ToolFormat::DeepseekV3, &text);
         assert_eq!(calls(&out), [("get_weather", r#"{"city":"Lima"}"#)]);
     }
 
     #[test]
     fn deepseek_truncated_call_is_content() {
-        let text = format!("{CALLS_BEGIN}{CALL_BEGIN}function{SEP}get_weather\n```json\n{{\"city\"");
+        let text =
+            format!("{CALLS_BEGIN}{CALL_BEGIN}function{SEP}get_weather\n```json\n{{\"city\"");
         let out = parse_with(ToolFormat::DeepseekV3, &text);
         assert!(out.tool_calls.is_empty());
         assert_eq!(out.content, text);

@@ -53,7 +53,10 @@ mod tests {
     fn parallel_hermes_calls() {
         let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
         let out = parse_with(ToolFormat::Hermes, text);
-        assert_eq!(calls(&out), [("get_weather", r#"{"city":"Paris"}"#), ("get_time", "{}")]);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"city":"Paris"}"#), ("get_time", "{}")]
+        );
         assert_eq!(out.content, "");
     }
 
@@ -63,7 +66,10 @@ mod tests {
         let out = parse_with(ToolFormat::Hermes, text);
         assert_eq!(
             calls(&out),
-            [("run_code", r#"{"code":"print('</tool_call>{')","name":"x\"}"}"#)]
+            [(
+                "run_code",
+                r#"{"code":"print('</tool_call>{')","name":"x\"}"}"#
+            )]
         );
         assert_eq!(out.content, "");
     }

@@ -113,13 +113,17 @@ mod tests {
     fn fenced_json_array_of_calls() {
         let text = "```json\n[{\"name\": \"get_time\", \"arguments\": {}}, {\"tool\": \"get_weather\", \"arguments\": {\"city\": \"Rome\"}}]\n```";
         let out = parse_with(ToolFormat::Json, text);
-        assert_eq!(calls(&out), [("get_time", "{}"), ("get_weather", r#"{"city":"Rome"}"#)]);
+        assert_eq!(
+            calls(&out),
+            [("get_time", "{}"), ("get_weather", r#"{"city":"Rome"}"#)]
+        );
         assert_eq!(out.content, "");
     }
 
     #[test]
     fn code_fences_that_are_not_calls_stay_content() {
-        let text = "Here:\n```python\nd = {\"name\": \"get_time\"}\n```\nand ```json\n{\"a\": 1}\n```";
+        let text =
+            "Here:\n```python\nd = {\"name\": \"get_time\"}\n```\nand ```json\n{\"a\": 1}\n```";
         let out = parse_with(ToolFormat::Json, text);
         assert!(out.tool_calls.is_empty());
         assert_eq!(out.content, text);

@@ -21,7 +21,9 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
         // What to do when the object at `pos` is not (yet) a call.
         let stop = |skip: usize| {
             if tagged {
-                Scan::Failed { skip: PYTHON_TAG.len() }
+                Scan::Failed {
+                    skip: PYTHON_TAG.len(),
+                }
             } else {
                 Scan::NotCall { skip }
             }
@@ -43,7 +45,11 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
             .filter(|c| c.len() == 1 && ctx.accepts(c));
         match found {
             Some(found) => calls.extend(found),
-            None if calls.is_empty() && tagged => return Scan::Failed { skip: PYTHON_TAG.len() },
+            None if calls.is_empty() && tagged => {
+                return Scan::Failed {
+                    skip: PYTHON_TAG.len(),
+                }
+            }
             None if calls.is_empty() => return Scan::NotCall { skip: obj_end },
             None => break,
         }
@@ -73,7 +79,10 @@ mod tests {
         let out = parse_with(ToolFormat::Llama3Json, text);
         assert_eq!(
             calls(&out),
-            [("get_weather", r#"{"city":"Paris","name":"not the function"}"#)]
+            [(
+                "get_weather",
+                r#"{"city":"Paris","name":"not the function"}"#
+            )]
         );
         assert_eq!(out.content, "");
     }
@@ -82,7 +91,10 @@ mod tests {
     fn llama_python_tag_and_semicolon_separated_calls() {
         let text = "<|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Oslo\"}}; {\"name\": \"get_time\", \"parameters\": {}}";
         let out = parse_with(ToolFormat::Llama3Json, text);
-        assert_eq!(calls(&out), [("get_weather", r#"{"city":"Oslo"}"#), ("get_time", "{}")]);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"city":"Oslo"}"#), ("get_time", "{}")]
+        );
         assert_eq!(out.content, "");
     }
 
@@ -96,7 +108,8 @@ mod tests {
 
     #[test]
     fn llama_second_call_truncated_keeps_the_first() {
-        let text = "{\"name\": \"get_time\", \"parameters\": {}}; {\"name\": \"get_weather\", \"param";
+        let text =
+            "{\"name\": \"get_time\", \"parameters\": {}}; {\"name\": \"get_weather\", \"param";
         let out = parse_with(ToolFormat::Llama3Json, text);
         assert_eq!(calls(&out), [("get_time", "{}")]);
         assert_eq!(out.content, "; {\"name\": \"get_weather\", \"param");

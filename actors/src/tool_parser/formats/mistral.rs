@@ -75,15 +75,22 @@ mod tests {
     fn mistral_array_form_with_parallel_calls() {
         let text = "[TOOL_CALLS] [{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}, {\"name\": \"get_time\", \"arguments\": {}}]";
         let out = parse_with(ToolFormat::Mistral, text);
-        assert_eq!(calls(&out), [("get_weather", r#"{"city":"Paris"}"#), ("get_time", "{}")]);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"city":"Paris"}"#), ("get_time", "{}")]
+        );
         assert_eq!(out.content, "");
     }
 
     #[test]
     fn mistral_name_args_form_with_several_markers() {
-        let text = "Checking.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]get_time{}";
+        let text =
+            "Checking.[TOOL_CALLS]get_weather[ARGS]{\"city\": \"Paris\"}[TOOL_CALLS]get_time{}";
         let out = parse_with(ToolFormat::Mistral, text);
-        assert_eq!(calls(&out), [("get_weather", r#"{"city":"Paris"}"#), ("get_time", "{}")]);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"city":"Paris"}"#), ("get_time", "{}")]
+        );
         assert_eq!(out.content, "Checking.");
     }
 

@@ -215,7 +215,10 @@ impl Py<'_> {
 
     fn number(&mut self, out: &mut String) -> Result<(), Stop> {
         let start = self.pos;
-        while matches!(self.peek()?, b'-' | b'+' | b'.' | b'_' | b'e' | b'E' | b'0'..=b'9') {
+        while matches!(
+            self.peek()?,
+            b'-' | b'+' | b'.' | b'_' | b'e' | b'E' | b'0'..=b'9'
+        ) {
             self.pos += 1;
         }
         let t = self.s[start..self.pos].replace('_', "");
@@ -286,7 +289,10 @@ mod tests {
         assert_eq!(
             calls(&out),
             [
-                ("get_weather", r#"{"city":"SF","days":3,"metric":true,"opts":{"a":[1,2.5,null],"b":[1,"x"]}}"#),
+                (
+                    "get_weather",
+                    r#"{"city":"SF","days":3,"metric":true,"opts":{"a":[1,2.5,null],"b":[1,"x"]}}"#
+                ),
                 ("get_time", "{}")
             ]
         );
@@ -297,7 +303,10 @@ mod tests {
     fn pythonic_strings_keep_brackets_quotes_and_unicode() {
         let text = "Voilà: [run_code(code='print(\"[x]\")\\n# été ☀')]";
         let out = parse_with(ToolFormat::Pythonic, text);
-        assert_eq!(calls(&out), [("run_code", "{\"code\":\"print(\\\"[x]\\\")\\n# été ☀\"}")]);
+        assert_eq!(
+            calls(&out),
+            [("run_code", "{\"code\":\"print(\\\"[x]\\\")\\n# été ☀\"}")]
+        );
         assert_eq!(out.content, "Voilà:");
     }
 

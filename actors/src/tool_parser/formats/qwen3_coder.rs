@@ -103,7 +103,7 @@ fn value_end(text: &str, pos: usize) -> Result<(usize, usize), ()> {
                 if follows.iter().any(|l| matches!(l, Lit::Match(_))) {
                     return Ok((i, next));
                 }
-                if follows.iter().any(|l| *l == Lit::Partial) {
+                if follows.contains(&Lit::Partial) {
                     return Err(());
                 }
             }
@@ -113,7 +113,7 @@ fn value_end(text: &str, pos: usize) -> Result<(usize, usize), ()> {
                 if other.iter().any(|l| matches!(l, Lit::Match(_))) {
                     return Ok((i, i));
                 }
-                if other.iter().any(|l| *l == Lit::Partial) {
+                if other.contains(&Lit::Partial) {
                     return Err(());
                 }
             }
@@ -128,7 +128,10 @@ fn typed_value(raw: &str, schema_type: Option<&str>) -> String {
     let as_string = || serde_json::Value::String(raw.to_string()).to_string();
     let t = raw.trim();
     match schema_type {
-        Some("integer") => t.parse::<i64>().map(|n| n.to_string()).unwrap_or_else(|_| as_string()),
+        Some("integer") => t
+            .parse::<i64>()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| as_string()),
         Some("number") => match t.parse::<i64>() {
             Ok(n) => n.to_string(),
             Err(_) => t
@@ -178,14 +181,20 @@ mod tests {
     fn qwen3_coder_multiline_code_value_and_parameter_tag_inside_it() {
         let text = "<tool_call>\n<function=run_code>\n<parameter=code>\nx = '</parameter>'\nprint(x)\n</parameter>\n</function>\n</tool_call>";
         let out = parse_with(ToolFormat::Qwen3Coder, text);
-        assert_eq!(calls(&out), [("run_code", r#"{"code":"x = '</parameter>'\nprint(x)"}"#)]);
+        assert_eq!(
+            calls(&out),
+            [("run_code", r#"{"code":"x = '</parameter>'\nprint(x)"}"#)]
+        );
     }
 
     #[test]
     fn qwen3_coder_untyped_value_that_does_not_fit_stays_a_string() {
         let text = "<tool_call><function=get_weather><parameter=days>three</parameter><parameter=extra>7</parameter></function></tool_call>";
         let out = parse_with(ToolFormat::Qwen3Coder, text);
-        assert_eq!(calls(&out), [("get_weather", r#"{"days":"three","extra":"7"}"#)]);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"days":"three","extra":"7"}"#)]
+        );
     }
 
     #[test]
