@@ -7,8 +7,8 @@
 //! that mentions `</parameter>` survives; a missing `</parameter>` is tolerated.
 
 use super::hermes::{CLOSE, OPEN};
-use crate::tool_parser::json::{scan_value, Prefix};
-use crate::tool_parser::scan::{lit, object_arguments, skip_ws, Lit, RawCall, Scan, ScanCtx};
+use crate::tool_parser::json::{minify, scan_value, Prefix};
+use crate::tool_parser::scan::{lit, skip_ws, Lit, RawCall, Scan, ScanCtx};
 
 const FUNCTION: &str = "<function=";
 const FUNCTION_END: &str = "</function>";
@@ -147,10 +147,9 @@ fn typed_value(raw: &str, schema_type: Option<&str>) -> String {
             _ => as_string(),
         },
         Some("null") if matches!(t, "null" | "None") => "null".into(),
+        // A model that writes a Python literal or bad JSON here gets its text kept as a string.
         Some("object") | Some("array") => match scan_value(t) {
-            Prefix::Complete(n) if n == t.len() => object_arguments(t)
-                .filter(|_| schema_type == Some("object"))
-                .unwrap_or_else(|| crate::tool_parser::json::minify(t)),
+            Prefix::Complete(n) if n == t.len() => minify(t),
             _ => as_string(),
         },
         _ => as_string(),
