@@ -11,27 +11,39 @@ pub(crate) const CLOSE: &str = "</tool_call>";
 
 pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
     let fail = Scan::Failed { skip: OPEN.len() };
-    let pos = skip_ws(text, OPEN.len());
-    match text.as_bytes().get(pos) {
-        None => return ctx.more_or(fail),
-        Some(b'{' | b'[') => {}
-        Some(_) => return fail,
-    }
-    let end = match json_at(text, pos, ctx, fail.clone()) {
-        Ok(end) => end,
-        Err(verdict) => return verdict,
+    let mut pos = skip_ws(text, OPEN.len());
+    // Usually one JSON value per tag, but models do put several objects in one block.
+    let mut bodies = Vec::new();
+    let len = loop {
+        match text.as_bytes().get(pos) {
+            Some(b'{' | b'[') => {
+                let end = match json_at(text, pos, ctx, fail.clone()) {
+                    Ok(end) => end,
+                    Err(verdict) => return verdict,
+                };
+                bodies.push(&text[pos..end]);
+                pos = skip_ws(text, end);
+                continue;
+            }
+            None if bodies.is_empty() => return ctx.more_or(fail),
+            Some(_) if bodies.is_empty() => return fail,
+            _ => {}
+        }
+        match lit(text, pos, CLOSE) {
+            Lit::Match(len) => break len,
+            Lit::Partial if ctx.eof => break text.len(),
+            Lit::Partial => return Scan::NeedMore,
+            Lit::No => return fail,
+        }
     };
-    let after = skip_ws(text, end);
-    let len = match lit(text, after, CLOSE) {
-        Lit::Match(len) => len,
-        Lit::Partial if ctx.eof => text.len(),
-        Lit::Partial => return Scan::NeedMore,
-        Lit::No => return fail,
-    };
-    match calls_from_json(&text[pos..end], false) {
-        Some(calls) => ctx.verdict(calls, len),
-        None => Scan::Failed { skip: len },
+    let mut calls = Vec::new();
+    for body in bodies {
+        match calls_from_json(body, false) {
+            Some(found) => calls.extend(found),
+            None => return Scan::Failed { skip: len },
+        }
     }
+    ctx.verdict(calls, len)
 }
 
 #[cfg(test)]
@@ -89,6 +101,26 @@ mod tests {
             "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n",
         );
         assert_eq!(calls(&out), [("get_time", "{}")]);
+        assert_eq!(out.content, "");
+    }
+
+    #[test]
+    fn several_objects_in_one_block_are_several_calls() {
+        let text = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Lyon\"}}\n</tool_call>";
+        let out = parse_with(ToolFormat::Hermes, text);
+        assert_eq!(
+            calls(&out),
+            [("get_time", "{}"), ("get_weather", r#"{"city":"Lyon"}"#)]
+        );
+        assert_eq!(out.content, "");
+    }
+
+    #[test]
+    fn tags_lost_by_the_detokenizer_still_leave_a_call() {
+        let text = "\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n";
+        let out = parse_with(ToolFormat::Hermes, text);
+        assert_eq!(calls(&out), [("get_weather", r#"{"city":"Paris"}"#)]);
+        assert_eq!(out.content, "");
     }
 
     #[test]
