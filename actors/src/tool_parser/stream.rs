@@ -160,6 +160,7 @@ pub struct StreamParser {
     scanners: Vec<ScannerKind>,
     /// Every trigger with the index of its scanner, in scanner priority order.
     triggers: Vec<(String, usize)>,
+    trigger_starts: Vec<char>,
     /// Text not yet decided.
     buf: String,
     /// Whitespace after the last content, waiting to see whether a call follows.
@@ -184,16 +185,24 @@ impl StreamParser {
         } else {
             options.format.scanners().to_vec()
         };
-        let triggers = scanners
+        let triggers: Vec<(String, usize)> = scanners
             .iter()
             .enumerate()
             .flat_map(|(i, s)| s.triggers(&tools).into_iter().map(move |t| (t, i)))
+            .filter(|(t, _)| !t.is_empty())
             .collect();
+        let mut trigger_starts: Vec<char> = triggers
+            .iter()
+            .filter_map(|(t, _)| t.chars().next())
+            .collect();
+        trigger_starts.sort_unstable();
+        trigger_starts.dedup();
         Self {
             tools,
             allow_unknown: options.allow_unknown_tools,
             scanners,
             triggers,
+            trigger_starts,
             buf: String::new(),
             pending_ws: String::new(),
             after_call: false,
@@ -277,7 +286,12 @@ impl StreamParser {
         if self.triggers.is_empty() {
             return None;
         }
-        for (at, _) in rest.char_indices() {
+        for (at, ch) in rest.char_indices() {
+            // A full or partial match starts with a trigger's first character: most text
+            // never reaches the comparisons below.
+            if !self.trigger_starts.contains(&ch) {
+                continue;
+            }
             let tail = &rest[at..];
             let mut full: Vec<usize> = Vec::new();
             let mut partial = false;

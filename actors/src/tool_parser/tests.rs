@@ -270,3 +270,38 @@ fn random_marker_soup_is_chunking_invariant_and_never_panics() {
         }
     }
 }
+
+#[test]
+fn the_reply_tools_instruction_asks_for_parses_as_a_call() {
+    // What `tools_instruction` asks an untemplated model for must parse in the `json` format.
+    let reply = "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>";
+    assert!(tools_instruction(&[]).contains("<tool_call>\n{\"name\": \"<function-name>\""));
+    assert_eq!(
+        calls(&parse_with(ToolFormat::Json, reply)),
+        [("get_time", "{}")]
+    );
+}
+
+#[test]
+fn long_streamed_call_and_long_prose_stay_fast() {
+    let code = "x = 1\n".repeat(3000);
+    let call = format!(
+        "{}<tool_call>{}</tool_call>",
+        "Some prose. ".repeat(2000),
+        json!({"name": "run_code", "arguments": {"code": code}})
+    );
+    let started = std::time::Instant::now();
+    let mut p = StreamParser::new(&options(ToolFormat::Hermes));
+    let mut events = Vec::new();
+    for chunk in call.as_bytes().chunks(4) {
+        events.extend(p.push(std::str::from_utf8(chunk).unwrap_or_default()));
+    }
+    events.extend(p.finish());
+    let out = ParsedOutput::from_events(events);
+    assert_eq!(out.tool_calls.len(), 1);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -263,6 +263,18 @@ mod tests {
         assert!(ToolChoice::Function("g".into()).validate(&tools).is_err());
         assert!(ToolChoice::Required.instruction().is_some());
         assert!(ToolChoice::Auto.instruction().is_none());
+        let named = ToolChoice::Function("f".into())
+            .instruction()
+            .unwrap_or_default();
+        assert!(named.contains("`f`"), "{named}");
+    }
+
+    #[test]
+    fn tools_instruction_lists_tools_and_asks_for_parsable_markup() {
+        let text =
+            tools_instruction(&[json!({"type": "function", "function": {"name": "get_time"}})]);
+        assert!(text.contains("{\"name\":\"get_time\"}"), "{text}");
+        assert!(text.contains("<tool_call>") && text.contains("</tool_call>"));
     }
 
     #[test]
