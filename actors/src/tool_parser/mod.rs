@@ -9,6 +9,19 @@
 //! and calls to tools the request did not offer, are never calls and are kept verbatim as
 //! content (visible, so nothing the model wrote silently disappears); any chunking of the same
 //! text gives the same result as parsing it whole.
+//!
+//! Use from the HTTP layer:
+//! - Resolve the format once per model: `configured.resolve(info.chat_template.as_deref())`.
+//! - Build [`ParseOptions`] from the request (`tools`, `tool_choice` via
+//!   [`ToolChoice::from_json`], checked with [`ToolChoice::validate`]); append
+//!   [`ToolChoice::instruction`] to the system prompt, and [`tools_instruction`] when the
+//!   model's template cannot render tools itself.
+//! - Whole replies: send [`ParseComplete`]. Streams: a [`StreamParser`] per choice, `push` each
+//!   text delta, map events with [`tool_call_delta`], `finish` at the end, then send
+//!   [`RecordStreamStats`]. `finish_reason` is `tool_calls` when any call was emitted.
+//! - `required` / named choices: [`ToolChoice::check`] the call names at the end.
+//!
+//! See `README.md` here for the formats, detection and guarantees.
 
 mod cli;
 mod format;

@@ -370,6 +370,11 @@ impl StreamParser {
             return;
         }
         self.prev = s.chars().next_back();
+        if self.triggers.is_empty() {
+            // No call can follow, so there is nothing to hold whitespace back for.
+            push_content(out, s.to_string());
+            return;
+        }
         let body = s.trim_end();
         if body.is_empty() {
             self.pending_ws.push_str(s);

@@ -151,7 +151,10 @@ fn without_tools_text_passes_through_untouched() {
     };
     let mut p = StreamParser::new(&opts);
     assert_eq!(shape(&parse(text, &opts)), (text.to_string(), vec![]));
-    assert_eq!(p.push("<tool"), [StreamEvent::Content("<tool".into())]);
+    assert_eq!(
+        p.push("<tool\n\n"),
+        [StreamEvent::Content("<tool\n\n".into())]
+    );
 }
 
 #[test]
