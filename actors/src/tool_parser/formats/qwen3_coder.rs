@@ -1,0 +1,215 @@
+//! Qwen3-Coder's XML calls:
+//! `<tool_call>\n<function=NAME>\n<parameter=P>\nV\n</parameter>\n</function>\n</tool_call>`.
+//!
+//! Values are raw text; their JSON type comes from the tool's parameter schema (integer,
+//! number, boolean, object, array, null; anything else or unknown stays a string). A value
+//! ends at a `</parameter>` that is followed by the next `<parameter=` or `</function>`, so code
+//! that mentions `</parameter>` survives; a missing `</parameter>` is tolerated.
+
+use super::hermes::{CLOSE, OPEN};
+use crate::tool_parser::json::{minify, scan_value, Prefix};
+use crate::tool_parser::scan::{lit, skip_ws, Lit, RawCall, Scan, ScanCtx};
+
+const FUNCTION: &str = "<function=";
+const FUNCTION_END: &str = "</function>";
+const PARAM: &str = "<parameter=";
+const PARAM_END: &str = "</parameter>";
+
+pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
+    let fail = Scan::Failed { skip: OPEN.len() };
+    let mut pos = skip_ws(text, OPEN.len());
+    match lit(text, pos, FUNCTION) {
+        Lit::Match(p) => pos = p,
+        Lit::Partial => return ctx.more_or(fail),
+        // Not this format's body; the Hermes scanner may still take it.
+        Lit::No => return Scan::NotCall { skip: OPEN.len() },
+    }
+    let Some(gt) = text[pos..].find('>') else {
+        return ctx.more_or(fail);
+    };
+    let name = text[pos..pos + gt].trim();
+    if name.is_empty() || name.contains(['<', '\n']) {
+        return fail;
+    }
+    pos += gt + 1;
+    let mut args: Vec<(String, String)> = Vec::new();
+    loop {
+        pos = skip_ws(text, pos);
+        if let Lit::Match(p) = lit(text, pos, FUNCTION_END) {
+            pos = p;
+            break;
+        }
+        match lit(text, pos, PARAM) {
+            Lit::Match(p) => pos = p,
+            Lit::Partial => return ctx.more_or(fail),
+            Lit::No => {
+                return match lit(text, pos, FUNCTION_END) {
+                    Lit::Partial => ctx.more_or(fail),
+                    _ => fail,
+                }
+            }
+        }
+        let Some(gt) = text[pos..].find('>') else {
+            return ctx.more_or(fail);
+        };
+        let key = text[pos..pos + gt].trim().to_string();
+        if key.is_empty() || key.contains(['<', '\n']) {
+            return fail;
+        }
+        pos += gt + 1;
+        let (value_end, next) = match value_end(text, pos) {
+            Ok(v) => v,
+            Err(()) => return ctx.more_or(fail),
+        };
+        let raw = &text[pos..value_end];
+        let raw = raw.strip_prefix('\n').unwrap_or(raw);
+        let raw = raw.strip_suffix('\n').unwrap_or(raw);
+        let value = typed_value(raw, ctx.tools.param_type(name, &key));
+        args.push((key, value));
+        pos = next;
+    }
+    let after = skip_ws(text, pos);
+    let len = match lit(text, after, CLOSE) {
+        Lit::Match(len) => len,
+        Lit::Partial if ctx.eof => text.len(),
+        Lit::Partial => return Scan::NeedMore,
+        Lit::No => return fail,
+    };
+    let mut arguments = String::from("{");
+    for (i, (k, v)) in args.iter().enumerate() {
+        if i > 0 {
+            arguments.push(',');
+        }
+        arguments.push_str(&serde_json::Value::String(k.clone()).to_string());
+        arguments.push(':');
+        arguments.push_str(v);
+    }
+    arguments.push('}');
+    let calls = vec![RawCall {
+        name: name.to_string(),
+        arguments,
+    }];
+    ctx.verdict(calls, len)
+}
+
+/// Where the value starting at `pos` ends, and where scanning resumes; `Err` while unknown.
+fn value_end(text: &str, pos: usize) -> Result<(usize, usize), ()> {
+    let mut from = pos;
+    while let Some(i) = text[from..].find('<').map(|i| from + i) {
+        match lit(text, i, PARAM_END) {
+            Lit::Match(p) => {
+                let next = skip_ws(text, p);
+                let follows = [lit(text, next, PARAM), lit(text, next, FUNCTION_END)];
+                if follows.iter().any(|l| matches!(l, Lit::Match(_))) {
+                    return Ok((i, next));
+                }
+                if follows.contains(&Lit::Partial) {
+                    return Err(());
+                }
+            }
+            Lit::Partial => return Err(()),
+            Lit::No => {
+                let other = [lit(text, i, PARAM), lit(text, i, FUNCTION_END)];
+                if other.iter().any(|l| matches!(l, Lit::Match(_))) {
+                    return Ok((i, i));
+                }
+                if other.contains(&Lit::Partial) {
+                    return Err(());
+                }
+            }
+        }
+        from = i + 1;
+    }
+    Err(())
+}
+
+/// The JSON text for a raw value, typed by the schema; what does not fit stays a string.
+fn typed_value(raw: &str, schema_type: Option<&str>) -> String {
+    let as_string = || serde_json::Value::String(raw.to_string()).to_string();
+    let t = raw.trim();
+    match schema_type {
+        Some("integer") => t
+            .parse::<i64>()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| as_string()),
+        Some("number") => match t.parse::<i64>() {
+            Ok(n) => n.to_string(),
+            Err(_) => t
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(|n| n.to_string())
+                .unwrap_or_else(as_string),
+        },
+        Some("boolean") => match t.to_ascii_lowercase().as_str() {
+            "true" => "true".into(),
+            "false" => "false".into(),
+            _ => as_string(),
+        },
+        Some("null") if matches!(t, "null" | "None") => "null".into(),
+        // A model that writes a Python literal or bad JSON here gets its text kept as a string.
+        Some("object") | Some("array") => match scan_value(t) {
+            Prefix::Complete(n) if n == t.len() => minify(t),
+            _ => as_string(),
+        },
+        _ => as_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::tool_parser::testutil::{calls, parse_with};
+    use crate::tool_parser::ToolFormat;
+
+    const CALL: &str = "<tool_call>\n<function=get_weather>\n<parameter=city>\nSan Francisco\n</parameter>\n<parameter=days>\n3\n</parameter>\n<parameter=metric>\nTrue\n</parameter>\n<parameter=opts>\n{\"a\": [1, 2]}\n</parameter>\n</function>\n</tool_call>";
+
+    #[test]
+    fn qwen3_coder_values_are_typed_from_the_schema() {
+        let out = parse_with(ToolFormat::Qwen3Coder, &format!("I'll look.\n{CALL}"));
+        assert_eq!(
+            calls(&out),
+            [(
+                "get_weather",
+                r#"{"city":"San Francisco","days":3,"metric":true,"opts":{"a":[1,2]}}"#
+            )]
+        );
+        assert_eq!(out.content, "I'll look.");
+    }
+
+    #[test]
+    fn qwen3_coder_multiline_code_value_and_parameter_tag_inside_it() {
+        let text = "<tool_call>\n<function=run_code>\n<parameter=code>\nx = '</parameter>'\nprint(x)\n</parameter>\n</function>\n</tool_call>";
+        let out = parse_with(ToolFormat::Qwen3Coder, text);
+        assert_eq!(
+            calls(&out),
+            [("run_code", r#"{"code":"x = '</parameter>'\nprint(x)"}"#)]
+        );
+    }
+
+    #[test]
+    fn qwen3_coder_untyped_value_that_does_not_fit_stays_a_string() {
+        let text = "<tool_call><function=get_weather><parameter=days>three</parameter><parameter=extra>7</parameter></function></tool_call>";
+        let out = parse_with(ToolFormat::Qwen3Coder, text);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"days":"three","extra":"7"}"#)]
+        );
+    }
+
+    #[test]
+    fn qwen3_coder_truncated_call_is_content() {
+        let text = "<tool_call>\n<function=get_weather>\n<parameter=city>\nPar";
+        let out = parse_with(ToolFormat::Qwen3Coder, text);
+        assert!(out.tool_calls.is_empty());
+        assert_eq!(out.content, text);
+    }
+
+    #[test]
+    fn qwen3_coder_format_still_reads_json_tool_calls() {
+        let out = parse_with(
+            ToolFormat::Qwen3Coder,
+            "<tool_call>{\"name\": \"get_time\", \"arguments\": {}}</tool_call>",
+        );
+        assert_eq!(calls(&out), [("get_time", "{}")]);
+    }
+}
