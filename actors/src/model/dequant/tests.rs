@@ -68,7 +68,14 @@ fn q8_k_scales_signed_bytes_by_f32_delta() {
 #[test]
 fn wrong_byte_count_is_a_size_error() {
     let err = dequantize(GgmlType::Q4_0, &[0u8; 17], 32).unwrap_err();
-    assert!(matches!(err, DequantError::Size { expected: 18, actual: 17, .. }));
+    assert!(matches!(
+        err,
+        DequantError::Size {
+            expected: 18,
+            actual: 17,
+            ..
+        }
+    ));
     let err = dequantize(GgmlType::Q4K, &[0u8; 144], 100).unwrap_err();
     assert!(matches!(err, DequantError::Size { expected: 0, .. }));
 }
