@@ -324,3 +324,5 @@ impl GgufFile {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+pub(crate) mod testutil;

@@ -1,66 +1,8 @@
 //! The reader against GGUF files the tests write byte by byte.
 
+use super::testutil::{f32_bytes, gguf_str, str_array, write_gguf};
 use super::*;
 use std::io::Write;
-
-/// Writes a GGUF v3 file: `kv` are pre-encoded (key, type id, value bytes) triples.
-fn write_gguf(
-    kv: &[(&str, u32, Vec<u8>)],
-    tensors: &[(&str, Vec<u64>, u32, Vec<u8>)],
-    alignment: usize,
-) -> tempfile::NamedTempFile {
-    let mut b = Vec::new();
-    b.extend_from_slice(b"GGUF");
-    b.extend_from_slice(&3u32.to_le_bytes());
-    b.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
-    b.extend_from_slice(&(kv.len() as u64).to_le_bytes());
-    for (k, ty, v) in kv {
-        b.extend(gguf_str(k));
-        b.extend_from_slice(&ty.to_le_bytes());
-        b.extend_from_slice(v);
-    }
-    let mut offset = 0usize;
-    let mut offsets = Vec::new();
-    for (name, dims, ty, data) in tensors {
-        b.extend(gguf_str(name));
-        b.extend_from_slice(&(dims.len() as u32).to_le_bytes());
-        for d in dims {
-            b.extend_from_slice(&d.to_le_bytes());
-        }
-        b.extend_from_slice(&ty.to_le_bytes());
-        b.extend_from_slice(&(offset as u64).to_le_bytes());
-        offsets.push(offset);
-        offset = (offset + data.len()).div_ceil(alignment) * alignment;
-    }
-    let data_start = b.len().div_ceil(alignment) * alignment;
-    b.resize(data_start, 0);
-    for ((_, _, _, data), off) in tensors.iter().zip(offsets) {
-        b.resize(data_start + off, 0);
-        b.extend_from_slice(data);
-    }
-    let mut f = tempfile::NamedTempFile::new().expect("temp file");
-    f.write_all(&b).expect("write");
-    f
-}
-
-fn gguf_str(s: &str) -> Vec<u8> {
-    let mut v = (s.len() as u64).to_le_bytes().to_vec();
-    v.extend_from_slice(s.as_bytes());
-    v
-}
-
-fn str_array(items: &[&str]) -> Vec<u8> {
-    let mut v = 8u32.to_le_bytes().to_vec();
-    v.extend_from_slice(&(items.len() as u64).to_le_bytes());
-    for s in items {
-        v.extend(gguf_str(s));
-    }
-    v
-}
-
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
 
 #[test]
 fn reads_every_metadata_type_and_nested_arrays() {
