@@ -12,10 +12,11 @@
 //!    (smallest most-likely prefix whose mass reaches `top_p`), then `min_p` (drop tokens below
 //!    `min_p` × the top probability), then one draw from what is left.
 //!
-//! Speed: no step sorts the vocabulary in the common case. Filters only keep high-probability
-//! tokens, so candidates are gathered with a linear threshold scan (relative weight ≥ 1e-3, then
-//! 1e-6, 1e-9, then everything) until the set provably contains all survivors; only that set is
-//! sorted. A flat distribution at a high temperature falls back to sorting the whole row.
+//! Speed: nothing sorts the vocabulary. Filters only keep high-probability tokens, so
+//! candidates are gathered with linear threshold scans (relative weight ≥ 1e-2, 1e-3, … 1e-9,
+//! then everything) until the set provably holds every survivor; `top_k` then takes a linear
+//! `select_nth_unstable` and `top_p` a weighted quickselect over that set, so a step is O(V)
+//! even for a flat distribution. Vocabulary-wide passes are written to vectorize (`math`).
 
 mod math;
 #[cfg(test)]
@@ -51,7 +52,8 @@ pub struct Sampler {
 }
 
 /// Candidate thresholds on the relative weight `p / p_max`, tried in order.
-const LADDER: [f32; 3] = [1e-3, 1e-6, 1e-9];
+/// Steps of 10 keep the gathered set within about 10× (in weight) of the cutoff.
+const LADDER: [f32; 7] = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-9];
 
 impl Sampler {
     /// A sampler for one sequence. The same `seed` gives the same tokens for the same logits;
@@ -157,36 +159,40 @@ impl Sampler {
         let top_k = (p.top_k > 0 && p.top_k < vocab).then_some(p.top_k);
         let top_p = (p.top_p < 1.0).then_some(p.top_p.max(0.0));
         let min_p = (p.min_p > 0.0).then_some(p.min_p);
-        let total = math::softmax_weights(logits, max, 1.0 / p.temperature, &mut self.weights);
+        let temperature = p.temperature;
         if top_k.is_none() && top_p.is_none() && min_p.is_none() {
+            let total = math::softmax_weights(logits, max, 1.0 / temperature, &mut self.weights);
             return self.draw_from_row(total, logits);
         }
-        self.gather_candidates(total, top_k, top_p, min_p);
+        // Only top_p over the whole row needs the whole row's mass; the other filters look at
+        // the few tokens near the top and never exponentiate the rest.
+        let (total, start) = match (top_k, top_p) {
+            (None, Some(top_p)) => {
+                math::top_mass_threshold(logits, max, 1.0 / temperature, f64::from(top_p))
+            }
+            _ => (0.0, LADDER[0]),
+        };
+        self.gather_candidates(logits, max, total, start, top_k, top_p, min_p);
         let c = &mut self.candidates;
-        c.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        if let Some(k) = top_k {
+        if let Some(k) = top_k.filter(|&k| k < c.len()) {
+            c.select_nth_unstable_by(k - 1, by_weight_desc);
             c.truncate(k);
         }
         if let Some(top_p) = top_p {
             let mass = match top_k {
-                Some(_) => c.iter().map(|&(w, _)| f64::from(w)).sum(),
+                Some(_) => weight_sum(c),
                 None => total,
             };
-            let target = f64::from(top_p) * mass;
-            let mut cum = 0.0f64;
-            let keep = c
-                .iter()
-                .position(|&(w, _)| {
-                    cum += f64::from(w);
-                    cum >= target
-                })
-                .map_or(c.len(), |i| i + 1);
+            let keep = nucleus_len(c, f64::from(top_p) * mass);
             c.truncate(keep);
         }
         if let Some(min_p) = min_p {
-            // Sorted descending: everything from the first token under the bar goes.
-            let keep = c.iter().position(|&(w, _)| w < min_p).unwrap_or(c.len());
-            c.truncate(keep.max(1));
+            // The top token has relative weight 1 and always survives min_p ≤ 1.
+            let best = c.iter().copied().min_by(by_weight_desc);
+            c.retain(|&(w, _)| w >= min_p);
+            if let (true, Some(best)) = (c.is_empty(), best) {
+                c.push(best);
+            }
         }
         self.draw_from_candidates()
     }
@@ -195,45 +201,54 @@ impl Sampler {
     /// the threshold until the set is known to hold every token the filters can keep.
     fn gather_candidates(
         &mut self,
+        logits: &[f32],
+        max: f32,
         total: f64,
+        start: f32,
         top_k: Option<usize>,
         top_p: Option<f32>,
         min_p: Option<f32>,
     ) {
+        let temperature = self.params.temperature;
+        let scale = 1.0 / temperature;
         let floor = min_p.unwrap_or(0.0);
-        let mut step = 0;
-        let mut threshold = LADDER[0].max(floor);
+        // The ladder continues below the starting threshold if that one falls short.
+        let mut step = LADDER.iter().take_while(|&&t| t >= start).count();
+        let mut threshold = start.max(floor);
         loop {
-            self.candidates.clear();
-            self.candidates.extend(
-                self.weights
-                    .iter()
-                    .enumerate()
-                    .filter(|&(_, &w)| w >= threshold)
-                    .map(|(i, &w)| (w, i as u32)),
-            );
+            // `w >= t` as a bound on the logit, loosened a little so rounding in the
+            // exponential never drops a token that clears `t`; extra tokens are harmless.
+            let bar = if threshold > 0.0 {
+                let bar = max + temperature * threshold.ln();
+                bar - 1e-5 * (1.0 + bar.abs())
+            } else {
+                f32::NEG_INFINITY
+            };
             // Below `min_p` nothing survives, so a set gathered at `min_p` is complete unless
             // top_k and top_p together need the whole top-k mass for renormalization.
             let at_min_p = min_p.is_some_and(|m| threshold <= m);
-            let enough = threshold <= 0.0
-                || match (top_k, top_p) {
-                    (Some(k), _) => {
-                        self.candidates.len() >= k || (at_min_p && top_p.is_none())
-                    }
-                    (None, Some(top_p)) => {
-                        at_min_p || {
-                            let mass: f64 =
-                                self.candidates.iter().map(|&(w, _)| f64::from(w)).sum();
-                            mass >= f64::from(top_p) * total
-                        }
-                    }
-                    (None, None) => at_min_p,
-                };
-            if enough {
-                return;
+            let complete_at_min_p = at_min_p && (top_k.is_none() || top_p.is_none());
+            // Counting is cheaper than gathering: skip thresholds that cannot hold top_k.
+            let too_few_for_k = top_k.is_some_and(|k| math::count_at_least(logits, bar) < k);
+            if threshold <= 0.0 || complete_at_min_p || !too_few_for_k {
+                self.candidates.clear();
+                self.candidates.extend(
+                    logits
+                        .iter()
+                        .enumerate()
+                        .filter(|&(_, &l)| l >= bar)
+                        .map(|(i, &l)| (math::exp_neg((l - max) * scale), i as u32)),
+                );
+                let enough = threshold <= 0.0
+                    || complete_at_min_p
+                    || top_k.is_some()
+                    || top_p.is_some_and(|p| weight_sum(&self.candidates) >= f64::from(p) * total);
+                if enough {
+                    return;
+                }
             }
-            step += 1;
             let next = LADDER.get(step).copied().unwrap_or(0.0);
+            step += 1;
             threshold = if threshold > floor && next < floor {
                 floor
             } else {
@@ -278,6 +293,43 @@ impl Sampler {
     }
 }
 
+/// Heaviest first, lowest id first among equal weights: a total order, so the top-k set and
+/// the nucleus are well defined.
+fn by_weight_desc(a: &(f32, u32), b: &(f32, u32)) -> std::cmp::Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1))
+}
+
+fn weight_sum(c: &[(f32, u32)]) -> f64 {
+    c.iter().map(|&(w, _)| f64::from(w)).sum()
+}
+
+/// Reorders `c` so that its first `n` entries are the smallest heaviest-first prefix whose
+/// weight reaches `target`, and returns `n` (at least 1; all of `c` if the target is not
+/// reached). A weighted quickselect: expected O(len), no full sort.
+fn nucleus_len(c: &mut [(f32, u32)], target: f64) -> usize {
+    // Invariant: c[..lo] is kept and weighs `kept`; the answer lies in lo+1..=hi.
+    let (mut lo, mut hi, mut kept) = (0usize, c.len(), 0.0f64);
+    while hi - lo > 64 {
+        let mid = lo + (hi - lo) / 2;
+        c[lo..hi].select_nth_unstable_by(mid - lo, by_weight_desc);
+        let upper = weight_sum(&c[lo..=mid]);
+        if kept + upper >= target {
+            hi = mid + 1;
+        } else {
+            kept += upper;
+            lo = mid + 1;
+        }
+    }
+    c[lo..hi].sort_unstable_by(by_weight_desc);
+    for (i, &(w, _)) in c[lo..hi].iter().enumerate() {
+        kept += f64::from(w);
+        if kept >= target {
+            return lo + i + 1;
+        }
+    }
+    hi.max(1).min(c.len())
+}
+
 /// Natural-log softmax of `logits`: the logprob of `chosen` and the `top_n` most likely tokens,
 /// best first (lowest id first on ties). Numerically stable (max subtracted); NaN logits count
 /// as impossible. An out-of-range `chosen` gets `-inf`.
@@ -296,8 +348,15 @@ pub fn logprobs(logits: &[f32], chosen: u32, top_n: usize) -> (f32, Vec<(u32, f3
             top.into_iter().map(|i| (i, lp(i as usize))).collect(),
         );
     }
-    let log_total = max + math::sum_exp(logits, max).ln() as f32;
-    let lp = |l: f32| if l.is_nan() { f32::NEG_INFINITY } else { l - log_total };
+    // `(l - max) - ln Σ` rather than `l - (max + ln Σ)`: the latter loses digits for big logits.
+    let log_sum = math::sum_exp(logits, max, 1.0).ln();
+    let lp = |l: f32| {
+        if l.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            (f64::from(l - max) - log_sum) as f32
+        }
+    };
     let chosen_lp = logits
         .get(chosen as usize)
         .map_or(f32::NEG_INFINITY, |&l| lp(l));
