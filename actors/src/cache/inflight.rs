@@ -90,6 +90,11 @@ impl Inflight {
         self.finish(key, Some(leader), None)
     }
 
+    /// Whoever leads `key`, its flight ends without an answer (the value was not cacheable).
+    pub(crate) fn release_any(&mut self, key: &CacheKey) -> usize {
+        self.finish(key, None, None)
+    }
+
     /// Flights in progress.
     pub(crate) fn len(&self) -> usize {
         self.flights.len()

@@ -117,7 +117,7 @@ impl ResponseCache {
     }
 
     /// Stores a finished response (from the leader or anyone else) and wakes waiters. Returns
-    /// false when the value is not cacheable (then waiters are released to generate).
+    /// false when the value is not cacheable: then the waiters are released to generate.
     pub fn store(&mut self, key: &CacheKey, value: Arc<CachedResponse>) -> bool {
         self.store_at(key, value, Instant::now())
     }
@@ -129,6 +129,7 @@ impl ResponseCache {
         now: Instant,
     ) -> bool {
         if !value.is_cacheable() {
+            self.inflight.release_any(key);
             return false;
         }
         self.counters.stores += 1;

@@ -136,19 +136,26 @@ fn identical_lookups_coalesce_until_the_leader_stores() {
 #[test]
 fn uncacheable_store_is_refused_and_abandon_releases_waiters() {
     let mut cache = ResponseCache::new(&settings(8, 1 << 20, None));
-    let leader = lead(&mut cache, &key(1));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let _ = lead(&mut cache, &key(1));
     let LocalLookup::Wait(waiter) = cache.lookup(&key(1)) else {
         panic!("wait");
     };
     let mut partial = sample("par");
     partial.finish_reason = crate::engine::FinishReason::Cancelled;
     assert!(!cache.store(&key(1), Arc::new(partial)));
-    cache.abandon(&key(1), leader);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .expect("runtime");
     assert_eq!(rt.block_on(waiter.wait()), None);
     assert_eq!(cache.stats().cached_items, 0);
+    assert_eq!(cache.stats().in_flight, 0);
+
+    let leader = lead(&mut cache, &key(2));
+    let LocalLookup::Wait(waiter) = cache.lookup(&key(2)) else {
+        panic!("wait");
+    };
+    cache.abandon(&key(2), leader);
+    assert_eq!(rt.block_on(waiter.wait()), None);
 }
 
 #[test]
