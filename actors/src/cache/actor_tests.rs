@@ -50,7 +50,10 @@ async fn miss_store_hit_through_the_actor() {
     let s = stats(&addr).await;
     assert_eq!((s.hits, s.misses, s.cached_items), (1, 1, 1));
     assert_eq!(addr.send(Clear).await.expect("alive"), 1);
-    assert!(matches!(lookup(&addr, key(1)).await, LookupOutcome::Miss(_)));
+    assert!(matches!(
+        lookup(&addr, key(1)).await,
+        LookupOutcome::Miss(_)
+    ));
 }
 
 #[actix::test]
@@ -79,7 +82,10 @@ async fn waiters_get_the_leaders_answer_and_are_released_when_it_drops() {
         .await
         .expect("a dropped leader must not leave waiters hanging");
     assert_eq!(got, None);
-    assert!(matches!(lookup(&addr, key(2)).await, LookupOutcome::Miss(_)));
+    assert!(matches!(
+        lookup(&addr, key(2)).await,
+        LookupOutcome::Miss(_)
+    ));
 
     // A leader whose answer is not cacheable (cancelled) releases its waiters through `store`.
     let LookupOutcome::Miss(guard) = lookup(&addr, key(3)).await else {
@@ -106,7 +112,10 @@ async fn disabled_cache_always_misses_and_stores_nothing() {
     };
     let addr = CacheActor::new(&settings).start();
     put(&addr, key(1), "x").await;
-    assert!(matches!(lookup(&addr, key(1)).await, LookupOutcome::Miss(_)));
+    assert!(matches!(
+        lookup(&addr, key(1)).await,
+        LookupOutcome::Miss(_)
+    ));
     let s = stats(&addr).await;
     assert!(!s.enabled);
     assert_eq!(s.cached_items, 0);
@@ -162,7 +171,14 @@ impl RedisServer {
             .map(|a| a.port())
             .ok()?;
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
@@ -179,6 +195,28 @@ impl RedisServer {
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(server)
+    }
+
+    /// Starts a fresh server on the same port (after [`RedisServer::kill`]).
+    fn restart(&mut self) {
+        self.child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server restarts");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not restart");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn url(&self) -> String {
@@ -295,6 +333,23 @@ async fn replicas_share_hits_through_redis_and_survive_its_death() {
         s.redis_failures < 8,
         "backoff skips redis while down: {s:?}"
     );
+
+    // Redis comes back: a later probe finds it and the tier is used again.
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut n = 100u8;
+    while !stats(&b).await.redis_available {
+        assert!(Instant::now() < deadline, "redis tier never recovered");
+        n = n.wrapping_add(1);
+        let _ = lookup(&b, key(n)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    put(&b, key(200), "after recovery").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !redis_has(&url, &key(200)).await {
+        assert!(Instant::now() < deadline, "writes resume after recovery");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[actix::test]
@@ -306,7 +361,10 @@ async fn unreachable_redis_at_start_is_counted_and_not_fatal() {
     let addr = CacheActor::new(&with_redis(&format!("redis://127.0.0.1:{port}/"))).start();
     let deadline = Instant::now() + Duration::from_secs(10);
     while stats(&addr).await.redis_failures == 0 {
-        assert!(Instant::now() < deadline, "connection failure never counted");
+        assert!(
+            Instant::now() < deadline,
+            "connection failure never counted"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     put(&addr, key(1), "local").await;

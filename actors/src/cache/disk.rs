@@ -25,9 +25,9 @@ const SEQ_LEN: usize = 8;
 /// Why the disk tier failed an operation.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
-    /// The store reported an error.
+    /// The store reported an error (boxed: redb's error type is large).
     #[error("disk cache store: {0}")]
-    Store(#[from] redb::Error),
+    Store(Box<redb::Error>),
     /// Creating the directory or moving a bad file aside failed.
     #[error("disk cache file {path}: {source}")]
     Io {
@@ -39,7 +39,7 @@ pub enum DiskError {
 }
 
 fn store_err(e: impl Into<redb::Error>) -> DiskError {
-    DiskError::Store(e.into())
+    DiskError::Store(Box::new(e.into()))
 }
 
 /// Result of a disk read.
@@ -214,9 +214,7 @@ impl DiskTier {
         let txn = self.inner.db.begin_write().map_err(store_err)?;
         {
             let mut table = txn.open_table(ENTRIES).map_err(store_err)?;
-            table
-                .remove(key.as_bytes().as_slice())
-                .map_err(store_err)?;
+            table.remove(key.as_bytes().as_slice()).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
         if let Some((seq, _)) = index.by_key.remove(key) {
@@ -275,9 +273,7 @@ impl DiskTier {
         {
             let mut table = txn.open_table(ENTRIES).map_err(store_err)?;
             for (_, key) in &victims {
-                table
-                    .remove(key.as_bytes().as_slice())
-                    .map_err(store_err)?;
+                table.remove(key.as_bytes().as_slice()).map_err(store_err)?;
             }
         }
         txn.commit().map_err(store_err)?;
@@ -332,7 +328,8 @@ mod tests {
         let path = dir.path().join("sub/cache.redb");
         {
             let (disk, _) = DiskTier::open(&path, 1 << 20).expect("open");
-            disk.put(&key(1), &encode(&sample("persisted"))).expect("put");
+            disk.put(&key(1), &encode(&sample("persisted")))
+                .expect("put");
             assert_eq!(disk.items(), 1);
         }
         let (disk, dropped) = DiskTier::open(&path, 1 << 20).expect("reopen");
@@ -352,12 +349,16 @@ mod tests {
         let bound = (3 * (one.len() + SEQ_LEN)) as u64;
         let (disk, _) = DiskTier::open(&dir.path().join("c.redb"), bound).expect("open");
         for n in 1..=4 {
-            disk.put(&key(n), &encode(&sample(&"a".repeat(200)))).expect("put");
+            disk.put(&key(n), &encode(&sample(&"a".repeat(200))))
+                .expect("put");
         }
         assert_eq!(disk.items(), 3);
         assert!(disk.bytes() <= bound);
         assert_eq!(disk.get(&key(1), None).expect("get"), DiskGet::Missing);
-        assert!(matches!(disk.get(&key(4), None).expect("get"), DiskGet::Hit(_)));
+        assert!(matches!(
+            disk.get(&key(4), None).expect("get"),
+            DiskGet::Hit(_)
+        ));
         // Rewriting a key replaces, not duplicates, its bytes.
         disk.put(&key(4), &one).expect("put");
         assert_eq!(disk.items(), 3);
@@ -365,7 +366,10 @@ mod tests {
         drop(disk);
         let (disk, _) = DiskTier::open(&dir.path().join("c.redb"), bound / 2).expect("open");
         assert_eq!(disk.items(), 1);
-        assert!(matches!(disk.get(&key(4), None).expect("get"), DiskGet::Hit(_)));
+        assert!(matches!(
+            disk.get(&key(4), None).expect("get"),
+            DiskGet::Hit(_)
+        ));
     }
 
     #[test]
@@ -386,7 +390,9 @@ mod tests {
             let txn = disk.inner.db.begin_write().expect("txn");
             {
                 let mut table = txn.open_table(ENTRIES).expect("table");
-                table.insert(b"short".as_slice(), b"x".as_slice()).expect("insert");
+                table
+                    .insert(b"short".as_slice(), b"x".as_slice())
+                    .expect("insert");
             }
             txn.commit().expect("commit");
         }
@@ -403,7 +409,10 @@ mod tests {
         std::fs::write(&path, vec![0xA5u8; 8192]).expect("write garbage");
         let (disk, _) = DiskTier::open(&path, 1 << 20).expect("open replaces garbage");
         disk.put(&key(1), &encode(&sample("fresh"))).expect("put");
-        assert!(matches!(disk.get(&key(1), None).expect("get"), DiskGet::Hit(_)));
+        assert!(matches!(
+            disk.get(&key(1), None).expect("get"),
+            DiskGet::Hit(_)
+        ));
         let moved = std::fs::read_dir(dir.path())
             .expect("list")
             .filter_map(Result::ok)
@@ -419,7 +428,10 @@ mod tests {
         old.created_at = unix_now() - 100;
         disk.put(&key(1), &encode(&old)).expect("put");
         disk.put(&key(2), &encode(&sample("new"))).expect("put");
-        assert!(matches!(disk.get(&key(1), Some(1000)).expect("get"), DiskGet::Hit(_)));
+        assert!(matches!(
+            disk.get(&key(1), Some(1000)).expect("get"),
+            DiskGet::Hit(_)
+        ));
         assert_eq!(disk.get(&key(1), Some(10)).expect("get"), DiskGet::Expired);
         assert_eq!(disk.items(), 1);
         assert_eq!(disk.clear().expect("clear"), 1);

@@ -63,7 +63,10 @@ impl Inflight {
                 flight.waiters.push(tx);
                 return Join::Wait(Waiter(rx));
             }
-            tracing::warn!(?key, "replacing a cache flight whose leader never reported back");
+            tracing::warn!(
+                ?key,
+                "replacing a cache flight whose leader never reported back"
+            );
             let stale = flight.leader;
             self.release(&key, stale);
         }

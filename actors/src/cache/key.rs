@@ -234,7 +234,10 @@ mod tests {
             r#"{"function":{"parameters":{"properties":{"b":{"type":"integer"},"a":{"type":"string"}},"type":"object"},"name":"f"},"type":"function"}"#,
         )
         .expect("parses");
-        assert_eq!(key(&chat("hi", vec![tool_a])), key(&chat("hi", vec![tool_b])));
+        assert_eq!(
+            key(&chat("hi", vec![tool_a])),
+            key(&chat("hi", vec![tool_b]))
+        );
     }
 
     #[test]
@@ -250,7 +253,10 @@ mod tests {
         let k0 = key(&base);
         let mut variants = Vec::new();
         variants.push(chat("hi!", vec![]));
-        variants.push(chat("hi", vec![json!({"type":"function","function":{"name":"f"}})]));
+        variants.push(chat(
+            "hi",
+            vec![json!({"type":"function","function":{"name":"f"}})],
+        ));
         let mut v = base.clone();
         v.max_tokens = Some(65);
         variants.push(v);
@@ -316,7 +322,10 @@ mod tests {
         let base = with("m", None, None, None);
         assert_ne!(base, with("other", None, None, None));
         assert_ne!(base, with("m", Some(&auto), None, None));
-        assert_ne!(with("m", Some(&auto), None, None), with("m", Some(&none), None, None));
+        assert_ne!(
+            with("m", Some(&auto), None, None),
+            with("m", Some(&none), None, None)
+        );
         assert_ne!(base, with("m", None, Some(&json_mode), None));
         assert_ne!(base, with("m", None, None, Some(&extra)));
         assert_eq!(base, with("m", None, None, None));

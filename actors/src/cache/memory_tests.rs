@@ -103,7 +103,10 @@ fn promoted_entries_keep_their_age_against_ttl() {
     let mut old = sample("a");
     old.created_at = unix_now() - 50;
     cache.fill(&key(1), Arc::new(old), CacheTier::Redis, now);
-    assert!(matches!(cache.lookup_at(&key(1), now), LocalLookup::Hit(..)));
+    assert!(matches!(
+        cache.lookup_at(&key(1), now),
+        LocalLookup::Hit(..)
+    ));
     assert!(matches!(
         cache.lookup_at(&key(1), now + Duration::from_secs(15)),
         LocalLookup::Lead(_)
@@ -162,7 +165,8 @@ fn uncacheable_store_is_refused_and_abandon_releases_waiters() {
 fn disk_hits_are_promoted_to_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (disk, _) = DiskTier::open(&dir.path().join("c.redb"), 1 << 20).expect("open");
-    disk.put(&key(1), &encode(&sample("from disk"))).expect("put");
+    disk.put(&key(1), &encode(&sample("from disk")))
+        .expect("put");
     let mut cache = ResponseCache::new(&settings(8, 1 << 20, None)).with_disk(disk);
     match cache.lookup(&key(1)) {
         LocalLookup::Hit(v, CacheTier::Disk) => assert_eq!(v.text, "from disk"),

@@ -24,6 +24,7 @@
 //! inline, disk writes (fsync) run on the blocking pool, Redis calls are futures with short
 //! timeouts that never hold up other messages.
 
+mod control;
 mod disk;
 mod entry;
 mod inflight;
@@ -41,6 +42,7 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
+pub use control::CacheDirectives;
 pub use disk::{DiskError, DiskGet, DiskTier};
 pub use entry::{decode, encode, unix_now, CachedResponse, DecodeError};
 pub use inflight::{LeaderId, Waiter};
@@ -146,8 +148,8 @@ impl CacheActor {
         }
         if let Some(disk) = disk {
             let write = tokio::task::spawn_blocking(move || disk.put(&key, &encoded));
-            ctx.spawn(
-                actix::fut::wrap_future::<_, Self>(write).map(|joined, act, _| match joined {
+            ctx.spawn(actix::fut::wrap_future::<_, Self>(write).map(
+                |joined, act, _| match joined {
                     Ok(Ok(_evicted)) => {}
                     Ok(Err(e)) => {
                         act.cache.record_disk_failure();
@@ -157,8 +159,8 @@ impl CacheActor {
                         act.cache.record_disk_failure();
                         tracing::warn!(error = %e, "disk cache write task failed");
                     }
-                }),
-            );
+                },
+            ));
         }
     }
 }
@@ -273,8 +275,8 @@ impl Handler<Lookup> for CacheActor {
             return ActorResponse::reply(LookupOutcome::Miss(guard));
         };
         let op = redis_tier::get(conn, tier.redis_key(&key), tier.timeout());
-        ActorResponse::r#async(actix::fut::wrap_future::<_, Self>(op).map(
-            move |result, act, _| {
+        ActorResponse::r#async(
+            actix::fut::wrap_future::<_, Self>(op).map(move |result, act, _| {
                 let now = Instant::now();
                 let found = match result {
                     Ok(found) => {
@@ -293,7 +295,8 @@ impl Handler<Lookup> for CacheActor {
                 match found.map(|bytes| decode(&bytes)) {
                     Some(Ok(value)) if value.is_cacheable() => {
                         let value = Arc::new(value);
-                        act.cache.fill(&key, Arc::clone(&value), CacheTier::Redis, now);
+                        act.cache
+                            .fill(&key, Arc::clone(&value), CacheTier::Redis, now);
                         // The guard's flight was just resolved by `fill`; its drop is a no-op.
                         drop(guard);
                         LookupOutcome::Hit {
@@ -311,8 +314,8 @@ impl Handler<Lookup> for CacheActor {
                         LookupOutcome::Miss(guard)
                     }
                 }
-            },
-        ))
+            }),
+        )
     }
 }
 
@@ -391,7 +394,8 @@ impl Handler<Clear> for CacheActor {
         let removed = self.cache.clear();
         if let Some(tier) = &self.redis {
             if let Some(conn) = tier.connection(Instant::now()) {
-                let op = redis_tier::clear_namespace(conn, tier.namespace_pattern(), tier.timeout());
+                let op =
+                    redis_tier::clear_namespace(conn, tier.namespace_pattern(), tier.timeout());
                 ctx.spawn(
                     actix::fut::wrap_future::<_, Self>(op).map(|result, act, _| {
                         let result = result.map(|deleted| {

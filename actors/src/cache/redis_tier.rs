@@ -228,8 +228,11 @@ pub(crate) async fn clear_namespace(
             )
             .await?;
             if !keys.is_empty() {
-                deleted += bounded(timeout, redis::cmd("DEL").arg(&keys).query_async::<u64>(&mut conn))
-                    .await?;
+                deleted += bounded(
+                    timeout,
+                    redis::cmd("DEL").arg(&keys).query_async::<u64>(&mut conn),
+                )
+                .await?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -263,7 +266,10 @@ mod tests {
         assert!(t.start_connect(now).is_none(), "backing off");
         assert!(t.start_connect(now + FIRST_BACKOFF).is_some());
         t.connected(Err(RedisOpError::Timeout(Duration::from_millis(1))), now);
-        assert!(t.start_connect(now + FIRST_BACKOFF).is_none(), "backoff doubled");
+        assert!(
+            t.start_connect(now + FIRST_BACKOFF).is_none(),
+            "backoff doubled"
+        );
         assert!(t.start_connect(now + FIRST_BACKOFF * 2).is_some());
         t.record(Ok(()), now);
         assert!(t.available());
@@ -275,7 +281,10 @@ mod tests {
     fn keys_are_namespaced() {
         let t = tier();
         let key = CacheKey::from_bytes([0xab; 32]);
-        assert_eq!(t.redis_key(&key), format!("mlx-serve:v1:{}", "ab".repeat(32)));
+        assert_eq!(
+            t.redis_key(&key),
+            format!("mlx-serve:v1:{}", "ab".repeat(32))
+        );
         assert_eq!(t.namespace_pattern(), "mlx-serve:v1:*");
     }
 
