@@ -57,6 +57,7 @@ use redis_tier::RedisTier;
 /// The cache actor: a thin shell over [`ResponseCache`] that adds the Redis tier.
 pub struct CacheActor {
     enabled: bool,
+    ttl_seconds: Option<u64>,
     cache: ResponseCache,
     redis: Option<RedisTier>,
 }
@@ -95,6 +96,7 @@ impl CacheActor {
         };
         Self {
             enabled: settings.enabled,
+            ttl_seconds: settings.ttl_seconds,
             cache,
             redis,
         }
@@ -293,6 +295,11 @@ impl Handler<Lookup> for CacheActor {
                     }
                 };
                 match found.map(|bytes| decode(&bytes)) {
+                    // Redis expires by its own TTL; a shorter local TTL still applies.
+                    Some(Ok(value)) if disk::is_expired(value.created_at, act.ttl_seconds) => {
+                        act.cache.record_miss();
+                        LookupOutcome::Miss(guard)
+                    }
                     Some(Ok(value)) if value.is_cacheable() => {
                         let value = Arc::new(value);
                         act.cache
