@@ -438,4 +438,30 @@ mod tests {
         assert_eq!(disk.items(), 0);
         assert_eq!(disk.get(&key(2), None).expect("get"), DiskGet::Missing);
     }
+
+    /// Measures read and write latency: `cargo test ... disk_latency -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn disk_latency_benchmark() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (disk, _) = DiskTier::open(&dir.path().join("c.redb"), 1 << 30).expect("open");
+        let value = encode(&sample(&"answer ".repeat(100)));
+        let writes = 200;
+        let started = std::time::Instant::now();
+        for n in 0..writes {
+            disk.put(&CacheKey::from_bytes([n as u8; 32]), &value)
+                .expect("put");
+        }
+        let per_write = started.elapsed() / writes;
+        let reads = 20_000u32;
+        let started = std::time::Instant::now();
+        for n in 0..reads {
+            let hit = disk.get(&CacheKey::from_bytes([(n % 200) as u8; 32]), None);
+            assert!(matches!(hit, Ok(DiskGet::Hit(_))));
+        }
+        println!(
+            "disk tier: put (fsync) {per_write:?}/entry, get+decode {:?}/entry",
+            started.elapsed() / reads
+        );
+    }
 }
