@@ -1,0 +1,193 @@
+//! The cached value and its byte encoding for the persistent and shared tiers.
+//!
+//! Encoded entries carry a magic, a format version and a SHA-256 of the payload, so a truncated,
+//! corrupted or foreign value is recognised and dropped, never served.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::engine::{FinishReason, TokenLogprob, ToolCall, Usage};
+
+const MAGIC: &[u8; 4] = b"MSRC";
+const FORMAT_VERSION: u8 = 1;
+const HEADER_LEN: usize = MAGIC.len() + 1 + 32;
+
+/// One finished generation, independent of the wire format that asked for it. The HTTP layer
+/// renders it with a fresh `id`/`created`, as one JSON body or replayed as SSE chunks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachedResponse {
+    /// Generated text (without tool-call markup when tool calls were parsed out).
+    pub text: String,
+    /// Tool calls parsed from the output, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// Why generation ended.
+    pub finish_reason: FinishReason,
+    /// The stop string that matched, for `FinishReason::StopSequence`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_sequence: Option<String>,
+    /// Token counts of the original generation.
+    pub usage: Usage,
+    /// Per-token logprobs, when the request asked for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<Vec<TokenLogprob>>,
+    /// Unix seconds when the original generation finished (drives TTL on the persistent tiers).
+    pub created_at: u64,
+}
+
+impl CachedResponse {
+    /// Whether this outcome may be replayed to another caller: a cancelled generation is partial.
+    pub fn is_cacheable(&self) -> bool {
+        self.finish_reason != FinishReason::Cancelled
+    }
+
+    /// Estimated heap footprint, for the memory tier's byte bound. Cheap: no serialization.
+    pub fn approx_bytes(&self) -> usize {
+        let calls: usize = self
+            .tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + c.arguments.len() + 72)
+            .sum();
+        let logprobs: usize = self.logprobs.as_ref().map_or(0, |lps| {
+            lps.iter()
+                .map(|lp| {
+                    let top: usize = lp.top.iter().map(|(t, b, _)| t.len() + b.len() + 56).sum();
+                    lp.token.len() + lp.bytes.len() + top + 80
+                })
+                .sum()
+        });
+        std::mem::size_of::<Self>()
+            + self.text.len()
+            + self.stop_sequence.as_ref().map_or(0, String::len)
+            + calls
+            + logprobs
+    }
+}
+
+/// Current Unix time in seconds (0 if the clock is before 1970).
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Why stored bytes could not be turned back into a response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Too short or not our magic.
+    #[error("not a cache entry")]
+    NotAnEntry,
+    /// Written by another format version.
+    #[error("unsupported cache entry version {0}")]
+    Version(u8),
+    /// Payload does not match its checksum.
+    #[error("cache entry checksum mismatch")]
+    Checksum,
+    /// Checksum fine but the payload does not parse (a bug, or a foreign writer).
+    #[error("cache entry payload unreadable: {0}")]
+    Payload(String),
+}
+
+/// Serializes a response with magic, version and checksum.
+pub fn encode(value: &CachedResponse) -> Vec<u8> {
+    // Serializing plain structs of strings and numbers cannot fail; an empty payload would
+    // only make the entry undecodable, never wrong.
+    let payload = serde_json::to_vec(value).unwrap_or_default();
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(MAGIC);
+    out.push(FORMAT_VERSION);
+    out.extend_from_slice(&Sha256::digest(&payload));
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Checks and deserializes bytes written by [`encode`].
+pub fn decode(bytes: &[u8]) -> Result<CachedResponse, DecodeError> {
+    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(DecodeError::NotAnEntry);
+    }
+    let version = bytes[MAGIC.len()];
+    if version != FORMAT_VERSION {
+        return Err(DecodeError::Version(version));
+    }
+    let checksum = &bytes[MAGIC.len() + 1..HEADER_LEN];
+    let payload = &bytes[HEADER_LEN..];
+    if Sha256::digest(payload).as_slice() != checksum {
+        return Err(DecodeError::Checksum);
+    }
+    serde_json::from_slice(payload).map_err(|e| DecodeError::Payload(e.to_string()))
+}
+
+#[cfg(test)]
+pub(crate) fn sample(text: &str) -> CachedResponse {
+    CachedResponse {
+        text: text.to_owned(),
+        tool_calls: vec![],
+        finish_reason: FinishReason::Stop,
+        stop_sequence: None,
+        usage: Usage {
+            prompt_tokens: 10,
+            cached_tokens: 0,
+            completion_tokens: 3,
+        },
+        logprobs: None,
+        created_at: unix_now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoded_entry_round_trips_with_tool_calls_and_logprobs() {
+        let mut value = sample("hello");
+        value.tool_calls.push(ToolCall {
+            id: "call_1".into(),
+            name: "get_weather".into(),
+            arguments: r#"{"city":"Paris"}"#.into(),
+        });
+        value.finish_reason = FinishReason::StopSequence;
+        value.stop_sequence = Some("\n\n".into());
+        value.logprobs = Some(vec![TokenLogprob {
+            token: "he".into(),
+            bytes: b"he".to_vec(),
+            logprob: -0.25,
+            top: vec![("he".into(), b"he".to_vec(), -0.25)],
+        }]);
+        assert_eq!(decode(&encode(&value)), Ok(value));
+    }
+
+    #[test]
+    fn any_flipped_byte_or_truncation_is_rejected() {
+        let bytes = encode(&sample("hello world"));
+        for i in 0..bytes.len() {
+            let mut corrupt = bytes.clone();
+            corrupt[i] ^= 0x40;
+            assert!(decode(&corrupt).is_err(), "flipped byte {i} was accepted");
+        }
+        assert_eq!(decode(&bytes[..10]), Err(DecodeError::NotAnEntry));
+        assert_eq!(
+            decode(&bytes[..bytes.len() - 1]),
+            Err(DecodeError::Checksum)
+        );
+        let mut other_version = bytes.clone();
+        other_version[4] = 9;
+        assert_eq!(decode(&other_version), Err(DecodeError::Version(9)));
+    }
+
+    #[test]
+    fn cancelled_generations_are_not_cacheable() {
+        let mut value = sample("part");
+        assert!(value.is_cacheable());
+        value.finish_reason = FinishReason::Cancelled;
+        assert!(!value.is_cacheable());
+    }
+
+    #[test]
+    fn approx_bytes_grows_with_content() {
+        assert!(sample(&"x".repeat(1000)).approx_bytes() >= 1000 + sample("").approx_bytes());
+    }
+}
