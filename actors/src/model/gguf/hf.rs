@@ -108,8 +108,11 @@ impl GgufFile {
         self.get_u64(&format!("{arch}.{key}"))
     }
 
-    fn arch_f32(&self, arch: &str, key: &str) -> Option<f32> {
-        self.get_f32(&format!("{arch}.{key}"))
+    /// An `f32` value widened to the `f64` with the same shortest decimal form, so that
+    /// `1e-5f32` becomes `1e-5` in the JSON rather than `9.999999747378752e-6`.
+    fn arch_f32(&self, arch: &str, key: &str) -> Option<f64> {
+        let x = self.get_f32(&format!("{arch}.{key}"))?;
+        Some(x.to_string().parse().unwrap_or(x.into()))
     }
 
     fn require_u64(&self, arch: &str, key: &str) -> Result<u64, GgufError> {

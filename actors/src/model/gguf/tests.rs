@@ -233,6 +233,9 @@ fn dequantize_real_file() {
         return;
     };
     let g = GgufFile::open(&path).expect("open");
+    if let Ok(config) = g.hf_config() {
+        eprintln!("config: {config}");
+    }
     let start = std::time::Instant::now();
     let mut samples = Vec::new();
     let mut total = 0usize;
