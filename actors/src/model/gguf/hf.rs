@@ -5,6 +5,17 @@ use serde_json::{json, Map, Value};
 
 use super::{GgufError, GgufFile};
 
+/// A tensor ready for a Hugging Face-layout model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfTensor {
+    /// Hugging Face name (`model.layers.0.self_attn.q_proj.weight`).
+    pub name: String,
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// Values, in Hugging Face row order.
+    pub data: Vec<f32>,
+}
+
 /// Hugging Face tensor name of a GGUF tensor (`blk.3.attn_q.weight` →
 /// `model.layers.3.self_attn.q_proj.weight`); `None` for tensors with no HF counterpart
 /// (e.g. `rope_freqs.weight`).
@@ -107,10 +118,7 @@ impl GgufFile {
     /// A tensor under its Hugging Face name, dequantized to `f32`, with llama.cpp's Q/K
     /// permutation undone where the architecture needs it ([`needs_qk_unpermute`]).
     /// `Ok(None)` for tensors without a Hugging Face counterpart (e.g. `rope_freqs.weight`).
-    pub fn hf_tensor_f32(
-        &self,
-        gguf_name: &str,
-    ) -> Result<Option<(String, Vec<usize>, Vec<f32>)>, GgufError> {
+    pub fn hf_tensor_f32(&self, gguf_name: &str) -> Result<Option<HfTensor>, GgufError> {
         let Some(hf_name) = hf_tensor_name(gguf_name) else {
             return Ok(None);
         };
@@ -135,7 +143,11 @@ impl GgufFile {
             }
             undo_llama_qk_permutation(&mut data, rows, cols, heads);
         }
-        Ok(Some((hf_name, shape, data)))
+        Ok(Some(HfTensor {
+            name: hf_name,
+            shape,
+            data,
+        }))
     }
 
     fn arch_u64(&self, arch: &str, key: &str) -> Option<u64> {

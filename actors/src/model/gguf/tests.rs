@@ -240,7 +240,11 @@ fn hf_tensors_are_unpermuted_for_llama_only() {
         ];
         let f = write_gguf(&kv, &tensors, 32);
         let g = GgufFile::open(f.path()).expect("open");
-        let (name, shape, q) = g
+        let hf::HfTensor {
+            name,
+            shape,
+            data: q,
+        } = g
             .hf_tensor_f32("blk.0.attn_q.weight")
             .expect("q")
             .expect("mapped");
@@ -257,7 +261,7 @@ fn hf_tensors_are_unpermuted_for_llama_only() {
             },
             "{arch}"
         );
-        let (_, _, k) = g
+        let k = g
             .hf_tensor_f32("blk.0.attn_k.weight")
             .expect("k")
             .expect("mapped");
@@ -266,12 +270,12 @@ fn hf_tensors_are_unpermuted_for_llama_only() {
         } else {
             k_gguf.to_vec()
         };
-        assert_eq!(k, k_hf, "{arch}: K uses the KV head count");
-        let (_, _, v) = g
+        assert_eq!(k.data, k_hf, "{arch}: K uses the KV head count");
+        let v = g
             .hf_tensor_f32("blk.0.attn_v.weight")
             .expect("v")
             .expect("mapped");
-        assert_eq!(v, k_gguf.to_vec(), "V is never permuted");
+        assert_eq!(v.data, k_gguf.to_vec(), "V is never permuted");
         assert!(g.hf_tensor_f32("rope_freqs.weight").expect("ok").is_none());
     }
 }
