@@ -272,4 +272,7 @@ fn tokenize_with_real_file() {
     }
     println!("IDS {}", json!(ids));
     println!("BUNDLE {b:?}");
+    if let Ok(dir) = std::env::var("TOKENIZER_CHECK_OUT") {
+        b.write_hf_files(dir).expect("write hf files");
+    }
 }
