@@ -11,7 +11,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use pull::{pull, PullPhase, PullProgress};
+pub use pull::{local_path, pull, PullPhase, PullProgress};
 
 /// The model used when none is named.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";

@@ -70,6 +70,18 @@ pub fn pull(
     pull_model(model, models_dir, progress)
 }
 
+/// Where the catalog model `name` lives if it has been pulled and is unchanged since it was
+/// verified (size and modification time match the stamp; nothing is hashed or deleted).
+/// For listings; [`pull`] is what makes a model usable.
+pub fn local_path(name: &str, models_dir: &Path) -> Option<PathBuf> {
+    let model = find(name)?;
+    let target = models_dir.join(model.name).join(model.file_name);
+    let recorded = fs::read_to_string(stamp_path(&target)).ok()?;
+    let current = stamp_line(model, &target).ok()?;
+    let size_ok = fs::metadata(&target).is_ok_and(|m| m.len() == model.size);
+    (size_ok && recorded == current).then_some(target)
+}
+
 pub(super) fn pull_model(
     model: &CatalogModel,
     models_dir: &Path,

@@ -335,6 +335,12 @@ fn pull_tiny_random_llama_end_to_end() {
     assert!(repair.contains(&PullPhase::Verifying), "{repair:?}");
     assert_eq!(sha_hex(&std::fs::read(&path).expect("read")), model.sha256);
 
+    assert_eq!(
+        local_path("tiny-random-llama", dir.path()),
+        Some(path.clone())
+    );
+    assert_eq!(local_path("smollm2-135m-instruct", dir.path()), None);
+
     // resolve_model on the catalog name finds the same file.
     let resolved = resolve_model("tiny-random-llama", dir.path(), &no_progress).expect("resolves");
     assert_eq!(resolved, ResolvedModel::Gguf(path));
