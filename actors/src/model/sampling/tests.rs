@@ -305,7 +305,13 @@ fn logprobs_stay_finite_for_huge_logits_and_handle_bad_ids() {
     assert_eq!(logprobs(&[0.0, 0.0], 7, 0), (f32::NEG_INFINITY, Vec::new()));
 }
 
-/// `cargo test -p mlx-serve-actors --no-default-features --lib sampling::tests::bench -- --ignored --nocapture`
+/// `CARGO_PROFILE_TEST_OPT_LEVEL=3 cargo test -p mlx-serve-actors --no-default-features --lib
+/// sampling::tests::bench -- --ignored --nocapture`
+///
+/// Measured at opt-level 3 on the 2-core EPYC dev box while it was loaded (load average ~6), per
+/// call including the 600 KB row copy: greedy 45–80 µs, temperature only 270–300 µs, top_k 40
+/// 275–380 µs, top_p 0.9 480 µs (this row keeps ~10% of its mass in a flat 150k-token tail, a
+/// hard case), top_k+top_p+min_p+penalties 170–340 µs, logprobs top-20 300–460 µs.
 #[test]
 #[ignore = "timing, not behaviour"]
 fn bench_sampling_at_qwen_vocab() {
