@@ -156,7 +156,13 @@ mod tests {
         assert_eq!(m.push("st").text, "");
         assert_eq!(m.push("o").text, "");
         let o = m.push("p>tail");
-        assert_eq!(o, StopOutcome { text: String::new(), stop: Some("<stop>".into()) });
+        assert_eq!(
+            o,
+            StopOutcome {
+                text: String::new(),
+                stop: Some("<stop>".into())
+            }
+        );
         assert!(m.stopped());
         assert_eq!(m.push("more").text, "");
         assert_eq!(m.finish(), "");

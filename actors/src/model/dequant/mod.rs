@@ -170,7 +170,7 @@ pub fn dequantize_into(ty: GgmlType, data: &[u8], out: &mut [f32]) -> Result<(),
         });
     }
     match ty {
-        GgmlType::F32 => elementwise::<4>(data, out, |b| f32::from_le_bytes(b)),
+        GgmlType::F32 => elementwise::<4>(data, out, f32::from_le_bytes),
         GgmlType::F16 => elementwise::<2>(data, out, |b| f16::from_le_bytes(b).to_f32()),
         GgmlType::BF16 => elementwise::<2>(data, out, |b| bf16::from_le_bytes(b).to_f32()),
         GgmlType::F64 => elementwise::<8>(data, out, |b| f64::from_le_bytes(b) as f32),
@@ -331,8 +331,7 @@ fn q3_k(b: &[u8], y: &mut [f32; QK_K]) {
     let mut is = 0;
     let mut out = 0;
     let mut m = 1u8;
-    for (n, q) in qs.chunks_exact(32).enumerate() {
-        let _ = n;
+    for q in qs.chunks_exact(32) {
         for shift in [0u32, 2, 4, 6] {
             for half in 0..2 {
                 let dl = d * scales[is] as f32;

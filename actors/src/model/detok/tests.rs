@@ -48,7 +48,11 @@ fn bpe_model(vocab: &[String], merges: &[(String, String)], byte_fallback: bool)
 }
 
 /// Adds `merges` (given as plain text pairs) and their results to `vocab`.
-fn with_merges(vocab: &mut Vec<String>, pairs: &[(&str, &str)], map: impl Fn(&str) -> String) -> Vec<(String, String)> {
+fn with_merges(
+    vocab: &mut Vec<String>,
+    pairs: &[(&str, &str)],
+    map: impl Fn(&str) -> String,
+) -> Vec<(String, String)> {
     pairs
         .iter()
         .map(|(a, b)| {
@@ -64,7 +68,15 @@ fn byte_level_tokenizer() -> Tokenizer {
     let mut vocab: Vec<String> = (0..=255u8).map(|b| byte_char(b).to_string()).collect();
     let merges = with_merges(
         &mut vocab,
-        &[(" ", "w"), ("h", "e"), ("l", "l"), ("he", "ll"), ("hell", "o"), (" w", "o"), ("\u{f0}", "\u{9f}")],
+        &[
+            (" ", "w"),
+            ("h", "e"),
+            ("l", "l"),
+            ("he", "ll"),
+            ("hell", "o"),
+            (" w", "o"),
+            ("\u{f0}", "\u{9f}"),
+        ],
         |s| {
             // Two pairs name raw bytes (the first half of a 4-byte emoji).
             if s == "\u{f0}" || s == "\u{9f}" {
@@ -101,7 +113,15 @@ fn sentencepiece_vocab() -> (Vec<String>, Vec<(String, String)>) {
     );
     let merges = with_merges(
         &mut vocab,
-        &[("▁", "t"), ("h", "e"), ("▁t", "he"), ("▁", "H"), ("l", "l"), ("▁", "w"), ("o", "r")],
+        &[
+            ("▁", "t"),
+            ("h", "e"),
+            ("▁t", "he"),
+            ("▁", "H"),
+            ("l", "l"),
+            ("▁", "w"),
+            ("o", "r"),
+        ],
         str::to_owned,
     );
     (vocab, merges)
@@ -111,8 +131,10 @@ fn special_tokens_json() -> Value {
     json!(["<unk>", "<s>", "</s>"]
         .iter()
         .enumerate()
-        .map(|(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true}))
+        .map(
+            |(i, t)| json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+        )
         .collect::<Vec<_>>())
 }
 
@@ -137,7 +159,8 @@ fn llama_tokenizer() -> Tokenizer {
 /// Newer SentencePiece conversions: `Metaspace` pre-tokenizer and decoder.
 fn metaspace_tokenizer() -> Tokenizer {
     let (vocab, merges) = sentencepiece_vocab();
-    let metaspace = json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false});
+    let metaspace =
+        json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false});
     tokenizer_from(
         bpe_model(&vocab, &merges, true),
         json!({
@@ -183,10 +206,21 @@ fn assert_stream_equals_full_decode(tok: &Tokenizer) {
     for text in TEXTS {
         let ids = encode(tok, text);
         let (pushes, rest) = stream(tok, &ids);
-        let joined: String = pushes.iter().flatten().map(String::as_str).chain([rest.as_str()]).collect();
+        let joined: String = pushes
+            .iter()
+            .flatten()
+            .map(String::as_str)
+            .chain([rest.as_str()])
+            .collect();
         let full = tok.decode(&ids, true).expect("decode works");
-        assert_eq!(joined, full, "text {text:?}, ids {ids:?}, pushes {pushes:?}");
-        assert!(!pushes.iter().flatten().any(|p| p.contains('\u{FFFD}')), "{pushes:?}");
+        assert_eq!(
+            joined, full,
+            "text {text:?}, ids {ids:?}, pushes {pushes:?}"
+        );
+        assert!(
+            !pushes.iter().flatten().any(|p| p.contains('\u{FFFD}')),
+            "{pushes:?}"
+        );
     }
 }
 
@@ -194,7 +228,12 @@ fn assert_stream_equals_full_decode(tok: &Tokenizer) {
 fn byte_level_stream_concatenates_to_the_full_decode() {
     let tok = byte_level_tokenizer();
     assert_stream_equals_full_decode(&tok);
-    assert_eq!(tok.decode(&encode(&tok, "hello world"), true).ok().as_deref(), Some("hello world"));
+    assert_eq!(
+        tok.decode(&encode(&tok, "hello world"), true)
+            .ok()
+            .as_deref(),
+        Some("hello world")
+    );
 }
 
 #[test]
@@ -202,7 +241,10 @@ fn llama_sentencepiece_stream_concatenates_to_the_full_decode() {
     let tok = llama_tokenizer();
     assert_stream_equals_full_decode(&tok);
     // The tokenizer really splits words on `▁` and drops the first space in a decode.
-    assert_eq!(tok.decode(&encode(&tok, "the world"), true).ok().as_deref(), Some("the world"));
+    assert_eq!(
+        tok.decode(&encode(&tok, "the world"), true).ok().as_deref(),
+        Some("the world")
+    );
 }
 
 #[test]
@@ -212,15 +254,25 @@ fn metaspace_stream_concatenates_to_the_full_decode() {
 
 #[test]
 fn emoji_split_across_byte_tokens_is_emitted_once_and_whole() {
-    for tok in [byte_level_tokenizer(), llama_tokenizer(), metaspace_tokenizer()] {
+    for tok in [
+        byte_level_tokenizer(),
+        llama_tokenizer(),
+        metaspace_tokenizer(),
+    ] {
         let prefix = encode(&tok, "a");
         let ids = encode(&tok, "a🙂");
-        assert!(ids.len() >= prefix.len() + 2, "emoji must span tokens: {ids:?}");
+        assert!(
+            ids.len() >= prefix.len() + 2,
+            "emoji must span tokens: {ids:?}"
+        );
         let (pushes, rest) = stream(&tok, &ids);
         let emoji_pushes: Vec<&String> = pushes[prefix.len()..].iter().flatten().collect();
         assert_eq!(emoji_pushes.len(), 1, "{pushes:?}");
         assert!(emoji_pushes[0].ends_with('🙂'));
-        assert!(pushes.last().is_some_and(Option::is_some), "emitted on its last byte");
+        assert!(
+            pushes.last().is_some_and(Option::is_some),
+            "emitted on its last byte"
+        );
         assert_eq!(rest, "");
     }
 }

@@ -5,6 +5,17 @@ use serde_json::{json, Map, Value};
 
 use super::{GgufError, GgufFile};
 
+/// A tensor ready for a Hugging Face-layout model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HfTensor {
+    /// Hugging Face name (`model.layers.0.self_attn.q_proj.weight`).
+    pub name: String,
+    /// Row-major shape.
+    pub shape: Vec<usize>,
+    /// Values, in Hugging Face row order.
+    pub data: Vec<f32>,
+}
+
 /// Hugging Face tensor name of a GGUF tensor (`blk.3.attn_q.weight` →
 /// `model.layers.3.self_attn.q_proj.weight`); `None` for tensors with no HF counterpart
 /// (e.g. `rope_freqs.weight`).
@@ -104,12 +115,50 @@ fn reorder_rows(
 }
 
 impl GgufFile {
+    /// A tensor under its Hugging Face name, dequantized to `f32`, with llama.cpp's Q/K
+    /// permutation undone where the architecture needs it ([`needs_qk_unpermute`]).
+    /// `Ok(None)` for tensors without a Hugging Face counterpart (e.g. `rope_freqs.weight`).
+    pub fn hf_tensor_f32(&self, gguf_name: &str) -> Result<Option<HfTensor>, GgufError> {
+        let Some(hf_name) = hf_tensor_name(gguf_name) else {
+            return Ok(None);
+        };
+        let (shape, mut data) = self.tensor_f32(gguf_name)?;
+        let arch = self.architecture().unwrap_or_default();
+        let is_q = hf_name.contains(".self_attn.q_proj.");
+        let is_k = hf_name.contains(".self_attn.k_proj.");
+        if needs_qk_unpermute(arch) && (is_q || is_k) {
+            let heads = self.require_u64(arch, "attention.head_count")?;
+            let heads = match is_k {
+                true => self
+                    .arch_u64(arch, "attention.head_count_kv")
+                    .unwrap_or(heads),
+                false => heads,
+            } as usize;
+            let rows = shape.first().copied().unwrap_or(0);
+            let cols = shape.get(1).copied().unwrap_or(1);
+            if heads == 0 || rows % (2 * heads) != 0 || rows * cols != data.len() {
+                return Err(GgufError::Malformed(format!(
+                    "{gguf_name}: shape {shape:?} does not split into {heads} heads"
+                )));
+            }
+            undo_llama_qk_permutation(&mut data, rows, cols, heads);
+        }
+        Ok(Some(HfTensor {
+            name: hf_name,
+            shape,
+            data,
+        }))
+    }
+
     fn arch_u64(&self, arch: &str, key: &str) -> Option<u64> {
         self.get_u64(&format!("{arch}.{key}"))
     }
 
-    fn arch_f32(&self, arch: &str, key: &str) -> Option<f32> {
-        self.get_f32(&format!("{arch}.{key}"))
+    /// An `f32` value widened to the `f64` with the same shortest decimal form, so that
+    /// `1e-5f32` becomes `1e-5` in the JSON rather than `9.999999747378752e-6`.
+    fn arch_f32(&self, arch: &str, key: &str) -> Option<f64> {
+        let x = self.get_f32(&format!("{arch}.{key}"))?;
+        Some(x.to_string().parse().unwrap_or(x.into()))
     }
 
     fn require_u64(&self, arch: &str, key: &str) -> Result<u64, GgufError> {

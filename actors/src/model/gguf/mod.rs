@@ -16,7 +16,7 @@ use memmap2::Mmap;
 
 pub use super::dequant::GgmlType;
 use super::dequant::{dequantize, DequantError};
-pub use hf::{hf_tensor_name, undo_llama_qk_permutation};
+pub use hf::{hf_tensor_name, needs_qk_unpermute, undo_llama_qk_permutation, HfTensor};
 
 /// Default data alignment when `general.alignment` is absent.
 const DEFAULT_ALIGNMENT: u64 = 32;

@@ -210,6 +210,77 @@ fn unpermute_restores_half_split_rows_of_two_heads() {
 }
 
 #[test]
+fn hf_tensors_are_unpermuted_for_llama_only() {
+    // Q: 2 heads × 4 rows, 1 column, stored in llama.cpp order; K: 1 KV head of 4 rows.
+    let q_gguf = [0., 10., 1., 11., 100., 110., 101., 111.];
+    let q_hf = vec![0., 1., 10., 11., 100., 101., 110., 111.];
+    let k_gguf = [0., 10., 1., 11.];
+    for (arch, permuted) in [("llama", true), ("qwen2", false)] {
+        let u32v = |v: u32| v.to_le_bytes().to_vec();
+        let heads_key = if arch == "llama" {
+            "llama.attention.head_count"
+        } else {
+            "qwen2.attention.head_count"
+        };
+        let kv_key = if arch == "llama" {
+            "llama.attention.head_count_kv"
+        } else {
+            "qwen2.attention.head_count_kv"
+        };
+        let kv = vec![
+            ("general.architecture", 8, gguf_str(arch)),
+            (heads_key, 4, u32v(2)),
+            (kv_key, 4, u32v(1)),
+        ];
+        let tensors = vec![
+            ("blk.0.attn_q.weight", vec![1, 8], 0, f32_bytes(&q_gguf)),
+            ("blk.0.attn_k.weight", vec![1, 4], 0, f32_bytes(&k_gguf)),
+            ("blk.0.attn_v.weight", vec![1, 4], 0, f32_bytes(&k_gguf)),
+            ("rope_freqs.weight", vec![2], 0, f32_bytes(&[1.0, 1.0])),
+        ];
+        let f = write_gguf(&kv, &tensors, 32);
+        let g = GgufFile::open(f.path()).expect("open");
+        let hf::HfTensor {
+            name,
+            shape,
+            data: q,
+        } = g
+            .hf_tensor_f32("blk.0.attn_q.weight")
+            .expect("q")
+            .expect("mapped");
+        assert_eq!(
+            (name.as_str(), shape),
+            ("model.layers.0.self_attn.q_proj.weight", vec![8, 1])
+        );
+        assert_eq!(
+            q,
+            if permuted {
+                q_hf.clone()
+            } else {
+                q_gguf.to_vec()
+            },
+            "{arch}"
+        );
+        let k = g
+            .hf_tensor_f32("blk.0.attn_k.weight")
+            .expect("k")
+            .expect("mapped");
+        let k_hf = if permuted {
+            vec![0., 1., 10., 11.]
+        } else {
+            k_gguf.to_vec()
+        };
+        assert_eq!(k.data, k_hf, "{arch}: K uses the KV head count");
+        let v = g
+            .hf_tensor_f32("blk.0.attn_v.weight")
+            .expect("v")
+            .expect("mapped");
+        assert_eq!(v.data, k_gguf.to_vec(), "V is never permuted");
+        assert!(g.hf_tensor_f32("rope_freqs.weight").expect("ok").is_none());
+    }
+}
+
+#[test]
 fn permute_then_unpermute_is_identity() {
     let (rows, cols, heads) = (24, 5, 3);
     let orig: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
@@ -233,6 +304,9 @@ fn dequantize_real_file() {
         return;
     };
     let g = GgufFile::open(&path).expect("open");
+    if let Ok(config) = g.hf_config() {
+        eprintln!("config: {config}");
+    }
     let start = std::time::Instant::now();
     let mut samples = Vec::new();
     let mut total = 0usize;

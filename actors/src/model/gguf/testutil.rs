@@ -61,7 +61,6 @@ pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-
 /// Metadata entries for [`write_gguf`], built with typed helpers.
 #[derive(Default)]
 pub(crate) struct Kv(pub Vec<(&'static str, u32, Vec<u8>)>);

@@ -105,7 +105,12 @@ const BUCKETS: usize = 64;
 ///
 /// The weight's f32 exponent is its bucket, so no logarithm is taken; the result lets `top_p`
 /// gather the nucleus (within a factor 2 of its cutoff) in a single scan.
-pub(crate) fn top_mass_threshold(logits: &[f32], max: f32, scale: f32, fraction: f64) -> (f64, f32) {
+pub(crate) fn top_mass_threshold(
+    logits: &[f32],
+    max: f32,
+    scale: f32,
+    fraction: f64,
+) -> (f64, f32) {
     // f64 sums: a bucket can hold 10^5 similar weights, too many for an f32 accumulator.
     let mut mass = [0.0f64; BUCKETS];
     let mut weights = [0.0f32; LANES];
@@ -183,7 +188,9 @@ mod tests {
 
     #[test]
     fn top_mass_threshold_is_the_largest_power_of_two_holding_the_mass() {
-        let logits: Vec<f32> = (0..5000).map(|i| ((i * 7919) % 1000) as f32 * 0.01).collect();
+        let logits: Vec<f32> = (0..5000)
+            .map(|i| ((i * 7919) % 1000) as f32 * 0.01)
+            .collect();
         let m = max(&logits);
         let weights: Vec<f64> = logits.iter().map(|&l| f64::from(l - m).exp()).collect();
         let mass_at = |t: f64| weights.iter().filter(|&&w| w >= t).sum::<f64>();
@@ -192,20 +199,33 @@ mod tests {
             let total_ref: f64 = weights.iter().sum();
             assert!((total - total_ref).abs() / total_ref < 1e-5);
             let t = f64::from(t);
-            assert!(mass_at(t) >= fraction * total_ref * (1.0 - 1e-6), "fraction {fraction}");
-            assert!(mass_at(2.0 * t) < fraction * total_ref, "fraction {fraction}");
+            assert!(
+                mass_at(t) >= fraction * total_ref * (1.0 - 1e-6),
+                "fraction {fraction}"
+            );
+            assert!(
+                mass_at(2.0 * t) < fraction * total_ref,
+                "fraction {fraction}"
+            );
         }
     }
 
     #[test]
     fn softmax_weights_sum_matches_a_plain_reference() {
-        let logits: Vec<f32> = (0..1000).map(|i| ((i * 37) % 101) as f32 * 0.13 - 5.0).collect();
+        let logits: Vec<f32> = (0..1000)
+            .map(|i| ((i * 37) % 101) as f32 * 0.13 - 5.0)
+            .collect();
         let m = max(&logits);
         let mut w = Vec::new();
         let sum = softmax_weights(&logits, m, 0.7, &mut w);
         let want: f64 = logits.iter().map(|&l| (f64::from(l - m) * 0.7).exp()).sum();
         assert!((sum - want).abs() / want < 1e-5);
-        assert!((sum_exp(&logits, m, 1.0) - logits.iter().map(|&l| f64::from(l - m).exp()).sum::<f64>()).abs() < 1e-3);
+        assert!(
+            (sum_exp(&logits, m, 1.0)
+                - logits.iter().map(|&l| f64::from(l - m).exp()).sum::<f64>())
+            .abs()
+                < 1e-3
+        );
         assert_eq!(w.len(), 1000);
     }
 }
@@ -218,7 +238,9 @@ mod bench {
     #[test]
     #[ignore = "timing, not behaviour"]
     fn bench_kernels_at_qwen_vocab() {
-        let logits: Vec<f32> = (0..151_936u32).map(|i| ((i.wrapping_mul(2654435761)) % 1000) as f32 * 0.012 - 6.0).collect();
+        let logits: Vec<f32> = (0..151_936u32)
+            .map(|i| ((i.wrapping_mul(2654435761)) % 1000) as f32 * 0.012 - 6.0)
+            .collect();
         let mut out = Vec::new();
         let n = 300;
         let time = |name: &str, f: &mut dyn FnMut()| {
@@ -232,7 +254,12 @@ mod bench {
             std::hint::black_box(max(std::hint::black_box(&logits)));
         });
         time("softmax_weights", &mut || {
-            std::hint::black_box(softmax_weights(std::hint::black_box(&logits), 6.0, 1.25, &mut out));
+            std::hint::black_box(softmax_weights(
+                std::hint::black_box(&logits),
+                6.0,
+                1.25,
+                &mut out,
+            ));
         });
         time("sum_exp", &mut || {
             std::hint::black_box(sum_exp(std::hint::black_box(&logits), 6.0, 1.25));

@@ -51,6 +51,14 @@ pub struct Sampler {
     candidates: Vec<(f32, u32)>,
 }
 
+/// The truncation filters in force for one step (`None` = off).
+#[derive(Debug, Clone, Copy)]
+struct Filters {
+    top_k: Option<usize>,
+    top_p: Option<f32>,
+    min_p: Option<f32>,
+}
+
 /// Candidate thresholds on the relative weight `p / p_max`, tried in order.
 /// Steps of 10 keep the gathered set within about 10× (in weight) of the cutoff.
 const LADDER: [f32; 7] = [1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7, 1e-9];
@@ -172,7 +180,12 @@ impl Sampler {
             }
             _ => (0.0, LADDER[0]),
         };
-        self.gather_candidates(logits, max, total, start, top_k, top_p, min_p);
+        let filters = Filters {
+            top_k,
+            top_p,
+            min_p,
+        };
+        self.gather_candidates(logits, max, start, filters, total);
         let c = &mut self.candidates;
         if let Some(k) = top_k.filter(|&k| k < c.len()) {
             c.select_nth_unstable_by(k - 1, by_weight_desc);
@@ -199,16 +212,12 @@ impl Sampler {
 
     /// Fills `candidates` with every token whose relative weight clears a threshold, lowering
     /// the threshold until the set is known to hold every token the filters can keep.
-    fn gather_candidates(
-        &mut self,
-        logits: &[f32],
-        max: f32,
-        total: f64,
-        start: f32,
-        top_k: Option<usize>,
-        top_p: Option<f32>,
-        min_p: Option<f32>,
-    ) {
+    fn gather_candidates(&mut self, logits: &[f32], max: f32, start: f32, f: Filters, total: f64) {
+        let Filters {
+            top_k,
+            top_p,
+            min_p,
+        } = f;
         let temperature = self.params.temperature;
         let scale = 1.0 / temperature;
         let floor = min_p.unwrap_or(0.0);

@@ -24,7 +24,10 @@ fn frequencies(sampler: &mut Sampler, logits: &[f32], n: usize) -> Vec<f64> {
 
 fn assert_close(got: &[f64], want: &[f64], tol: f64) {
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() < tol, "token {i}: got {g}, want {w} (all: {got:?})");
+        assert!(
+            (g - w).abs() < tol,
+            "token {i}: got {g}, want {w} (all: {got:?})"
+        );
     }
 }
 
@@ -202,7 +205,12 @@ fn reference_survivors(logits: &[f32], p: &SamplingParams) -> Vec<u32> {
     let mut w: Vec<(f64, u32)> = logits
         .iter()
         .enumerate()
-        .map(|(i, &l)| ((f64::from(l - max) / f64::from(p.temperature)).exp(), i as u32))
+        .map(|(i, &l)| {
+            (
+                (f64::from(l - max) / f64::from(p.temperature)).exp(),
+                i as u32,
+            )
+        })
         .collect();
     let total: f64 = w.iter().map(|x| x.0).sum();
     w.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -258,8 +266,14 @@ fn filters_on_a_full_vocabulary_match_a_full_sort_reference() {
         let mut got: Vec<u32> = s.candidates.iter().map(|c| c.1).collect();
         got.sort_unstable();
         let want = reference_survivors(&logits, &p);
-        let only_got = got.iter().filter(|t| want.binary_search(t).is_err()).count();
-        let only_want = want.iter().filter(|t| got.binary_search(t).is_err()).count();
+        let only_got = got
+            .iter()
+            .filter(|t| want.binary_search(t).is_err())
+            .count();
+        let only_want = want
+            .iter()
+            .filter(|t| got.binary_search(t).is_err())
+            .count();
         assert_eq!(
             (only_got, only_want),
             (0, 0),
@@ -273,11 +287,7 @@ fn filters_on_a_full_vocabulary_match_a_full_sort_reference() {
 #[test]
 fn logprobs_match_a_plain_log_softmax() {
     let logits = [2.0f32, -1.0, 0.5, 2.0, 7.0];
-    let lse = logits
-        .iter()
-        .map(|&l| f64::from(l).exp())
-        .sum::<f64>()
-        .ln();
+    let lse = logits.iter().map(|&l| f64::from(l).exp()).sum::<f64>().ln();
     let (chosen, top) = logprobs(&logits, 2, 3);
     assert!((f64::from(chosen) - (0.5 - lse)).abs() < 1e-5);
     let ids: Vec<u32> = top.iter().map(|t| t.0).collect();
@@ -295,7 +305,13 @@ fn logprobs_stay_finite_for_huge_logits_and_handle_bad_ids() {
     assert_eq!(logprobs(&[0.0, 0.0], 7, 0), (f32::NEG_INFINITY, Vec::new()));
 }
 
-/// `cargo test -p mlx-serve-actors --no-default-features --lib sampling::tests::bench -- --ignored --nocapture`
+/// `CARGO_PROFILE_TEST_OPT_LEVEL=3 cargo test -p mlx-serve-actors --no-default-features --lib
+/// sampling::tests::bench -- --ignored --nocapture`
+///
+/// Measured at opt-level 3 on the 2-core EPYC dev box while it was loaded (load average ~6), per
+/// call including the 600 KB row copy: greedy 45–80 µs, temperature only 270–300 µs, top_k 40
+/// 275–380 µs, top_p 0.9 480 µs (this row keeps ~10% of its mass in a flat 150k-token tail, a
+/// hard case), top_k+top_p+min_p+penalties 170–340 µs, logprobs top-20 300–460 µs.
 #[test]
 #[ignore = "timing, not behaviour"]
 fn bench_sampling_at_qwen_vocab() {

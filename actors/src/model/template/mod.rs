@@ -75,7 +75,11 @@ impl std::fmt::Debug for ChatTemplate {
 
 impl ChatTemplate {
     /// Compiles `source`; `bos`/`eos` become `bos_token`/`eos_token`.
-    pub fn new(source: &str, bos: Option<String>, eos: Option<String>) -> Result<Self, TemplateError> {
+    pub fn new(
+        source: &str,
+        bos: Option<String>,
+        eos: Option<String>,
+    ) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -265,7 +269,8 @@ fn strip_generation_tags(source: &str) -> String {
             break;
         };
         let tag = &rest[start..start + len + 2];
-        let inner = tag[2..tag.len() - 2].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
+        let inner =
+            tag[2..tag.len() - 2].trim_matches(|c: char| c == '-' || c == '+' || c.is_whitespace());
         out.push_str(&rest[..start]);
         if inner != "generation" && inner != "endgeneration" {
             out.push_str(tag);

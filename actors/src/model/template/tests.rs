@@ -132,7 +132,10 @@ fn python_string_methods_and_special_tokens_work() {
         Some("</s>".into()),
     )
     .expect("compiles");
-    assert_eq!(t.render(&[user(" abc ")], &[], false).expect("render"), "<s>ABC!k1</s>");
+    assert_eq!(
+        t.render(&[user(" abc ")], &[], false).expect("render"),
+        "<s>ABC!k1</s>"
+    );
 }
 
 #[test]
@@ -141,7 +144,10 @@ fn strftime_now_formats_the_current_date() {
     let year = t.render(&[], &[], false).expect("render");
     assert_eq!(year, chrono::Local::now().format("%Y").to_string());
     let bad = ChatTemplate::new("{{ strftime_now('%Q') }}", None, None).expect("compiles");
-    assert!(matches!(bad.render(&[], &[], false), Err(TemplateError::Render(_))));
+    assert!(matches!(
+        bad.render(&[], &[], false),
+        Err(TemplateError::Render(_))
+    ));
 }
 
 #[test]
@@ -175,9 +181,12 @@ fn default_chatml_renders_turns_tool_calls_and_prompt() {
         content: "S".into(),
         ..Default::default()
     };
-    let out = t.render(&[sys, user("hi")], &[tool], false).expect("render");
+    let out = t
+        .render(&[sys, user("hi")], &[tool], false)
+        .expect("render");
     assert!(out.starts_with("<|im_start|>system\nS\n\n# Tools"), "{out}");
-    assert!(out.contains("<tools>\n{\"function\": {\"name\": \"f\"}, \"type\": \"function\"}\n</tools>"));
+    assert!(out
+        .contains("<tools>\n{\"function\": {\"name\": \"f\"}, \"type\": \"function\"}\n</tools>"));
     assert_eq!(out.matches("<|im_start|>system").count(), 1);
 }
 

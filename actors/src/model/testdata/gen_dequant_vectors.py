@@ -26,5 +26,6 @@ for t in [T.F32, T.F16, T.BF16] + list(halves):
     vals = dequantize(np.frombuffer(raw, dtype=np.uint8), t).astype('<f4').reshape(-1)
     assert np.all(np.isfinite(vals))
     out[t.name] = {"type": int(t), "n": int(vals.size), "raw": raw.hex(), "expected": vals.tobytes().hex()}
-json.dump(out, open('/work/wt-gguf/actors/src/model/testdata/dequant_vectors.json', 'w'), indent=1)
+import os
+json.dump(out, open(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'dequant_vectors.json'), 'w'), indent=1)
 print({k: v["n"] for k, v in out.items()})

@@ -270,7 +270,12 @@ fn merges_from_scores(
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
     ranked
         .into_iter()
-        .map(|(_, l, r)| (tokens[l as usize].to_string(), tokens[r as usize].to_string()))
+        .map(|(_, l, r)| {
+            (
+                tokens[l as usize].to_string(),
+                tokens[r as usize].to_string(),
+            )
+        })
         .collect()
 }
 
@@ -284,7 +289,9 @@ fn add_special_tokens(tokenizer: &mut Tokenizer, tokens: &[&str], types: Option<
     for (t, &ty) in tokens.iter().zip(types) {
         match ty {
             TYPE_CONTROL => special.push(AddedToken::from(t.to_string(), true).normalized(false)),
-            TYPE_USER_DEFINED => user.push(AddedToken::from(t.to_string(), false).normalized(false)),
+            TYPE_USER_DEFINED => {
+                user.push(AddedToken::from(t.to_string(), false).normalized(false))
+            }
             _ => {}
         }
     }

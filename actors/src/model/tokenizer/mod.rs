@@ -98,12 +98,13 @@ impl TokenizerBundle {
         let (mut chat_template, tool_use_template) = pick_templates(&config["chat_template"]);
         let jinja = dir.join("chat_template.jinja");
         if chat_template.is_none() && jinja.exists() {
-            chat_template = Some(std::fs::read_to_string(&jinja).map_err(|source| {
-                TokenizerError::Io {
-                    path: jinja.display().to_string(),
-                    source,
-                }
-            })?);
+            chat_template =
+                Some(
+                    std::fs::read_to_string(&jinja).map_err(|source| TokenizerError::Io {
+                        path: jinja.display().to_string(),
+                        source,
+                    })?,
+                );
         }
         let bos_token = token_text(&config["bos_token"]);
         let eos_token = token_text(&config["eos_token"]);
@@ -197,7 +198,10 @@ impl TokenizerBundle {
     pub fn template_for(&self, has_tools: bool) -> Option<&str> {
         match (&self.tool_use_template, has_tools) {
             (Some(t), true) => Some(t),
-            _ => self.chat_template.as_deref().or(self.tool_use_template.as_deref()),
+            _ => self
+                .chat_template
+                .as_deref()
+                .or(self.tool_use_template.as_deref()),
         }
     }
 }

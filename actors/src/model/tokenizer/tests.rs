@@ -21,7 +21,8 @@ fn byte_chars() -> Vec<String> {
         .collect()
 }
 
-const CHATML: &str = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
+const CHATML: &str =
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}";
 
 /// A byte-level vocabulary: the 256 byte characters, a few merges, ChatML control tokens and a
 /// user-defined `<tool_call>`.
@@ -194,7 +195,10 @@ fn sentencepiece_adds_bos_with_special_tokens() {
     assert!(b.add_bos);
     let ids = b.encode("hello", true).expect("encode");
     assert_eq!(ids.first(), Some(&1));
-    assert_eq!(b.encode("<s>hello", false).expect("encode").first(), Some(&1));
+    assert_eq!(
+        b.encode("<s>hello", false).expect("encode").first(),
+        Some(&1)
+    );
     assert_eq!(b.decode(&ids, true).expect("decode"), "hello");
 }
 
@@ -268,4 +272,7 @@ fn tokenize_with_real_file() {
     }
     println!("IDS {}", json!(ids));
     println!("BUNDLE {b:?}");
+    if let Ok(dir) = std::env::var("TOKENIZER_CHECK_OUT") {
+        b.write_hf_files(dir).expect("write hf files");
+    }
 }
