@@ -3,7 +3,10 @@
 //! stop strings) and reuses KV state across requests through the prefix cache.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
+
+use tokenizers::Tokenizer;
 
 use mlx_rs::Dtype;
 
@@ -53,7 +56,7 @@ struct Running {
     max_tokens: usize,
     logprobs: Option<usize>,
     sampler: Sampler,
-    detok: IncrementalDecoder,
+    detok: IncrementalDecoder<Arc<Tokenizer>>,
     stops: StopMatcher,
     started: Instant,
     first_token_at: Option<Instant>,
@@ -63,7 +66,11 @@ struct Running {
 pub struct MlxEngine {
     model: Model,
     tokenizer: TokenizerBundle,
+    /// Shared with every sequence's incremental decoder.
+    shared_tokenizer: Arc<Tokenizer>,
     template: ChatTemplate,
+    /// The model's separate template for requests with tools, when it has one.
+    tool_template: Option<ChatTemplate>,
     eos: Vec<u32>,
     info: EngineInfo,
     context_length: usize,
@@ -96,12 +103,20 @@ impl MlxEngine {
         } = loader::load(&options.source, dtype, keep_quantized).map_err(EngineError::InvalidRequest)?;
         let weight_bytes: usize = weights.values().map(|a| a.nbytes()).sum();
         let model = Model::new(config.clone(), weights).map_err(internal)?;
-        let template = ChatTemplate::new(
-            tokenizer.chat_template.as_deref().unwrap_or(crate::model::template::DEFAULT_CHATML),
-            tokenizer.bos_token.clone(),
-            tokenizer.eos_token.clone(),
-        )
-        .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}")))?;
+        let bos = tokenizer.bos_token.clone();
+        let eos_text = tokenizer.eos_token.clone();
+        let template = match tokenizer.template_for(false) {
+            Some(src) => ChatTemplate::new(src, bos.clone(), eos_text.clone())
+                .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}")))?,
+            None => ChatTemplate::chatml(bos.clone(), eos_text.clone()),
+        };
+        let tool_template = match &tokenizer.tool_use_template {
+            Some(src) => Some(
+                ChatTemplate::new(src, bos, eos_text)
+                    .map_err(|e| EngineError::InvalidRequest(format!("tool_use chat template: {e}")))?,
+            ),
+            None => None,
+        };
         let eos = eos_ids(&config, &tokenizer);
         let context_length = options
             .context_length
@@ -116,10 +131,13 @@ impl MlxEngine {
             load_seconds: 0.0,
             weight_bytes: weight_bytes as u64,
         };
+        let shared_tokenizer = Arc::new(tokenizer.tokenizer.clone());
         let mut engine = Self {
             model,
             tokenizer,
+            shared_tokenizer,
             template,
+            tool_template,
             eos,
             info,
             context_length,
@@ -154,9 +172,13 @@ impl MlxEngine {
                 messages,
                 tools,
                 add_generation_prompt,
-            } => self
-                .template
-                .render(messages, tools, *add_generation_prompt)
+            } => {
+                let template = match (&self.tool_template, tools.is_empty()) {
+                    (Some(t), false) => t,
+                    _ => &self.template,
+                };
+                template.render(messages, tools, *add_generation_prompt)
+            }
                 .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}"))),
         }
     }
@@ -165,20 +187,8 @@ impl MlxEngine {
         let text = self.render(prompt)?;
         // A rendered chat already carries its special tokens; raw text gets BOS when the model
         // wants one.
-        let add_special = matches!(prompt, Prompt::Text(_)) && self.tokenizer.add_bos;
-        let encoding = self
-            .tokenizer
-            .tokenizer
-            .encode(text.as_str(), add_special)
-            .map_err(internal)?;
-        let mut ids = encoding.get_ids().to_vec();
-        if add_special {
-            if let Some(bos) = self.tokenizer.bos_id() {
-                if ids.first() != Some(&bos) {
-                    ids.insert(0, bos);
-                }
-            }
-        }
+        let add_special = matches!(prompt, Prompt::Text(_));
+        let ids = self.tokenizer.encode(&text, add_special).map_err(internal)?;
         if ids.is_empty() {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
@@ -233,7 +243,7 @@ impl MlxEngine {
         }
         let mut host: Vec<f32> = logits.as_slice::<f32>().to_vec();
         let lp = seq.logprobs.map(|n| (n, host.clone()));
-        let token = seq.sampler.sample(&mut host, &seq.prompt, &seq.output);
+        let token = seq.sampler.sample(&mut host);
         if seq.first_token_at.is_none() {
             seq.first_token_at = Some(Instant::now());
         }
@@ -242,16 +252,16 @@ impl MlxEngine {
         }
         seq.output.push(token);
         let logprob = lp.map(|(n, raw)| self.token_logprob(&raw, token, n));
-        let piece = seq.detok.push(token).unwrap_or_default();
+        let piece = seq.detok.push(token).map_err(internal)?.unwrap_or_default();
         let outcome = seq.stops.push(&piece);
-        if !outcome.emit.is_empty() || logprob.is_some() {
+        if !outcome.text.is_empty() || logprob.is_some() {
             events.push(SeqEvent::Text {
-                text: outcome.emit,
+                text: outcome.text,
                 tokens: 1,
                 logprobs: logprob.into_iter().collect(),
             });
         }
-        if let Some(stop) = outcome.stopped {
+        if let Some(stop) = outcome.stop {
             return self.finish_now(seq, FinishReason::StopSequence, Some(stop), events);
         }
         let total = seq.prompt.len() + seq.output.len();
@@ -270,19 +280,19 @@ impl MlxEngine {
         stop: Option<String>,
         mut events: Vec<SeqEvent>,
     ) -> Result<Vec<SeqEvent>, EngineError> {
-        let tail = seq.detok.finish();
+        let tail = seq.detok.finish().map_err(internal)?;
         let mut outcome = seq.stops.push(&tail);
-        if outcome.stopped.is_none() {
-            outcome.emit.push_str(&seq.stops.finish());
+        if outcome.stop.is_none() {
+            outcome.text.push_str(&seq.stops.finish());
         }
-        if !outcome.emit.is_empty() {
+        if !outcome.text.is_empty() {
             events.push(SeqEvent::Text {
-                text: outcome.emit,
+                text: outcome.text,
                 tokens: 0,
                 logprobs: Vec::new(),
             });
         }
-        match outcome.stopped {
+        match outcome.stop {
             Some(s) => self.finish_now(seq, FinishReason::StopSequence, Some(s), events),
             None => self.finish_now(seq, reason, stop, events),
         }
@@ -343,7 +353,8 @@ impl MlxEngine {
             }
             None => room,
         };
-        let sampler = Sampler::new(&request.sampling);
+        let mut sampler = Sampler::new(&request.sampling);
+        sampler.add_prompt(&prompt);
         Ok(Running {
             id,
             prompt,
@@ -355,7 +366,7 @@ impl MlxEngine {
             max_tokens,
             logprobs: request.logprobs,
             sampler,
-            detok: IncrementalDecoder::new(self.tokenizer.tokenizer.clone()),
+            detok: IncrementalDecoder::new(self.shared_tokenizer.clone()),
             stops: StopMatcher::new(&request.stop),
             started: Instant::now(),
             first_token_at: None,

@@ -6,10 +6,10 @@
 pub mod config;
 pub mod decoder;
 pub mod device;
-// pub mod engine;
+pub mod engine;
 mod ffi;
 pub mod kv_cache;
-// pub mod loader;
+pub mod loader;
 pub mod prefix_cache;
 
 #[cfg(test)]
