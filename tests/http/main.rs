@@ -1,0 +1,8 @@
+//! HTTP protocol tests: a real server on a loopback port over the deterministic fake engine.
+
+mod common;
+
+mod api;
+mod errors;
+mod runtime;
+mod streaming;
