@@ -259,7 +259,12 @@ impl Settings {
             }
         }
         let s = &self.server;
-        check(!s.host.is_empty(), "server.host", "\"\"", "a host name or IP address")?;
+        check(
+            !s.host.is_empty(),
+            "server.host",
+            "\"\"",
+            "a host name or IP address",
+        )?;
         check(
             (1024..=1 << 30).contains(&s.body_limit),
             "server.body_limit",
@@ -315,7 +320,12 @@ impl Settings {
             "non-empty keys",
         )?;
         let m = &self.model;
-        check(!m.name.is_empty(), "model.name", "\"\"", "a catalog name or a path")?;
+        check(
+            !m.name.is_empty(),
+            "model.name",
+            "\"\"",
+            "a catalog name or a path",
+        )?;
         check(
             ["auto", "float32", "float16", "bfloat16"].contains(&m.dtype.as_str()),
             "model.dtype",
@@ -425,6 +435,9 @@ mod tests {
         let mut s = Settings::default();
         s.model.dtype = "int3".into();
         let msg = s.validate().unwrap_err().to_string();
-        assert!(msg.contains("model.dtype") && msg.contains("bfloat16"), "{msg}");
+        assert!(
+            msg.contains("model.dtype") && msg.contains("bfloat16"),
+            "{msg}"
+        );
     }
 }

@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(e.status_code(), StatusCode::BAD_REQUEST);
         let body = serde_json::to_value(e.body()).unwrap();
         assert_eq!(body["error"]["code"], "context_length_exceeded");
-        assert!(body["error"]["message"].as_str().unwrap().contains("10 tokens"));
+        assert!(body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("10 tokens"));
     }
 
     #[test]

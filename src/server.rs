@@ -66,7 +66,10 @@ pub async fn start_server(
                     let mut resp = HttpResponse::NoContent();
                     if let Some(o) = &allow {
                         resp.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, o.clone()))
-                            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
+                            .insert_header((
+                                header::ACCESS_CONTROL_ALLOW_METHODS,
+                                "GET, POST, OPTIONS",
+                            ))
                             .insert_header((
                                 header::ACCESS_CONTROL_ALLOW_HEADERS,
                                 "authorization, content-type, x-api-key, x-request-id",
@@ -94,7 +97,8 @@ pub async fn start_server(
                     .filter(|v| {
                         !v.is_empty()
                             && v.len() <= 64
-                            && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                            && v.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                     })
                     .map(str::to_owned)
                     .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());

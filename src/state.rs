@@ -39,7 +39,12 @@ pub fn unix_now() -> u64 {
 
 impl AppState {
     /// State around a started model.
-    pub fn new(settings: Settings, model: ModelHandle, factory: EngineFactory, seams: Seams) -> Self {
+    pub fn new(
+        settings: Settings,
+        model: ModelHandle,
+        factory: EngineFactory,
+        seams: Seams,
+    ) -> Self {
         Self {
             settings: Arc::new(settings),
             model: RwLock::new(model),
@@ -48,7 +53,10 @@ impl AppState {
             created: unix_now(),
             restarts: AtomicU32::new(0),
             seams,
-            fingerprint: format!("fp_mlx_serve_{}", env!("CARGO_PKG_VERSION").replace('.', "_")),
+            fingerprint: format!(
+                "fp_mlx_serve_{}",
+                env!("CARGO_PKG_VERSION").replace('.', "_")
+            ),
         }
     }
 

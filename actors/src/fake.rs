@@ -91,7 +91,10 @@ impl FakeEngine {
                     out.push_str("<|im_end|>\n");
                 }
                 for m in messages {
-                    out.push_str(&format!("<|im_start|>{}\n{}<|im_end|>\n", m.role, m.content));
+                    out.push_str(&format!(
+                        "<|im_start|>{}\n{}<|im_end|>\n",
+                        m.role, m.content
+                    ));
                 }
                 if *add_generation_prompt {
                     out.push_str("<|im_start|>assistant\n");
@@ -413,7 +416,8 @@ mod tests {
     #[test]
     fn stop_string_across_tokens_is_not_emitted() {
         let mut e = FakeEngine::new(FakeConfig::default());
-        e.add(1, request("one two three four", None, &["o th"])).unwrap();
+        e.add(1, request("one two three four", None, &["o th"]))
+            .unwrap();
         let (text, end) = run(&mut e, 1);
         assert_eq!(text, "one tw");
         assert_eq!(reason(&end), FinishReason::StopSequence);

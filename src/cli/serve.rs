@@ -42,8 +42,16 @@ pub struct ServeArgs {
 pub fn fake_factory(settings: &Settings, token_delay: Duration) -> EngineFactory {
     let m = &settings.model;
     let config = FakeConfig {
-        model_id: if m.id.is_empty() { m.name.clone() } else { m.id.clone() },
-        context_length: if m.context_length == 0 { 2048 } else { m.context_length },
+        model_id: if m.id.is_empty() {
+            m.name.clone()
+        } else {
+            m.id.clone()
+        },
+        context_length: if m.context_length == 0 {
+            2048
+        } else {
+            m.context_length
+        },
         token_delay,
         max_running: 1,
     };

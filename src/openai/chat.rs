@@ -1,12 +1,10 @@
 //! `POST /v1/chat/completions` wire types and their normalization into a `GenerateRequest`.
 
-use mlx_serve_actors::engine::{ChatMessage, GenerateRequest, Prompt, ToolCall, TokenLogprob};
+use mlx_serve_actors::engine::{ChatMessage, GenerateRequest, Prompt, TokenLogprob, ToolCall};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::{
-    check_max_tokens, check_n, SamplingInput, StopSpec, StreamOptions, UsageOut,
-};
+use super::common::{check_max_tokens, check_n, SamplingInput, StopSpec, StreamOptions, UsageOut};
 use crate::config::ModelSettings;
 use crate::error::ApiError;
 
@@ -148,7 +146,10 @@ fn content_text(i: usize, content: Option<MessageContent>) -> Result<String, Api
                 if part.kind != "text" {
                     return Err(ApiError::invalid(
                         format!("messages[{i}].content[{j}].type"),
-                        format!("content part type `{}` is not supported; only `text` is", part.kind),
+                        format!(
+                            "content part type `{}` is not supported; only `text` is",
+                            part.kind
+                        ),
                     ));
                 }
                 let Some(text) = part.text else {
@@ -223,7 +224,11 @@ impl ChatCompletionRequest {
         let tools_off = matches!(&self.tool_choice, Some(Value::String(s)) if s == "none");
         let mut tools = Vec::new();
         for (i, t) in self.tools.iter().flatten().enumerate() {
-            if t.get("function").and_then(|f| f.get("name")).and_then(Value::as_str).is_none() {
+            if t.get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .is_none()
+            {
                 return Err(ApiError::invalid(
                     format!("tools[{i}].function.name"),
                     "each tool needs `function.name`",
@@ -233,11 +238,13 @@ impl ChatCompletionRequest {
                 tools.push(t.clone());
             }
         }
-        let max_tokens = match check_max_tokens("max_completion_tokens", self.max_completion_tokens)? {
-            Some(m) => Some(m),
-            None => check_max_tokens("max_tokens", self.max_tokens)?,
-        };
-        let max_tokens = max_tokens.or((model.default_max_tokens > 0).then_some(model.default_max_tokens));
+        let max_tokens =
+            match check_max_tokens("max_completion_tokens", self.max_completion_tokens)? {
+                Some(m) => Some(m),
+                None => check_max_tokens("max_tokens", self.max_tokens)?,
+            };
+        let max_tokens =
+            max_tokens.or((model.default_max_tokens > 0).then_some(model.default_max_tokens));
         let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
             (_, Some(k)) if !(0..=20).contains(&k) => {
                 return Err(ApiError::invalid(
@@ -493,32 +500,46 @@ mod tests {
             "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
         }));
         let g = r.normalize(&ModelSettings::default()).unwrap();
-        let Prompt::Chat { messages, .. } = g.prompt else { panic!("chat") };
+        let Prompt::Chat { messages, .. } = g.prompt else {
+            panic!("chat")
+        };
         assert_eq!(messages[0].content, "ab");
     }
 
     #[test]
     fn bad_role_names_the_message() {
-        let r = parse(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "robot", "content": "y"}]}));
+        let r = parse(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "robot", "content": "y"}]}),
+        );
         let e = r.normalize(&ModelSettings::default()).unwrap_err();
-        assert!(matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[1].role"));
+        assert!(
+            matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[1].role")
+        );
     }
 
     #[test]
     fn max_completion_tokens_wins_and_logprobs_need_flag() {
-        let r = parse(serde_json::json!({"model": "m", "max_tokens": 5, "max_completion_tokens": 7,
-            "logprobs": true, "top_logprobs": 3, "messages": [{"role": "user", "content": "x"}]}));
+        let r = parse(
+            serde_json::json!({"model": "m", "max_tokens": 5, "max_completion_tokens": 7,
+            "logprobs": true, "top_logprobs": 3, "messages": [{"role": "user", "content": "x"}]}),
+        );
         let g = r.normalize(&ModelSettings::default()).unwrap();
         assert_eq!(g.max_tokens, Some(7));
         assert_eq!(g.logprobs, Some(3));
-        let r = parse(serde_json::json!({"model": "m", "top_logprobs": 3, "messages": [{"role": "user", "content": "x"}]}));
+        let r = parse(
+            serde_json::json!({"model": "m", "top_logprobs": 3, "messages": [{"role": "user", "content": "x"}]}),
+        );
         assert!(r.normalize(&ModelSettings::default()).is_err());
     }
 
     #[test]
     fn image_parts_are_rejected_with_their_path() {
-        let r = parse(serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}));
+        let r = parse(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+        );
         let e = r.normalize(&ModelSettings::default()).unwrap_err();
-        assert!(matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[0].content[0].type"));
+        assert!(
+            matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[0].content[0].type")
+        );
     }
 }

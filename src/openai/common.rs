@@ -30,7 +30,10 @@ impl StopSpec {
         if list.len() > MAX_STOP {
             return Err(ApiError::invalid(
                 "stop",
-                format!("stop accepts at most {MAX_STOP} strings, got {}", list.len()),
+                format!(
+                    "stop accepts at most {MAX_STOP} strings, got {}",
+                    list.len()
+                ),
             ));
         }
         Ok(list.into_iter().filter(|s| !s.is_empty()).collect())
@@ -130,23 +133,48 @@ impl SamplingInput {
     /// Validate ranges and fill defaults.
     pub fn resolve(&self, d: &SamplingDefaults) -> Result<SamplingParams, ApiError> {
         let t = self.temperature.unwrap_or(d.temperature);
-        let temperature = in_range("temperature", t, (0.0..=2.0).contains(&t), "between 0 and 2")?;
+        let temperature = in_range(
+            "temperature",
+            t,
+            (0.0..=2.0).contains(&t),
+            "between 0 and 2",
+        )?;
         let p = self.top_p.unwrap_or(d.top_p);
-        let top_p = in_range("top_p", p, p > 0.0 && p <= 1.0, "greater than 0 and at most 1")?;
+        let top_p = in_range(
+            "top_p",
+            p,
+            p > 0.0 && p <= 1.0,
+            "greater than 0 and at most 1",
+        )?;
         let min_p = self.min_p.unwrap_or(d.min_p);
-        let min_p = in_range("min_p", min_p, (0.0..=1.0).contains(&min_p), "between 0 and 1")?;
+        let min_p = in_range(
+            "min_p",
+            min_p,
+            (0.0..=1.0).contains(&min_p),
+            "between 0 and 1",
+        )?;
         let top_k = match self.top_k {
             None => d.top_k,
             // OpenAI-compatible servers commonly send -1 for "disabled".
             Some(k) if k <= 0 => 0,
-            Some(k) => usize::try_from(k).map_err(|_| ApiError::invalid("top_k", "top_k is too large"))?,
+            Some(k) => {
+                usize::try_from(k).map_err(|_| ApiError::invalid("top_k", "top_k is too large"))?
+            }
         };
         let pp = self.presence_penalty.unwrap_or(0.0);
-        let presence_penalty =
-            in_range("presence_penalty", pp, (-2.0..=2.0).contains(&pp), "between -2 and 2")?;
+        let presence_penalty = in_range(
+            "presence_penalty",
+            pp,
+            (-2.0..=2.0).contains(&pp),
+            "between -2 and 2",
+        )?;
         let fp = self.frequency_penalty.unwrap_or(0.0);
-        let frequency_penalty =
-            in_range("frequency_penalty", fp, (-2.0..=2.0).contains(&fp), "between -2 and 2")?;
+        let frequency_penalty = in_range(
+            "frequency_penalty",
+            fp,
+            (-2.0..=2.0).contains(&fp),
+            "between -2 and 2",
+        )?;
         let rp = self.repetition_penalty.unwrap_or(d.repetition_penalty);
         let repetition_penalty = in_range(
             "repetition_penalty",
@@ -204,7 +232,9 @@ mod tests {
             ..SamplingInput::default()
         };
         let err = input.resolve(&SamplingDefaults::default()).unwrap_err();
-        assert!(matches!(err, ApiError::InvalidRequest { param: Some(p), .. } if p == "temperature"));
+        assert!(
+            matches!(err, ApiError::InvalidRequest { param: Some(p), .. } if p == "temperature")
+        );
     }
 
     #[test]

@@ -5,9 +5,7 @@ use std::collections::BTreeMap;
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, TokenLogprob};
 use serde::{Deserialize, Serialize};
 
-use super::common::{
-    check_max_tokens, check_n, SamplingInput, StopSpec, StreamOptions, UsageOut,
-};
+use super::common::{check_max_tokens, check_n, SamplingInput, StopSpec, StreamOptions, UsageOut};
 use crate::config::ModelSettings;
 use crate::error::ApiError;
 
@@ -120,7 +118,10 @@ impl CompletionRequest {
         }
         let prompts = self.prompts();
         if prompts.is_empty() {
-            return Err(ApiError::invalid("prompt", "prompt must not be an empty list"));
+            return Err(ApiError::invalid(
+                "prompt",
+                "prompt must not be an empty list",
+            ));
         }
         if prompts.len() > MAX_PROMPTS {
             return Err(ApiError::invalid(
@@ -138,7 +139,8 @@ impl CompletionRequest {
                 ))
             }
         };
-        let max_tokens = check_max_tokens("max_tokens", self.max_tokens)?.unwrap_or(DEFAULT_MAX_TOKENS);
+        let max_tokens =
+            check_max_tokens("max_tokens", self.max_tokens)?.unwrap_or(DEFAULT_MAX_TOKENS);
         let sampling = SamplingInput {
             temperature: self.temperature,
             top_p: self.top_p,
@@ -231,7 +233,8 @@ mod tests {
     #[test]
     fn list_of_prompts_becomes_one_request_each_with_default_max_tokens() {
         let r: CompletionRequest =
-            serde_json::from_value(serde_json::json!({"model": "m", "prompt": ["a", "b"]})).unwrap();
+            serde_json::from_value(serde_json::json!({"model": "m", "prompt": ["a", "b"]}))
+                .unwrap();
         let reqs = r.normalize(&ModelSettings::default()).unwrap();
         assert_eq!(reqs.len(), 2);
         assert_eq!(reqs[1].prompt, Prompt::Text("b".into()));
@@ -241,7 +244,8 @@ mod tests {
     #[test]
     fn best_of_above_one_is_rejected() {
         let r: CompletionRequest =
-            serde_json::from_value(serde_json::json!({"model": "m", "prompt": "a", "best_of": 2})).unwrap();
+            serde_json::from_value(serde_json::json!({"model": "m", "prompt": "a", "best_of": 2}))
+                .unwrap();
         let e = r.normalize(&ModelSettings::default()).unwrap_err();
         assert!(matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "best_of"));
     }

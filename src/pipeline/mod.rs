@@ -201,14 +201,16 @@ impl Source {
             }
             let raw = match &mut self.origin {
                 Origin::Replay(events) => events.pop_front(),
-                Origin::Live(generation) => match timeout_at(self.deadline, generation.next()).await {
-                    Ok(ev) => ev,
-                    Err(_) => {
-                        let secs = self.state.settings.server.request_timeout_s;
-                        self.fail(ApiError::Timeout(secs), "timeout");
-                        continue;
+                Origin::Live(generation) => {
+                    match timeout_at(self.deadline, generation.next()).await {
+                        Ok(ev) => ev,
+                        Err(_) => {
+                            let secs = self.state.settings.server.request_timeout_s;
+                            self.fail(ApiError::Timeout(secs), "timeout");
+                            continue;
+                        }
                     }
-                },
+                }
             };
             match raw {
                 None => self.fail(
@@ -382,7 +384,10 @@ pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
     while let Some(ev) = source.next().await {
         match ev {
             Event::Started { .. } => {}
-            Event::Text { text: t, logprobs: l } => {
+            Event::Text {
+                text: t,
+                logprobs: l,
+            } => {
                 text.push_str(&t);
                 logprobs.extend(l);
             }
@@ -413,5 +418,7 @@ pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
             Event::Error(e) => return Err(e),
         }
     }
-    Err(ApiError::Internal("generation ended without a result".into()))
+    Err(ApiError::Internal(
+        "generation ended without a result".into(),
+    ))
 }

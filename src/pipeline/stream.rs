@@ -144,7 +144,9 @@ impl Driver {
                     self.seen_output = false;
                 }
                 Some(Event::Error(e)) => self.error(e),
-                None => self.error(ApiError::Internal("generation ended without a result".into())),
+                None => self.error(ApiError::Internal(
+                    "generation ended without a result".into(),
+                )),
             }
         }
     }

@@ -134,7 +134,12 @@ impl ChatRenderer {
         })
     }
 
-    fn delta(&self, delta: Delta, logprobs: Option<ChatLogprobs>, finish: Option<&'static str>) -> Bytes {
+    fn delta(
+        &self,
+        delta: Delta,
+        logprobs: Option<ChatLogprobs>,
+        finish: Option<&'static str>,
+    ) -> Bytes {
         self.chunk(
             vec![ChunkChoice {
                 index: 0,
@@ -193,7 +198,11 @@ impl ChunkRenderer for ChatRenderer {
     }
 
     fn finish(&mut self, _index: usize, reason: FinishReason, tool_calls: bool) -> Vec<Bytes> {
-        vec![self.delta(Delta::default(), None, Some(finish_reason(reason, tool_calls)))]
+        vec![self.delta(
+            Delta::default(),
+            None,
+            Some(finish_reason(reason, tool_calls)),
+        )]
     }
 
     fn usage(&mut self, usage: &Usage) -> Bytes {

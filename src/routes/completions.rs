@@ -12,7 +12,9 @@ use super::chat::ResponseMeta;
 use super::extract::{request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::common::{add_usage, finish_reason, UsageOut};
-use crate::openai::completions::{Completion, CompletionChoice, CompletionLogprobs, CompletionRequest};
+use crate::openai::completions::{
+    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest,
+};
 use crate::pipeline::stream::{sse_response, ChunkRenderer, StreamPlan};
 use crate::pipeline::{collect, start, RequestContext};
 use crate::sse;
@@ -118,7 +120,13 @@ impl CompletionRenderer {
         })
     }
 
-    fn choice(&mut self, index: usize, text: &str, lps: &[TokenLogprob], finish: Option<&'static str>) -> Bytes {
+    fn choice(
+        &mut self,
+        index: usize,
+        text: &str,
+        lps: &[TokenLogprob],
+        finish: Option<&'static str>,
+    ) -> Bytes {
         let offset = self.offsets.entry(index).or_insert(0);
         let logprobs = self.logprobs.then(|| {
             let mut lp = CompletionLogprobs::default();
@@ -153,7 +161,14 @@ impl ChunkRenderer for CompletionRenderer {
         vec![self.choice(index, text, logprobs, None)]
     }
 
-    fn tool_call(&mut self, _: usize, _: usize, _: Option<&str>, _: Option<&str>, _: &str) -> Vec<Bytes> {
+    fn tool_call(
+        &mut self,
+        _: usize,
+        _: usize,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: &str,
+    ) -> Vec<Bytes> {
         Vec::new()
     }
 

@@ -134,7 +134,10 @@ impl FromRequest for Authorized {
         let bearer = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim);
         let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
         let ok = [bearer, x_api_key]
@@ -175,7 +178,9 @@ mod tests {
 
     #[test]
     fn wrong_type_names_the_nested_field() {
-        let p = param_of(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#);
+        let p = param_of(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+        );
         assert_eq!(p.as_deref(), Some("temperature"));
         let p = param_of(r#"{"model":"m","messages":[{"role":5,"content":"x"}]}"#);
         assert_eq!(p.as_deref(), Some("messages[0].role"));

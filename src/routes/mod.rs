@@ -13,12 +13,15 @@ use crate::error::ApiError;
 
 /// Register every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/chat/completions", web::post().to(chat::chat_completions))
-        .route("/v1/completions", web::post().to(completions::completions))
-        .route("/v1/models", web::get().to(models::list))
-        .route("/v1/models/{id:.+}", web::get().to(models::get))
-        .route("/health", web::get().to(health::health))
-        .route("/version", web::get().to(health::version));
+    cfg.route(
+        "/v1/chat/completions",
+        web::post().to(chat::chat_completions),
+    )
+    .route("/v1/completions", web::post().to(completions::completions))
+    .route("/v1/models", web::get().to(models::list))
+    .route("/v1/models/{id:.+}", web::get().to(models::get))
+    .route("/health", web::get().to(health::health))
+    .route("/version", web::get().to(health::version));
 }
 
 /// Unknown routes get OpenAI's error shape rather than an empty 404.

@@ -8,13 +8,17 @@ use crate::common::*;
 #[actix_rt::test]
 async fn chat_completion_has_openai_shape_and_usage() {
     let t = start(|_| {}, FakeConfig::default()).await;
-    let (status, body) = t.post_json("/v1/chat/completions", chat("Hello big world")).await;
+    let (status, body) = t
+        .post_json("/v1/chat/completions", chat("Hello big world"))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
     assert_eq!(body["object"], "chat.completion");
     assert_eq!(body["model"], MODEL);
     assert!(body["created"].as_u64().unwrap() > 1_600_000_000);
-    assert!(body["system_fingerprint"].as_str().is_some_and(|s| !s.is_empty()));
+    assert!(body["system_fingerprint"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
     let choice = &body["choices"][0];
     assert_eq!(choice["index"], 0);
     assert_eq!(choice["message"]["role"], "assistant");
@@ -31,7 +35,10 @@ async fn chat_completion_has_openai_shape_and_usage() {
 async fn max_tokens_and_max_completion_tokens_end_with_length() {
     let t = start(|_| {}, FakeConfig::default()).await;
     let (_, body) = t
-        .post_json("/v1/chat/completions", chat_with("a b c d e", json!({"max_tokens": 2})))
+        .post_json(
+            "/v1/chat/completions",
+            chat_with("a b c d e", json!({"max_tokens": 2})),
+        )
         .await;
     assert_eq!(body["choices"][0]["message"]["content"], "a b");
     assert_eq!(body["choices"][0]["finish_reason"], "length");
@@ -39,7 +46,10 @@ async fn max_tokens_and_max_completion_tokens_end_with_length() {
     let (_, body) = t
         .post_json(
             "/v1/chat/completions",
-            chat_with("a b c d e", json!({"max_tokens": 2, "max_completion_tokens": 3})),
+            chat_with(
+                "a b c d e",
+                json!({"max_tokens": 2, "max_completion_tokens": 3}),
+            ),
         )
         .await;
     assert_eq!(body["choices"][0]["message"]["content"], "a b c");
@@ -49,12 +59,18 @@ async fn max_tokens_and_max_completion_tokens_end_with_length() {
 async fn stop_string_truncates_and_finishes_with_stop() {
     let t = start(|_| {}, FakeConfig::default()).await;
     let (_, body) = t
-        .post_json("/v1/chat/completions", chat_with("one two three four", json!({"stop": ["three"]})))
+        .post_json(
+            "/v1/chat/completions",
+            chat_with("one two three four", json!({"stop": ["three"]})),
+        )
         .await;
     assert_eq!(body["choices"][0]["message"]["content"], "one two ");
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     let (_, body) = t
-        .post_json("/v1/chat/completions", chat_with("one two three", json!({"stop": "two"})))
+        .post_json(
+            "/v1/chat/completions",
+            chat_with("one two three", json!({"stop": "two"})),
+        )
         .await;
     assert_eq!(body["choices"][0]["message"]["content"], "one ");
 }
@@ -69,7 +85,9 @@ async fn logprobs_follow_the_openai_shape() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let content = body["choices"][0]["logprobs"]["content"].as_array().unwrap();
+    let content = body["choices"][0]["logprobs"]["content"]
+        .as_array()
+        .unwrap();
     assert_eq!(content.len(), 2);
     assert_eq!(content[1]["token"], " y");
     assert!(content[0]["logprob"].as_f64().unwrap() <= 0.0);
@@ -99,7 +117,10 @@ async fn unknown_fields_are_ignored_and_sampling_fields_accepted() {
 async fn completions_serve_a_string_and_a_list_of_prompts() {
     let t = start(|_| {}, FakeConfig::default()).await;
     let (status, body) = t
-        .post_json("/v1/completions", json!({"model": MODEL, "prompt": "p q r"}))
+        .post_json(
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "p q r"}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     assert!(body["id"].as_str().unwrap().starts_with("cmpl-"));
@@ -127,12 +148,18 @@ async fn completions_default_to_sixteen_tokens_and_echo() {
     let t = start(|_| {}, FakeConfig::default()).await;
     let words: Vec<String> = (0..20).map(|i| format!("w{i}")).collect();
     let (_, body) = t
-        .post_json("/v1/completions", json!({"model": MODEL, "prompt": words.join(" ")}))
+        .post_json(
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": words.join(" ")}),
+        )
         .await;
     assert_eq!(body["usage"]["completion_tokens"], 16);
     assert_eq!(body["choices"][0]["finish_reason"], "length");
     let (_, body) = t
-        .post_json("/v1/completions", json!({"model": MODEL, "prompt": "hi", "echo": true, "logprobs": 1}))
+        .post_json(
+            "/v1/completions",
+            json!({"model": MODEL, "prompt": "hi", "echo": true, "logprobs": 1}),
+        )
         .await;
     assert_eq!(body["choices"][0]["text"], "hihi");
     assert_eq!(body["choices"][0]["logprobs"]["text_offset"], json!([2]));
@@ -140,7 +167,11 @@ async fn completions_default_to_sixteen_tokens_and_echo() {
 
 #[actix_rt::test]
 async fn models_list_and_lookup() {
-    let t = start(|s| s.model.aliases = vec!["alias-1".into()], FakeConfig::default()).await;
+    let t = start(
+        |s| s.model.aliases = vec!["alias-1".into()],
+        FakeConfig::default(),
+    )
+    .await;
     let (status, body) = t.get_json("/v1/models").await;
     assert_eq!(status, 200);
     assert_eq!(body["object"], "list");
@@ -149,7 +180,12 @@ async fn models_list_and_lookup() {
     assert_eq!(body["data"][1]["id"], "alias-1");
     let (status, body) = t.get_json(&format!("/v1/models/{MODEL}")).await;
     assert_eq!((status, body["id"].as_str()), (200, Some(MODEL)));
-    let (status, _) = t.post_json("/v1/chat/completions", json!({"model": "alias-1", "messages": [{"role": "user", "content": "x"}]})).await;
+    let (status, _) = t
+        .post_json(
+            "/v1/chat/completions",
+            json!({"model": "alias-1", "messages": [{"role": "user", "content": "x"}]}),
+        )
+        .await;
     assert_eq!(status, 200);
     let (status, body) = t.get_json("/v1/models/nope").await;
     assert_eq!(status, 404);

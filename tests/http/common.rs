@@ -36,7 +36,14 @@ pub fn test_settings() -> Settings {
 pub async fn start(adjust: impl FnOnce(&mut Settings), fake: FakeConfig) -> TestServer {
     let mut settings = test_settings();
     adjust(&mut settings);
-    start_with(settings, fake_factory(FakeConfig { model_id: MODEL.into(), ..fake })).await
+    start_with(
+        settings,
+        fake_factory(FakeConfig {
+            model_id: MODEL.into(),
+            ..fake
+        }),
+    )
+    .await
 }
 
 pub async fn start_with(settings: Settings, factory: EngineFactory) -> TestServer {
@@ -44,7 +51,10 @@ pub async fn start_with(settings: Settings, factory: EngineFactory) -> TestServe
         .await
         .expect("server starts");
     let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::builder().no_proxy().build().expect("client");
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("client");
     let t = TestServer {
         base,
         client,
@@ -116,7 +126,9 @@ pub fn sse_events(body: &str) -> Vec<Option<Value>> {
             if e.starts_with(':') {
                 return None;
             }
-            let data = e.strip_prefix("data: ").unwrap_or_else(|| panic!("not an SSE data event: {e:?}"));
+            let data = e
+                .strip_prefix("data: ")
+                .unwrap_or_else(|| panic!("not an SSE data event: {e:?}"));
             if data == "[DONE]" {
                 Some(Value::String("[DONE]".into()))
             } else {
@@ -128,7 +140,10 @@ pub fn sse_events(body: &str) -> Vec<Option<Value>> {
 
 pub fn error_of(body: &Value) -> (&str, Option<&str>, Option<&str>) {
     let e = &body["error"];
-    assert!(e["message"].as_str().is_some_and(|m| !m.is_empty()), "error has a message: {body}");
+    assert!(
+        e["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "error has a message: {body}"
+    );
     (
         e["type"].as_str().unwrap_or(""),
         e["param"].as_str(),

@@ -18,7 +18,10 @@ use serde_json::{json, Value};
 use crate::common::*;
 
 fn words(n: usize) -> String {
-    (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn slow(ms: u64) -> FakeConfig {
@@ -33,7 +36,8 @@ async fn health_and_models_answer_fast_during_a_slow_generation() {
     let t = start(|_| {}, slow(300)).await;
     let client = t.client.clone();
     let url = t.url("/v1/chat/completions");
-    let long = actix_rt::spawn(async move { client.post(url).json(&chat(&words(20))).send().await });
+    let long =
+        actix_rt::spawn(async move { client.post(url).json(&chat(&words(20))).send().await });
     wait_health(&t, Duration::from_secs(5), |h| h["running"] == 1).await;
     for _ in 0..5 {
         let t0 = Instant::now();
@@ -43,14 +47,24 @@ async fn health_and_models_answer_fast_during_a_slow_generation() {
         assert_eq!(h["status"], "ok");
         assert_eq!(status, 200);
         // One engine step takes 300 ms; both answers together must not wait for one.
-        assert!(took < Duration::from_millis(150), "health+models took {took:?}");
+        assert!(
+            took < Duration::from_millis(150),
+            "health+models took {took:?}"
+        );
     }
     long.abort();
 }
 
 #[actix_rt::test]
 async fn full_queue_answers_429_with_retry_after_at_once() {
-    let t = start(|s| { s.server.queue_size = 1; s.server.retry_after_s = 2 }, slow(100)).await;
+    let t = start(
+        |s| {
+            s.server.queue_size = 1;
+            s.server.retry_after_s = 2
+        },
+        slow(100),
+    )
+    .await;
     let spawn_req = |text: String| {
         let client = t.client.clone();
         let url = t.url("/v1/chat/completions");
@@ -65,7 +79,10 @@ async fn full_queue_answers_429_with_retry_after_at_once() {
     wait_health(&t, Duration::from_secs(5), |h| h["queue_depth"] == 1).await;
     let t0 = Instant::now();
     let r = t.post("/v1/chat/completions", chat("y")).await;
-    assert!(t0.elapsed() < Duration::from_millis(300), "429 must not wait for the engine");
+    assert!(
+        t0.elapsed() < Duration::from_millis(300),
+        "429 must not wait for the engine"
+    );
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "2");
     let body: Value = r.json().await.unwrap();
@@ -79,7 +96,10 @@ async fn client_disconnect_cancels_and_the_next_request_starts() {
     let t = start(|_| {}, slow(50)).await;
     // 200 tokens at 50 ms would take 10 s if not cancelled.
     let r = t
-        .post("/v1/chat/completions", chat_with(&words(200), json!({"stream": true})))
+        .post(
+            "/v1/chat/completions",
+            chat_with(&words(200), json!({"stream": true})),
+        )
         .await;
     let mut body = r.bytes_stream();
     let mut seen = String::new();
@@ -92,15 +112,25 @@ async fn client_disconnect_cancels_and_the_next_request_starts() {
     let (status, resp) = t.post_json("/v1/chat/completions", chat("next")).await;
     assert_eq!(status, 200);
     assert_eq!(resp["choices"][0]["message"]["content"], "next");
-    assert!(t0.elapsed() < Duration::from_secs(2), "next request waited {:?}", t0.elapsed());
-    wait_health(&t, Duration::from_secs(2), |h| h["running"] == 0 && h["queue_depth"] == 0).await;
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "next request waited {:?}",
+        t0.elapsed()
+    );
+    wait_health(&t, Duration::from_secs(2), |h| {
+        h["running"] == 0 && h["queue_depth"] == 0
+    })
+    .await;
 }
 
 #[actix_rt::test]
 async fn graceful_shutdown_lets_in_flight_streams_finish() {
     let t = start(|_| {}, slow(40)).await;
     let r = t
-        .post("/v1/chat/completions", chat_with(&words(10), json!({"stream": true})))
+        .post(
+            "/v1/chat/completions",
+            chat_with(&words(10), json!({"stream": true})),
+        )
         .await;
     assert_eq!(r.status(), 200);
     let handle = t.server.handle.clone();
@@ -139,8 +169,17 @@ async fn wedged_engine_is_restarted_and_serves_again() {
     .await;
     let client = t.client.clone();
     let url = t.url("/v1/chat/completions");
-    let stuck = actix_rt::spawn(async move { client.post(url).json(&chat("__stall_ms=3000__ a")).send().await });
-    wait_health(&t, Duration::from_secs(5), |h| h["engine_restarts"] == 1 && h["status"] == "ok").await;
+    let stuck = actix_rt::spawn(async move {
+        client
+            .post(url)
+            .json(&chat("__stall_ms=3000__ a"))
+            .send()
+            .await
+    });
+    wait_health(&t, Duration::from_secs(5), |h| {
+        h["engine_restarts"] == 1 && h["status"] == "ok"
+    })
+    .await;
     let (status, body) = t.post_json("/v1/chat/completions", chat("fresh")).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["choices"][0]["message"]["content"], "fresh");
@@ -150,7 +189,8 @@ async fn wedged_engine_is_restarted_and_serves_again() {
 /// Health over a state with no watchdog, so the failure stays visible.
 async fn health_of(state: web::Data<AppState>) -> (u16, Value) {
     let app = atest::init_service(App::new().app_data(state).configure(routes::configure)).await;
-    let resp = atest::call_service(&app, atest::TestRequest::get().uri("/health").to_request()).await;
+    let resp =
+        atest::call_service(&app, atest::TestRequest::get().uri("/health").to_request()).await;
     let status = resp.status().as_u16();
     (status, atest::read_body_json(resp).await)
 }
@@ -159,7 +199,12 @@ async fn health_of(state: web::Data<AppState>) -> (u16, Value) {
 async fn health_is_503_when_the_engine_failed_to_load() {
     let factory: EngineFactory = Arc::new(|| Err(EngineError::Internal("no weights".into())));
     let model = ModelHandle::start(factory.clone(), 4);
-    let state = web::Data::new(AppState::new(test_settings(), model, factory, Seams::default()));
+    let state = web::Data::new(AppState::new(
+        test_settings(),
+        model,
+        factory,
+        Seams::default(),
+    ));
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (status, body) = health_of(state.clone()).await;
@@ -181,11 +226,24 @@ async fn health_is_503_after_the_engine_panics() {
     let l = loads.clone();
     let factory: EngineFactory = Arc::new(move || {
         l.fetch_add(1, Ordering::SeqCst);
-        Ok(Box::new(FakeEngine::new(FakeConfig { model_id: MODEL.into(), ..FakeConfig::default() })) as Box<dyn Engine>)
+        Ok(Box::new(FakeEngine::new(FakeConfig {
+            model_id: MODEL.into(),
+            ..FakeConfig::default()
+        })) as Box<dyn Engine>)
     });
     let model = ModelHandle::start(factory.clone(), 4);
-    let state = web::Data::new(AppState::new(test_settings(), model.clone(), factory, Seams::default()));
-    let app = atest::init_service(App::new().app_data(state.clone()).configure(routes::configure)).await;
+    let state = web::Data::new(AppState::new(
+        test_settings(),
+        model.clone(),
+        factory,
+        Seams::default(),
+    ));
+    let app = atest::init_service(
+        App::new()
+            .app_data(state.clone())
+            .configure(routes::configure),
+    )
+    .await;
     let req = atest::TestRequest::post()
         .uri("/v1/chat/completions")
         .set_json(chat("__panic__"))
@@ -198,6 +256,9 @@ async fn health_is_503_after_the_engine_panics() {
     assert!(body["error"].as_str().unwrap().contains("panicked"));
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     // Later requests fail fast instead of hanging.
-    let req = atest::TestRequest::post().uri("/v1/chat/completions").set_json(chat("x")).to_request();
+    let req = atest::TestRequest::post()
+        .uri("/v1/chat/completions")
+        .set_json(chat("x"))
+        .to_request();
     assert_eq!(atest::call_service(&app, req).await.status().as_u16(), 503);
 }

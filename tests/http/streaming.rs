@@ -22,7 +22,10 @@ async fn chat_stream_sends_role_deltas_finish_usage_and_done() {
     let (status, ctype, body) = stream_body(
         &t,
         "/v1/chat/completions",
-        chat_with("alpha beta gamma", json!({"stream": true, "stream_options": {"include_usage": true}})),
+        chat_with(
+            "alpha beta gamma",
+            json!({"stream": true, "stream_options": {"include_usage": true}}),
+        ),
     )
     .await;
     assert_eq!(status, 200);
@@ -46,17 +49,28 @@ async fn chat_stream_sends_role_deltas_finish_usage_and_done() {
     let usage = &events[n - 2];
     assert_eq!(usage["choices"], json!([]));
     assert_eq!(usage["usage"]["completion_tokens"], 3);
-    assert_eq!(usage["usage"]["total_tokens"], usage["usage"]["prompt_tokens"].as_u64().unwrap() + 3);
+    assert_eq!(
+        usage["usage"]["total_tokens"],
+        usage["usage"]["prompt_tokens"].as_u64().unwrap() + 3
+    );
     assert!(events[..n - 1].iter().all(|e| e["id"] == id));
 }
 
 #[actix_rt::test]
 async fn no_usage_chunk_unless_asked() {
     let t = start(|_| {}, FakeConfig::default()).await;
-    let (_, _, body) = stream_body(&t, "/v1/chat/completions", chat_with("a b", json!({"stream": true}))).await;
+    let (_, _, body) = stream_body(
+        &t,
+        "/v1/chat/completions",
+        chat_with("a b", json!({"stream": true})),
+    )
+    .await;
     let events: Vec<Value> = sse_events(&body).into_iter().flatten().collect();
     assert!(events.iter().all(|e| e.get("usage").is_none()), "{body}");
-    assert_eq!(events[events.len() - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        events[events.len() - 2]["choices"][0]["finish_reason"],
+        "stop"
+    );
 }
 
 #[actix_rt::test]
@@ -69,7 +83,10 @@ async fn streamed_stop_and_length_finish_reasons() {
     )
     .await;
     let events: Vec<Value> = sse_events(&body).into_iter().flatten().collect();
-    assert_eq!(events[events.len() - 2]["choices"][0]["finish_reason"], "length");
+    assert_eq!(
+        events[events.len() - 2]["choices"][0]["finish_reason"],
+        "length"
+    );
     let (_, _, body) = stream_body(
         &t,
         "/v1/chat/completions",
@@ -79,7 +96,11 @@ async fn streamed_stop_and_length_finish_reasons() {
     let text: String = sse_events(&body)
         .into_iter()
         .flatten()
-        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect();
     assert_eq!(text, "one two ");
 }
@@ -125,20 +146,39 @@ async fn keep_alive_comments_flow_while_waiting_for_the_first_token() {
     .await;
     assert_eq!(status, 200);
     let events = sse_events(&body);
-    let first_data = events.iter().position(|e| e.as_ref().is_some_and(|v| v["choices"][0]["delta"]["content"].as_str().is_some_and(|c| !c.is_empty()))).unwrap();
-    assert!(events[..first_data].iter().any(Option::is_none), "a keep-alive before the first token: {body}");
+    let first_data = events
+        .iter()
+        .position(|e| {
+            e.as_ref().is_some_and(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .is_some_and(|c| !c.is_empty())
+            })
+        })
+        .unwrap();
+    assert!(
+        events[..first_data].iter().any(Option::is_none),
+        "a keep-alive before the first token: {body}"
+    );
     assert!(body.contains(": keep-alive\n\n"));
 }
 
 #[actix_rt::test]
 async fn mid_stream_failure_is_an_error_event() {
     let t = start(|_| {}, FakeConfig::default()).await;
-    let (status, _, body) = stream_body(&t, "/v1/chat/completions", chat_with("__fail__ a", json!({"stream": true}))).await;
+    let (status, _, body) = stream_body(
+        &t,
+        "/v1/chat/completions",
+        chat_with("__fail__ a", json!({"stream": true})),
+    )
+    .await;
     assert_eq!(status, 200);
     let events: Vec<Value> = sse_events(&body).into_iter().flatten().collect();
     let last = events.last().unwrap();
     assert_eq!(last["error"]["type"], "server_error", "{body}");
-    assert!(events.iter().any(|e| e["choices"][0]["delta"]["content"] == "__fail__"));
+    assert!(events
+        .iter()
+        .any(|e| e["choices"][0]["delta"]["content"] == "__fail__"));
     assert!(!body.contains("[DONE]"));
 }
 
@@ -148,14 +188,24 @@ async fn streamed_logprobs_ride_on_each_delta() {
     let (_, _, body) = stream_body(
         &t,
         "/v1/chat/completions",
-        chat_with("p q", json!({"stream": true, "logprobs": true, "top_logprobs": 1})),
+        chat_with(
+            "p q",
+            json!({"stream": true, "logprobs": true, "top_logprobs": 1}),
+        ),
     )
     .await;
     let deltas: Vec<Value> = sse_events(&body)
         .into_iter()
         .flatten()
-        .filter(|e| e["choices"][0]["delta"]["content"].as_str().is_some_and(|c| !c.is_empty()))
+        .filter(|e| {
+            e["choices"][0]["delta"]["content"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty())
+        })
         .collect();
     assert_eq!(deltas.len(), 2);
-    assert_eq!(deltas[1]["choices"][0]["logprobs"]["content"][0]["token"], " q");
+    assert_eq!(
+        deltas[1]["choices"][0]["logprobs"]["content"][0]["token"],
+        " q"
+    );
 }

@@ -129,7 +129,8 @@ impl EngineHealth {
     pub fn snapshot(&self, wedge_timeout: Duration) -> HealthSnapshot {
         let now = self.now_ms();
         let started = self.step_started_ms.load(Ordering::Acquire);
-        let wedged = started != 0 && now.saturating_sub(started - 1) > wedge_timeout.as_millis() as u64;
+        let wedged =
+            started != 0 && now.saturating_sub(started - 1) > wedge_timeout.as_millis() as u64;
         HealthSnapshot {
             loaded: self.loaded.load(Ordering::Acquire),
             alive: self.alive.load(Ordering::Acquire),
@@ -245,7 +246,9 @@ impl Scheduler {
                 }
             }
         }
-        self.health.running.store(self.running.len(), Ordering::Release);
+        self.health
+            .running
+            .store(self.running.len(), Ordering::Release);
         engine.has_work() || (!self.queue.is_empty() && engine.free_slots() > 0)
     }
 
@@ -476,8 +479,13 @@ impl ModelHandle {
 
     /// Queue a request without waiting for the model thread.
     pub fn submit(&self, request: GenerateRequest) -> Result<Generation, SubmitError> {
-        if self.health.loaded.load(Ordering::Acquire) && !self.health.alive.load(Ordering::Acquire) {
-            let why = self.health.snapshot(Duration::MAX).failure.unwrap_or_default();
+        if self.health.loaded.load(Ordering::Acquire) && !self.health.alive.load(Ordering::Acquire)
+        {
+            let why = self
+                .health
+                .snapshot(Duration::MAX)
+                .failure
+                .unwrap_or_default();
             return Err(SubmitError::Unavailable(why));
         }
         if !self.health.try_reserve(self.queue_capacity) {
@@ -631,7 +639,10 @@ mod tests {
         s.step(&mut e);
         s.step(&mut e);
         assert_eq!(s.running(), 1);
-        assert!(matches!(drain(&mut rx2).first(), Some(SeqEvent::Started { .. })));
+        assert!(matches!(
+            drain(&mut rx2).first(),
+            Some(SeqEvent::Started { .. })
+        ));
     }
 
     #[test]
