@@ -127,6 +127,7 @@ pub async fn start_server(
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
+    .on_connect(routes::disconnect::on_connect)
     .workers(s.workers)
     .shutdown_timeout(s.shutdown_grace_s)
     .bind((s.host.as_str(), s.port))?;

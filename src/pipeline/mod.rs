@@ -376,6 +376,27 @@ pub struct Collected {
     pub usage: Usage,
 }
 
+/// [`collect`], abandoned (and the generation cancelled) if the client disconnects first.
+pub async fn collect_for(
+    source: Source,
+    peer: Option<crate::routes::disconnect::PeerSocket>,
+) -> Result<Collected, ApiError> {
+    let Some(peer) = peer else {
+        return collect(source).await;
+    };
+    tokio::select! {
+        result = collect(source) => result,
+        () = peer.gone(Duration::from_millis(50)) => {
+            tracing::info!("client disconnected; generation cancelled");
+            Err(ApiError::InvalidRequest {
+                message: "client disconnected".into(),
+                param: None,
+                code: None,
+            })
+        }
+    }
+}
+
 /// Drain a source into one response (the JSON renderer's input).
 pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
     let mut text = String::new();

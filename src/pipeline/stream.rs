@@ -35,8 +35,22 @@ pub trait ChunkRenderer: Send + 'static {
     ) -> Vec<Bytes>;
     /// The end of prompt `index`; `tool_calls` when any call was emitted.
     fn finish(&mut self, index: usize, reason: FinishReason, tool_calls: bool) -> Vec<Bytes>;
-    /// The usage chunk (`choices: []`), sent when `stream_options.include_usage`.
-    fn usage(&mut self, usage: &Usage) -> Bytes;
+    /// After the last prompt: OpenAI sends the usage chunk (`choices: []`) when
+    /// `stream_options.include_usage`, then `data: [DONE]`; other APIs end differently.
+    fn end(&mut self, total: &Usage) -> Vec<Bytes>;
+    /// A failure; nothing follows it.
+    fn error(&mut self, e: &ApiError) -> Vec<Bytes> {
+        vec![e.sse_event()]
+    }
+    /// Sent while waiting for the first token.
+    fn keep_alive(&mut self) -> Bytes {
+        sse::comment("keep-alive")
+    }
+}
+
+/// OpenAI's stream ending: the usage chunk if asked for, then `[DONE]`.
+pub fn openai_end(usage_chunk: Option<Bytes>) -> Vec<Bytes> {
+    usage_chunk.into_iter().chain([sse::done()]).collect()
 }
 
 /// What to stream.
@@ -45,8 +59,6 @@ pub struct StreamPlan {
     pub first: Source,
     /// Further prompts, started one after another (legacy completions with a list).
     pub rest: Vec<GenerateRequest>,
-    /// Send the usage chunk.
-    pub include_usage: bool,
     /// For the later sources.
     pub ctx: RequestContext,
 }
@@ -57,7 +69,6 @@ struct Driver {
     rest: VecDeque<GenerateRequest>,
     ctx: RequestContext,
     renderer: Box<dyn ChunkRenderer>,
-    include_usage: bool,
     keep_alive: Duration,
     index: usize,
     started_index: bool,
@@ -85,11 +96,8 @@ impl Driver {
                         Err(e) => self.error(e),
                     },
                     None => {
-                        if self.include_usage {
-                            let u = self.renderer.usage(&self.total);
-                            self.out.push_back(u);
-                        }
-                        self.out.push_back(sse::done());
+                        let end = self.renderer.end(&self.total);
+                        self.out.extend(end);
                         self.done = true;
                     }
                 }
@@ -106,7 +114,7 @@ impl Driver {
             } else {
                 match tokio::time::timeout(self.keep_alive, source.next()).await {
                     Ok(ev) => ev,
-                    Err(_) => return Some(sse::comment("keep-alive")),
+                    Err(_) => return Some(self.renderer.keep_alive()),
                 }
             };
             match ev {
@@ -152,7 +160,8 @@ impl Driver {
     }
 
     fn error(&mut self, e: ApiError) {
-        self.out.push_back(e.sse_event());
+        let frames = self.renderer.error(&e);
+        self.out.extend(frames);
         self.current = None;
         self.done = true;
     }
@@ -171,7 +180,6 @@ pub fn sse_response(
         rest: plan.rest.into(),
         ctx: plan.ctx,
         renderer,
-        include_usage: plan.include_usage,
         keep_alive,
         index: 0,
         started_index: false,

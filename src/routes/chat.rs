@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
+use super::disconnect::PeerSocket;
 use super::extract::{request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::chat::{
@@ -13,8 +14,8 @@ use crate::openai::chat::{
     ChatLogprobs, ChunkChoice, Delta, FunctionDelta, FunctionOut, ToolCallDelta, ToolCallOut,
 };
 use crate::openai::common::{finish_reason, UsageOut};
-use crate::pipeline::stream::{sse_response, ChunkRenderer, StreamPlan};
-use crate::pipeline::{collect, start, Collected, RequestContext};
+use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
+use crate::pipeline::{collect_for, start, Collected, RequestContext};
 use crate::sse;
 use crate::state::{unix_now, AppState};
 
@@ -67,16 +68,16 @@ pub async fn chat_completions(
         let plan = StreamPlan {
             first: source,
             rest: Vec::new(),
-            include_usage: body.include_usage(),
             ctx,
         };
         let renderer = ChatRenderer {
             meta,
             logprobs: want_logprobs,
+            include_usage: body.include_usage(),
         };
         return Ok(sse_response(state, plan, Box::new(renderer)));
     }
-    let collected = collect(source).await?;
+    let collected = collect_for(source, req.conn_data::<PeerSocket>().copied()).await?;
     Ok(HttpResponse::Ok().json(render(meta, collected, want_logprobs)))
 }
 
@@ -119,6 +120,7 @@ fn render(meta: ResponseMeta, c: Collected, want_logprobs: bool) -> ChatCompleti
 pub struct ChatRenderer {
     meta: ResponseMeta,
     logprobs: bool,
+    include_usage: bool,
 }
 
 impl ChatRenderer {
@@ -205,7 +207,10 @@ impl ChunkRenderer for ChatRenderer {
         )]
     }
 
-    fn usage(&mut self, usage: &Usage) -> Bytes {
-        self.chunk(Vec::new(), Some((*usage).into()))
+    fn end(&mut self, total: &Usage) -> Vec<Bytes> {
+        let usage = self
+            .include_usage
+            .then(|| self.chunk(Vec::new(), Some((*total).into())));
+        openai_end(usage)
     }
 }

@@ -9,14 +9,15 @@ use bytes::Bytes;
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::chat::ResponseMeta;
+use super::disconnect::PeerSocket;
 use super::extract::{request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::common::{add_usage, finish_reason, UsageOut};
 use crate::openai::completions::{
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest,
 };
-use crate::pipeline::stream::{sse_response, ChunkRenderer, StreamPlan};
-use crate::pipeline::{collect, start, RequestContext};
+use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
+use crate::pipeline::{collect_for, start, RequestContext};
 use crate::sse;
 use crate::state::AppState;
 
@@ -52,12 +53,12 @@ pub async fn completions(
         let plan = StreamPlan {
             first: source,
             rest: requests.collect(),
-            include_usage: body.include_usage(),
             ctx,
         };
         let renderer = CompletionRenderer {
             meta,
             logprobs: want_logprobs,
+            include_usage: body.include_usage(),
             echo: echo_prompts,
             offsets: HashMap::new(),
         };
@@ -69,7 +70,7 @@ pub async fn completions(
     let mut index = 0;
     loop {
         let Some(source) = next.take() else { break };
-        let c = collect(source).await?;
+        let c = collect_for(source, req.conn_data::<PeerSocket>().copied()).await?;
         let prefix = echo_prompts.get(index).cloned().unwrap_or_default();
         let logprobs = want_logprobs.then(|| {
             let mut lp = CompletionLogprobs::default();
@@ -103,6 +104,7 @@ pub async fn completions(
 pub struct CompletionRenderer {
     meta: ResponseMeta,
     logprobs: bool,
+    include_usage: bool,
     echo: Vec<String>,
     offsets: HashMap<usize, usize>,
 }
@@ -176,7 +178,10 @@ impl ChunkRenderer for CompletionRenderer {
         vec![self.choice(index, "", &[], Some(finish_reason(reason, false)))]
     }
 
-    fn usage(&mut self, usage: &Usage) -> Bytes {
-        self.chunk(Vec::new(), Some((*usage).into()))
+    fn end(&mut self, total: &Usage) -> Vec<Bytes> {
+        let usage = self
+            .include_usage
+            .then(|| self.chunk(Vec::new(), Some((*total).into())));
+        openai_end(usage)
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod chat;
 pub mod completions;
+pub mod disconnect;
 pub mod extract;
 pub mod health;
 pub mod models;

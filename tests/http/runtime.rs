@@ -262,3 +262,34 @@ async fn health_is_503_after_the_engine_panics() {
         .to_request();
     assert_eq!(atest::call_service(&app, req).await.status().as_u16(), 503);
 }
+
+#[actix_rt::test]
+async fn non_streaming_client_that_gives_up_frees_the_engine() {
+    let t = start(|_| {}, slow(50)).await;
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        t.post("/v1/chat/completions", chat(&words(200))),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the slow request should still be running");
+    let t0 = Instant::now();
+    let (status, resp) = t.post_json("/v1/chat/completions", chat("next")).await;
+    assert_eq!(status, 200);
+    assert_eq!(resp["choices"][0]["message"]["content"], "next");
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "next request waited {:?}",
+        t0.elapsed()
+    );
+}
+
+#[actix_rt::test]
+async fn generation_past_the_request_timeout_is_cut_off() {
+    let t = start(|s| s.server.request_timeout_s = 1, slow(100)).await;
+    let t0 = Instant::now();
+    let (status, body) = t.post_json("/v1/chat/completions", chat(&words(100))).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(error_of(&body).2, Some("timeout"));
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    wait_health(&t, Duration::from_secs(2), |h| h["running"] == 0).await;
+}
