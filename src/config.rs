@@ -214,6 +214,16 @@ impl Settings {
     }
 
     fn load_from(path: &Path, required: bool, o: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, required, o, None)
+    }
+
+    /// `env`: the variables to read instead of the process environment (tests).
+    fn load_with_env(
+        path: &Path,
+        required: bool,
+        o: &Overrides,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Self, ConfigError> {
         let file = config::File::from(path)
             .format(config::FileFormat::Toml)
             .required(required);
@@ -224,7 +234,8 @@ impl Settings {
             .list_separator(",")
             .with_list_parse_key("server.api_keys")
             .with_list_parse_key("server.cors_origins")
-            .with_list_parse_key("model.aliases");
+            .with_list_parse_key("model.aliases")
+            .source(env);
         let mut builder = config::Config::builder().add_source(file).add_source(env);
         if let Some(h) = &o.host {
             builder = builder.set_override("server.host", h.as_str())?;
@@ -378,6 +389,10 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    fn load(path: &Path, o: &Overrides) -> Result<Settings, ConfigError> {
+        Settings::load_with_env(path, true, o, Some(config::Map::new()))
+    }
+
     fn file(text: &str) -> tempfile::NamedTempFile {
         let mut f = tempfile::Builder::new()
             .suffix(".toml")
@@ -390,7 +405,7 @@ mod tests {
     #[test]
     fn shipped_config_toml_matches_the_defaults() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
-        let s = Settings::load_from(&path, true, &Overrides::default()).expect("loads");
+        let s = load(&path, &Overrides::default()).expect("loads");
         assert_eq!(s, Settings::default());
     }
 
@@ -401,16 +416,41 @@ mod tests {
             port: Some(9002),
             ..Overrides::default()
         };
-        let s = Settings::load_from(f.path(), true, &o).expect("loads");
+        let s = load(f.path(), &o).expect("loads");
         assert_eq!(s.server.port, 9002);
         assert_eq!(s.server.host, "0.0.0.0");
         assert_eq!(s.model.name, "a");
     }
 
     #[test]
+    fn environment_overrides_file_and_cli_overrides_environment() {
+        let f = file("[server]\nport = 9001\nqueue_size = 5\n");
+        let env: config::Map<String, String> = [
+            ("MLX_SERVE__SERVER__PORT", "9100"),
+            ("MLX_SERVE__SERVER__QUEUE_SIZE", "7"),
+            ("MLX_SERVE__SERVER__API_KEYS", "k1,k2"),
+            ("MLX_SERVE__LOGGING__JSON", "true"),
+            ("MLX_SERVE__MODEL__SAMPLING__TEMPERATURE", "0.5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let o = Overrides {
+            port: Some(9200),
+            ..Overrides::default()
+        };
+        let s = Settings::load_with_env(f.path(), true, &o, Some(env)).expect("loads");
+        assert_eq!(s.server.port, 9200);
+        assert_eq!(s.server.queue_size, 7);
+        assert_eq!(s.server.api_keys, vec!["k1", "k2"]);
+        assert!(s.logging.json);
+        assert_eq!(s.model.sampling.temperature, 0.5);
+    }
+
+    #[test]
     fn out_of_range_value_names_key_and_range() {
         let f = file("[server]\nqueue_size = 0\n");
-        let err = Settings::load_from(f.path(), true, &Overrides::default()).unwrap_err();
+        let err = load(f.path(), &Overrides::default()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("server.queue_size"), "{msg}");
         assert!(msg.contains("1 ..= 100000"), "{msg}");
@@ -419,14 +459,14 @@ mod tests {
     #[test]
     fn wrong_type_names_the_key() {
         let f = file("[server]\nport = \"many\"\n");
-        let err = Settings::load_from(f.path(), true, &Overrides::default()).unwrap_err();
+        let err = load(f.path(), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("port"), "{err}");
     }
 
     #[test]
     fn unknown_key_is_rejected() {
         let f = file("[server]\nprot = 1\n");
-        let err = Settings::load_from(f.path(), true, &Overrides::default()).unwrap_err();
+        let err = load(f.path(), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
     }
 
