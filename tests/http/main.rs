@@ -5,4 +5,5 @@ mod common;
 mod api;
 mod errors;
 mod runtime;
+mod seams;
 mod streaming;
