@@ -28,6 +28,10 @@ pub trait ResponseCacheSeam: Send + Sync {
     fn lookup(&self, request: &GenerateRequest) -> BoxFuture<'static, Option<CachedResponse>>;
     /// Offer a finished generation to the cache (fire and forget).
     fn store(&self, request: GenerateRequest, response: CachedResponse);
+    /// Statistics shown under `cache` in `/health`; must not block (read shared counters).
+    fn stats(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// What a tool parser turns model text into.

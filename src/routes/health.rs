@@ -67,7 +67,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         } else {
             h.failure
         },
-        cache: None,
+        cache: state.seams.cache.as_ref().and_then(|c| c.stats()),
     };
     if ok {
         HttpResponse::Ok().json(body)

@@ -218,6 +218,13 @@ async fn health_is_503_when_the_engine_failed_to_load() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let app = atest::init_service(App::new().app_data(state).configure(routes::configure)).await;
+    let req = atest::TestRequest::post()
+        .uri("/v1/chat/completions")
+        .set_json(chat("x"))
+        .to_request();
+    // A dead engine is the server's problem: 503, which clients retry, not a hang or a 4xx.
+    assert_eq!(atest::call_service(&app, req).await.status().as_u16(), 503);
 }
 
 #[actix_rt::test]

@@ -84,6 +84,9 @@ impl ResponseCacheSeam for MemoryCache {
     fn store(&self, request: GenerateRequest, response: CachedResponse) {
         self.0.lock().unwrap().push((request, response));
     }
+    fn stats(&self) -> Option<Value> {
+        Some(json!({"entries": self.0.lock().unwrap().len()}))
+    }
 }
 
 async fn start_seams(seams: Seams) -> TestServer {
@@ -209,6 +212,7 @@ async fn cache_hit_replays_without_the_engine_and_metrics_see_both() {
         .post_json("/v1/chat/completions", chat("remember me"))
         .await;
     assert_eq!(second["choices"][0]["message"]["content"], "from cache");
+    assert_eq!(t.health().await["cache"]["entries"], 1);
     let records = metrics.0.lock().unwrap().clone();
     assert_eq!(records.len(), 2);
     assert!(!records[0].cache_hit && records[1].cache_hit);

@@ -152,6 +152,7 @@ impl Handler<Submit> for ModelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Submit, ctx: &mut SyncContext<Self>) {
+        self.health.beat();
         self.scheduler.push(msg.id, msg.request, msg.events);
         if self.engine.is_none() {
             self.scheduler.fail_all(self.unavailable());
@@ -165,6 +166,7 @@ impl Handler<Cancel> for ModelActor {
     type Result = ();
 
     fn handle(&mut self, msg: Cancel, ctx: &mut SyncContext<Self>) {
+        self.health.beat();
         if let Some(engine) = self.engine.as_deref_mut() {
             self.scheduler.cancel(msg.id, engine);
             self.schedule_step(ctx);
@@ -259,14 +261,11 @@ impl ModelHandle {
 
     /// Queue a request without waiting for the model thread.
     pub fn submit(&self, request: GenerateRequest) -> Result<Generation, SubmitError> {
-        if self.health.loaded.load(Ordering::Acquire) && !self.health.alive.load(Ordering::Acquire)
-        {
-            let why = self
-                .health
-                .snapshot(Duration::MAX)
-                .failure
-                .unwrap_or_default();
-            return Err(SubmitError::Unavailable(why));
+        // A failed engine (load error or panic) answers at once; a loading one queues requests.
+        if !self.health.alive.load(Ordering::Acquire) {
+            if let Some(why) = self.health.snapshot(Duration::MAX).failure {
+                return Err(SubmitError::Unavailable(why));
+            }
         }
         if !self.health.try_reserve(self.queue_capacity) {
             return Err(SubmitError::QueueFull {
