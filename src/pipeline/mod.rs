@@ -12,7 +12,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use mlx_serve_actors::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage};
+use mlx_serve_actors::engine::{
+    FinishReason, GenerateRequest, Prompt, SeqEvent, TokenLogprob, Usage,
+};
 use mlx_serve_actors::model::actor::Generation;
 use tokio::time::timeout_at;
 
@@ -110,21 +112,20 @@ pub async fn start(
     request: GenerateRequest,
     ctx: RequestContext,
 ) -> Result<Source, ApiError> {
-    let tools = match &request.prompt {
-        mlx_serve_actors::engine::Prompt::Chat { tools, .. } => tools.clone(),
-        mlx_serve_actors::engine::Prompt::Text(_) => Vec::new(),
-    };
-    let parser = match &state.seams.tool_parser {
-        Some(tp) if !tools.is_empty() => tp.parser(&tools),
+    let parser = match (&state.seams.tool_parser, &request.prompt) {
+        (Some(tp), Prompt::Chat { tools, .. }) if !tools.is_empty() => tp.parser(tools),
         _ => None,
     };
     let cached = match &state.seams.cache {
         Some(cache) if request.logprobs.is_none() => cache.lookup(&request).await,
         _ => None,
     };
+    // Kept only where something needs it afterwards: the cache stores it, the prompt log prints it.
+    let keep = state.seams.cache.is_some() || state.settings.logging.log_prompts;
+    let kept = keep.then(|| request.clone());
     let origin = match cached {
         Some(hit) => Origin::Replay(replay_events(hit)),
-        None => match state.model().submit(request.clone()) {
+        None => match state.model().submit(request) {
             Ok(generation) => Origin::Live(generation),
             Err(e) => {
                 let err = ApiError::from_submit(e, state.settings.server.retry_after_s);
@@ -144,7 +145,7 @@ pub async fn start(
         origin,
         state: state.clone(),
         ctx,
-        request: Some(request),
+        request: kept,
         parser,
         pending: VecDeque::new(),
         deadline: tokio::time::Instant::now() + timeout,
@@ -299,6 +300,7 @@ impl Source {
             FinishReason::Cancelled => "cancelled",
             FinishReason::Stop | FinishReason::StopSequence => "stop",
         };
+        self.record(outcome, usage);
         let cache_hit = matches!(self.origin, Origin::Replay(_));
         if !cache_hit && reason != FinishReason::Cancelled {
             if let (Some(cache), Some(request)) = (&self.state.seams.cache, self.request.take()) {
@@ -313,7 +315,6 @@ impl Source {
                 );
             }
         }
-        self.record(outcome, usage);
     }
 
     fn record(&self, outcome: &'static str, usage: Usage) {

@@ -300,3 +300,36 @@ async fn generation_past_the_request_timeout_is_cut_off() {
     assert!(t0.elapsed() < Duration::from_secs(3));
     wait_health(&t, Duration::from_secs(2), |h| h["running"] == 0).await;
 }
+
+#[actix_rt::test]
+async fn many_concurrent_requests_all_complete() {
+    let t = start(|_| {}, slow(2)).await;
+    let tasks: Vec<_> = (0..24)
+        .map(|i| {
+            let client = t.client.clone();
+            let url = t.url("/v1/chat/completions");
+            actix_rt::spawn(async move {
+                let r = client
+                    .post(url)
+                    .json(&chat(&format!("req{i} a b")))
+                    .send()
+                    .await
+                    .unwrap();
+                (r.status().as_u16(), r.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (status, body) = task.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            body["choices"][0]["message"]["content"],
+            format!("req{i} a b")
+        );
+    }
+    let h = t.health().await;
+    assert_eq!(
+        (h["queue_depth"].as_u64(), h["running"].as_u64()),
+        (Some(0), Some(0))
+    );
+}
