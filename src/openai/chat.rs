@@ -213,8 +213,14 @@ impl ChatCompletionRequest {
                     format!("messages[{i}] with role `{}` needs `content`", m.role),
                 ));
             }
+            // `developer` is OpenAI's newer name for `system`; chat templates only know `system`.
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                m.role.as_str()
+            };
             messages.push(ChatMessage {
-                role: m.role.clone(),
+                role: role.to_owned(),
                 content: content_text(i, m.content.clone())?,
                 tool_calls,
                 tool_call_id: m.tool_call_id.clone(),
@@ -504,6 +510,18 @@ mod tests {
             panic!("chat")
         };
         assert_eq!(messages[0].content, "ab");
+    }
+
+    #[test]
+    fn developer_role_becomes_system() {
+        let r = parse(
+            serde_json::json!({"model": "m", "messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "x"}]}),
+        );
+        let g = r.normalize(&ModelSettings::default()).unwrap();
+        let Prompt::Chat { messages, .. } = g.prompt else {
+            panic!("chat")
+        };
+        assert_eq!(messages[0].role, "system");
     }
 
     #[test]
