@@ -1,1 +1,21 @@
 //! mlx-serve's front: CLI, configuration, HTTP routes and wire formats.
+//!
+//! - [`config`]: `Settings` from `config.toml`, environment and flags.
+//! - [`server`]: `run_server(settings, factory)`; [`state`]: what handlers share.
+//! - [`pipeline`]: the one request pipeline (cache, model, tool-parser and metrics seams) and
+//!   its SSE driver; [`routes`] render it per API; [`openai`]: wire types; [`error`]: `ApiError`.
+//! - [`cli`]: clap subcommands.
+
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod openai;
+pub mod pipeline;
+pub mod routes;
+pub mod server;
+pub mod sse;
+pub mod state;
+
+pub use mlx_serve_actors::model::actor::EngineFactory;
+pub use server::{run_server, run_server_with, start_server, RunningServer};

@@ -1,1 +1,490 @@
-//! (work in progress)
+//! A deterministic [`Engine`] for protocol tests and `serve --fake`.
+//!
+//! It "generates" by echoing the words of the last message (or of the raw prompt), one word per
+//! token, then ends with end-of-sequence. Everything is a pure function of the request, so tests
+//! can predict exact texts, token counts and finish reasons without a model.
+//!
+//! - Tokens: the rendered prompt split on whitespace; output tokens are the echoed words, the
+//!   first as is and the others with a leading space (`"Hello world"` echoes `"Hello world"`).
+//! - `max_tokens`, stop strings (held back while they may still match), the context length
+//!   (`EngineError::ContextLength`), cancellation and logprobs behave as a real engine's do.
+//! - Words in the prompt trigger faults, for tests of the failure paths:
+//!   `__fail__` fails the sequence after its first token, `__panic__` panics inside `step`,
+//!   `__stall_ms=N__` makes the sequence's first step take N ms (a wedged engine).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::engine::{
+    Engine, EngineError, EngineInfo, FinishReason, GenerateRequest, Prompt, SeqEvent, SeqId,
+    SeqTimings, TokenLogprob, Usage,
+};
+
+/// How the fake behaves.
+#[derive(Debug, Clone)]
+pub struct FakeConfig {
+    /// Model id it reports.
+    pub model_id: String,
+    /// Context length it enforces.
+    pub context_length: usize,
+    /// Sleep per step, to make generations take real time.
+    pub token_delay: Duration,
+    /// Sequences it runs at once.
+    pub max_running: usize,
+}
+
+impl Default for FakeConfig {
+    fn default() -> Self {
+        Self {
+            model_id: "fake-model".to_owned(),
+            context_length: 2048,
+            token_delay: Duration::ZERO,
+            max_running: 1,
+        }
+    }
+}
+
+struct FakeSeq {
+    id: SeqId,
+    words: VecDeque<String>,
+    prompt_tokens: usize,
+    max_tokens: usize,
+    stop: Vec<String>,
+    logprobs: Option<usize>,
+    generated: usize,
+    text: String,
+    emitted: usize,
+    started: bool,
+    cancelled: bool,
+    fail_after_first: bool,
+    panic: bool,
+    stall: Option<Duration>,
+}
+
+/// The deterministic engine. See the module docs for what it generates.
+pub struct FakeEngine {
+    config: FakeConfig,
+    seqs: Vec<FakeSeq>,
+}
+
+impl FakeEngine {
+    /// An engine with the given behaviour.
+    pub fn new(config: FakeConfig) -> Self {
+        Self {
+            config,
+            seqs: Vec::new(),
+        }
+    }
+
+    fn render(prompt: &Prompt) -> String {
+        match prompt {
+            Prompt::Text(text) => text.clone(),
+            Prompt::Chat {
+                messages,
+                tools,
+                add_generation_prompt,
+            } => {
+                let mut out = String::new();
+                if !tools.is_empty() {
+                    out.push_str("<|im_start|>tools\n");
+                    out.push_str(&serde_json::Value::Array(tools.clone()).to_string());
+                    out.push_str("<|im_end|>\n");
+                }
+                for m in messages {
+                    out.push_str(&format!(
+                        "<|im_start|>{}\n{}<|im_end|>\n",
+                        m.role, m.content
+                    ));
+                }
+                if *add_generation_prompt {
+                    out.push_str("<|im_start|>assistant\n");
+                }
+                out
+            }
+        }
+    }
+
+    fn echo_source(prompt: &Prompt) -> String {
+        match prompt {
+            Prompt::Text(text) => text.clone(),
+            Prompt::Chat { messages, .. } => messages
+                .last()
+                .map(|m| m.content.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    fn token_logprob(word: &str, position: usize, top_n: usize) -> TokenLogprob {
+        // A fixed, position-dependent value keeps logprobs deterministic and never positive.
+        let logprob = -0.125 * (position % 4) as f32;
+        let mut top = vec![(word.to_owned(), word.as_bytes().to_vec(), logprob)];
+        for k in 1..top_n {
+            let alt = format!(" alt{k}");
+            top.push((alt.clone(), alt.into_bytes(), logprob - k as f32));
+        }
+        top.truncate(top_n);
+        TokenLogprob {
+            token: word.to_owned(),
+            bytes: word.as_bytes().to_vec(),
+            logprob,
+            top,
+        }
+    }
+}
+
+/// Text that can be emitted now: everything except a tail that may still grow into a stop string.
+fn safe_len(text: &str, emitted: usize, stop: &[String]) -> usize {
+    let pending = &text[emitted..];
+    let hold = stop
+        .iter()
+        .flat_map(|s| {
+            (1..s.len()).filter(move |&k| s.is_char_boundary(k) && pending.ends_with(&s[..k]))
+        })
+        .max()
+        .unwrap_or(0);
+    text.len() - hold
+}
+
+fn finished(seq: &FakeSeq, reason: FinishReason, stop_sequence: Option<String>) -> SeqEvent {
+    SeqEvent::Finished {
+        reason,
+        stop_sequence,
+        usage: Usage {
+            prompt_tokens: seq.prompt_tokens,
+            cached_tokens: 0,
+            completion_tokens: seq.generated,
+        },
+        timings: SeqTimings::default(),
+    }
+}
+
+impl FakeSeq {
+    /// One decode step: the events it produces and whether the sequence is done.
+    fn step(&mut self) -> (Vec<SeqEvent>, bool) {
+        let mut events = Vec::new();
+        if self.cancelled {
+            return (vec![finished(self, FinishReason::Cancelled, None)], true);
+        }
+        if !self.started {
+            self.started = true;
+            events.push(SeqEvent::Started {
+                prompt_tokens: self.prompt_tokens,
+                cached_tokens: 0,
+            });
+        }
+        if self.fail_after_first && self.generated >= 1 {
+            events.push(SeqEvent::Failed(EngineError::Internal(
+                "injected failure".to_owned(),
+            )));
+            return (events, true);
+        }
+        if self.generated >= self.max_tokens {
+            self.flush(&mut events, 0, Vec::new());
+            events.push(finished(self, FinishReason::Length, None));
+            return (events, true);
+        }
+        let Some(word) = self.words.pop_front() else {
+            self.flush(&mut events, 0, Vec::new());
+            events.push(finished(self, FinishReason::Stop, None));
+            return (events, true);
+        };
+        let piece = if self.generated == 0 {
+            word
+        } else {
+            format!(" {word}")
+        };
+        let logprobs = match self.logprobs {
+            Some(n) => vec![FakeEngine::token_logprob(&piece, self.generated, n)],
+            None => Vec::new(),
+        };
+        self.generated += 1;
+        self.text.push_str(&piece);
+        // A stop string may straddle tokens: search the tail that could contain a new match.
+        let longest = self.stop.iter().map(String::len).max().unwrap_or(0);
+        let mut from = self.emitted.saturating_sub(longest);
+        while !self.text.is_char_boundary(from) {
+            from -= 1;
+        }
+        let hit = self
+            .stop
+            .iter()
+            .filter_map(|s| self.text[from..].find(s.as_str()).map(|p| (from + p, s)))
+            .min_by_key(|(p, _)| *p);
+        if let Some((pos, s)) = hit {
+            let s = s.clone();
+            let text = self.text[self.emitted.min(pos)..pos].to_owned();
+            self.emitted = pos;
+            events.push(SeqEvent::Text {
+                text,
+                tokens: 1,
+                logprobs,
+            });
+            events.push(finished(self, FinishReason::StopSequence, Some(s)));
+            return (events, true);
+        }
+        let safe = safe_len(&self.text, self.emitted, &self.stop);
+        let text = self.text[self.emitted..safe].to_owned();
+        self.emitted = safe;
+        events.push(SeqEvent::Text {
+            text,
+            tokens: 1,
+            logprobs,
+        });
+        if self.generated >= self.max_tokens {
+            self.flush(&mut events, 0, Vec::new());
+            events.push(finished(self, FinishReason::Length, None));
+            return (events, true);
+        }
+        (events, false)
+    }
+
+    fn flush(&mut self, events: &mut Vec<SeqEvent>, tokens: usize, logprobs: Vec<TokenLogprob>) {
+        if self.emitted < self.text.len() {
+            let text = self.text[self.emitted..].to_owned();
+            self.emitted = self.text.len();
+            events.push(SeqEvent::Text {
+                text,
+                tokens,
+                logprobs,
+            });
+        }
+    }
+}
+
+impl Engine for FakeEngine {
+    fn info(&self) -> EngineInfo {
+        EngineInfo {
+            model_id: self.config.model_id.clone(),
+            architecture: "fake".to_owned(),
+            context_length: self.config.context_length,
+            backend: "fake".to_owned(),
+            dtype: "float32".to_owned(),
+            chat_template: None,
+            load_seconds: 0.0,
+            weight_bytes: 0,
+        }
+    }
+
+    fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError> {
+        Ok(Self::render(prompt).split_whitespace().count())
+    }
+
+    fn render_prompt(&mut self, prompt: &Prompt) -> Result<String, EngineError> {
+        Ok(Self::render(prompt))
+    }
+
+    fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {
+        let rendered = Self::render(&request.prompt);
+        let prompt_tokens = rendered.split_whitespace().count();
+        let context_length = self.config.context_length;
+        let room = context_length.saturating_sub(prompt_tokens);
+        if prompt_tokens >= context_length || request.max_tokens.is_some_and(|m| m > room) {
+            let max_tokens = request.max_tokens.unwrap_or(0);
+            return Err(EngineError::ContextLength {
+                context_length,
+                prompt_tokens,
+                max_tokens,
+                requested: prompt_tokens + max_tokens,
+            });
+        }
+        let source = Self::echo_source(&request.prompt);
+        let stall = rendered.split_whitespace().find_map(|w| {
+            w.strip_prefix("__stall_ms=")
+                .and_then(|r| r.strip_suffix("__"))
+                .and_then(|n| n.parse::<u64>().ok())
+                .map(Duration::from_millis)
+        });
+        self.seqs.push(FakeSeq {
+            id,
+            words: source.split_whitespace().map(str::to_owned).collect(),
+            prompt_tokens,
+            max_tokens: request.max_tokens.unwrap_or(room).min(room),
+            stop: request.stop.into_iter().filter(|s| !s.is_empty()).collect(),
+            logprobs: request.logprobs,
+            generated: 0,
+            text: String::new(),
+            emitted: 0,
+            started: false,
+            cancelled: false,
+            fail_after_first: rendered.contains("__fail__"),
+            panic: rendered.contains("__panic__"),
+            stall,
+        });
+        Ok(())
+    }
+
+    fn free_slots(&self) -> usize {
+        self.config.max_running.saturating_sub(self.seqs.len())
+    }
+
+    fn has_work(&self) -> bool {
+        !self.seqs.is_empty()
+    }
+
+    fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
+        if self.seqs.is_empty() {
+            return Vec::new();
+        }
+        if !self.config.token_delay.is_zero() {
+            std::thread::sleep(self.config.token_delay);
+        }
+        let mut out = Vec::new();
+        let mut done = Vec::new();
+        for seq in &mut self.seqs {
+            if seq.panic {
+                panic!("fake engine: injected panic");
+            }
+            if let Some(stall) = seq.stall.take() {
+                std::thread::sleep(stall);
+            }
+            let (events, finished) = seq.step();
+            out.extend(events.into_iter().map(|e| (seq.id, e)));
+            if finished {
+                done.push(seq.id);
+            }
+        }
+        self.seqs.retain(|s| !done.contains(&s.id));
+        out
+    }
+
+    fn cancel(&mut self, id: SeqId) {
+        if let Some(seq) = self.seqs.iter_mut().find(|s| s.id == id) {
+            seq.cancelled = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{ChatMessage, SamplingParams};
+
+    fn request(text: &str, max_tokens: Option<usize>, stop: &[&str]) -> GenerateRequest {
+        GenerateRequest {
+            prompt: Prompt::Text(text.to_owned()),
+            sampling: SamplingParams::default(),
+            max_tokens,
+            stop: stop.iter().map(|s| s.to_string()).collect(),
+            logprobs: None,
+        }
+    }
+
+    fn run(engine: &mut FakeEngine, id: SeqId) -> (String, SeqEvent) {
+        let mut text = String::new();
+        loop {
+            for (sid, ev) in engine.step() {
+                assert_eq!(sid, id);
+                match ev {
+                    SeqEvent::Text { text: t, .. } => text.push_str(&t),
+                    SeqEvent::Started { .. } => {}
+                    other => return (text, other),
+                }
+            }
+        }
+    }
+
+    fn reason(ev: &SeqEvent) -> FinishReason {
+        match ev {
+            SeqEvent::Finished { reason, .. } => *reason,
+            other => panic!("not finished: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn echoes_the_prompt_then_stops_at_eos() {
+        let mut e = FakeEngine::new(FakeConfig::default());
+        e.add(1, request("Hello big world", None, &[])).unwrap();
+        let (text, end) = run(&mut e, 1);
+        assert_eq!(text, "Hello big world");
+        assert_eq!(reason(&end), FinishReason::Stop);
+        assert!(!e.has_work());
+    }
+
+    #[test]
+    fn max_tokens_ends_with_length() {
+        let mut e = FakeEngine::new(FakeConfig::default());
+        e.add(1, request("a b c d e", Some(2), &[])).unwrap();
+        let (text, end) = run(&mut e, 1);
+        assert_eq!(text, "a b");
+        assert_eq!(reason(&end), FinishReason::Length);
+        if let SeqEvent::Finished { usage, .. } = end {
+            assert_eq!(usage.completion_tokens, 2);
+            assert_eq!(usage.prompt_tokens, 5);
+        }
+    }
+
+    #[test]
+    fn stop_string_across_tokens_is_not_emitted() {
+        let mut e = FakeEngine::new(FakeConfig::default());
+        e.add(1, request("one two three four", None, &["o th"]))
+            .unwrap();
+        let (text, end) = run(&mut e, 1);
+        assert_eq!(text, "one tw");
+        assert_eq!(reason(&end), FinishReason::StopSequence);
+    }
+
+    #[test]
+    fn held_back_prefix_is_flushed_when_no_stop_matches() {
+        let mut e = FakeEngine::new(FakeConfig::default());
+        e.add(1, request("ab", None, &["bz"])).unwrap();
+        let (text, end) = run(&mut e, 1);
+        assert_eq!(text, "ab");
+        assert_eq!(reason(&end), FinishReason::Stop);
+    }
+
+    #[test]
+    fn prompt_over_context_is_rejected_with_numbers() {
+        let mut e = FakeEngine::new(FakeConfig {
+            context_length: 4,
+            ..FakeConfig::default()
+        });
+        let err = e.add(1, request("a b c", Some(5), &[])).unwrap_err();
+        assert_eq!(
+            err,
+            EngineError::ContextLength {
+                context_length: 4,
+                prompt_tokens: 3,
+                max_tokens: 5,
+                requested: 8
+            }
+        );
+    }
+
+    #[test]
+    fn cancel_finishes_on_next_step() {
+        let mut e = FakeEngine::new(FakeConfig::default());
+        e.add(7, request("a b c d", None, &[])).unwrap();
+        e.step();
+        e.cancel(7);
+        let events = e.step();
+        assert_eq!(reason(&events[0].1), FinishReason::Cancelled);
+        assert!(!e.has_work());
+    }
+
+    #[test]
+    fn chat_prompt_echoes_last_message_and_counts_rendered_words() {
+        let mut e = FakeEngine::new(FakeConfig::default());
+        let prompt = Prompt::Chat {
+            messages: vec![ChatMessage {
+                role: "user".into(),
+                content: "hi there".into(),
+                ..ChatMessage::default()
+            }],
+            tools: vec![],
+            add_generation_prompt: true,
+        };
+        assert_eq!(e.count_prompt_tokens(&prompt).unwrap(), 4);
+        let mut req = request("", None, &[]);
+        req.prompt = prompt;
+        req.logprobs = Some(2);
+        e.add(1, req).unwrap();
+        let events = e.step();
+        match &events[1].1 {
+            SeqEvent::Text { text, logprobs, .. } => {
+                assert_eq!(text, "hi");
+                assert_eq!(logprobs[0].top.len(), 2);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

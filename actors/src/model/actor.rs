@@ -1,1 +1,341 @@
-//! (work in progress)
+//! The `ModelActor`: owns the engine on its own thread and drives it one step per message.
+//!
+//! It runs in a `SyncContext` (`SyncArbiter::start(1, …)`) because MLX graphs must be built and
+//! evaluated on one thread; the engine is built inside the arbiter's factory, on that thread.
+//! Generation is driven by `Step` messages the actor sends itself while work remains, so `Submit`,
+//! `Cancel` and token counting interleave with a running generation instead of waiting for it.
+//!
+//! The HTTP side talks to it through a [`ModelHandle`]: admission to the bounded FIFO queue is
+//! decided there with atomics (a full queue answers at once, even during a long step), and each
+//! request gets a [`Generation`] that cancels its sequence when dropped (client disconnected).
+//! [`EngineHealth`] is shared memory the health endpoint reads without messaging the actor.
+//! The queue and scheduling logic is the plain [`Scheduler`], tested without an actor system.
+
+mod health;
+mod scheduler;
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+
+pub use health::{EngineHealth, HealthSnapshot};
+pub use scheduler::Scheduler;
+
+use crate::engine::{Engine, EngineError, GenerateRequest, Prompt, SeqEvent, SeqId};
+use scheduler::is_terminal;
+
+/// Builds the engine; called on the model thread (MLX needs that).
+pub type EngineFactory = Arc<dyn Fn() -> Result<Box<dyn Engine>, EngineError> + Send + Sync>;
+
+/// Why a request was not queued.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The waiting queue holds `capacity` requests already.
+    #[error("the server is busy: {capacity} requests are already waiting")]
+    QueueFull {
+        /// Configured queue size.
+        capacity: usize,
+    },
+    /// The engine is not loaded, failed or its thread is gone.
+    #[error("the model engine is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Engine state shared with the HTTP side; written by the model thread, read lock-free-ish.
+pub struct ModelActor {
+    engine: Option<Box<dyn Engine>>,
+    scheduler: Scheduler,
+    health: Arc<EngineHealth>,
+    step_pending: bool,
+}
+
+impl Actor for ModelActor {
+    type Context = SyncContext<Self>;
+}
+
+/// Queue a generation; its events arrive on `events` (ends with `Finished` or `Failed`).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Submit {
+    /// Sequence id, unique per handle.
+    pub id: SeqId,
+    /// What to generate.
+    pub request: GenerateRequest,
+    /// Where the events go; a closed receiver cancels the sequence.
+    pub events: UnboundedSender<SeqEvent>,
+}
+
+/// Stop a queued or running sequence.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cancel {
+    /// The sequence to stop.
+    pub id: SeqId,
+}
+
+/// Run one engine step (sent by the actor to itself while work remains).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Step;
+
+/// Count the tokens a prompt renders to.
+#[derive(Message)]
+#[rtype(result = "Result<usize, EngineError>")]
+pub struct CountTokens(pub Prompt);
+
+/// Render a prompt through the chat template.
+#[derive(Message)]
+#[rtype(result = "Result<String, EngineError>")]
+pub struct RenderPrompt(pub Prompt);
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_owned())
+}
+
+impl ModelActor {
+    /// Build the engine with `factory` (on the calling thread) and record the outcome in `health`.
+    pub fn load(factory: &EngineFactory, health: Arc<EngineHealth>) -> Self {
+        let engine = match catch_unwind(AssertUnwindSafe(|| factory())) {
+            Ok(Ok(engine)) => {
+                if let Ok(mut info) = health.info.lock() {
+                    *info = Some(engine.info());
+                }
+                health.loaded.store(true, Ordering::Release);
+                health.alive.store(true, Ordering::Release);
+                Some(engine)
+            }
+            Ok(Err(e)) => {
+                health.fail(format!("loading the model failed: {e}"));
+                None
+            }
+            Err(p) => {
+                health.fail(format!("loading the model panicked: {}", panic_text(&*p)));
+                None
+            }
+        };
+        health.beat();
+        Self {
+            engine,
+            scheduler: Scheduler::new(health.clone()),
+            health,
+            step_pending: false,
+        }
+    }
+
+    fn schedule_step(&mut self, ctx: &mut SyncContext<Self>) {
+        if !self.step_pending {
+            self.step_pending = true;
+            ctx.address().do_send(Step);
+        }
+    }
+
+    fn unavailable(&self) -> EngineError {
+        let why = self
+            .health
+            .failure
+            .lock()
+            .ok()
+            .and_then(|f| f.clone())
+            .unwrap_or_else(|| "engine not loaded".to_owned());
+        EngineError::Internal(why)
+    }
+}
+
+impl Handler<Submit> for ModelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Submit, ctx: &mut SyncContext<Self>) {
+        self.health.beat();
+        self.scheduler.push(msg.id, msg.request, msg.events);
+        if self.engine.is_none() {
+            self.scheduler.fail_all(self.unavailable());
+            return;
+        }
+        self.schedule_step(ctx);
+    }
+}
+
+impl Handler<Cancel> for ModelActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut SyncContext<Self>) {
+        self.health.beat();
+        if let Some(engine) = self.engine.as_deref_mut() {
+            self.scheduler.cancel(msg.id, engine);
+            self.schedule_step(ctx);
+        }
+    }
+}
+
+impl Handler<Step> for ModelActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Step, ctx: &mut SyncContext<Self>) {
+        self.step_pending = false;
+        let Some(engine) = self.engine.as_deref_mut() else {
+            return;
+        };
+        self.health
+            .step_started_ms
+            .store(self.health.now_ms() + 1, Ordering::Release);
+        let scheduler = &mut self.scheduler;
+        let outcome = catch_unwind(AssertUnwindSafe(|| scheduler.step(engine)));
+        self.health.step_started_ms.store(0, Ordering::Release);
+        self.health.beat();
+        match outcome {
+            Ok(true) => self.schedule_step(ctx),
+            Ok(false) => {}
+            Err(p) => {
+                // The engine's state is unknown after a panic: never step it again.
+                let why = format!("the engine panicked: {}", panic_text(&*p));
+                tracing::error!(%why, "model engine failed");
+                self.engine = None;
+                self.health.fail(why.clone());
+                self.scheduler.fail_all(EngineError::Internal(why));
+            }
+        }
+    }
+}
+
+impl Handler<CountTokens> for ModelActor {
+    type Result = Result<usize, EngineError>;
+
+    fn handle(&mut self, msg: CountTokens, _: &mut SyncContext<Self>) -> Self::Result {
+        match self.engine.as_deref_mut() {
+            Some(engine) => engine.count_prompt_tokens(&msg.0),
+            None => Err(self.unavailable()),
+        }
+    }
+}
+
+impl Handler<RenderPrompt> for ModelActor {
+    type Result = Result<String, EngineError>;
+
+    fn handle(&mut self, msg: RenderPrompt, _: &mut SyncContext<Self>) -> Self::Result {
+        match self.engine.as_deref_mut() {
+            Some(engine) => engine.render_prompt(&msg.0),
+            None => Err(self.unavailable()),
+        }
+    }
+}
+
+/// The HTTP side's handle on one running model actor. Cheap to clone.
+#[derive(Clone)]
+pub struct ModelHandle {
+    addr: Addr<ModelActor>,
+    health: Arc<EngineHealth>,
+    queue_capacity: usize,
+    next_id: Arc<AtomicU64>,
+}
+
+impl ModelHandle {
+    /// Start the model thread; the engine loads there in the background (see `health()`).
+    pub fn start(factory: EngineFactory, queue_capacity: usize) -> Self {
+        let health = Arc::new(EngineHealth::default());
+        let h = health.clone();
+        let addr = SyncArbiter::start(1, move || ModelActor::load(&factory, h.clone()));
+        Self {
+            addr,
+            health,
+            queue_capacity,
+            next_id: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// Shared engine state.
+    pub fn health(&self) -> &Arc<EngineHealth> {
+        &self.health
+    }
+
+    /// The actor's address, for messages not wrapped here.
+    pub fn addr(&self) -> &Addr<ModelActor> {
+        &self.addr
+    }
+
+    /// Queue a request without waiting for the model thread.
+    pub fn submit(&self, request: GenerateRequest) -> Result<Generation, SubmitError> {
+        // A failed engine (load error or panic) answers at once; a loading one queues requests.
+        if !self.health.alive.load(Ordering::Acquire) {
+            if let Some(why) = self.health.snapshot(Duration::MAX).failure {
+                return Err(SubmitError::Unavailable(why));
+            }
+        }
+        if !self.health.try_reserve(self.queue_capacity) {
+            return Err(SubmitError::QueueFull {
+                capacity: self.queue_capacity,
+            });
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = unbounded_channel();
+        let msg = Submit {
+            id,
+            request,
+            events: tx,
+        };
+        if self.addr.try_send(msg).is_err() {
+            self.health.release(1);
+            return Err(SubmitError::Unavailable("model thread is gone".to_owned()));
+        }
+        Ok(Generation {
+            id,
+            events: rx,
+            addr: self.addr.clone(),
+            done: false,
+        })
+    }
+
+    /// Count a prompt's tokens on the model thread.
+    pub async fn count_tokens(&self, prompt: Prompt) -> Result<usize, EngineError> {
+        self.addr
+            .send(CountTokens(prompt))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+    }
+
+    /// Render a prompt on the model thread.
+    pub async fn render_prompt(&self, prompt: Prompt) -> Result<String, EngineError> {
+        self.addr
+            .send(RenderPrompt(prompt))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+    }
+}
+
+/// One request's event stream; dropping it before the end cancels the sequence.
+pub struct Generation {
+    id: SeqId,
+    events: UnboundedReceiver<SeqEvent>,
+    addr: Addr<ModelActor>,
+    done: bool,
+}
+
+impl Generation {
+    /// Sequence id.
+    pub fn id(&self) -> SeqId {
+        self.id
+    }
+
+    /// The next event; `None` if the model thread went away without finishing the sequence.
+    pub async fn next(&mut self) -> Option<SeqEvent> {
+        let ev = self.events.recv().await;
+        if ev.as_ref().is_none_or(is_terminal) {
+            self.done = true;
+        }
+        ev
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        if !self.done {
+            self.addr.do_send(Cancel { id: self.id });
+        }
+    }
+}

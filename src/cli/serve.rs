@@ -1,0 +1,80 @@
+//! `mlx-serve serve`: load settings, pick the engine, run the server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use mlx_serve_actors::engine::Engine;
+use mlx_serve_actors::fake::{FakeConfig, FakeEngine};
+use mlx_serve_actors::model::actor::EngineFactory;
+
+use super::CliError;
+use crate::config::{Overrides, Settings};
+
+/// Builds the real engine's factory from the settings (wired by main.rs).
+pub type EngineLoader = fn(&Settings) -> EngineFactory;
+
+/// `serve` flags; they override `config.toml` and the environment.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: ./config.toml if present).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Address to bind (`server.host`).
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Port to bind (`server.port`).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// Model name or path (`model.name`).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Serve the deterministic fake engine (echoes the last message) instead of a model.
+    #[arg(long)]
+    pub fake: bool,
+    /// With --fake: milliseconds per generated token.
+    #[arg(long, default_value_t = 0)]
+    pub fake_token_delay_ms: u64,
+}
+
+/// A factory for the fake engine, configured from the settings.
+pub fn fake_factory(settings: &Settings, token_delay: Duration) -> EngineFactory {
+    let m = &settings.model;
+    let config = FakeConfig {
+        model_id: if m.id.is_empty() {
+            m.name.clone()
+        } else {
+            m.id.clone()
+        },
+        context_length: if m.context_length == 0 {
+            2048
+        } else {
+            m.context_length
+        },
+        token_delay,
+        max_running: 1,
+    };
+    Arc::new(move || Ok(Box::new(FakeEngine::new(config.clone())) as Box<dyn Engine>))
+}
+
+/// Run the server until SIGTERM/ctrl-c or a fatal engine failure.
+pub fn run(args: ServeArgs, real: Option<EngineLoader>) -> Result<(), CliError> {
+    let settings = Settings::load(&Overrides {
+        config: args.config,
+        host: args.host,
+        port: args.port,
+        model: args.model,
+    })?;
+    crate::logging::init(&settings.logging);
+    let factory = if args.fake {
+        fake_factory(&settings, Duration::from_millis(args.fake_token_delay_ms))
+    } else {
+        match real {
+            Some(load) => load(&settings),
+            None => return Err(CliError::NoEngine),
+        }
+    };
+    crate::server::run_server(settings, factory)?;
+    Ok(())
+}

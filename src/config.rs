@@ -1,0 +1,483 @@
+//! `Settings`: one typed struct loaded from `config.toml`, `MLX_SERVE__SECTION__KEY` environment
+//! variables and CLI flags (in rising precedence), validated once at start-up.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything the server is configured with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// HTTP server and request handling.
+    pub server: ServerSettings,
+    /// The model and its defaults.
+    pub model: ModelSettings,
+    /// Log output.
+    pub logging: LoggingSettings,
+}
+
+/// What to do when the engine thread dies or wedges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineFailurePolicy {
+    /// Load a fresh engine (up to `max_engine_restarts` times), then exit.
+    Restart,
+    /// Stop the server with a non-zero exit code.
+    Exit,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one.
+    pub port: u16,
+    /// Accepted API keys; empty disables authentication.
+    pub api_keys: Vec<String>,
+    /// Largest accepted request body, bytes.
+    pub body_limit: usize,
+    /// Requests that may wait for the engine before new ones get 429.
+    pub queue_size: usize,
+    /// Seconds a client is told to wait (`Retry-After`) when the queue is full.
+    pub retry_after_s: u64,
+    /// Longest a single generation may take, seconds.
+    pub request_timeout_s: u64,
+    /// Seconds between SSE keep-alive comments while waiting for the first token.
+    pub keep_alive_s: f64,
+    /// Seconds in-flight requests get to finish after SIGTERM/ctrl-c.
+    pub shutdown_grace_s: u64,
+    /// Origins allowed by CORS; `*` allows all; empty disables CORS headers.
+    pub cors_origins: Vec<String>,
+    /// HTTP worker threads.
+    pub workers: usize,
+    /// A single engine step longer than this many seconds means the engine is wedged.
+    pub engine_wedge_timeout_s: f64,
+    /// What to do when the engine dies or wedges.
+    pub on_engine_failure: EngineFailurePolicy,
+    /// Restarts allowed before giving up and exiting.
+    pub max_engine_restarts: u32,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            port: 8080,
+            api_keys: Vec::new(),
+            body_limit: 4 * 1024 * 1024,
+            queue_size: 64,
+            retry_after_s: 1,
+            request_timeout_s: 600,
+            keep_alive_s: 5.0,
+            shutdown_grace_s: 10,
+            cors_origins: Vec::new(),
+            workers: 2,
+            engine_wedge_timeout_s: 120.0,
+            on_engine_failure: EngineFailurePolicy::Restart,
+            max_engine_restarts: 3,
+        }
+    }
+}
+
+/// Default sampling for requests that leave a value out.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SamplingDefaults {
+    /// Temperature; 0 is greedy.
+    pub temperature: f32,
+    /// Nucleus mass.
+    pub top_p: f32,
+    /// Top-k; 0 disables.
+    pub top_k: usize,
+    /// Min-p; 0 disables.
+    pub min_p: f32,
+    /// Repetition penalty; 1 disables.
+    pub repetition_penalty: f32,
+}
+
+impl Default for SamplingDefaults {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            min_p: 0.0,
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSettings {
+    /// Catalog name or path of the model to load.
+    pub name: String,
+    /// Id served under `/v1/models`; empty uses the engine's id.
+    pub id: String,
+    /// Other ids accepted in the `model` field.
+    pub aliases: Vec<String>,
+    /// Compute dtype: `auto`, `float32`, `float16` or `bfloat16`.
+    pub dtype: String,
+    /// Context length; 0 uses the model's own.
+    pub context_length: usize,
+    /// Prompt tokens per prefill step.
+    pub prefill_chunk: usize,
+    /// `max_tokens` for chat requests that do not set it; 0 means up to the context.
+    pub default_max_tokens: usize,
+    /// Default sampling.
+    pub sampling: SamplingDefaults,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self {
+            name: "SmolLM2-135M-Instruct".to_owned(),
+            id: String::new(),
+            aliases: Vec::new(),
+            dtype: "auto".to_owned(),
+            context_length: 0,
+            prefill_chunk: 512,
+            default_max_tokens: 0,
+            sampling: SamplingDefaults::default(),
+        }
+    }
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoggingSettings {
+    /// `EnvFilter` directive (`info`, `mlx_serve=debug,…`); `RUST_LOG` wins when set.
+    pub level: String,
+    /// One JSON object per line instead of text.
+    pub json: bool,
+    /// Log prompt and completion text (off: only counts are logged).
+    pub log_prompts: bool,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            level: "info".to_owned(),
+            json: false,
+            log_prompts: false,
+        }
+    }
+}
+
+/// Why the configuration was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an override could not be read or has the wrong type.
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    /// A value is outside its accepted range.
+    #[error("configuration: `{key}` = {value} is invalid: expected {expected}")]
+    Invalid {
+        /// Dotted key (`server.port`).
+        key: &'static str,
+        /// The rejected value.
+        value: String,
+        /// The accepted range.
+        expected: &'static str,
+    },
+}
+
+/// Values from the command line that override the file and the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--config`: file to read; when unset, `config.toml` is read if present.
+    pub config: Option<PathBuf>,
+    /// `--host`.
+    pub host: Option<String>,
+    /// `--port`.
+    pub port: Option<u16>,
+    /// `--model`.
+    pub model: Option<String>,
+}
+
+/// Environment variable prefix; `MLX_SERVE__SERVER__PORT=9000` sets `server.port`.
+pub const ENV_PREFIX: &str = "MLX_SERVE";
+
+impl Settings {
+    /// Load file, environment and overrides, then validate.
+    pub fn load(overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (path, required) = match &overrides.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from("config.toml"), false),
+        };
+        Self::load_from(&path, required, overrides)
+    }
+
+    fn load_from(path: &Path, required: bool, o: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, required, o, None)
+    }
+
+    /// `env`: the variables to read instead of the process environment (tests).
+    fn load_with_env(
+        path: &Path,
+        required: bool,
+        o: &Overrides,
+        env: Option<config::Map<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let file = config::File::from(path)
+            .format(config::FileFormat::Toml)
+            .required(required);
+        let env = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .list_separator(",")
+            .with_list_parse_key("server.api_keys")
+            .with_list_parse_key("server.cors_origins")
+            .with_list_parse_key("model.aliases")
+            .source(env);
+        let mut builder = config::Config::builder().add_source(file).add_source(env);
+        if let Some(h) = &o.host {
+            builder = builder.set_override("server.host", h.as_str())?;
+        }
+        if let Some(p) = o.port {
+            builder = builder.set_override("server.port", p)?;
+        }
+        if let Some(m) = &o.model {
+            builder = builder.set_override("model.name", m.as_str())?;
+        }
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Reject values outside their ranges, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        fn check(
+            ok: bool,
+            key: &'static str,
+            value: impl ToString,
+            expected: &'static str,
+        ) -> Result<(), ConfigError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(ConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    expected,
+                })
+            }
+        }
+        let s = &self.server;
+        check(
+            !s.host.is_empty(),
+            "server.host",
+            "\"\"",
+            "a host name or IP address",
+        )?;
+        check(
+            (1024..=1 << 30).contains(&s.body_limit),
+            "server.body_limit",
+            s.body_limit,
+            "1024 ..= 1073741824 bytes",
+        )?;
+        check(
+            (1..=100_000).contains(&s.queue_size),
+            "server.queue_size",
+            s.queue_size,
+            "1 ..= 100000",
+        )?;
+        check(
+            (1..=3600).contains(&s.retry_after_s),
+            "server.retry_after_s",
+            s.retry_after_s,
+            "1 ..= 3600",
+        )?;
+        check(
+            (1..=86_400).contains(&s.request_timeout_s),
+            "server.request_timeout_s",
+            s.request_timeout_s,
+            "1 ..= 86400",
+        )?;
+        check(
+            s.keep_alive_s > 0.0 && s.keep_alive_s <= 300.0,
+            "server.keep_alive_s",
+            s.keep_alive_s,
+            "0 < seconds <= 300",
+        )?;
+        check(
+            s.shutdown_grace_s <= 3600,
+            "server.shutdown_grace_s",
+            s.shutdown_grace_s,
+            "0 ..= 3600",
+        )?;
+        check(
+            (1..=64).contains(&s.workers),
+            "server.workers",
+            s.workers,
+            "1 ..= 64",
+        )?;
+        check(
+            s.engine_wedge_timeout_s > 0.0 && s.engine_wedge_timeout_s <= 86_400.0,
+            "server.engine_wedge_timeout_s",
+            s.engine_wedge_timeout_s,
+            "0 < seconds <= 86400",
+        )?;
+        check(
+            s.api_keys.iter().all(|k| !k.is_empty()),
+            "server.api_keys",
+            "\"\"",
+            "non-empty keys",
+        )?;
+        let m = &self.model;
+        check(
+            !m.name.is_empty(),
+            "model.name",
+            "\"\"",
+            "a catalog name or a path",
+        )?;
+        check(
+            ["auto", "float32", "float16", "bfloat16"].contains(&m.dtype.as_str()),
+            "model.dtype",
+            &m.dtype,
+            "one of auto, float32, float16, bfloat16",
+        )?;
+        check(
+            m.context_length <= 1 << 24,
+            "model.context_length",
+            m.context_length,
+            "0 (the model's own) ..= 16777216",
+        )?;
+        check(
+            (1..=65_536).contains(&m.prefill_chunk),
+            "model.prefill_chunk",
+            m.prefill_chunk,
+            "1 ..= 65536",
+        )?;
+        let d = &m.sampling;
+        check(
+            (0.0..=2.0).contains(&d.temperature),
+            "model.sampling.temperature",
+            d.temperature,
+            "0 ..= 2",
+        )?;
+        check(
+            d.top_p > 0.0 && d.top_p <= 1.0,
+            "model.sampling.top_p",
+            d.top_p,
+            "0 < top_p <= 1",
+        )?;
+        check(
+            (0.0..=1.0).contains(&d.min_p),
+            "model.sampling.min_p",
+            d.min_p,
+            "0 ..= 1",
+        )?;
+        check(
+            d.repetition_penalty > 0.0 && d.repetition_penalty <= 10.0,
+            "model.sampling.repetition_penalty",
+            d.repetition_penalty,
+            "0 < value <= 10",
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load(path: &Path, o: &Overrides) -> Result<Settings, ConfigError> {
+        Settings::load_with_env(path, true, o, Some(config::Map::new()))
+    }
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new()
+            .suffix(".toml")
+            .tempfile()
+            .expect("temp file");
+        f.write_all(text.as_bytes()).expect("write");
+        f
+    }
+
+    #[test]
+    fn shipped_config_toml_matches_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml");
+        let s = load(&path, &Overrides::default()).expect("loads");
+        assert_eq!(s, Settings::default());
+    }
+
+    #[test]
+    fn file_values_and_cli_overrides_apply_in_order() {
+        let f = file("[server]\nport = 9001\nhost = \"0.0.0.0\"\n[model]\nname = \"a\"\n");
+        let o = Overrides {
+            port: Some(9002),
+            ..Overrides::default()
+        };
+        let s = load(f.path(), &o).expect("loads");
+        assert_eq!(s.server.port, 9002);
+        assert_eq!(s.server.host, "0.0.0.0");
+        assert_eq!(s.model.name, "a");
+    }
+
+    #[test]
+    fn environment_overrides_file_and_cli_overrides_environment() {
+        let f = file("[server]\nport = 9001\nqueue_size = 5\n");
+        let env: config::Map<String, String> = [
+            ("MLX_SERVE__SERVER__PORT", "9100"),
+            ("MLX_SERVE__SERVER__QUEUE_SIZE", "7"),
+            ("MLX_SERVE__SERVER__API_KEYS", "k1,k2"),
+            ("MLX_SERVE__LOGGING__JSON", "true"),
+            ("MLX_SERVE__MODEL__SAMPLING__TEMPERATURE", "0.5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let o = Overrides {
+            port: Some(9200),
+            ..Overrides::default()
+        };
+        let s = Settings::load_with_env(f.path(), true, &o, Some(env)).expect("loads");
+        assert_eq!(s.server.port, 9200);
+        assert_eq!(s.server.queue_size, 7);
+        assert_eq!(s.server.api_keys, vec!["k1", "k2"]);
+        assert!(s.logging.json);
+        assert_eq!(s.model.sampling.temperature, 0.5);
+    }
+
+    #[test]
+    fn out_of_range_value_names_key_and_range() {
+        let f = file("[server]\nqueue_size = 0\n");
+        let err = load(f.path(), &Overrides::default()).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("server.queue_size"), "{msg}");
+        assert!(msg.contains("1 ..= 100000"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let f = file("[server]\nport = \"many\"\n");
+        let err = load(f.path(), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let f = file("[server]\nprot = 1\n");
+        let err = load(f.path(), &Overrides::default()).unwrap_err();
+        assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn bad_dtype_lists_accepted_values() {
+        let mut s = Settings::default();
+        s.model.dtype = "int3".into();
+        let msg = s.validate().unwrap_err().to_string();
+        assert!(
+            msg.contains("model.dtype") && msg.contains("bfloat16"),
+            "{msg}"
+        );
+    }
+}

@@ -1,0 +1,563 @@
+//! `POST /v1/chat/completions` wire types and their normalization into a `GenerateRequest`.
+
+use mlx_serve_actors::engine::{ChatMessage, GenerateRequest, Prompt, TokenLogprob, ToolCall};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::common::{check_max_tokens, check_n, SamplingInput, StopSpec, StreamOptions, UsageOut};
+use crate::config::ModelSettings;
+use crate::error::ApiError;
+
+/// The request body. Unknown fields are ignored, as OpenAI's servers do.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatCompletionRequest {
+    /// Model id.
+    pub model: String,
+    /// The conversation.
+    pub messages: Vec<ChatMessageIn>,
+    /// Legacy name of `max_completion_tokens`.
+    #[serde(default)]
+    pub max_tokens: Option<i64>,
+    /// Upper bound on generated tokens.
+    #[serde(default)]
+    pub max_completion_tokens: Option<i64>,
+    /// Sampling temperature, 0..=2.
+    #[serde(default)]
+    pub temperature: Option<f32>,
+    /// Nucleus sampling mass.
+    #[serde(default)]
+    pub top_p: Option<f32>,
+    /// Top-k (extension).
+    #[serde(default)]
+    pub top_k: Option<i64>,
+    /// Min-p (extension).
+    #[serde(default)]
+    pub min_p: Option<f32>,
+    /// Sampling seed.
+    #[serde(default)]
+    pub seed: Option<i64>,
+    /// Stop strings.
+    #[serde(default)]
+    pub stop: Option<StopSpec>,
+    /// Presence penalty, -2..=2.
+    #[serde(default)]
+    pub presence_penalty: Option<f32>,
+    /// Frequency penalty, -2..=2.
+    #[serde(default)]
+    pub frequency_penalty: Option<f32>,
+    /// Repetition penalty (extension).
+    #[serde(default)]
+    pub repetition_penalty: Option<f32>,
+    /// Return logprobs of the output tokens.
+    #[serde(default)]
+    pub logprobs: Option<bool>,
+    /// Alternatives per position, 0..=20 (needs `logprobs`).
+    #[serde(default)]
+    pub top_logprobs: Option<i64>,
+    /// Choices to generate; only 1.
+    #[serde(default)]
+    pub n: Option<i64>,
+    /// End-user id (logged, not used).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Stream chunks over SSE.
+    #[serde(default)]
+    pub stream: Option<bool>,
+    /// Streaming options.
+    #[serde(default)]
+    pub stream_options: Option<StreamOptions>,
+    /// Tool definitions, rendered into the prompt.
+    #[serde(default)]
+    pub tools: Option<Vec<Value>>,
+    /// `none`, `auto`, `required` or a named function.
+    #[serde(default)]
+    pub tool_choice: Option<Value>,
+}
+
+/// One message of the request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatMessageIn {
+    /// `system`, `developer`, `user`, `assistant` or `tool`.
+    pub role: String,
+    /// A string or an array of content parts.
+    #[serde(default)]
+    pub content: Option<MessageContent>,
+    /// Participant name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Calls made by an assistant turn.
+    #[serde(default)]
+    pub tool_calls: Option<Vec<ToolCallIn>>,
+    /// The call a `tool` message answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+}
+
+/// `content`: a string or parts.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum MessageContent {
+    /// Plain text.
+    Text(String),
+    /// Content parts; only `text` parts are supported.
+    Parts(Vec<ContentPart>),
+}
+
+/// One content part.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ContentPart {
+    /// Part type (`text`, `image_url`, …).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Text of a `text` part.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+/// A tool call in an assistant message of the request.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ToolCallIn {
+    /// Call id.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The function called.
+    pub function: FunctionCallIn,
+}
+
+/// `function` of a tool call.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FunctionCallIn {
+    /// Function name.
+    pub name: String,
+    /// Arguments as JSON text.
+    #[serde(default)]
+    pub arguments: String,
+}
+
+const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+
+fn content_text(i: usize, content: Option<MessageContent>) -> Result<String, ApiError> {
+    match content {
+        None => Ok(String::new()),
+        Some(MessageContent::Text(t)) => Ok(t),
+        Some(MessageContent::Parts(parts)) => {
+            let mut out = String::new();
+            for (j, part) in parts.into_iter().enumerate() {
+                if part.kind != "text" {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].content[{j}].type"),
+                        format!(
+                            "content part type `{}` is not supported; only `text` is",
+                            part.kind
+                        ),
+                    ));
+                }
+                let Some(text) = part.text else {
+                    return Err(ApiError::invalid(
+                        format!("messages[{i}].content[{j}].text"),
+                        "a text content part needs `text`",
+                    ));
+                };
+                out.push_str(&text);
+            }
+            Ok(out)
+        }
+    }
+}
+
+impl ChatCompletionRequest {
+    /// True when the client asked for SSE.
+    pub fn streaming(&self) -> bool {
+        self.stream.unwrap_or(false)
+    }
+
+    /// True when the client asked for the usage chunk.
+    pub fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
+    }
+
+    /// Validate every field and build the engine request.
+    pub fn normalize(&self, model: &ModelSettings) -> Result<GenerateRequest, ApiError> {
+        check_n("n", self.n)?;
+        if self.messages.is_empty() {
+            return Err(ApiError::invalid("messages", "messages must not be empty"));
+        }
+        let mut messages = Vec::with_capacity(self.messages.len());
+        for (i, m) in self.messages.iter().enumerate() {
+            if !ROLES.contains(&m.role.as_str()) {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].role"),
+                    format!(
+                        "invalid role `{}`: expected one of system, developer, user, assistant, tool",
+                        m.role
+                    ),
+                ));
+            }
+            let tool_calls = m
+                .tool_calls
+                .iter()
+                .flatten()
+                .enumerate()
+                .map(|(k, c)| ToolCall {
+                    id: c.id.clone().unwrap_or_else(|| format!("call_{i}_{k}")),
+                    name: c.function.name.clone(),
+                    arguments: c.function.arguments.clone(),
+                })
+                .collect::<Vec<_>>();
+            if m.content.is_none() && tool_calls.is_empty() && m.role != "assistant" {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].content"),
+                    format!("messages[{i}] with role `{}` needs `content`", m.role),
+                ));
+            }
+            // `developer` is OpenAI's newer name for `system`; chat templates only know `system`.
+            let role = if m.role == "developer" {
+                "system"
+            } else {
+                m.role.as_str()
+            };
+            messages.push(ChatMessage {
+                role: role.to_owned(),
+                content: content_text(i, m.content.clone())?,
+                tool_calls,
+                tool_call_id: m.tool_call_id.clone(),
+                name: m.name.clone(),
+            });
+        }
+        let tools_off = matches!(&self.tool_choice, Some(Value::String(s)) if s == "none");
+        let mut tools = Vec::new();
+        for (i, t) in self.tools.iter().flatten().enumerate() {
+            if t.get("function")
+                .and_then(|f| f.get("name"))
+                .and_then(Value::as_str)
+                .is_none()
+            {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].function.name"),
+                    "each tool needs `function.name`",
+                ));
+            }
+            if !tools_off {
+                tools.push(t.clone());
+            }
+        }
+        let max_tokens =
+            match check_max_tokens("max_completion_tokens", self.max_completion_tokens)? {
+                Some(m) => Some(m),
+                None => check_max_tokens("max_tokens", self.max_tokens)?,
+            };
+        let max_tokens =
+            max_tokens.or((model.default_max_tokens > 0).then_some(model.default_max_tokens));
+        let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
+            (_, Some(k)) if !(0..=20).contains(&k) => {
+                return Err(ApiError::invalid(
+                    "top_logprobs",
+                    format!("top_logprobs must be between 0 and 20, got {k}"),
+                ))
+            }
+            (false, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "top_logprobs",
+                    "top_logprobs needs `logprobs: true`",
+                ))
+            }
+            (true, k) => Some(k.unwrap_or(0) as usize),
+            (false, None) => None,
+        };
+        let sampling = SamplingInput {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            min_p: self.min_p,
+            seed: self.seed,
+            presence_penalty: self.presence_penalty,
+            frequency_penalty: self.frequency_penalty,
+            repetition_penalty: self.repetition_penalty,
+        }
+        .resolve(&model.sampling)?;
+        Ok(GenerateRequest {
+            prompt: Prompt::Chat {
+                messages,
+                tools,
+                add_generation_prompt: true,
+            },
+            sampling,
+            max_tokens,
+            stop: StopSpec::into_list(self.stop.clone())?,
+            logprobs,
+        })
+    }
+}
+
+/// A tool call in a response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallOut {
+    /// Call id.
+    pub id: String,
+    /// Always `function`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The call.
+    pub function: FunctionOut,
+}
+
+/// `function` of a response tool call.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionOut {
+    /// Function name.
+    pub name: String,
+    /// Arguments as JSON text.
+    pub arguments: String,
+}
+
+/// The assistant message of a non-streamed choice.
+#[derive(Debug, Clone, Serialize)]
+pub struct AssistantMessage {
+    /// Always `assistant`.
+    pub role: &'static str,
+    /// Generated text (null when the turn only calls tools).
+    pub content: Option<String>,
+    /// Refusals are never generated here.
+    pub refusal: Option<String>,
+    /// Tool calls, when the tool parser found some.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallOut>,
+}
+
+/// One alternative token in `top_logprobs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopLogprob {
+    /// Token text.
+    pub token: String,
+    /// Natural-log probability.
+    pub logprob: f32,
+    /// UTF-8 bytes of the token.
+    pub bytes: Vec<u8>,
+}
+
+/// Logprob of one generated token.
+#[derive(Debug, Clone, Serialize)]
+pub struct TokenLogprobOut {
+    /// Token text.
+    pub token: String,
+    /// Natural-log probability.
+    pub logprob: f32,
+    /// UTF-8 bytes of the token.
+    pub bytes: Vec<u8>,
+    /// Most likely alternatives.
+    pub top_logprobs: Vec<TopLogprob>,
+}
+
+/// `choices[].logprobs`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatLogprobs {
+    /// One entry per generated token.
+    pub content: Vec<TokenLogprobOut>,
+    /// Never generated here.
+    pub refusal: Option<Vec<TokenLogprobOut>>,
+}
+
+impl ChatLogprobs {
+    /// Convert engine logprobs.
+    pub fn from_engine(lps: &[TokenLogprob]) -> Self {
+        Self {
+            content: lps
+                .iter()
+                .map(|lp| TokenLogprobOut {
+                    token: lp.token.clone(),
+                    logprob: lp.logprob,
+                    bytes: lp.bytes.clone(),
+                    top_logprobs: lp
+                        .top
+                        .iter()
+                        .map(|(token, bytes, logprob)| TopLogprob {
+                            token: token.clone(),
+                            logprob: *logprob,
+                            bytes: bytes.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            refusal: None,
+        }
+    }
+}
+
+/// One choice of a non-streamed response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatChoice {
+    /// Always 0.
+    pub index: usize,
+    /// The answer.
+    pub message: AssistantMessage,
+    /// Logprobs when requested.
+    pub logprobs: Option<ChatLogprobs>,
+    /// `stop`, `length` or `tool_calls`.
+    pub finish_reason: &'static str,
+}
+
+/// The non-streamed response.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatCompletion {
+    /// `chatcmpl-…`.
+    pub id: String,
+    /// Always `chat.completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model id.
+    pub model: String,
+    /// Build fingerprint.
+    pub system_fingerprint: String,
+    /// One choice.
+    pub choices: Vec<ChatChoice>,
+    /// Token counts.
+    pub usage: UsageOut,
+}
+
+/// A tool call fragment in a streamed delta.
+#[derive(Debug, Clone, Serialize)]
+pub struct ToolCallDelta {
+    /// Which call this fragment belongs to.
+    pub index: usize,
+    /// Call id, in the first fragment only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `function`, in the first fragment only.
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    /// Name (first fragment) and argument text.
+    pub function: FunctionDelta,
+}
+
+/// `function` of a tool-call delta.
+#[derive(Debug, Clone, Serialize)]
+pub struct FunctionDelta {
+    /// Function name, in the first fragment only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Argument text fragment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arguments: Option<String>,
+}
+
+/// `delta` of a streamed choice.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Delta {
+    /// `assistant`, in the first chunk only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<&'static str>,
+    /// Text fragment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// Tool-call fragments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCallDelta>,
+}
+
+/// One choice of a chunk.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChunkChoice {
+    /// Always 0.
+    pub index: usize,
+    /// What changed.
+    pub delta: Delta,
+    /// Logprobs of the tokens in this delta.
+    pub logprobs: Option<ChatLogprobs>,
+    /// Set in the last content chunk.
+    pub finish_reason: Option<&'static str>,
+}
+
+/// A streamed chunk.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatCompletionChunk {
+    /// Same id in every chunk of a response.
+    pub id: String,
+    /// Always `chat.completion.chunk`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model id.
+    pub model: String,
+    /// Build fingerprint.
+    pub system_fingerprint: String,
+    /// One choice, or none in the usage chunk.
+    pub choices: Vec<ChunkChoice>,
+    /// Only in the usage chunk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageOut>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(v: Value) -> ChatCompletionRequest {
+        serde_json::from_value(v).expect("parses")
+    }
+
+    #[test]
+    fn text_parts_are_joined_and_unknown_fields_ignored() {
+        let r = parse(serde_json::json!({
+            "model": "m", "whatever": 1,
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]
+        }));
+        let g = r.normalize(&ModelSettings::default()).unwrap();
+        let Prompt::Chat { messages, .. } = g.prompt else {
+            panic!("chat")
+        };
+        assert_eq!(messages[0].content, "ab");
+    }
+
+    #[test]
+    fn developer_role_becomes_system() {
+        let r = parse(
+            serde_json::json!({"model": "m", "messages": [{"role": "developer", "content": "be brief"}, {"role": "user", "content": "x"}]}),
+        );
+        let g = r.normalize(&ModelSettings::default()).unwrap();
+        let Prompt::Chat { messages, .. } = g.prompt else {
+            panic!("chat")
+        };
+        assert_eq!(messages[0].role, "system");
+    }
+
+    #[test]
+    fn bad_role_names_the_message() {
+        let r = parse(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "x"}, {"role": "robot", "content": "y"}]}),
+        );
+        let e = r.normalize(&ModelSettings::default()).unwrap_err();
+        assert!(
+            matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[1].role")
+        );
+    }
+
+    #[test]
+    fn max_completion_tokens_wins_and_logprobs_need_flag() {
+        let r = parse(
+            serde_json::json!({"model": "m", "max_tokens": 5, "max_completion_tokens": 7,
+            "logprobs": true, "top_logprobs": 3, "messages": [{"role": "user", "content": "x"}]}),
+        );
+        let g = r.normalize(&ModelSettings::default()).unwrap();
+        assert_eq!(g.max_tokens, Some(7));
+        assert_eq!(g.logprobs, Some(3));
+        let r = parse(
+            serde_json::json!({"model": "m", "top_logprobs": 3, "messages": [{"role": "user", "content": "x"}]}),
+        );
+        assert!(r.normalize(&ModelSettings::default()).is_err());
+    }
+
+    #[test]
+    fn image_parts_are_rejected_with_their_path() {
+        let r = parse(
+            serde_json::json!({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}),
+        );
+        let e = r.normalize(&ModelSettings::default()).unwrap_err();
+        assert!(
+            matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[0].content[0].type")
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! Pieces shared by the chat and completions APIs: stop lists, usage, sampling validation.
+
+use mlx_serve_actors::engine::{FinishReason, SamplingParams, Usage};
+use serde::{Deserialize, Serialize};
+
+use crate::config::SamplingDefaults;
+use crate::error::ApiError;
+
+/// `stop`: one string or a list.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum StopSpec {
+    /// A single stop string.
+    One(String),
+    /// Several stop strings.
+    Many(Vec<String>),
+}
+
+/// Most stop strings accepted (OpenAI allows 4; a few more cost nothing here).
+pub const MAX_STOP: usize = 16;
+
+impl StopSpec {
+    /// Non-empty stop strings, validated.
+    pub fn into_list(spec: Option<StopSpec>) -> Result<Vec<String>, ApiError> {
+        let list = match spec {
+            None => Vec::new(),
+            Some(StopSpec::One(s)) => vec![s],
+            Some(StopSpec::Many(v)) => v,
+        };
+        if list.len() > MAX_STOP {
+            return Err(ApiError::invalid(
+                "stop",
+                format!(
+                    "stop accepts at most {MAX_STOP} strings, got {}",
+                    list.len()
+                ),
+            ));
+        }
+        Ok(list.into_iter().filter(|s| !s.is_empty()).collect())
+    }
+}
+
+/// `stream_options`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptions {
+    /// Send a final chunk with `usage` and empty `choices` before `[DONE]`.
+    #[serde(default)]
+    pub include_usage: Option<bool>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct PromptTokensDetails {
+    /// Prompt tokens served from the prefix cache.
+    pub cached_tokens: usize,
+}
+
+/// `usage`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct UsageOut {
+    /// Tokens in the prompt.
+    pub prompt_tokens: usize,
+    /// Tokens generated.
+    pub completion_tokens: usize,
+    /// Sum of the two.
+    pub total_tokens: usize,
+    /// Cache detail.
+    pub prompt_tokens_details: PromptTokensDetails,
+}
+
+impl From<Usage> for UsageOut {
+    fn from(u: Usage) -> Self {
+        Self {
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            total_tokens: u.prompt_tokens + u.completion_tokens,
+            prompt_tokens_details: PromptTokensDetails {
+                cached_tokens: u.cached_tokens,
+            },
+        }
+    }
+}
+
+/// Add one prompt's usage to a running total (completions with several prompts).
+pub fn add_usage(total: &mut Usage, u: &Usage) {
+    total.prompt_tokens += u.prompt_tokens;
+    total.cached_tokens += u.cached_tokens;
+    total.completion_tokens += u.completion_tokens;
+}
+
+/// OpenAI's `finish_reason` string.
+pub fn finish_reason(reason: FinishReason, tool_calls: bool) -> &'static str {
+    match reason {
+        _ if tool_calls => "tool_calls",
+        FinishReason::Length => "length",
+        FinishReason::Stop | FinishReason::StopSequence | FinishReason::Cancelled => "stop",
+    }
+}
+
+/// Sampling fields as a request carries them (all optional).
+#[derive(Debug, Clone, Default)]
+pub struct SamplingInput {
+    /// `temperature`.
+    pub temperature: Option<f32>,
+    /// `top_p`.
+    pub top_p: Option<f32>,
+    /// `top_k`.
+    pub top_k: Option<i64>,
+    /// `min_p`.
+    pub min_p: Option<f32>,
+    /// `seed`.
+    pub seed: Option<i64>,
+    /// `presence_penalty`.
+    pub presence_penalty: Option<f32>,
+    /// `frequency_penalty`.
+    pub frequency_penalty: Option<f32>,
+    /// `repetition_penalty`.
+    pub repetition_penalty: Option<f32>,
+}
+
+fn in_range(name: &str, v: f32, ok: bool, range: &str) -> Result<f32, ApiError> {
+    if ok && v.is_finite() {
+        Ok(v)
+    } else {
+        Err(ApiError::invalid(
+            name,
+            format!("{name} must be {range}, got {v}"),
+        ))
+    }
+}
+
+impl SamplingInput {
+    /// Validate ranges and fill defaults.
+    pub fn resolve(&self, d: &SamplingDefaults) -> Result<SamplingParams, ApiError> {
+        let t = self.temperature.unwrap_or(d.temperature);
+        let temperature = in_range(
+            "temperature",
+            t,
+            (0.0..=2.0).contains(&t),
+            "between 0 and 2",
+        )?;
+        let p = self.top_p.unwrap_or(d.top_p);
+        let top_p = in_range(
+            "top_p",
+            p,
+            p > 0.0 && p <= 1.0,
+            "greater than 0 and at most 1",
+        )?;
+        let min_p = self.min_p.unwrap_or(d.min_p);
+        let min_p = in_range(
+            "min_p",
+            min_p,
+            (0.0..=1.0).contains(&min_p),
+            "between 0 and 1",
+        )?;
+        let top_k = match self.top_k {
+            None => d.top_k,
+            // OpenAI-compatible servers commonly send -1 for "disabled".
+            Some(k) if k <= 0 => 0,
+            Some(k) => {
+                usize::try_from(k).map_err(|_| ApiError::invalid("top_k", "top_k is too large"))?
+            }
+        };
+        let pp = self.presence_penalty.unwrap_or(0.0);
+        let presence_penalty = in_range(
+            "presence_penalty",
+            pp,
+            (-2.0..=2.0).contains(&pp),
+            "between -2 and 2",
+        )?;
+        let fp = self.frequency_penalty.unwrap_or(0.0);
+        let frequency_penalty = in_range(
+            "frequency_penalty",
+            fp,
+            (-2.0..=2.0).contains(&fp),
+            "between -2 and 2",
+        )?;
+        let rp = self.repetition_penalty.unwrap_or(d.repetition_penalty);
+        let repetition_penalty = in_range(
+            "repetition_penalty",
+            rp,
+            rp > 0.0 && rp <= 10.0,
+            "greater than 0 and at most 10",
+        )?;
+        Ok(SamplingParams {
+            temperature,
+            top_p,
+            top_k,
+            min_p,
+            repetition_penalty,
+            presence_penalty,
+            frequency_penalty,
+            // Negative seeds are legal in OpenAI's API; reinterpret the bits.
+            seed: self.seed.map(|s| s as u64),
+        })
+    }
+}
+
+/// `n` (and `best_of`): only 1 is served.
+pub fn check_n(name: &str, n: Option<i64>) -> Result<(), ApiError> {
+    match n {
+        None | Some(1) => Ok(()),
+        Some(n) => Err(ApiError::invalid(
+            name,
+            format!("{name} must be 1 on this server, got {n}"),
+        )),
+    }
+}
+
+/// `max_tokens`: at least 1 when given.
+pub fn check_max_tokens(name: &str, v: Option<i64>) -> Result<Option<usize>, ApiError> {
+    match v {
+        None => Ok(None),
+        Some(v) if v >= 1 => usize::try_from(v)
+            .map(Some)
+            .map_err(|_| ApiError::invalid(name, format!("{name} is too large"))),
+        Some(v) => Err(ApiError::invalid(
+            name,
+            format!("{name} must be at least 1, got {v}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_temperature_names_the_field() {
+        let input = SamplingInput {
+            temperature: Some(3.0),
+            ..SamplingInput::default()
+        };
+        let err = input.resolve(&SamplingDefaults::default()).unwrap_err();
+        assert!(
+            matches!(err, ApiError::InvalidRequest { param: Some(p), .. } if p == "temperature")
+        );
+    }
+
+    #[test]
+    fn defaults_fill_missing_values_and_negative_top_k_disables() {
+        let input = SamplingInput {
+            top_k: Some(-1),
+            seed: Some(-1),
+            ..SamplingInput::default()
+        };
+        let d = SamplingDefaults {
+            temperature: 0.5,
+            ..SamplingDefaults::default()
+        };
+        let s = input.resolve(&d).unwrap();
+        assert_eq!(s.temperature, 0.5);
+        assert_eq!(s.top_k, 0);
+        assert_eq!(s.seed, Some(u64::MAX));
+    }
+
+    #[test]
+    fn stop_list_drops_empty_strings_and_caps_length() {
+        let one = StopSpec::into_list(Some(StopSpec::One("x".into()))).unwrap();
+        assert_eq!(one, vec!["x"]);
+        let many = StopSpec::into_list(Some(StopSpec::Many(vec!["".into(), "y".into()]))).unwrap();
+        assert_eq!(many, vec!["y"]);
+        let too_many = StopSpec::into_list(Some(StopSpec::Many(vec!["a".into(); 17])));
+        assert!(too_many.is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! `GET /v1/models` and `GET /v1/models/{id}` wire types.
+
+use serde::Serialize;
+
+/// One model.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ModelObject {
+    /// Model id, as accepted in `model`.
+    pub id: String,
+    /// Always `model`.
+    pub object: &'static str,
+    /// Unix seconds (server start).
+    pub created: u64,
+    /// Always `mlx-serve`.
+    pub owned_by: &'static str,
+}
+
+impl ModelObject {
+    /// A model entry.
+    pub fn new(id: String, created: u64) -> Self {
+        Self {
+            id,
+            object: "model",
+            created,
+            owned_by: "mlx-serve",
+        }
+    }
+}
+
+/// The list.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelList {
+    /// Always `list`.
+    pub object: &'static str,
+    /// The served model and its aliases.
+    pub data: Vec<ModelObject>,
+}

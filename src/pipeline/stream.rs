@@ -1,0 +1,202 @@
+//! The SSE renderer driver: turns pipeline events into `data:` chunks through an API-specific
+//! [`ChunkRenderer`], with keep-alive comments, the usage chunk, `[DONE]`, and error events.
+//!
+//! The body stream owns the generation: when the client disconnects, actix drops the body,
+//! the `Generation` inside drops and cancels its sequence.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use actix_web::{web, HttpResponse};
+use bytes::Bytes;
+use futures_util::stream;
+use mlx_serve_actors::engine::{FinishReason, GenerateRequest, TokenLogprob, Usage};
+
+use super::{start, Event, RequestContext, Source};
+use crate::error::ApiError;
+use crate::openai::common::add_usage;
+use crate::sse;
+use crate::state::AppState;
+
+/// How one API renders streamed events (`index` is the prompt's position, 0 for chat).
+pub trait ChunkRenderer: Send + 'static {
+    /// Before the first token of prompt `index` (chat: the role chunk).
+    fn start(&mut self, index: usize) -> Vec<Bytes>;
+    /// New text.
+    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprob]) -> Vec<Bytes>;
+    /// A tool-call fragment.
+    fn tool_call(
+        &mut self,
+        index: usize,
+        call: usize,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: &str,
+    ) -> Vec<Bytes>;
+    /// The end of prompt `index`; `tool_calls` when any call was emitted.
+    fn finish(&mut self, index: usize, reason: FinishReason, tool_calls: bool) -> Vec<Bytes>;
+    /// After the last prompt: OpenAI sends the usage chunk (`choices: []`) when
+    /// `stream_options.include_usage`, then `data: [DONE]`; other APIs end differently.
+    fn end(&mut self, total: &Usage) -> Vec<Bytes>;
+    /// A failure; nothing follows it.
+    fn error(&mut self, e: &ApiError) -> Vec<Bytes> {
+        vec![e.sse_event()]
+    }
+    /// Sent while waiting for the first token.
+    fn keep_alive(&mut self) -> Bytes {
+        sse::comment("keep-alive")
+    }
+}
+
+/// OpenAI's stream ending: the usage chunk if asked for, then `[DONE]`.
+pub fn openai_end(usage_chunk: Option<Bytes>) -> Vec<Bytes> {
+    usage_chunk.into_iter().chain([sse::done()]).collect()
+}
+
+/// What to stream.
+pub struct StreamPlan {
+    /// The first generation, already started (and primed).
+    pub first: Source,
+    /// Further prompts, started one after another (legacy completions with a list).
+    pub rest: Vec<GenerateRequest>,
+    /// For the later sources.
+    pub ctx: RequestContext,
+}
+
+struct Driver {
+    state: web::Data<AppState>,
+    current: Option<Source>,
+    rest: VecDeque<GenerateRequest>,
+    ctx: RequestContext,
+    renderer: Box<dyn ChunkRenderer>,
+    keep_alive: Duration,
+    index: usize,
+    started_index: bool,
+    tool_calls: bool,
+    seen_output: bool,
+    total: Usage,
+    out: VecDeque<Bytes>,
+    done: bool,
+}
+
+impl Driver {
+    /// Produce the next piece of the body, or `None` at the end.
+    async fn advance(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(b) = self.out.pop_front() {
+                return Some(b);
+            }
+            if self.done {
+                return None;
+            }
+            let Some(source) = self.current.as_mut() else {
+                match self.rest.pop_front() {
+                    Some(req) => match start(&self.state, req, self.ctx.clone()).await {
+                        Ok(s) => self.current = Some(s),
+                        Err(e) => self.error(e),
+                    },
+                    None => {
+                        let end = self.renderer.end(&self.total);
+                        self.out.extend(end);
+                        self.done = true;
+                    }
+                }
+                continue;
+            };
+            if !self.started_index {
+                self.started_index = true;
+                let chunks = self.renderer.start(self.index);
+                self.out.extend(chunks);
+                continue;
+            }
+            let ev = if self.seen_output {
+                source.next().await
+            } else {
+                match tokio::time::timeout(self.keep_alive, source.next()).await {
+                    Ok(ev) => ev,
+                    Err(_) => return Some(self.renderer.keep_alive()),
+                }
+            };
+            match ev {
+                Some(Event::Started { .. }) => {}
+                Some(Event::Text { text, logprobs }) => {
+                    self.seen_output = true;
+                    let chunks = self.renderer.text(self.index, &text, &logprobs);
+                    self.out.extend(chunks);
+                }
+                Some(Event::ToolCall {
+                    index,
+                    id,
+                    name,
+                    arguments,
+                }) => {
+                    self.seen_output = true;
+                    self.tool_calls = true;
+                    let chunks = self.renderer.tool_call(
+                        self.index,
+                        index,
+                        id.as_deref(),
+                        name.as_deref(),
+                        &arguments,
+                    );
+                    self.out.extend(chunks);
+                }
+                Some(Event::Finished { reason, usage }) => {
+                    let chunks = self.renderer.finish(self.index, reason, self.tool_calls);
+                    self.out.extend(chunks);
+                    add_usage(&mut self.total, &usage);
+                    self.current = None;
+                    self.index += 1;
+                    self.started_index = false;
+                    self.tool_calls = false;
+                    self.seen_output = false;
+                }
+                Some(Event::Error(e)) => self.error(e),
+                None => self.error(ApiError::Internal(
+                    "generation ended without a result".into(),
+                )),
+            }
+        }
+    }
+
+    fn error(&mut self, e: ApiError) {
+        let frames = self.renderer.error(&e);
+        self.out.extend(frames);
+        self.current = None;
+        self.done = true;
+    }
+}
+
+/// The SSE response for a plan.
+pub fn sse_response(
+    state: web::Data<AppState>,
+    plan: StreamPlan,
+    renderer: Box<dyn ChunkRenderer>,
+) -> HttpResponse {
+    let keep_alive = Duration::from_secs_f64(state.settings.server.keep_alive_s);
+    let driver = Driver {
+        state,
+        current: Some(plan.first),
+        rest: plan.rest.into(),
+        ctx: plan.ctx,
+        renderer,
+        keep_alive,
+        index: 0,
+        started_index: false,
+        tool_calls: false,
+        seen_output: false,
+        total: Usage::default(),
+        out: VecDeque::new(),
+        done: false,
+    };
+    let body = stream::unfold(driver, |mut d| async move {
+        d.advance()
+            .await
+            .map(|b| (Ok::<Bytes, actix_web::Error>(b), d))
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
+}

@@ -1,0 +1,216 @@
+//! `POST /v1/chat/completions`: the pipeline rendered as a `chat.completion` or as chunks.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
+
+use super::disconnect::PeerSocket;
+use super::extract::{request_id, ApiJson, Authorized};
+use crate::error::ApiError;
+use crate::openai::chat::{
+    AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
+    ChatLogprobs, ChunkChoice, Delta, FunctionDelta, FunctionOut, ToolCallDelta, ToolCallOut,
+};
+use crate::openai::common::{finish_reason, UsageOut};
+use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
+use crate::pipeline::{collect_for, start, Collected, RequestContext};
+use crate::sse;
+use crate::state::{unix_now, AppState};
+
+/// Fields every chunk and response of one request repeats.
+#[derive(Debug, Clone)]
+pub struct ResponseMeta {
+    /// Response id.
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model id as requested.
+    pub model: String,
+    /// `system_fingerprint`.
+    pub fingerprint: String,
+}
+
+impl ResponseMeta {
+    /// Meta for a new response with an id prefix (`chatcmpl`, `cmpl`).
+    pub fn new(prefix: &str, model: String, state: &AppState) -> Self {
+        Self {
+            id: format!("{prefix}-{}", uuid::Uuid::new_v4().simple()),
+            created: unix_now(),
+            model,
+            fingerprint: state.fingerprint.clone(),
+        }
+    }
+}
+
+/// The handler.
+#[tracing::instrument(skip_all, fields(request_id))]
+pub async fn chat_completions(
+    _auth: Authorized,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: ApiJson<ChatCompletionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let rid = request_id(&req);
+    tracing::Span::current().record("request_id", rid.as_str());
+    let model = state.resolve_model(&body.model)?;
+    let request = body.normalize(&state.settings.model)?;
+    let want_logprobs = request.logprobs.is_some();
+    let ctx = RequestContext::new(rid, "chat", body.streaming());
+    let mut source = start(&state, request, ctx.clone()).await?;
+    let meta = ResponseMeta::new("chatcmpl", model, &state);
+    if body.streaming() {
+        source
+            .prime(Duration::from_secs_f64(state.settings.server.keep_alive_s))
+            .await?;
+        let plan = StreamPlan {
+            first: source,
+            rest: Vec::new(),
+            ctx,
+        };
+        let renderer = ChatRenderer {
+            meta,
+            logprobs: want_logprobs,
+            include_usage: body.include_usage(),
+        };
+        return Ok(sse_response(state, plan, Box::new(renderer)));
+    }
+    let collected = collect_for(source, req.conn_data::<PeerSocket>().copied()).await?;
+    Ok(HttpResponse::Ok().json(render(meta, collected, want_logprobs)))
+}
+
+fn render(meta: ResponseMeta, c: Collected, want_logprobs: bool) -> ChatCompletion {
+    let tool_calls: Vec<ToolCallOut> = c
+        .tool_calls
+        .into_iter()
+        .map(|t| ToolCallOut {
+            id: t.id,
+            kind: "function",
+            function: FunctionOut {
+                name: t.name,
+                arguments: t.arguments,
+            },
+        })
+        .collect();
+    let has_calls = !tool_calls.is_empty();
+    ChatCompletion {
+        id: meta.id,
+        object: "chat.completion",
+        created: meta.created,
+        model: meta.model,
+        system_fingerprint: meta.fingerprint,
+        choices: vec![ChatChoice {
+            index: 0,
+            message: AssistantMessage {
+                role: "assistant",
+                content: (!(has_calls && c.text.is_empty())).then_some(c.text),
+                refusal: None,
+                tool_calls,
+            },
+            logprobs: want_logprobs.then(|| ChatLogprobs::from_engine(&c.logprobs)),
+            finish_reason: finish_reason(c.reason, has_calls),
+        }],
+        usage: c.usage.into(),
+    }
+}
+
+/// Chat chunks.
+pub struct ChatRenderer {
+    meta: ResponseMeta,
+    logprobs: bool,
+    include_usage: bool,
+}
+
+impl ChatRenderer {
+    fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<UsageOut>) -> Bytes {
+        sse::data(&ChatCompletionChunk {
+            id: self.meta.id.clone(),
+            object: "chat.completion.chunk",
+            created: self.meta.created,
+            model: self.meta.model.clone(),
+            system_fingerprint: self.meta.fingerprint.clone(),
+            choices,
+            usage,
+        })
+    }
+
+    fn delta(
+        &self,
+        delta: Delta,
+        logprobs: Option<ChatLogprobs>,
+        finish: Option<&'static str>,
+    ) -> Bytes {
+        self.chunk(
+            vec![ChunkChoice {
+                index: 0,
+                delta,
+                logprobs,
+                finish_reason: finish,
+            }],
+            None,
+        )
+    }
+}
+
+impl ChunkRenderer for ChatRenderer {
+    fn start(&mut self, _index: usize) -> Vec<Bytes> {
+        let delta = Delta {
+            role: Some("assistant"),
+            content: Some(String::new()),
+            ..Delta::default()
+        };
+        vec![self.delta(delta, None, None)]
+    }
+
+    fn text(&mut self, _index: usize, text: &str, logprobs: &[TokenLogprob]) -> Vec<Bytes> {
+        if text.is_empty() && logprobs.is_empty() {
+            return Vec::new();
+        }
+        let delta = Delta {
+            content: Some(text.to_owned()),
+            ..Delta::default()
+        };
+        let lp = self.logprobs.then(|| ChatLogprobs::from_engine(logprobs));
+        vec![self.delta(delta, lp, None)]
+    }
+
+    fn tool_call(
+        &mut self,
+        _index: usize,
+        call: usize,
+        id: Option<&str>,
+        name: Option<&str>,
+        arguments: &str,
+    ) -> Vec<Bytes> {
+        let delta = Delta {
+            tool_calls: vec![ToolCallDelta {
+                index: call,
+                id: id.map(str::to_owned),
+                kind: id.map(|_| "function"),
+                function: FunctionDelta {
+                    name: name.map(str::to_owned),
+                    arguments: Some(arguments.to_owned()),
+                },
+            }],
+            ..Delta::default()
+        };
+        vec![self.delta(delta, None, None)]
+    }
+
+    fn finish(&mut self, _index: usize, reason: FinishReason, tool_calls: bool) -> Vec<Bytes> {
+        vec![self.delta(
+            Delta::default(),
+            None,
+            Some(finish_reason(reason, tool_calls)),
+        )]
+    }
+
+    fn end(&mut self, total: &Usage) -> Vec<Bytes> {
+        let usage = self
+            .include_usage
+            .then(|| self.chunk(Vec::new(), Some((*total).into())));
+        openai_end(usage)
+    }
+}

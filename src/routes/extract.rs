@@ -1,0 +1,209 @@
+//! Extractors shared by the API routes: the JSON body (size limit, errors naming the field),
+//! API-key authentication and the request id.
+
+use actix_web::dev::Payload;
+use actix_web::http::header;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
+use bytes::BytesMut;
+use futures_util::future::{ready, LocalBoxFuture, Ready};
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// A JSON body parsed with OpenAI-style errors: 413 over the limit, 400 naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let limit = req
+            .app_data::<web::Data<AppState>>()
+            .map(|s| s.settings.server.body_limit)
+            .unwrap_or(4 * 1024 * 1024);
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if declared.is_some_and(|n| n > limit) {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            let mut body = BytesMut::new();
+            while let Some(chunk) = payload.next().await {
+                let chunk = chunk.map_err(|e| ApiError::InvalidRequest {
+                    message: format!("could not read the request body: {e}"),
+                    param: None,
+                    code: None,
+                })?;
+                if body.len() + chunk.len() > limit {
+                    return Err(ApiError::PayloadTooLarge { limit });
+                }
+                body.extend_from_slice(&chunk);
+            }
+            parse_json(&body).map(ApiJson)
+        })
+    }
+}
+
+/// serde_json's messages end with " at line L column C"; the field path says more.
+fn strip_position(msg: &str) -> &str {
+    match msg.rfind(" at line ") {
+        Some(i) => &msg[..i],
+        None => msg,
+    }
+}
+
+/// Parse a body, turning serde errors into a 400 whose `param` is the field's path.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed: Result<T, serde_path_to_error::Error<serde_json::Error>> =
+        serde_path_to_error::deserialize(&mut de);
+    let result = match parsed {
+        Ok(v) => de.end().map(|()| v).map_err(|e| (".".to_owned(), e)),
+        Err(e) => Err((e.path().to_string(), e.into_inner())),
+    };
+    match result {
+        Ok(v) => Ok(v),
+        Err((path, inner)) => {
+            if !inner.is_data() {
+                return Err(ApiError::InvalidRequest {
+                    message: format!(
+                        "We could not parse the JSON body of your request: {}. Send valid JSON.",
+                        inner
+                    ),
+                    param: None,
+                    code: None,
+                });
+            }
+            let msg = inner.to_string();
+            let msg = strip_position(&msg);
+            let param = match msg
+                .strip_prefix("missing field `")
+                .and_then(|r| r.strip_suffix('`'))
+            {
+                Some(field) if path == "." => field.to_owned(),
+                Some(field) => format!("{path}.{field}"),
+                None => path,
+            };
+            Err(ApiError::InvalidRequest {
+                message: format!("Invalid value for `{param}`: {msg}"),
+                param: Some(param),
+                code: None,
+            })
+        }
+    }
+}
+
+/// Proof that the request carried a valid API key (or that none are configured).
+pub struct Authorized;
+
+fn digest(key: &[u8]) -> [u8; 32] {
+    Sha256::digest(key).into()
+}
+
+/// Compare against every configured key in constant time (hashing hides length differences).
+pub fn key_matches(presented: &str, keys: &[String]) -> bool {
+    let p = digest(presented.as_bytes());
+    keys.iter().fold(false, |found, k| {
+        let same: bool = digest(k.as_bytes()).ct_eq(&p).into();
+        found | same
+    })
+}
+
+impl FromRequest for Authorized {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return ready(Err(ApiError::Internal("application state missing".into())));
+        };
+        let keys = &state.settings.server.api_keys;
+        if keys.is_empty() {
+            return ready(Ok(Authorized));
+        }
+        let headers = req.headers();
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .map(str::trim);
+        let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+        let ok = [bearer, x_api_key]
+            .into_iter()
+            .flatten()
+            .any(|k| key_matches(k, keys));
+        ready(if ok {
+            Ok(Authorized)
+        } else {
+            Err(ApiError::InvalidApiKey)
+        })
+    }
+}
+
+/// The request id the logging middleware assigned.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+/// This request's id (`x-request-id`), or a fresh one.
+pub fn request_id(req: &HttpRequest) -> String {
+    req.extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::openai::chat::ChatCompletionRequest;
+
+    fn param_of(body: &str) -> Option<String> {
+        match parse_json::<ChatCompletionRequest>(body.as_bytes()) {
+            Err(ApiError::InvalidRequest { param, .. }) => param,
+            other => panic!("expected a 400, got {:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn wrong_type_names_the_nested_field() {
+        let p = param_of(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":"hot"}"#,
+        );
+        assert_eq!(p.as_deref(), Some("temperature"));
+        let p = param_of(r#"{"model":"m","messages":[{"role":5,"content":"x"}]}"#);
+        assert_eq!(p.as_deref(), Some("messages[0].role"));
+    }
+
+    #[test]
+    fn missing_field_is_named() {
+        assert_eq!(param_of(r#"{"messages":[]}"#).as_deref(), Some("model"));
+        let p = param_of(r#"{"model":"m","messages":[{"content":"x"}]}"#);
+        assert_eq!(p.as_deref(), Some("messages[0].role"));
+    }
+
+    #[test]
+    fn malformed_json_has_no_param() {
+        assert_eq!(param_of(r#"{"model": "m", "#), None);
+        assert_eq!(param_of(r#"{"model":"m","messages":[]} trailing"#), None);
+    }
+
+    #[test]
+    fn key_comparison_accepts_only_configured_keys() {
+        let keys = vec!["secret-1".to_owned(), "secret-2".to_owned()];
+        assert!(key_matches("secret-2", &keys));
+        assert!(!key_matches("secret-3", &keys));
+        assert!(!key_matches("", &keys));
+    }
+}

@@ -1,0 +1,34 @@
+//! HTTP routes. Every handler depends on `AppState` (and through it the model handle and the
+//! seams), never on a concrete engine.
+
+pub mod chat;
+pub mod completions;
+pub mod disconnect;
+pub mod extract;
+pub mod health;
+pub mod models;
+
+use actix_web::{web, HttpRequest};
+
+use crate::error::ApiError;
+
+/// Register every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(
+        "/v1/chat/completions",
+        web::post().to(chat::chat_completions),
+    )
+    .route("/v1/completions", web::post().to(completions::completions))
+    .route("/v1/models", web::get().to(models::list))
+    .route("/v1/models/{id:.+}", web::get().to(models::get))
+    .route("/health", web::get().to(health::health))
+    .route("/version", web::get().to(health::version));
+}
+
+/// Unknown routes get OpenAI's error shape rather than an empty 404.
+pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::NotFound {
+        method: req.method().to_string(),
+        path: req.path().to_owned(),
+    })
+}

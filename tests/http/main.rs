@@ -1,0 +1,10 @@
+//! HTTP protocol tests: a real server on a loopback port over the deterministic fake engine.
+
+mod common;
+
+mod api;
+mod cli;
+mod errors;
+mod runtime;
+mod seams;
+mod streaming;
