@@ -1,0 +1,28 @@
+//! The Anthropic Messages API (`POST /v1/messages`, `POST /v1/messages/count_tokens`) as plain
+//! functions around the engine seam, so the HTTP layer only wires them into its pipeline:
+//!
+//! - [`request`]: wire types of the requests; [`response`]: `Message`, SSE events, count reply.
+//! - [`translate`]: validation and translation into an engine `GenerateRequest`.
+//! - [`render`]: a finished generation as a `Message`; [`stream`]: the SSE state machine.
+//! - [`error`]: `AnthropicError`, Anthropic's error shape and status codes.
+//! - [`aliases`]: `claude-*` style model names mapped onto local models.
+//!
+//! Accepted and ignored: `metadata`, `thinking`, `service_tier`, `cache_control` (prefix reuse is
+//! automatic; cache hits are reported as `cache_read_input_tokens`). Refused with a 400: images
+//! and other non-text input blocks, server tools, a trailing assistant message (prefill).
+
+pub mod aliases;
+pub mod error;
+pub mod render;
+pub mod request;
+pub mod response;
+pub mod stream;
+pub mod translate;
+
+pub use aliases::ModelAliases;
+pub use error::{api_key, json_error_handler, parse_body, AnthropicError, ErrorResponse};
+pub use render::{render_message, Completion};
+pub use request::{CountTokensRequest, MessagesRequest};
+pub use response::{CountTokensResponse, Message, StreamEvent};
+pub use stream::{ping, MessageStream, StreamInput};
+pub use translate::{count_tokens_prompt, to_generate, ToolMode, Translated};
