@@ -113,7 +113,11 @@ mod tests {
 
     #[test]
     fn most_specific_glob_wins() {
-        let a = table(&[("*", "any"), ("claude-*", "claude"), ("claude-*-haiku*", "haiku")]);
+        let a = table(&[
+            ("*", "any"),
+            ("claude-*", "claude"),
+            ("claude-*-haiku*", "haiku"),
+        ]);
         assert_eq!(a.resolve("claude-3-5-haiku-latest"), Some("haiku"));
         assert_eq!(a.resolve("claude-sonnet-4"), Some("claude"));
         assert_eq!(a.resolve("llama"), Some("any"));
@@ -126,15 +130,18 @@ mod tests {
         assert!(glob_match("a*b*c", "aXbYc"));
         assert!(glob_match("a*b*c", "abc"));
         assert!(!glob_match("a*b*c", "acb"));
-        assert!(!glob_match("ab*ba", "aba"), "prefix and suffix may not overlap");
+        assert!(
+            !glob_match("ab*ba", "aba"),
+            "prefix and suffix may not overlap"
+        );
         assert!(glob_match("x", "x"));
         assert!(!glob_match("x", "xy"));
     }
 
     #[test]
     fn deserializes_from_a_config_map_and_lists_entries() {
-        let a: ModelAliases = serde_json::from_str(r#"{"claude-*": "m1", "opus": "m2"}"#)
-            .expect("a string map");
+        let a: ModelAliases =
+            serde_json::from_str(r#"{"claude-*": "m1", "opus": "m2"}"#).expect("a string map");
         assert!(!a.is_empty());
         let entries: Vec<_> = a.entries().collect();
         assert_eq!(entries, vec![("opus", "m2"), ("claude-*", "m1")]);

@@ -175,14 +175,38 @@ mod tests {
     #[test]
     fn every_error_type_has_anthropics_status() {
         let cases = [
-            (AnthropicError::InvalidRequest("x".into()), 400, "invalid_request_error"),
-            (AnthropicError::Authentication("x".into()), 401, "authentication_error"),
-            (AnthropicError::Permission("x".into()), 403, "permission_error"),
+            (
+                AnthropicError::InvalidRequest("x".into()),
+                400,
+                "invalid_request_error",
+            ),
+            (
+                AnthropicError::Authentication("x".into()),
+                401,
+                "authentication_error",
+            ),
+            (
+                AnthropicError::Permission("x".into()),
+                403,
+                "permission_error",
+            ),
             (AnthropicError::NotFound("x".into()), 404, "not_found_error"),
-            (AnthropicError::RequestTooLarge("x".into()), 413, "request_too_large"),
-            (AnthropicError::RateLimit("x".into()), 429, "rate_limit_error"),
+            (
+                AnthropicError::RequestTooLarge("x".into()),
+                413,
+                "request_too_large",
+            ),
+            (
+                AnthropicError::RateLimit("x".into()),
+                429,
+                "rate_limit_error",
+            ),
             (AnthropicError::Api("x".into()), 500, "api_error"),
-            (AnthropicError::Overloaded("x".into()), 529, "overloaded_error"),
+            (
+                AnthropicError::Overloaded("x".into()),
+                529,
+                "overloaded_error",
+            ),
         ];
         for (e, status, kind) in cases {
             assert_eq!(e.status().as_u16(), status, "{kind}");
@@ -195,7 +219,10 @@ mod tests {
     fn response_body_has_anthropics_error_shape() {
         let resp = AnthropicError::NotFound("model: no such model `x`".into()).error_response();
         assert_eq!(resp.status().as_u16(), 404);
-        let bytes = resp.into_body().try_into_bytes().expect("body is in memory");
+        let bytes = resp
+            .into_body()
+            .try_into_bytes()
+            .expect("body is in memory");
         let v: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON body");
         assert_eq!(
             v,
@@ -213,7 +240,9 @@ mod tests {
             requested: 9100,
         });
         assert_eq!(e.status().as_u16(), 400);
-        assert!(e.to_string().starts_with("prompt is too long: 9100 tokens > 8192 maximum"));
+        assert!(e
+            .to_string()
+            .starts_with("prompt is too long: 9100 tokens > 8192 maximum"));
         let internal = AnthropicError::from(EngineError::Internal("boom".into()));
         assert_eq!(internal.error_type(), "api_error");
     }

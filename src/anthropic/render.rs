@@ -113,7 +113,11 @@ mod tests {
         }
     }
 
-    fn completion<'a>(text: &'a str, calls: &'a [ToolCall], finish: FinishReason) -> Completion<'a> {
+    fn completion<'a>(
+        text: &'a str,
+        calls: &'a [ToolCall],
+        finish: FinishReason,
+    ) -> Completion<'a> {
         Completion {
             model: "claude-sonnet-4",
             text,
@@ -134,7 +138,11 @@ mod tests {
         assert_eq!(v["model"], "claude-sonnet-4");
         assert_eq!(v["content"], json!([{"type": "text", "text": "Paris."}]));
         assert_eq!(v["stop_reason"], "end_turn");
-        assert_eq!(v["stop_sequence"], Value::Null, "present and null, not missing");
+        assert_eq!(
+            v["stop_sequence"],
+            Value::Null,
+            "present and null, not missing"
+        );
         assert_eq!(
             v["usage"],
             json!({"input_tokens": 18, "output_tokens": 7,
@@ -150,7 +158,12 @@ mod tests {
         ];
         let m = render_message(completion("\n", &calls, FinishReason::Stop)).expect("renders");
         assert_eq!(m.stop_reason, Some(StopReason::ToolUse));
-        assert_eq!(m.content.len(), 2, "whitespace-only text is dropped: {:?}", m.content);
+        assert_eq!(
+            m.content.len(),
+            2,
+            "whitespace-only text is dropped: {:?}",
+            m.content
+        );
         match &m.content[0] {
             ResponseBlock::ToolUse { id, name, input } => {
                 assert!(id.starts_with("toolu_"), "{id}");
@@ -188,7 +201,11 @@ mod tests {
         assert_eq!(m.stop_reason, Some(StopReason::MaxTokens));
         let calls = [call("c", "ls", "{}")];
         let m = render_message(completion("", &calls, FinishReason::Length)).expect("ok");
-        assert_eq!(m.stop_reason, Some(StopReason::MaxTokens), "a cut-off call is not tool_use");
+        assert_eq!(
+            m.stop_reason,
+            Some(StopReason::MaxTokens),
+            "a cut-off call is not tool_use"
+        );
         let mut c = completion("a", &[], FinishReason::StopSequence);
         c.stop_sequence = Some("###");
         let m = render_message(c).expect("ok");
@@ -211,6 +228,11 @@ mod tests {
     #[test]
     fn empty_reply_still_has_one_text_block() {
         let m = render_message(completion("", &[], FinishReason::Stop)).expect("ok");
-        assert_eq!(m.content, vec![ResponseBlock::Text { text: String::new() }]);
+        assert_eq!(
+            m.content,
+            vec![ResponseBlock::Text {
+                text: String::new()
+            }]
+        );
     }
 }

@@ -167,7 +167,9 @@ impl MessageStream {
                     }
                     _ => {
                         return self.fail(
-                            format!("arguments for tool call {index} arrived while it was not open"),
+                            format!(
+                                "arguments for tool call {index} arrived while it was not open"
+                            ),
                             out,
                         )
                     }
@@ -182,7 +184,12 @@ impl MessageStream {
                 if self.next_block == 0 {
                     // Always at least one block, as in the non-streaming reply.
                     let ws = std::mem::take(&mut self.pending_ws);
-                    let block = self.open_block(ResponseBlock::Text { text: String::new() }, &mut out);
+                    let block = self.open_block(
+                        ResponseBlock::Text {
+                            text: String::new(),
+                        },
+                        &mut out,
+                    );
                     self.open = Open::Text(block);
                     self.text_delta(block, ws, &mut out);
                 }
@@ -207,7 +214,9 @@ impl MessageStream {
                 self.done = true;
             }
             StreamInput::Error(e) => {
-                out.push(StreamEvent::Error { error: e.body().error });
+                out.push(StreamEvent::Error {
+                    error: e.body().error,
+                });
                 self.done = true;
             }
         }
@@ -246,7 +255,12 @@ impl MessageStream {
                 }
                 let text = std::mem::take(&mut self.pending_ws);
                 self.close(out);
-                let block = self.open_block(ResponseBlock::Text { text: String::new() }, out);
+                let block = self.open_block(
+                    ResponseBlock::Text {
+                        text: String::new(),
+                    },
+                    out,
+                );
                 self.open = Open::Text(block);
                 self.text_delta(block, text, out);
             }

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::error::AnthropicError;
 use super::request::{
-    ContentBlock, CountTokensRequest, InputMessage, MessageContent, MessagesRequest,
-    ToolChoice, ToolDefinition,
+    ContentBlock, CountTokensRequest, InputMessage, MessageContent, MessagesRequest, ToolChoice,
+    ToolDefinition,
 };
 
 /// Anthropic's documented default temperature. Followed as is (not replaced by greedy) so a
@@ -51,13 +51,18 @@ pub fn to_generate(req: &MessagesRequest) -> Result<Translated, AnthropicError> 
     let max_tokens = match req.max_tokens {
         None => return Err(AnthropicError::field("max_tokens", "Field required")),
         Some(n) if n < 1 => {
-            return Err(AnthropicError::field("max_tokens", format!("must be at least 1, got {n}")))
+            return Err(AnthropicError::field(
+                "max_tokens",
+                format!("must be at least 1, got {n}"),
+            ))
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
     let prompt = to_prompt(req.system.as_ref(), &req.messages, req.tools.as_deref())?;
-    let (tool_mode, parallel_tool_calls) =
-        tool_mode(req.tool_choice.as_ref(), req.tools.as_deref().unwrap_or_default())?;
+    let (tool_mode, parallel_tool_calls) = tool_mode(
+        req.tool_choice.as_ref(),
+        req.tools.as_deref().unwrap_or_default(),
+    )?;
     Ok(Translated {
         request: GenerateRequest {
             prompt,
@@ -76,7 +81,10 @@ pub fn to_generate(req: &MessagesRequest) -> Result<Translated, AnthropicError> 
 pub fn count_tokens_prompt(req: &CountTokensRequest) -> Result<Prompt, AnthropicError> {
     check_model(&req.model)?;
     let prompt = to_prompt(req.system.as_ref(), &req.messages, req.tools.as_deref())?;
-    tool_mode(req.tool_choice.as_ref(), req.tools.as_deref().unwrap_or_default())?;
+    tool_mode(
+        req.tool_choice.as_ref(),
+        req.tools.as_deref().unwrap_or_default(),
+    )?;
     Ok(prompt)
 }
 
@@ -94,7 +102,10 @@ pub fn to_prompt(
     tools: Option<&[ToolDefinition]>,
 ) -> Result<Prompt, AnthropicError> {
     if messages.is_empty() {
-        return Err(AnthropicError::field("messages", "at least one message is required"));
+        return Err(AnthropicError::field(
+            "messages",
+            "at least one message is required",
+        ));
     }
     let mut out = Vec::with_capacity(messages.len() + 1);
     if let Some(system) = system {
@@ -231,7 +242,11 @@ fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, Ant
         match block {
             ContentBlock::Text { text } => texts.push(text.as_str()),
             ContentBlock::ToolUse { id, name, input } => {
-                let input = if input.is_null() { json!({}) } else { input.clone() };
+                let input = if input.is_null() {
+                    json!({})
+                } else {
+                    input.clone()
+                };
                 if !input.is_object() {
                     return Err(AnthropicError::field(
                         format!("{at}.input"),
@@ -319,7 +334,10 @@ fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, AnthropicError> 
                 ));
             }
             if t.name.is_empty() {
-                return Err(AnthropicError::field(format!("{at}.name"), "Field required"));
+                return Err(AnthropicError::field(
+                    format!("{at}.name"),
+                    "Field required",
+                ));
             }
             let schema = match &t.input_schema {
                 Some(s) if s.is_object() => s.clone(),
@@ -362,7 +380,11 @@ fn tool_mode(
         Some(ToolChoice::Auto {
             disable_parallel_tool_use: d,
         }) => {
-            let mode = if tools.is_empty() { ToolMode::NoTools } else { ToolMode::Auto };
+            let mode = if tools.is_empty() {
+                ToolMode::NoTools
+            } else {
+                ToolMode::Auto
+            };
             (mode, !d.unwrap_or(false))
         }
         Some(ToolChoice::Any {
@@ -410,7 +432,10 @@ fn sampling(req: &MessagesRequest) -> Result<SamplingParams, AnthropicError> {
     }
     let top_k = match req.top_k {
         Some(k) if k < 0 => {
-            return Err(AnthropicError::field("top_k", format!("must be at least 0, got {k}")))
+            return Err(AnthropicError::field(
+                "top_k",
+                format!("must be at least 0, got {k}"),
+            ))
         }
         Some(k) => usize::try_from(k).unwrap_or(usize::MAX),
         None => 0,
@@ -426,7 +451,10 @@ fn sampling(req: &MessagesRequest) -> Result<SamplingParams, AnthropicError> {
 fn stop_sequences(stops: &[String]) -> Result<Vec<String>, AnthropicError> {
     for (i, s) in stops.iter().enumerate() {
         if s.is_empty() {
-            return Err(AnthropicError::field(format!("stop_sequences[{i}]"), "must not be empty"));
+            return Err(AnthropicError::field(
+                format!("stop_sequences[{i}]"),
+                "must not be empty",
+            ));
         }
     }
     Ok(stops.to_vec())
