@@ -3,7 +3,8 @@
 //!
 //! - [`request`]: wire types of the requests; [`response`]: `Message`, SSE events, count reply.
 //! - [`translate`]: validation and translation into an engine `GenerateRequest`.
-//! - [`render`]: a finished generation as a `Message`; [`stream`]: the SSE state machine.
+//! - [`render`]: a finished generation as a `Message`; [`stream`]: the SSE state machine;
+//!   [`sse`]: the streaming HTTP body around it (pings included).
 //! - [`error`]: `AnthropicError`, Anthropic's error shape and status codes.
 //! - [`aliases`]: `claude-*` style model names mapped onto local models.
 //!
@@ -16,6 +17,7 @@ pub mod error;
 pub mod render;
 pub mod request;
 pub mod response;
+pub mod sse;
 pub mod stream;
 pub mod translate;
 
@@ -24,5 +26,6 @@ pub use error::{api_key, json_error_handler, parse_body, AnthropicError, ErrorRe
 pub use render::{render_message, Completion};
 pub use request::{CountTokensRequest, MessagesRequest};
 pub use response::{CountTokensResponse, Message, StreamEvent};
+pub use sse::{from_seq_event, sse_body, sse_response, DEFAULT_PING_INTERVAL};
 pub use stream::{ping, MessageStream, StreamInput};
 pub use translate::{count_tokens_prompt, to_generate, ToolMode, Translated};
