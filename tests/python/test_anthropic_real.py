@@ -226,3 +226,58 @@ def test_non_streaming_tool_call_has_object_input(client):
     assert m.stop_reason == "tool_use" and calls
     assert calls[0].name == "get_weather" and isinstance(calls[0].input, dict)
     assert "rome" in str(calls[0].input.get("city", "")).lower()
+
+
+def agent_tools(n=15):
+    """Tool definitions in the size and shape a coding agent sends."""
+    names = ["Read", "Write", "Edit", "Bash", "Glob", "Grep", "LS", "WebFetch", "TodoWrite",
+             "NotebookEdit", "Task", "MultiEdit", "ExitPlanMode", "BashOutput", "KillShell"]
+    return [
+        {
+            "name": name,
+            "description": f"{name}: a tool of the coding agent. " + "It takes the arguments below. " * 4,
+            "input_schema": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "description": "Absolute path of the file or folder."},
+                    "command": {"type": "string", "description": "Command or pattern to run."},
+                },
+                "required": ["path"],
+            },
+        }
+        for name in names[:n]
+    ]
+
+
+def test_agent_session_replay_reuses_the_prompt_prefix(client):
+    """A scripted multi-turn session shaped like a coding agent's: long system prompt, ~15 tools, a
+    history that grows by a tool round trip per turn. Later turns must report prefix reuse."""
+    system = [{"type": "text", "text": "You are a coding agent working in a repository. "
+               + "Follow the user's instructions carefully and keep answers short. " * 20,
+               "cache_control": {"type": "ephemeral"}}]
+    tools = agent_tools()
+    messages = [{"role": "user", "content": "List the files in the project root."}]
+    previous_prompt = None
+    for turn in range(3):
+        m = client.messages.create(
+            model=MODEL, max_tokens=8, temperature=0, system=system, tools=tools, messages=messages
+        )
+        size = prompt_size(m.usage)
+        if previous_prompt is not None:
+            assert size > previous_prompt, "the history grows"
+            assert m.usage.cache_read_input_tokens >= previous_prompt // 2, (
+                f"turn {turn}: {m.usage.cache_read_input_tokens} of {size} prompt tokens reused, "
+                f"previous prompt was {previous_prompt}"
+            )
+        previous_prompt = size
+        call_id = f"toolu_replay{turn:02d}"
+        messages += [
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Let me look."},
+                {"type": "tool_use", "id": call_id, "name": "LS", "input": {"path": f"/repo/dir{turn}"}},
+            ]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": call_id, "content": f"src/\ntests/\nREADME{turn}.md"},
+                {"type": "text", "text": f"Now describe dir{turn} in one sentence."},
+            ]},
+        ]
