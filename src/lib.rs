@@ -6,6 +6,7 @@
 //!   its SSE driver; [`routes`] render it per API; [`openai`]: wire types; [`error`]: `ApiError`.
 //! - [`cli`]: clap subcommands.
 
+pub mod anthropic;
 pub mod cli;
 pub mod config;
 pub mod error;
