@@ -128,6 +128,12 @@ pub struct ModelSettings {
     pub prefill_chunk: usize,
     /// `max_tokens` for chat requests that do not set it; 0 means up to the context.
     pub default_max_tokens: usize,
+    /// `auto` (GPU when the build has one), `cpu` or `gpu`.
+    pub device: String,
+    /// Bytes of KV state kept for prompt-prefix reuse; 0 disables it.
+    pub prefix_cache_bytes: usize,
+    /// Where catalog models are pulled to; empty: `$MLX_SERVE_MODELS` or the user's cache dir.
+    pub models_dir: String,
     /// Default sampling.
     pub sampling: SamplingDefaults,
 }
@@ -142,6 +148,9 @@ impl Default for ModelSettings {
             context_length: 0,
             prefill_chunk: 512,
             default_max_tokens: 0,
+            device: "auto".to_owned(),
+            prefix_cache_bytes: 512 << 20,
+            models_dir: String::new(),
             sampling: SamplingDefaults::default(),
         }
     }
@@ -354,6 +363,12 @@ impl Settings {
             "model.prefill_chunk",
             m.prefill_chunk,
             "1 ..= 65536",
+        )?;
+        check(
+            ["auto", "cpu", "gpu"].contains(&m.device.as_str()),
+            "model.device",
+            &m.device,
+            "one of auto, cpu, gpu",
         )?;
         let d = &m.sampling;
         check(

@@ -3,9 +3,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use mlx_serve::cli::{self, Cli, Engines};
 
-/// The real engine's loader; `None` until the MLX engine is wired in.
+/// The real engine's loader: MLX when built with it (the default).
 fn engines() -> Engines {
-    Engines { real: None }
+    #[cfg(feature = "mlx")]
+    let real = Some(cli::engine_loader::mlx_factory as cli::serve::EngineLoader);
+    #[cfg(not(feature = "mlx"))]
+    let real = None;
+    Engines { real }
 }
 
 fn main() -> ExitCode {

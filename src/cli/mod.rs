@@ -1,6 +1,16 @@
 //! The `mlx-serve` command line: one subcommand per variant, each in its own module.
 
+pub mod analyze;
+#[cfg(feature = "mlx")]
+pub mod convert;
+#[cfg(feature = "mlx")]
+pub mod engine_loader;
+#[cfg(feature = "mlx")]
+pub mod generate;
+pub mod model_args;
+pub mod pull;
 pub mod serve;
+pub mod tools;
 
 use clap::{Parser, Subcommand};
 
@@ -20,6 +30,18 @@ pub struct Cli {
 pub enum Command {
     /// Serve the model over the OpenAI-compatible HTTP API.
     Serve(serve::ServeArgs),
+    /// Generate text for one prompt in the terminal, with speed figures.
+    #[cfg(feature = "mlx")]
+    Generate(generate::GenerateArgs),
+    /// Fetch a model from the catalog (see --list).
+    Pull(pull::PullArgs),
+    /// Write a model as a Hugging Face directory (config.json, safetensors, tokenizer).
+    #[cfg(feature = "mlx")]
+    Convert(convert::ConvertArgs),
+    /// Tool-call parsing utilities.
+    Tools(tools::ToolsArgs),
+    /// Summarize request trace logs.
+    Analyze(analyze::AnalyzeArgs),
 }
 
 /// Why a command failed.
@@ -31,6 +53,9 @@ pub enum CliError {
     /// Server or file I/O.
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// Any other command's failure, with its context.
+    #[error("{0:#}")]
+    Other(#[from] anyhow::Error),
     /// `serve` without `--fake` in a build that has no real engine.
     #[error("this build has no model engine (feature `mlx` is off); run `serve --fake`")]
     NoEngine,
@@ -47,5 +72,12 @@ pub struct Engines {
 pub fn run(cli: Cli, engines: Engines) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args, engines.real),
+        #[cfg(feature = "mlx")]
+        Command::Generate(args) => Ok(generate::run(args)?),
+        Command::Pull(args) => Ok(pull::run(args)?),
+        #[cfg(feature = "mlx")]
+        Command::Convert(args) => Ok(convert::run(args)?),
+        Command::Tools(args) => Ok(tools::run(args)?),
+        Command::Analyze(args) => Ok(analyze::run(args)?),
     }
 }
