@@ -141,7 +141,7 @@ pub struct ModelSettings {
 impl Default for ModelSettings {
     fn default() -> Self {
         Self {
-            name: "SmolLM2-135M-Instruct".to_owned(),
+            name: "smollm2-135m-instruct".to_owned(),
             id: String::new(),
             aliases: Vec::new(),
             dtype: "auto".to_owned(),

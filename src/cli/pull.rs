@@ -55,8 +55,8 @@ pub fn resolve(
 ) -> anyhow::Result<(mlx_serve_actors::model::mlx::loader::ModelSource, String)> {
     use mlx_serve_actors::model::mlx::loader::ModelSource;
     let resolved = catalog::resolve_model(arg, models_dir, &progress_bar())?;
-    let id = if catalog::find(arg).is_some() {
-        arg.to_string()
+    let id = if let Some(model) = catalog::find(arg) {
+        model.name.to_string()
     } else {
         let path = resolved.path();
         path.file_stem()
