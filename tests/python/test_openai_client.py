@@ -10,7 +10,9 @@ import unittest
 
 import openai
 
-BASE_URL = os.environ["MLX_SERVE_BASE_URL"]
+BASE_URL = os.environ.get("MLX_SERVE_BASE_URL")
+if not BASE_URL:
+    raise unittest.SkipTest("MLX_SERVE_BASE_URL (or MLX_SERVE_BIN, see conftest.py) is not set")
 FAKE = os.environ.get("MLX_SERVE_FAKE") == "1"
 API_KEY = os.environ.get("MLX_SERVE_API_KEY", "not-needed")
 
