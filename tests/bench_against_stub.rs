@@ -14,7 +14,8 @@ struct Stub {
 }
 
 async fn models() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"object": "list", "data": [{"id": "stub-model", "object": "model"}]}))
+    HttpResponse::Ok()
+        .json(json!({"object": "list", "data": [{"id": "stub-model", "object": "model"}]}))
 }
 
 async fn chat(stub: web::Data<Stub>, body: web::Json<Value>) -> HttpResponse {
@@ -34,27 +35,40 @@ async fn chat(stub: web::Data<Stub>, body: web::Json<Value>) -> HttpResponse {
     } else {
         ("Paris is nice.", "stop", 4)
     };
-    let tools = body.get("tools").and_then(Value::as_array).map_or(0, Vec::len);
+    let tools = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     if body.get("stream").and_then(Value::as_bool).unwrap_or(false) {
         let mut sse = String::new();
         let chunk = |delta: Value, finish: Value| {
-            format!("data: {}\n\n", json!({"object": "chat.completion.chunk",
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}))
+            format!(
+                "data: {}\n\n",
+                json!({"object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            )
         };
         sse.push_str(&chunk(json!({"role": "assistant"}), Value::Null));
         for word in content.split_inclusive(' ') {
             sse.push_str(&chunk(json!({"content": word}), Value::Null));
         }
         sse.push_str(&chunk(json!({}), json!(finish)));
-        sse.push_str(&format!("data: {}\n\n", json!({"choices": [],
-            "usage": {"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n}})));
+        sse.push_str(&format!(
+            "data: {}\n\n",
+            json!({"choices": [],
+            "usage": {"prompt_tokens": 10, "completion_tokens": n, "total_tokens": 10 + n}})
+        ));
         sse.push_str("data: [DONE]\n\n");
-        return HttpResponse::Ok().content_type("text/event-stream").body(sse);
+        return HttpResponse::Ok()
+            .content_type("text/event-stream")
+            .body(sse);
     }
     let message = if tools > 0 {
         let calls: Vec<Value> = (0..tools)
-            .map(|i| json!({"id": format!("call_{i}"), "type": "function",
-                "function": {"name": format!("tool_{i}"), "arguments": "{\"city\":\"Paris\"}"}}))
+            .map(|i| {
+                json!({"id": format!("call_{i}"), "type": "function",
+                "function": {"name": format!("tool_{i}"), "arguments": "{\"city\":\"Paris\"}"}})
+            })
             .collect();
         json!({"role": "assistant", "content": null, "tool_calls": calls})
     } else {
@@ -98,17 +112,36 @@ fn suite_args(url: String) -> SuiteArgs {
 #[actix_web::test]
 async fn suite_passes_every_scenario_against_a_conforming_server() {
     let url = start_stub(false);
-    let report = bench::run_suite(&suite_args(url)).await.expect("suite runs");
+    let report = bench::run_suite(&suite_args(url))
+        .await
+        .expect("suite runs");
     let json = serde_json::to_value(&report).expect("serializes");
-    let failures: Vec<_> = report.scenarios.iter().filter(|s| s.status != "pass").collect();
+    let failures: Vec<_> = report
+        .scenarios
+        .iter()
+        .filter(|s| s.status != "pass")
+        .collect();
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(report.model, "stub-model", "model comes from /v1/models");
     for name in [
-        "simple_chat", "identical_repeat_first", "identical_repeat_second", "system_prompt",
-        "multi_turn", "single_tool", "multiple_tools", "rapid_identical_5", "streaming_ttft",
-        "long_prefix_first", "long_prefix_new_question", "max_tokens_one", "error_case",
+        "simple_chat",
+        "identical_repeat_first",
+        "identical_repeat_second",
+        "system_prompt",
+        "multi_turn",
+        "single_tool",
+        "multiple_tools",
+        "rapid_identical_5",
+        "streaming_ttft",
+        "long_prefix_first",
+        "long_prefix_new_question",
+        "max_tokens_one",
+        "error_case",
     ] {
-        assert!(report.scenarios.iter().any(|s| s.name == name), "missing {name}");
+        assert!(
+            report.scenarios.iter().any(|s| s.name == name),
+            "missing {name}"
+        );
     }
     let by_name = |n: &str| report.scenarios.iter().find(|s| s.name == n).expect(n);
     assert_eq!(by_name("multiple_tools").tool_calls, 2);
@@ -119,17 +152,28 @@ async fn suite_passes_every_scenario_against_a_conforming_server() {
     assert_eq!(json["summary"]["success_rate"], 1.0);
     assert!(json["summary"]["latency_ms"]["p95"].is_number());
     assert!(json["summary"]["cache_speedup"].is_number());
-    assert!(json["scenarios"][0]["content_length"].as_u64().is_some_and(|n| n > 0));
+    assert!(json["scenarios"][0]["content_length"]
+        .as_u64()
+        .is_some_and(|n| n > 0));
 }
 
 #[actix_web::test]
 async fn a_5xx_for_a_bad_request_fails_the_run() {
     let url = start_stub(true);
-    let report = bench::run_suite(&suite_args(url.clone())).await.expect("suite runs");
-    let error_case = report.scenarios.iter().find(|s| s.name == "error_case").expect("ran");
+    let report = bench::run_suite(&suite_args(url.clone()))
+        .await
+        .expect("suite runs");
+    let error_case = report
+        .scenarios
+        .iter()
+        .find(|s| s.name == "error_case")
+        .expect("ran");
     assert_eq!(error_case.status, "fail");
     assert_eq!(report.failed(), 1);
-    let run = bench::run(BenchArgs { command: BenchCommand::Suite(suite_args(url)) }).await;
+    let run = bench::run(BenchArgs {
+        command: BenchCommand::Suite(suite_args(url)),
+    })
+    .await;
     assert!(run.is_err(), "a failed scenario must make the command fail");
 }
 

@@ -70,7 +70,10 @@ pub async fn run_cache(args: &CacheArgs) -> anyhow::Result<CacheReport> {
     let target = Target::new(&args.url, args.api_key.clone(), args.concurrency)?;
     let model = match &args.model {
         Some(m) => m.clone(),
-        None => target.default_model().await.unwrap_or_else(|| "default".into()),
+        None => target
+            .default_model()
+            .await
+            .unwrap_or_else(|| "default".into()),
     };
     let body = chat_body(
         &model,
@@ -92,7 +95,10 @@ pub async fn run_cache(args: &CacheArgs) -> anyhow::Result<CacheReport> {
     let shared = body.clone();
     let body_for: Arc<dyn Fn(u64) -> Value + Send + Sync> = Arc::new(move |_| shared.clone());
     let (outcomes, elapsed, _) = run_pool(&target, plan, body_for).await;
-    let mismatched = outcomes.iter().filter(|o| o.ok() && o.content != miss.content).count() as u64;
+    let mismatched = outcomes
+        .iter()
+        .filter(|o| o.ok() && o.content != miss.content)
+        .count() as u64;
     let s = summarize(&outcomes, elapsed);
     let p50 = s.latency_ms.map(|l| l.p50);
     Ok(CacheReport {

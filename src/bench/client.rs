@@ -114,25 +114,36 @@ impl Target {
 
     /// First model id from `/v1/models`, so `--model` can be left out against one-model servers.
     pub async fn default_model(&self) -> Option<String> {
-        let mut req = self.http.get(&self.models_url).timeout(Duration::from_secs(10));
+        let mut req = self
+            .http
+            .get(&self.models_url)
+            .timeout(Duration::from_secs(10));
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k);
         }
         let v: Value = req.send().await.ok()?.json().await.ok()?;
-        v.get("data")?.get(0)?.get("id")?.as_str().map(str::to_string)
+        v.get("data")?
+            .get(0)?
+            .get("id")?
+            .as_str()
+            .map(str::to_string)
     }
 
     /// Sends `body` as-is (`stream` is read from it) and measures the answer within `timeout`.
     pub async fn chat(&self, body: &Value, timeout: Duration) -> Outcome {
         let start = Instant::now();
         let streaming = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-        let mut out = match tokio::time::timeout(timeout, self.chat_inner(body, streaming, start)).await {
-            Ok(o) => o,
-            Err(_) => Outcome {
-                error: Some((ErrorKind::Timeout, format!("no complete answer within {timeout:?}"))),
-                ..Outcome::default()
-            },
-        };
+        let mut out =
+            match tokio::time::timeout(timeout, self.chat_inner(body, streaming, start)).await {
+                Ok(o) => o,
+                Err(_) => Outcome {
+                    error: Some((
+                        ErrorKind::Timeout,
+                        format!("no complete answer within {timeout:?}"),
+                    )),
+                    ..Outcome::default()
+                },
+            };
         out.latency_ms = start.elapsed().as_secs_f64() * 1e3;
         out
     }
@@ -230,14 +241,23 @@ fn read_completion(out: &mut Outcome) {
         out.error = Some((ErrorKind::Malformed, "no choices[0].message".into()));
         return;
     };
-    out.content = msg.get("content").and_then(Value::as_str).unwrap_or("").to_string();
-    out.tool_calls = msg.get("tool_calls").and_then(Value::as_array).map_or(0, Vec::len);
+    out.content = msg
+        .get("content")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    out.tool_calls = msg
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
     out.finish_reason = body
         .pointer("/choices/0/finish_reason")
         .and_then(Value::as_str)
         .map(str::to_string);
     out.prompt_tokens = body.pointer("/usage/prompt_tokens").and_then(Value::as_u64);
-    out.completion_tokens = body.pointer("/usage/completion_tokens").and_then(Value::as_u64);
+    out.completion_tokens = body
+        .pointer("/usage/completion_tokens")
+        .and_then(Value::as_u64);
 }
 
 /// A deterministic chat request (greedy, fixed seed) so repeats are cacheable and comparable.
@@ -292,7 +312,10 @@ mod tests {
 
     #[test]
     fn completion_without_choices_is_malformed() {
-        let mut o = Outcome { body: Some(json!({"x": 1})), ..Outcome::default() };
+        let mut o = Outcome {
+            body: Some(json!({"x": 1})),
+            ..Outcome::default()
+        };
         read_completion(&mut o);
         assert_eq!(o.error.map(|e| e.0), Some(ErrorKind::Malformed));
     }

@@ -117,8 +117,12 @@ pub(crate) async fn run_pool(
     let mut workers = Vec::new();
     for _ in 0..plan.concurrency.max(1) {
         let (target, body_for) = (target.clone(), body_for.clone());
-        let (issued, done, failed, by_time) =
-            (issued.clone(), done.clone(), failed.clone(), stopped_by_time.clone());
+        let (issued, done, failed, by_time) = (
+            issued.clone(),
+            done.clone(),
+            failed.clone(),
+            stopped_by_time.clone(),
+        );
         let (deadline, max, timeout) = (plan.deadline, plan.max_requests, plan.timeout);
         workers.push(tokio::spawn(async move {
             let mut outs = Vec::new();
@@ -133,8 +137,12 @@ pub(crate) async fn run_pool(
                     break;
                 }
                 // A request never outlives the run's deadline by more than its own timeout.
-                let left = deadline.saturating_duration_since(now).max(Duration::from_millis(1));
-                let o = target.chat(&body_for(i), timeout.min(left + timeout / 4)).await;
+                let left = deadline
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(1));
+                let o = target
+                    .chat(&body_for(i), timeout.min(left + timeout / 4))
+                    .await;
                 if !o.ok() {
                     failed.fetch_add(1, Ordering::Relaxed);
                 }
@@ -174,7 +182,11 @@ pub(crate) async fn run_pool(
         t.abort();
         eprintln!();
     }
-    (outcomes, start.elapsed(), stopped_by_time.load(Ordering::Relaxed))
+    (
+        outcomes,
+        start.elapsed(),
+        stopped_by_time.load(Ordering::Relaxed),
+    )
 }
 
 /// Puts a per-request nonce where `vary` says.
@@ -251,7 +263,10 @@ pub async fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let target = Target::new(&args.url, args.api_key.clone(), args.concurrency)?;
     let model = match &args.model {
         Some(m) => m.clone(),
-        None => target.default_model().await.unwrap_or_else(|| "default".into()),
+        None => target
+            .default_model()
+            .await
+            .unwrap_or_else(|| "default".into()),
     };
     let prompt = match &args.prompt_file {
         Some(p) => std::fs::read_to_string(p)
@@ -263,7 +278,10 @@ pub async fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         (None, None) => Some(10 * args.concurrency.max(1) as u64),
         (n, _) => n,
     };
-    let span = args.duration.unwrap_or(args.max_duration).min(args.max_duration);
+    let span = args
+        .duration
+        .unwrap_or(args.max_duration)
+        .min(args.max_duration);
     let plan = Plan {
         concurrency: args.concurrency,
         max_requests,
@@ -308,7 +326,10 @@ mod tests {
         assert_eq!(vary_prompt("p", Vary::None, 3), "p");
         assert!(vary_prompt("p", Vary::Start, 3).starts_with("[request 3]"));
         assert!(vary_prompt("p", Vary::End, 3).starts_with("p\n"));
-        assert_ne!(vary_prompt("p", Vary::End, 1), vary_prompt("p", Vary::End, 2));
+        assert_ne!(
+            vary_prompt("p", Vary::End, 1),
+            vary_prompt("p", Vary::End, 2)
+        );
     }
 
     #[test]
@@ -319,7 +340,10 @@ mod tests {
             completion_tokens: Some(n),
             ..Outcome::default()
         };
-        let err = |k: ErrorKind| Outcome { error: Some((k, "x".into())), ..Outcome::default() };
+        let err = |k: ErrorKind| Outcome {
+            error: Some((k, "x".into())),
+            ..Outcome::default()
+        };
         let outs = vec![
             ok(1100.0, 100.0, 11),
             ok(2100.0, 100.0, 21),

@@ -46,7 +46,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 eprintln!("FAIL {}: {}", s.name, s.error.as_deref().unwrap_or(""));
             }
             if report.failed() > 0 {
-                anyhow::bail!("{} of {} scenarios failed", report.failed(), report.summary.total);
+                anyhow::bail!(
+                    "{} of {} scenarios failed",
+                    report.failed(),
+                    report.summary.total
+                );
             }
         }
         BenchCommand::Load(a) => {

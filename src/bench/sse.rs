@@ -33,7 +33,9 @@ impl SseParser {
         let mut out = Vec::new();
         if !self.buf.is_empty() {
             let rest = std::mem::take(&mut self.buf);
-            let line = String::from_utf8_lossy(&rest).trim_end_matches('\r').to_string();
+            let line = String::from_utf8_lossy(&rest)
+                .trim_end_matches('\r')
+                .to_string();
             self.take_line(&line, &mut out);
         }
         out.extend(self.data.take());
@@ -125,7 +127,12 @@ impl StreamSummary {
                     output_here = true;
                 }
             }
-            for tc in delta.get("tool_calls").and_then(Value::as_array).into_iter().flatten() {
+            for tc in delta
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let index = tc.get("index").and_then(Value::as_u64).unwrap_or(0) as usize;
                 self.tool_calls = self.tool_calls.max(index + 1);
                 output_here = true;
@@ -172,7 +179,11 @@ mod tests {
         assert_eq!(whole.len(), 6);
         assert_eq!(whole[5], "[DONE]");
         for size in 1..40 {
-            assert_eq!(parse_in_chunks(STREAM.as_bytes(), size), whole, "chunk size {size}");
+            assert_eq!(
+                parse_in_chunks(STREAM.as_bytes(), size),
+                whole,
+                "chunk size {size}"
+            );
         }
     }
 
@@ -219,8 +230,10 @@ mod tests {
             .apply(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"a","function":{"name":"f","arguments":""}}]}}]}"#)
             .unwrap();
         assert_eq!(first, ChunkKind::FirstOutput);
-        s.apply(r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#)
-            .unwrap();
+        s.apply(
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}"#,
+        )
+        .unwrap();
         s.apply(r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"b","function":{"name":"g"}}]}}]}"#)
             .unwrap();
         assert_eq!(s.tool_calls, 2);
@@ -229,7 +242,8 @@ mod tests {
     #[test]
     fn mid_stream_error_is_recorded_and_garbage_is_rejected() {
         let mut s = StreamSummary::default();
-        s.apply(r#"{"error":{"message":"boom","type":"server_error"}}"#).unwrap();
+        s.apply(r#"{"error":{"message":"boom","type":"server_error"}}"#)
+            .unwrap();
         assert_eq!(s.error.as_deref(), Some("boom"));
         assert!(s.apply("not json").is_err());
     }

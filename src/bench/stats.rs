@@ -72,7 +72,10 @@ mod tests {
     #[test]
     fn single_sample_is_every_percentile() {
         let s = Summary::from_samples(&[7.5]).unwrap();
-        assert_eq!((s.min, s.p50, s.p95, s.p99, s.max, s.avg), (7.5, 7.5, 7.5, 7.5, 7.5, 7.5));
+        assert_eq!(
+            (s.min, s.p50, s.p95, s.p99, s.max, s.avg),
+            (7.5, 7.5, 7.5, 7.5, 7.5, 7.5)
+        );
         assert_eq!(s.count, 1);
     }
 

@@ -126,15 +126,23 @@ fn tool_calls_well_formed(o: &Outcome) -> Result<(), String> {
     if o.finish_reason.as_deref() == Some("tool_calls") && o.tool_calls == 0 {
         return Err("finish_reason tool_calls without tool_calls".into());
     }
-    let calls = o.body.as_ref().and_then(|b| b.pointer("/choices/0/message/tool_calls"));
+    let calls = o
+        .body
+        .as_ref()
+        .and_then(|b| b.pointer("/choices/0/message/tool_calls"));
     for call in calls.and_then(Value::as_array).into_iter().flatten() {
         let name = call.pointer("/function/name").and_then(Value::as_str);
         if name.is_none_or(str::is_empty) {
             return Err("tool call without function.name".into());
         }
-        let args = call.pointer("/function/arguments").and_then(Value::as_str).unwrap_or("");
+        let args = call
+            .pointer("/function/arguments")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if !serde_json::from_str::<Value>(args).is_ok_and(|v| v.is_object()) {
-            return Err(format!("tool call arguments are not a JSON object: {args:?}"));
+            return Err(format!(
+                "tool call arguments are not a JSON object: {args:?}"
+            ));
         }
     }
     Ok(())
@@ -163,7 +171,10 @@ fn openai_client_error(o: &Outcome) -> Result<(), String> {
 
 fn length_limited(o: &Outcome) -> Result<(), String> {
     if o.completion_tokens.is_some_and(|n| n > 1) {
-        return Err(format!("max_tokens 1 but {:?} completion tokens", o.completion_tokens));
+        return Err(format!(
+            "max_tokens 1 but {:?} completion tokens",
+            o.completion_tokens
+        ));
     }
     match o.finish_reason.as_deref() {
         Some("length") | Some("stop") => Ok(()),
@@ -211,14 +222,26 @@ pub async fn run_suite(args: &SuiteArgs) -> anyhow::Result<SuiteReport> {
     let target = Target::new(&args.url, args.api_key.clone(), 8)?;
     let model = match &args.model {
         Some(m) => m.clone(),
-        None => target.default_model().await.unwrap_or_else(|| "default".into()),
+        None => target
+            .default_model()
+            .await
+            .unwrap_or_else(|| "default".into()),
     };
     let t = args.timeout;
     let mt = args.max_tokens;
     let mut results = Vec::new();
 
-    let simple = chat_body(&model, user("What is the capital of France? Answer in one word."), mt, false);
-    results.push(record("simple_chat", &target.chat(&simple, t).await, answered));
+    let simple = chat_body(
+        &model,
+        user("What is the capital of France? Answer in one word."),
+        mt,
+        false,
+    );
+    results.push(record(
+        "simple_chat",
+        &target.chat(&simple, t).await,
+        answered,
+    ));
 
     let repeat = chat_body(&model, user("Name three primary colors."), mt, false);
     let first = target.chat(&repeat, t).await;
@@ -243,7 +266,11 @@ pub async fn run_suite(args: &SuiteArgs) -> anyhow::Result<SuiteReport> {
         mt,
         false,
     );
-    results.push(record("system_prompt", &target.chat(&system, t).await, answered));
+    results.push(record(
+        "system_prompt",
+        &target.chat(&system, t).await,
+        answered,
+    ));
 
     let multi = chat_body(
         &model,
@@ -253,9 +280,18 @@ pub async fn run_suite(args: &SuiteArgs) -> anyhow::Result<SuiteReport> {
         mt,
         false,
     );
-    results.push(record("multi_turn", &target.chat(&multi, t).await, answered));
+    results.push(record(
+        "multi_turn",
+        &target.chat(&multi, t).await,
+        answered,
+    ));
 
-    let mut single_tool = chat_body(&model, user("What is the weather in Paris right now?"), mt * 2, false);
+    let mut single_tool = chat_body(
+        &model,
+        user("What is the weather in Paris right now?"),
+        mt * 2,
+        false,
+    );
     single_tool["tools"] = json!([weather_tool()]);
     let o = target.chat(&single_tool, t).await;
     results.push(record("single_tool", &o, tool_calls_well_formed));
@@ -286,11 +322,27 @@ pub async fn run_suite(args: &SuiteArgs) -> anyhow::Result<SuiteReport> {
     }
 
     let stream = chat_body(&model, user("Write one sentence about the sea."), mt, true);
-    results.push(record("streaming_ttft", &target.chat(&stream, t).await, streamed));
+    results.push(record(
+        "streaming_ttft",
+        &target.chat(&stream, t).await,
+        streamed,
+    ));
 
     let prefix = long_prefix();
-    let q1 = chat_body(&model, user(&format!("{prefix}\nQuestion: when does the bakery on street 3 open?")), 8, true);
-    let q2 = chat_body(&model, user(&format!("{prefix}\nQuestion: how many notes are there?")), 8, true);
+    let q1 = chat_body(
+        &model,
+        user(&format!(
+            "{prefix}\nQuestion: when does the bakery on street 3 open?"
+        )),
+        8,
+        true,
+    );
+    let q2 = chat_body(
+        &model,
+        user(&format!("{prefix}\nQuestion: how many notes are there?")),
+        8,
+        true,
+    );
     let cold = target.chat(&q1, t).await;
     let warm = target.chat(&q2, t).await;
     let prefix_speedup = match (cold.ttft_ms, warm.ttft_ms) {
@@ -300,14 +352,29 @@ pub async fn run_suite(args: &SuiteArgs) -> anyhow::Result<SuiteReport> {
     results.push(record("long_prefix_first", &cold, streamed));
     results.push(record("long_prefix_new_question", &warm, streamed));
 
-    let one = chat_body(&model, user("Tell me a long story about dragons."), 1, false);
-    results.push(record("max_tokens_one", &target.chat(&one, t).await, length_limited));
+    let one = chat_body(
+        &model,
+        user("Tell me a long story about dragons."),
+        1,
+        false,
+    );
+    results.push(record(
+        "max_tokens_one",
+        &target.chat(&one, t).await,
+        length_limited,
+    ));
 
     let bad = json!({"model": model, "messages": "this is not a list of messages"});
     let o = target.chat(&bad, t).await;
     results.push(record_with("error_case", &o, openai_client_error, true));
 
-    Ok(build_report(&args.url, model, results, cache_speedup, prefix_speedup))
+    Ok(build_report(
+        &args.url,
+        model,
+        results,
+        cache_speedup,
+        prefix_speedup,
+    ))
 }
 
 fn build_report(
@@ -328,7 +395,11 @@ fn build_report(
             total,
             passed,
             failed: total - passed,
-            success_rate: if total == 0 { 0.0 } else { passed as f64 / total as f64 },
+            success_rate: if total == 0 {
+                0.0
+            } else {
+                passed as f64 / total as f64
+            },
             latency_ms: Summary::from_samples(&lat),
             ttft_ms: Summary::from_samples(&ttft),
             cache_speedup,
@@ -343,19 +414,35 @@ mod tests {
     use super::*;
 
     fn outcome(code: u16, body: Value) -> Outcome {
-        Outcome { http_code: Some(code), body: Some(body), ..Outcome::default() }
+        Outcome {
+            http_code: Some(code),
+            body: Some(body),
+            ..Outcome::default()
+        }
     }
 
     #[test]
     fn error_case_requires_4xx_with_openai_error_json() {
-        let mut o = outcome(400, json!({"error": {"message": "bad", "type": "invalid_request_error"}}));
+        let mut o = outcome(
+            400,
+            json!({"error": {"message": "bad", "type": "invalid_request_error"}}),
+        );
         o.error = Some((ErrorKind::Http(400), "bad".into()));
-        assert_eq!(record_with("error_case", &o, openai_client_error, true).status, "pass");
+        assert_eq!(
+            record_with("error_case", &o, openai_client_error, true).status,
+            "pass"
+        );
         let mut o5 = outcome(500, json!({"error": {"message": "x"}}));
         o5.error = Some((ErrorKind::Http(500), "x".into()));
-        assert_eq!(record_with("error_case", &o5, openai_client_error, true).status, "fail");
+        assert_eq!(
+            record_with("error_case", &o5, openai_client_error, true).status,
+            "fail"
+        );
         let plain = outcome(422, json!({"detail": "x"}));
-        assert_eq!(record_with("error_case", &plain, openai_client_error, true).status, "fail");
+        assert_eq!(
+            record_with("error_case", &plain, openai_client_error, true).status,
+            "fail"
+        );
         assert_eq!(record("simple_chat", &o, answered).status, "fail");
     }
 
@@ -370,8 +457,11 @@ mod tests {
 
     #[test]
     fn tool_call_with_non_object_arguments_fails() {
-        let mut o = outcome(200, json!({"choices": [{"message": {"tool_calls": [
-            {"function": {"name": "get_weather", "arguments": "Paris"}}]}, "finish_reason": "tool_calls"}]}));
+        let mut o = outcome(
+            200,
+            json!({"choices": [{"message": {"tool_calls": [
+            {"function": {"name": "get_weather", "arguments": "Paris"}}]}, "finish_reason": "tool_calls"}]}),
+        );
         o.tool_calls = 1;
         o.finish_reason = Some("tool_calls".into());
         assert!(tool_calls_well_formed(&o).is_err());
@@ -379,8 +469,23 @@ mod tests {
 
     #[test]
     fn summary_counts_failures_and_rates() {
-        let ok = record("a", &Outcome { finish_reason: Some("stop".into()), latency_ms: 10.0, ..Outcome::default() }, answered);
-        let bad = record("b", &Outcome { latency_ms: 30.0, ..Outcome::default() }, answered);
+        let ok = record(
+            "a",
+            &Outcome {
+                finish_reason: Some("stop".into()),
+                latency_ms: 10.0,
+                ..Outcome::default()
+            },
+            answered,
+        );
+        let bad = record(
+            "b",
+            &Outcome {
+                latency_ms: 30.0,
+                ..Outcome::default()
+            },
+            answered,
+        );
         let r = build_report("u", "m".into(), vec![ok, bad], Some(2.0), None);
         assert_eq!((r.summary.passed, r.failed()), (1, 1));
         assert_eq!(r.summary.success_rate, 0.5);
