@@ -144,8 +144,8 @@ measure() {
         --vary start --max-duration 5m --out "$dir/ttft_short.json" >/dev/null
     $b load --url "$url" "${m[@]}" --quiet -c 1 --requests 2 --stream --max-tokens 1 \
         --vary start --prompt-file "$OUT/long_prompt.txt" --max-duration 10m --out "$dir/ttft_long.json" >/dev/null
-    # vary=end: the first request fills the prefix cache, the rest share its ~1,000-token prefix.
-    $b load --url "$url" "${m[@]}" --quiet -c 1 --requests $((N_TTFT + 1)) --stream --max-tokens 1 \
+    # vary=end: the warm-up request fills the prefix cache; the measured ones share its prefix.
+    $b load --url "$url" "${m[@]}" --quiet -c 1 --warmup 1 --requests "$N_TTFT" --stream --max-tokens 1 \
         --vary end --prompt-file "$OUT/long_prompt.txt" --max-duration 10m --out "$dir/prefix.json" >/dev/null
     $b cache --url "$url" "${m[@]}" --quiet --n "$N_CACHE" -c 4 --max-duration 2m --out "$dir/cache.json" >/dev/null \
         || log "$side: cache run failed"

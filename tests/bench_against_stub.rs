@@ -191,6 +191,7 @@ fn load_args(url: String) -> LoadArgs {
         max_tokens: 8,
         vary: bench::load::Vary::Start,
         timeout: Duration::from_secs(10),
+        warmup: 0,
         out: None,
         quiet: true,
     }
@@ -206,6 +207,17 @@ async fn load_sends_exactly_the_requested_count_and_measures_ttft() {
     assert!(report.requests_per_s > 0.0);
     assert_eq!(report.ttft_ms.map(|t| t.count), Some(20));
     assert!(!report.stopped_by_time);
+}
+
+#[actix_web::test]
+async fn warmup_requests_are_sent_but_not_measured() {
+    let url = start_stub(false);
+    let mut args = load_args(url);
+    args.warmup = 3;
+    args.requests = Some(5);
+    let report = bench::run_load(&args).await.expect("load runs");
+    assert_eq!(report.requests_sent, 5);
+    assert_eq!(report.latency_ms.map(|l| l.count), Some(5));
 }
 
 #[actix_web::test]

@@ -51,6 +51,10 @@ pub struct LoadArgs {
     /// Per-request time limit.
     #[arg(long, default_value = "300s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Requests sent one by one before the measured run and left out of it (e.g. to fill a
+    /// prefix cache with `--vary end`).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
     /// Write the JSON report here (it is always printed to stdout too).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -278,10 +282,28 @@ pub async fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         (None, None) => Some(10 * args.concurrency.max(1) as u64),
         (n, _) => n,
     };
-    let span = args
-        .duration
-        .unwrap_or(args.max_duration)
-        .min(args.max_duration);
+    let (m, vary, mt, stream) = (model.clone(), args.vary, args.max_tokens, args.stream);
+    let make_body = move |i: u64| {
+        let text = vary_prompt(&prompt, vary, i);
+        chat_body(&m, json!([{"role": "user", "content": text}]), mt, stream)
+    };
+    let hard_stop = Instant::now() + args.max_duration;
+    for i in 0..args.warmup {
+        let left = hard_stop.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let o = target.chat(&make_body(i), args.timeout.min(left)).await;
+        if let Some((kind, msg)) = o.error {
+            anyhow::bail!("warm-up request failed: {}: {msg}", kind.key());
+        }
+    }
+    // Measured requests follow the warm-up indices, so `--vary` never repeats a prompt.
+    let warmup = args.warmup;
+    let body_for: Arc<dyn Fn(u64) -> Value + Send + Sync> =
+        Arc::new(move |i| make_body(i + warmup));
+    let span = args.duration.unwrap_or(args.max_duration);
+    let span = span.min(hard_stop.saturating_duration_since(Instant::now()));
     let plan = Plan {
         concurrency: args.concurrency,
         max_requests,
@@ -289,11 +311,6 @@ pub async fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         timeout: args.timeout,
         progress: !args.quiet,
     };
-    let (m, vary, mt, stream) = (model.clone(), args.vary, args.max_tokens, args.stream);
-    let body_for: Arc<dyn Fn(u64) -> Value + Send + Sync> = Arc::new(move |i| {
-        let text = vary_prompt(&prompt, vary, i);
-        chat_body(&m, json!([{"role": "user", "content": text}]), mt, stream)
-    });
     let (outcomes, elapsed, stopped_by_time) = run_pool(&target, plan, body_for).await;
     let s = summarize(&outcomes, elapsed);
     Ok(LoadReport {
