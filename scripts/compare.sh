@@ -12,6 +12,8 @@
 #   MODEL_DIR     Hugging Face model directory       [target/compare/smollm2-135m-instruct]
 #   MODEL_GGUF    convert this GGUF with scripts/gguf_to_hf.py instead of `mlx-serve convert`
 #   OURS_CMD      command that starts our server; $PORT and $MODEL_DIR are substituted
+#   OURS_MODEL    model name sent to ours            [first id of its /v1/models]
+#   THEIRS_MODEL  model name sent to mlx_lm          [default_model]
 #   VENV          throw-away venv for mlx_lm         [/tmp/venv-mlxlm]
 #   MLX_LM_VERSION / MLX_VERSION                     [0.32.2 / 0.32.2]
 #   OPENBLAS      library LD_PRELOADed into mlx_lm   [Debian's libopenblas.so.0]
@@ -30,6 +32,8 @@ MLX_VERSION=${MLX_VERSION:-0.32.2}
 OURS_PORT=${OURS_PORT:-18080}
 THEIRS_PORT=${THEIRS_PORT:-18081}
 OURS_CMD=${OURS_CMD:-"$MLX_SERVE serve --model \$MODEL_DIR --host 127.0.0.1 --port \$PORT"}
+OURS_MODEL=${OURS_MODEL:-}
+THEIRS_MODEL=${THEIRS_MODEL:-default_model}
 SIDES=${SIDES:-"ours theirs"}
 QUICK=${QUICK:-0}
 READY_TIMEOUT=${READY_TIMEOUT:-600}
@@ -136,7 +140,8 @@ measure() {
     # names make it look for a Hugging Face repo. Ours answers /v1/models, so bench asks it.
     local b="$BENCH"
     local m=()
-    if [ "$side" = theirs ]; then m=(--model default_model); fi
+    if [ "$side" = theirs ]; then m=(--model "$THEIRS_MODEL"); fi
+    if [ "$side" = ours ] && [ -n "$OURS_MODEL" ]; then m=(--model "$OURS_MODEL"); fi
     # Every run is bounded by --requests and --max-duration.
     $b load --url "$url" "${m[@]}" --quiet -c 1 --requests "$N_DECODE" --stream --max-tokens 128 \
         --vary start --prompt-file "$OUT/decode_prompt.txt" --max-duration 10m --out "$dir/decode.json" >/dev/null
@@ -166,4 +171,10 @@ for side in $SIDES; do
     stop_server
 done
 
+{
+    echo "mlx_lm: $("$VENV/bin/pip" show mlx-lm 2>/dev/null | grep -i '^version' || echo unknown)"
+    echo "mlx: $("$VENV/bin/pip" show mlx-cpu 2>/dev/null | grep -i '^version' || echo unknown)"
+    echo "ours: $("$MLX_SERVE" --version 2>/dev/null || echo unknown)"
+    echo "openblas: ${OPENBLAS:-none}"
+} >"$OUT/versions.txt"
 python3 "$ROOT/scripts/compare_report.py" "$OUT"

@@ -54,10 +54,17 @@ def main(out):
                      "ratio_ours_over_theirs": ratio, "higher_is_better": higher,
                      "ours_better": wins})
     machine = {"platform": platform.platform(), "machine": platform.machine(),
-               "cpus": os.cpu_count()}
+               "cpus": os.cpu_count(),
+               # The box may be shared: a high load average means slower numbers on both sides.
+               "loadavg_at_report": os.getloadavg()}
+    versions = os.path.join(out, "versions.txt")
+    if os.path.exists(versions):
+        with open(versions) as f:
+            machine["versions"] = f.read().strip().splitlines()
+    print(f"Machine: {machine['platform']}, {machine['cpus']} CPUs, load average "
+          f"{machine['loadavg_at_report'][0]:.1f}. Raw reports: {out}\n")
     with open(os.path.join(out, "compare.json"), "w") as f:
         json.dump({"machine": machine, "rows": rows}, f, indent=2)
-    print(f"Machine: {machine['platform']}, {machine['cpus']} CPUs. Raw reports: {out}\n")
     print("| metric | mlx-serve | mlx_lm.server | ours/theirs | better |")
     print("|---|---:|---:|---:|---|")
     for r in rows:
