@@ -105,7 +105,8 @@ start_server() {
         local cmd=${OURS_CMD//\$MODEL_DIR/$MODEL_DIR}
         cmd=${cmd//\$PORT/$OURS_PORT}
         log "starting ours: $cmd"
-        bash -c "exec $cmd" >"$OUT/ours/server.log" 2>&1 &
+        # `env` so that OURS_CMD may start with VAR=value assignments.
+        bash -c "exec env $cmd" >"$OUT/ours/server.log" 2>&1 &
         SERVER_PID=$!
         URL=http://127.0.0.1:$OURS_PORT
     else
@@ -134,32 +135,42 @@ PY
 
 if [ "$QUICK" = 1 ]; then N_DECODE=1; N_TTFT=2; N_CACHE=50; PER_C=1; else N_DECODE=3; N_TTFT=3; N_CACHE=500; PER_C=2; fi
 
+# One measurement; a failure is logged and leaves a gap in the table instead of ending the run.
+step() {
+    local name=$1
+    shift
+    "$@" >/dev/null || log "$name failed (exit $?)"
+}
+
 measure() {
     local side=$1 url=$2 dir=$OUT/$1
     # mlx_lm.server maps the model name "default_model" to the one it was started with; other
     # names make it look for a Hugging Face repo. Ours answers /v1/models, so bench asks it.
-    local b="$BENCH"
     local m=()
     if [ "$side" = theirs ]; then m=(--model "$THEIRS_MODEL"); fi
     if [ "$side" = ours ] && [ -n "$OURS_MODEL" ]; then m=(--model "$OURS_MODEL"); fi
-    # Every run is bounded by --requests and --max-duration.
-    $b load --url "$url" "${m[@]}" --quiet -c 1 --requests "$N_DECODE" --stream --max-tokens 128 \
-        --vary start --prompt-file "$OUT/decode_prompt.txt" --max-duration 10m --out "$dir/decode.json" >/dev/null
-    $b load --url "$url" "${m[@]}" --quiet -c 1 --requests "$N_TTFT" --stream --max-tokens 1 \
-        --vary start --max-duration 5m --out "$dir/ttft_short.json" >/dev/null
-    $b load --url "$url" "${m[@]}" --quiet -c 1 --requests 2 --stream --max-tokens 1 \
-        --vary start --prompt-file "$OUT/long_prompt.txt" --max-duration 10m --out "$dir/ttft_long.json" >/dev/null
+    local b=($BENCH)
+    local common=(--url "$url" "${m[@]}" --quiet)
+    # Every run is bounded by a request count and --max-duration.
+    step "$side decode" "${b[@]}" load "${common[@]}" -c 1 --requests "$N_DECODE" --stream \
+        --max-tokens 128 --vary start --prompt-file "$OUT/decode_prompt.txt" --max-duration 10m \
+        --out "$dir/decode.json"
+    step "$side ttft_short" "${b[@]}" load "${common[@]}" -c 1 --requests "$N_TTFT" --stream \
+        --max-tokens 1 --vary start --max-duration 5m --out "$dir/ttft_short.json"
+    step "$side ttft_long" "${b[@]}" load "${common[@]}" -c 1 --requests 2 --stream \
+        --max-tokens 1 --vary start --prompt-file "$OUT/long_prompt.txt" --max-duration 10m \
+        --out "$dir/ttft_long.json"
     # vary=end: the warm-up request fills the prefix cache; the measured ones share its prefix.
-    $b load --url "$url" "${m[@]}" --quiet -c 1 --warmup 1 --requests "$N_TTFT" --stream --max-tokens 1 \
-        --vary end --prompt-file "$OUT/long_prompt.txt" --max-duration 10m --out "$dir/prefix.json" >/dev/null
-    $b cache --url "$url" "${m[@]}" --quiet --n "$N_CACHE" -c 4 --max-duration 2m --out "$dir/cache.json" >/dev/null \
-        || log "$side: cache run failed"
+    step "$side prefix" "${b[@]}" load "${common[@]}" -c 1 --warmup 1 --requests "$N_TTFT" \
+        --stream --max-tokens 1 --vary end --prompt-file "$OUT/long_prompt.txt" \
+        --max-duration 10m --out "$dir/prefix.json"
+    step "$side cache" "${b[@]}" cache "${common[@]}" --n "$N_CACHE" -c 4 --max-duration 2m \
+        --out "$dir/cache.json"
     for c in 1 4 16; do
-        $b load --url "$url" "${m[@]}" --quiet -c "$c" --requests $((PER_C * c)) --max-tokens 32 \
-            --vary start --max-duration 5m --out "$dir/load_c$c.json" >/dev/null \
-            || log "$side: load c=$c had no successful request"
+        step "$side load c=$c" "${b[@]}" load "${common[@]}" -c "$c" --requests $((PER_C * c)) \
+            --max-tokens 32 --vary start --max-duration 5m --out "$dir/load_c$c.json"
     done
-    $b suite --url "$url" "${m[@]}" --out "$dir/suite.json" >/dev/null || log "$side: some suite scenarios failed"
+    step "$side suite" "${b[@]}" suite --url "$url" "${m[@]}" --out "$dir/suite.json"
 }
 
 ensure_weights
