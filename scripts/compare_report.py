@@ -49,7 +49,10 @@ def main(out):
         ours = value(out, "ours", fname, path)
         theirs = value(out, "theirs", fname, path)
         ratio = ours / theirs if ours is not None and theirs not in (None, 0) else None
-        wins = None if ratio is None else (ratio >= 1.0 if higher else ratio <= 1.0)
+        if ratio is None or abs(ratio - 1.0) < 0.02:
+            wins = None  # missing, or within noise: no winner
+        else:
+            wins = ratio > 1.0 if higher else ratio < 1.0
         rows.append({"metric": label, "ours": ours, "theirs": theirs,
                      "ratio_ours_over_theirs": ratio, "higher_is_better": higher,
                      "ours_better": wins})
