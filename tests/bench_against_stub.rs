@@ -238,3 +238,32 @@ async fn load_stops_at_the_time_cap_and_counts_connect_errors() {
     assert_eq!(report.requests_ok, 0);
     assert_eq!(report.errors.get("connect"), Some(&report.requests_sent));
 }
+
+#[actix_web::test]
+async fn cache_run_counts_hits_and_checks_answers_match_the_miss() {
+    let url = start_stub(false);
+    let args = bench::CacheArgs {
+        url,
+        model: None,
+        api_key: None,
+        n: 200,
+        concurrency: 4,
+        max_tokens: 8,
+        max_duration: Duration::from_secs(30),
+        timeout: Duration::from_secs(10),
+        out: None,
+        quiet: true,
+    };
+    let report = bench::run_cache(&args).await.expect("cache run");
+    assert_eq!(
+        (report.hits_sent, report.hits_ok, report.mismatched),
+        (200, 200, 0)
+    );
+    assert_eq!(report.hit_latency_ms.map(|l| l.count), Some(200));
+    assert!(report.hits_per_s > 0.0);
+    eprintln!(
+        "stub hits/s {:.0}, p50 {:?}",
+        report.hits_per_s,
+        report.hit_latency_ms.map(|l| l.p50)
+    );
+}
