@@ -7,6 +7,7 @@
 //! - [`cli`]: clap subcommands.
 
 pub mod anthropic;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;

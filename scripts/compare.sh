@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark: mlx-serve vs mlx_lm.server on the same machine and the same weights,
+# measured with `mlx-serve bench` against both. Prints a markdown table of ours/theirs ratios and
+# writes every raw report plus compare.json under $OUT.
+#
+# Usage: scripts/compare.sh            (both servers)
+#        SIDES=theirs scripts/compare.sh   (only mlx_lm; SIDES=ours for only ours)
+#
+# Environment (all optional):
+#   MLX_SERVE     our binary                         [target/release/mlx-serve]
+#   BENCH         command that runs `bench`          ["$MLX_SERVE bench"]
+#   MODEL_DIR     Hugging Face model directory       [target/compare/smollm2-135m-instruct]
+#   MODEL_GGUF    convert this GGUF with scripts/gguf_to_hf.py instead of `mlx-serve convert`
+#   OURS_CMD      command that starts our server; $PORT and $MODEL_DIR are substituted
+#   OURS_MODEL    model name sent to ours            [first id of its /v1/models]
+#   THEIRS_MODEL  model name sent to mlx_lm          [default_model]
+#   VENV          throw-away venv for mlx_lm         [/tmp/venv-mlxlm]
+#   MLX_LM_VERSION / MLX_VERSION                     [0.32.2 / 0.32.2]
+#   OPENBLAS      library LD_PRELOADed into mlx_lm   [Debian's libopenblas.so.0]
+#   OURS_PORT / THEIRS_PORT                          [18080 / 18081]
+#   QUICK=1       fewer requests (plumbing check, not numbers to publish)
+#   OUT           output directory                   [target/compare/<timestamp>]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+MLX_SERVE=${MLX_SERVE:-$ROOT/target/release/mlx-serve}
+BENCH=${BENCH:-"$MLX_SERVE bench"}
+MODEL_DIR=${MODEL_DIR:-$ROOT/target/compare/smollm2-135m-instruct}
+VENV=${VENV:-/tmp/venv-mlxlm}
+MLX_LM_VERSION=${MLX_LM_VERSION:-0.32.2}
+MLX_VERSION=${MLX_VERSION:-0.32.2}
+OURS_PORT=${OURS_PORT:-18080}
+THEIRS_PORT=${THEIRS_PORT:-18081}
+OURS_CMD=${OURS_CMD:-"$MLX_SERVE serve --model \$MODEL_DIR --host 127.0.0.1 --port \$PORT"}
+OURS_MODEL=${OURS_MODEL:-}
+THEIRS_MODEL=${THEIRS_MODEL:-default_model}
+SIDES=${SIDES:-"ours theirs"}
+QUICK=${QUICK:-0}
+READY_TIMEOUT=${READY_TIMEOUT:-600}
+OUT=${OUT:-$ROOT/target/compare/$(date -u +%Y%m%dT%H%M%SZ)}
+mkdir -p "$OUT"
+
+log() { echo "[compare] $*" >&2; }
+
+if [ -z "${OPENBLAS:-}" ]; then
+    for lib in /usr/lib/x86_64-linux-gnu/openblas-pthread/libopenblas.so.0 \
+        /usr/lib/aarch64-linux-gnu/openblas-pthread/libopenblas.so.0 \
+        /usr/lib/x86_64-linux-gnu/libopenblas.so.0; do
+        if [ -e "$lib" ]; then OPENBLAS=$lib; break; fi
+    done
+fi
+if [ -z "${OPENBLAS:-}" ]; then
+    log "WARNING: no OpenBLAS found; mlx_lm will run on the wheel's reference BLAS (~3x slower)"
+fi
+
+ensure_venv() {
+    if [ -x "$VENV/bin/mlx_lm.server" ]; then return; fi
+    log "creating $VENV with mlx-lm==$MLX_LM_VERSION mlx==$MLX_VERSION mlx-cpu==$MLX_VERSION"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q "mlx==$MLX_VERSION" "mlx-cpu==$MLX_VERSION" \
+        "mlx-lm==$MLX_LM_VERSION" gguf
+}
+
+ensure_weights() {
+    if [ -f "$MODEL_DIR/config.json" ]; then return; fi
+    if [ -n "${MODEL_GGUF:-}" ]; then
+        ensure_venv
+        "$VENV/bin/python" "$ROOT/scripts/gguf_to_hf.py" "$MODEL_GGUF" "$MODEL_DIR"
+    else
+        "$MLX_SERVE" convert --model smollm2-135m-instruct --out "$MODEL_DIR"
+    fi
+}
+
+SERVER_PID=""
+stop_server() {
+    if [ -n "$SERVER_PID" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            kill -0 "$SERVER_PID" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -9 "$SERVER_PID" 2>/dev/null || true
+    fi
+    SERVER_PID=""
+}
+trap stop_server EXIT
+
+wait_ready() {
+    local url=$1 deadline=$((SECONDS + READY_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        if curl -sf -m 5 "$url/v1/models" >/dev/null 2>&1; then return 0; fi
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            log "server exited before becoming ready"
+            return 1
+        fi
+        sleep 1
+    done
+    log "server not ready after ${READY_TIMEOUT}s"
+    return 1
+}
+
+start_server() {
+    local side=$1
+    if [ "$side" = ours ]; then
+        local cmd=${OURS_CMD//\$MODEL_DIR/$MODEL_DIR}
+        cmd=${cmd//\$PORT/$OURS_PORT}
+        log "starting ours: $cmd"
+        # `env` so that OURS_CMD may start with VAR=value assignments.
+        bash -c "exec env $cmd" >"$OUT/ours/server.log" 2>&1 &
+        SERVER_PID=$!
+        URL=http://127.0.0.1:$OURS_PORT
+    else
+        ensure_venv
+        log "starting mlx_lm.server (LD_PRELOAD=${OPENBLAS:-none})"
+        LD_PRELOAD=${OPENBLAS:-} "$VENV/bin/mlx_lm.server" --model "$MODEL_DIR" \
+            --host 127.0.0.1 --port "$THEIRS_PORT" >"$OUT/theirs/server.log" 2>&1 &
+        SERVER_PID=$!
+        URL=http://127.0.0.1:$THEIRS_PORT
+    fi
+    wait_ready "$URL"
+}
+
+# The long prompt: ~1,000 tokens that a prefix cache can reuse.
+python3 - "$OUT/long_prompt.txt" "$OUT/decode_prompt.txt" <<'PY'
+import sys
+notes = ["Here are notes about the town of Arden. Read them, then answer."]
+for i in range(44):
+    notes.append(f"Note {i}: the bakery on street {i % 17} opens at {6 + i % 5} o'clock "
+                 f"and sells {20 + i * 3} loaves.")
+notes.append("Question: which street has the bakery that sells the most loaves?")
+open(sys.argv[1], "w").write("\n".join(notes))
+open(sys.argv[2], "w").write("Write a long, detailed essay about the history of bread, "
+                             "from ancient Egypt to modern bakeries.")
+PY
+
+if [ "$QUICK" = 1 ]; then N_DECODE=1; N_TTFT=2; N_CACHE=50; PER_C=1; else N_DECODE=3; N_TTFT=3; N_CACHE=500; PER_C=2; fi
+
+# One measurement; a failure is logged and leaves a gap in the table instead of ending the run.
+step() {
+    local name=$1
+    shift
+    "$@" >/dev/null || log "$name failed (exit $?)"
+}
+
+measure() {
+    local side=$1 url=$2 dir=$OUT/$1
+    # mlx_lm.server maps the model name "default_model" to the one it was started with; other
+    # names make it look for a Hugging Face repo. Ours answers /v1/models, so bench asks it.
+    local m=()
+    if [ "$side" = theirs ]; then m=(--model "$THEIRS_MODEL"); fi
+    if [ "$side" = ours ] && [ -n "$OURS_MODEL" ]; then m=(--model "$OURS_MODEL"); fi
+    local b=($BENCH)
+    local common=(--url "$url" "${m[@]}" --quiet)
+    # Every run is bounded by a request count and --max-duration.
+    step "$side decode" "${b[@]}" load "${common[@]}" -c 1 --requests "$N_DECODE" --stream \
+        --max-tokens 128 --vary start --prompt-file "$OUT/decode_prompt.txt" --max-duration 10m \
+        --out "$dir/decode.json"
+    step "$side ttft_short" "${b[@]}" load "${common[@]}" -c 1 --requests "$N_TTFT" --stream \
+        --max-tokens 1 --vary start --max-duration 5m --out "$dir/ttft_short.json"
+    step "$side ttft_long" "${b[@]}" load "${common[@]}" -c 1 --requests 2 --stream \
+        --max-tokens 1 --vary start --prompt-file "$OUT/long_prompt.txt" --max-duration 10m \
+        --out "$dir/ttft_long.json"
+    # vary=end: the warm-up request fills the prefix cache; the measured ones share its prefix.
+    step "$side prefix" "${b[@]}" load "${common[@]}" -c 1 --warmup 1 --requests "$N_TTFT" \
+        --stream --max-tokens 1 --vary end --prompt-file "$OUT/long_prompt.txt" \
+        --max-duration 10m --out "$dir/prefix.json"
+    step "$side cache" "${b[@]}" cache "${common[@]}" --n "$N_CACHE" -c 4 --max-duration 2m \
+        --out "$dir/cache.json"
+    for c in 1 4 16; do
+        step "$side load c=$c" "${b[@]}" load "${common[@]}" -c "$c" --requests $((PER_C * c)) \
+            --max-tokens 32 --vary start --max-duration 5m --out "$dir/load_c$c.json"
+    done
+    step "$side suite" "${b[@]}" suite --url "$url" "${m[@]}" --out "$dir/suite.json"
+}
+
+ensure_weights
+for side in $SIDES; do
+    mkdir -p "$OUT/$side"
+    start_server "$side"
+    log "measuring $side at $URL"
+    measure "$side" "$URL"
+    stop_server
+done
+
+{
+    echo "mlx_lm: $("$VENV/bin/pip" show mlx-lm 2>/dev/null | grep -i '^version' || echo unknown)"
+    echo "mlx: $("$VENV/bin/pip" show mlx-cpu 2>/dev/null | grep -i '^version' || echo unknown)"
+    echo "ours: $("$MLX_SERVE" --version 2>/dev/null || echo unknown)"
+    echo "openblas: ${OPENBLAS:-none}"
+} >"$OUT/versions.txt"
+python3 "$ROOT/scripts/compare_report.py" "$OUT"

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Turn the `bench` reports under OUT/{ours,theirs}/ into a markdown table (stdout) and
+OUT/compare.json. Ratios are ours/theirs; the last column says which side the ratio favours."""
+import json
+import os
+import platform
+import sys
+
+# (label, file, JSON path, higher_is_better)
+METRICS = [
+    ("decode tok/s (p50, 1 stream)", "decode.json", ["decode_tokens_per_s", "p50"], True),
+    ("TTFT short prompt ms (p50)", "ttft_short.json", ["ttft_ms", "p50"], False),
+    ("TTFT ~1,000-token prompt ms (p50)", "ttft_long.json", ["ttft_ms", "p50"], False),
+    ("TTFT shared prefix, new question ms (p50)", "prefix.json", ["ttft_ms", "p50"], False),
+    ("cache hit latency ms (p50)", "cache.json", ["hit_latency_ms", "p50"], False),
+    ("cache hit latency ms (p99)", "cache.json", ["hit_latency_ms", "p99"], False),
+    ("cache hits/s (4 connections)", "cache.json", ["hits_per_s"], True),
+    ("throughput c=1 tok/s", "load_c1.json", ["generated_tokens_per_s"], True),
+    ("throughput c=4 tok/s", "load_c4.json", ["generated_tokens_per_s"], True),
+    ("throughput c=16 tok/s", "load_c16.json", ["generated_tokens_per_s"], True),
+    ("throughput c=16 req/s", "load_c16.json", ["requests_per_s"], True),
+    ("latency c=16 ms (p95)", "load_c16.json", ["latency_ms", "p95"], False),
+    ("suite success rate", "suite.json", ["summary", "success_rate"], True),
+]
+
+
+def value(out, side, fname, path):
+    try:
+        with open(os.path.join(out, side, fname)) as f:
+            v = json.load(f)
+    except (OSError, ValueError):
+        return None
+    for key in path:
+        if not isinstance(v, dict):
+            return None
+        v = v.get(key)
+    return v if isinstance(v, (int, float)) else None
+
+
+def fmt(v):
+    if v is None:
+        return "–"
+    return f"{v:.3g}" if abs(v) < 100 else f"{v:,.0f}"
+
+
+def main(out):
+    rows = []
+    for label, fname, path, higher in METRICS:
+        ours = value(out, "ours", fname, path)
+        theirs = value(out, "theirs", fname, path)
+        ratio = ours / theirs if ours is not None and theirs not in (None, 0) else None
+        if ratio is None or abs(ratio - 1.0) < 0.02:
+            wins = None  # missing, or within noise: no winner
+        else:
+            wins = ratio > 1.0 if higher else ratio < 1.0
+        rows.append({"metric": label, "ours": ours, "theirs": theirs,
+                     "ratio_ours_over_theirs": ratio, "higher_is_better": higher,
+                     "ours_better": wins})
+    machine = {"platform": platform.platform(), "machine": platform.machine(),
+               "cpus": os.cpu_count(),
+               # The box may be shared: a high load average means slower numbers on both sides.
+               "loadavg_at_report": os.getloadavg()}
+    versions = os.path.join(out, "versions.txt")
+    if os.path.exists(versions):
+        with open(versions) as f:
+            machine["versions"] = f.read().strip().splitlines()
+    print(f"Machine: {machine['platform']}, {machine['cpus']} CPUs, load average "
+          f"{machine['loadavg_at_report'][0]:.1f}. Raw reports: {out}\n")
+    with open(os.path.join(out, "compare.json"), "w") as f:
+        json.dump({"machine": machine, "rows": rows}, f, indent=2)
+    print("| metric | mlx-serve | mlx_lm.server | ours/theirs | better |")
+    print("|---|---:|---:|---:|---|")
+    for r in rows:
+        better = {None: "–", True: "ours", False: "theirs"}[r["ours_better"]]
+        print(f"| {r['metric']} | {fmt(r['ours'])} | {fmt(r['theirs'])} | "
+              f"{fmt(r['ratio_ours_over_theirs'])} | {better} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    main(sys.argv[1])
