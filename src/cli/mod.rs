@@ -1,6 +1,9 @@
 //! The `mlx-serve` command line: one subcommand per variant, each in its own module.
 
 pub mod analyze;
+pub mod bench;
+#[cfg(feature = "mlx")]
+pub mod bench_engine;
 #[cfg(feature = "mlx")]
 pub mod convert;
 #[cfg(feature = "mlx")]
@@ -42,6 +45,8 @@ pub enum Command {
     Tools(tools::ToolsArgs),
     /// Summarize request trace logs.
     Analyze(analyze::AnalyzeArgs),
+    /// Benchmarks: the engine itself, or any OpenAI-compatible server (suite, load, cache).
+    Bench(bench::BenchArgs),
 }
 
 /// Why a command failed.
@@ -79,5 +84,6 @@ pub fn run(cli: Cli, engines: Engines) -> Result<(), CliError> {
         Command::Convert(args) => Ok(convert::run(args)?),
         Command::Tools(args) => Ok(tools::run(args)?),
         Command::Analyze(args) => Ok(analyze::run(args)?),
+        Command::Bench(args) => Ok(bench::run(args)?),
     }
 }

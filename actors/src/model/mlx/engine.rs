@@ -161,6 +161,34 @@ impl MlxEngine {
         &self.tokenizer
     }
 
+    /// The bare model, no engine around it: prefill `prompt`, then `decode` greedy steps of one
+    /// forward pass and one evaluation each, argmax on the host. Returns (prefill seconds, seconds
+    /// per decoded token) — the floor the engine's own per-token cost is measured against.
+    pub fn bench_bare_forward(&self, prompt: &[u32], decode: usize) -> Result<(f64, f64), EngineError> {
+        let mut cache = KvCache::new(self.model.num_layers());
+        let t0 = Instant::now();
+        let logits = self.model.forward_last(prompt, &mut cache).map_err(internal)?;
+        logits.eval().map_err(internal)?;
+        let prefill = t0.elapsed().as_secs_f64();
+        let argmax = |l: &mlx_rs::Array| {
+            let v = l.as_slice::<f32>();
+            (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0) as u32
+        };
+        let mut token = argmax(&logits);
+        let t1 = Instant::now();
+        for _ in 0..decode {
+            let logits = self.model.forward_last(&[token], &mut cache).map_err(internal)?;
+            logits.eval().map_err(internal)?;
+            token = argmax(&logits);
+        }
+        Ok((prefill, t1.elapsed().as_secs_f64() / decode.max(1) as f64))
+    }
+
+    /// Tokens of a prompt as the engine would run it.
+    pub fn tokenize_prompt(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        self.tokenize(prompt)
+    }
+
     pub fn prefix_stats(&self) -> PrefixStats {
         self.prefix.stats()
     }

@@ -1,0 +1,150 @@
+//! `mlx-serve bench engine`: how fast the engine decodes and what it costs on top of the model.
+//!
+//! Runs, in one process and on one model: the bare decoder (forward + evaluate + argmax per
+//! token), then the full engine (template, sampler, detokenizer, stop matching, prefix cache) on
+//! the same prompt, and reports both and their ratio, so the overhead is a measured number.
+
+use std::time::Instant;
+
+use clap::Args;
+use mlx_serve_actors::engine::{ChatMessage, Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent};
+use mlx_serve_actors::model::mlx::engine::MlxEngine;
+
+use super::model_args::ModelArgs;
+
+#[derive(Debug, Clone, Args)]
+pub struct EngineBenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Tokens to decode per run.
+    #[arg(long, default_value_t = 128)]
+    pub tokens: usize,
+    /// Approximate prompt length in tokens for the long-prompt TTFT figure.
+    #[arg(long, default_value_t = 1000)]
+    pub long_prompt: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+struct Run {
+    ttft_s: f64,
+    prompt_tokens: usize,
+    cached_tokens: usize,
+    decode_tok_s: f64,
+}
+
+fn chat(text: &str) -> Prompt {
+    Prompt::Chat {
+        messages: vec![ChatMessage {
+            role: "user".into(),
+            content: text.into(),
+            ..Default::default()
+        }],
+        tools: Vec::new(),
+        add_generation_prompt: true,
+    }
+}
+
+fn run_once(engine: &mut MlxEngine, id: u64, prompt: Prompt, tokens: usize) -> anyhow::Result<Run> {
+    let start = Instant::now();
+    engine.add(
+        id,
+        GenerateRequest {
+            prompt,
+            sampling: SamplingParams::default(),
+            max_tokens: Some(tokens),
+            stop: Vec::new(),
+            logprobs: None,
+        },
+    )?;
+    let mut ttft = None;
+    while engine.has_work() {
+        for (_, event) in engine.step() {
+            match event {
+                SeqEvent::Started { .. } => {
+                    ttft.get_or_insert_with(|| start.elapsed().as_secs_f64());
+                }
+                SeqEvent::Finished { usage, timings, .. } => {
+                    let decoded = usage.completion_tokens.saturating_sub(1) as f64;
+                    return Ok(Run {
+                        ttft_s: ttft.unwrap_or_default(),
+                        prompt_tokens: usage.prompt_tokens,
+                        cached_tokens: usage.cached_tokens,
+                        decode_tok_s: decoded / timings.decode_s.max(1e-9),
+                    });
+                }
+                SeqEvent::Failed(e) => anyhow::bail!(e),
+                SeqEvent::Text { .. } => {}
+            }
+        }
+    }
+    anyhow::bail!("the engine stopped without finishing the sequence")
+}
+
+pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
+    let options = args.model.engine_options(512, 256 << 20)?;
+    let mut engine = MlxEngine::load(&options)?;
+    let info = engine.info();
+    let story = "Write a long story about a lighthouse keeper and the sea.";
+    // Greedy with ignore-EOS is not available, so pick a prompt that runs long and take the
+    // tokens actually produced.
+    let prompt_ids = engine.tokenize_prompt(&chat(story))?;
+    let (bare_prefill, bare_per_token) = engine.bench_bare_forward(&prompt_ids, args.tokens)?;
+    let short = run_once(&mut engine, 1, chat(story), args.tokens)?;
+    let filler = "The quick brown fox jumps over the lazy dog. ".repeat(args.long_prompt / 10 + 1);
+    let long_cold = run_once(&mut engine, 2, chat(&format!("{filler}\nSummarize the text above.")), 8)?;
+    let long_warm = run_once(&mut engine, 3, chat(&format!("{filler}\nHow many times does 'fox' appear?")), 8)?;
+    let engine_per_token = 1.0 / short.decode_tok_s.max(1e-9);
+    let report = serde_json::json!({
+        "model": info.model_id,
+        "dtype": info.dtype,
+        "backend": info.backend,
+        "blas": mlx_sys::blas_info(),
+        "bare": {
+            "prefill_s": bare_prefill,
+            "prompt_tokens": prompt_ids.len(),
+            "decode_tok_s": 1.0 / bare_per_token.max(1e-9),
+            "ms_per_token": bare_per_token * 1e3,
+        },
+        "engine": {
+            "ttft_s": short.ttft_s,
+            "decode_tok_s": short.decode_tok_s,
+            "ms_per_token": engine_per_token * 1e3,
+            "overhead_ms_per_token": (engine_per_token - bare_per_token) * 1e3,
+            "overhead_ratio": engine_per_token / bare_per_token.max(1e-12),
+        },
+        "long_prompt": {
+            "prompt_tokens": long_cold.prompt_tokens,
+            "cold_ttft_s": long_cold.ttft_s,
+            "cold_prefill_tok_s": long_cold.prompt_tokens as f64 / long_cold.ttft_s.max(1e-9),
+            "shared_prefix_ttft_s": long_warm.ttft_s,
+            "shared_prefix_cached_tokens": long_warm.cached_tokens,
+        },
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("model {} ({}, {}, BLAS: {})", info.model_id, info.dtype, info.backend, mlx_sys::blas_info());
+    println!("| measure | value |\n|---|---|");
+    println!("| bare forward decode | {:.1} tok/s ({:.1} ms/token) |", 1.0 / bare_per_token, bare_per_token * 1e3);
+    println!("| engine decode | {:.1} tok/s ({:.1} ms/token) |", short.decode_tok_s, engine_per_token * 1e3);
+    println!(
+        "| engine overhead per token | {:.2} ms ({:.1}%) |",
+        (engine_per_token - bare_per_token) * 1e3,
+        (engine_per_token / bare_per_token - 1.0) * 100.0
+    );
+    println!("| TTFT, {}-token chat prompt | {:.3} s |", short.prompt_tokens, short.ttft_s);
+    println!(
+        "| TTFT, {}-token prompt, cold | {:.3} s ({:.0} tok/s) |",
+        long_cold.prompt_tokens,
+        long_cold.ttft_s,
+        long_cold.prompt_tokens as f64 / long_cold.ttft_s
+    );
+    println!(
+        "| TTFT, same prefix + new question | {:.3} s ({} tokens reused) |",
+        long_warm.ttft_s, long_warm.cached_tokens
+    );
+    Ok(())
+}
