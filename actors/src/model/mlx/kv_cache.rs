@@ -52,7 +52,7 @@ impl KvCache {
         let start = self.offset as i32;
         let end = start + len;
         let entry = &mut self.layers[layer];
-        let need_grow = entry.keys.as_ref().map_or(true, |buf| buf.shape()[2] < end);
+        let need_grow = entry.keys.as_ref().is_none_or(|buf| buf.shape()[2] < end);
         if need_grow {
             let new_cap = ((end + GROW_STEP - 1) / GROW_STEP) * GROW_STEP;
             let grow = |old: Option<&Array>, like: &Array| -> Result<Array, Exception> {

@@ -1,4 +1,6 @@
 //! The MLX decoder against an independent plain-Rust f64 forward pass on tiny random weights.
+// Index loops keep the reference readable as the textbook formulas.
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::HashMap;
 
@@ -297,7 +299,7 @@ fn smollm_shape_decode_speed() {
     let t = std::time::Instant::now();
     let n = 64;
     for i in 0..n {
-        let l = model.forward_last(&[i as u32], &mut cache).unwrap();
+        let l = model.forward_last(&[i], &mut cache).unwrap();
         l.eval().unwrap();
         let _ = l.as_slice::<f32>()[0];
     }
