@@ -213,9 +213,13 @@ impl Model {
         let len = tokens.len() as i32;
         let ids = Array::from_slice(tokens, &[1, len]);
         let mut h = self.embed_tokens.take_axis(&ids, 0)?;
-        let offset = cache.offset() as i32;
+        let pass = Pass {
+            offset: cache.offset() as i32,
+            rope: &self.rope,
+            eps: self.eps,
+        };
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h, i, offset, &self.rope, self.eps, cache)?;
+            h = layer.forward(&h, i, &pass, cache)?;
         }
         cache.advance(tokens.len());
         let d = *h.shape().last().unwrap_or(&0);
@@ -288,34 +292,27 @@ impl Rope {
     }
 }
 
+/// What every layer of one forward pass shares.
+struct Pass<'a> {
+    /// Position of the first new token (the cache's length before this pass).
+    offset: i32,
+    rope: &'a Rope,
+    eps: f32,
+}
+
 impl DecoderLayer {
-    fn forward(
-        &self,
-        x: &Array,
-        index: usize,
-        offset: i32,
-        rope: &Rope,
-        eps: f32,
-        cache: &mut KvCache,
-    ) -> Result<Array, Exception> {
-        let normed = rms_norm(x, Some(&self.input_layernorm), eps)?;
-        let attn = self.self_attn.forward(&normed, index, offset, rope, eps, cache)?;
+    fn forward(&self, x: &Array, index: usize, pass: &Pass, cache: &mut KvCache) -> Result<Array, Exception> {
+        let normed = rms_norm(x, Some(&self.input_layernorm), pass.eps)?;
+        let attn = self.self_attn.forward(&normed, index, pass, cache)?;
         let h = x.add(&attn)?;
-        let normed = rms_norm(&h, Some(&self.post_attention_layernorm), eps)?;
+        let normed = rms_norm(&h, Some(&self.post_attention_layernorm), pass.eps)?;
         h.add(self.mlp.forward(&normed)?)
     }
 }
 
 impl Attention {
-    fn forward(
-        &self,
-        x: &Array,
-        index: usize,
-        offset: i32,
-        rope: &Rope,
-        eps: f32,
-        cache: &mut KvCache,
-    ) -> Result<Array, Exception> {
+    fn forward(&self, x: &Array, index: usize, pass: &Pass, cache: &mut KvCache) -> Result<Array, Exception> {
+        let Pass { offset, rope, eps } = *pass;
         let len = x.shape()[1];
         let heads = |t: Array, n: i32| -> Result<Array, Exception> {
             t.reshape(&[1, len, n, self.head_dim])?.transpose_axes(&[0, 2, 1, 3])
