@@ -19,14 +19,20 @@ fn qwen_tool_call_markers_survive_streamed_detokenization() {
             .find(|p| p.extension().is_some_and(|x| x == "gguf"))
     });
     let Some(path) = gguf else {
-        eprintln!("skipped: qwen2.5-coder-0.5b-instruct is not pulled into {}", dir.display());
+        eprintln!(
+            "skipped: qwen2.5-coder-0.5b-instruct is not pulled into {}",
+            dir.display()
+        );
         return;
     };
     let file = GgufFile::open(&path).expect("GGUF opens");
     let bundle = TokenizerBundle::from_gguf(&file).expect("tokenizer");
     let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
     let ids = bundle.encode(text, false).expect("encodes");
-    let open = bundle.tokenizer.token_to_id("<tool_call>").expect("marker in vocab");
+    let open = bundle
+        .tokenizer
+        .token_to_id("<tool_call>")
+        .expect("marker in vocab");
     assert_eq!(ids.first(), Some(&open), "the marker is one token");
     let tokenizer = Arc::new(bundle.tokenizer.clone());
     let mut decoder = IncrementalDecoder::new(tokenizer);
