@@ -15,6 +15,8 @@ pub struct Settings {
     pub model: ModelSettings,
     /// Log output.
     pub logging: LoggingSettings,
+    /// Tool calling.
+    pub tools: ToolsSettings,
 }
 
 /// What to do when the engine thread dies or wedges.
@@ -176,6 +178,16 @@ impl Default for LoggingSettings {
             log_prompts: false,
         }
     }
+}
+
+/// `[tools]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ToolsSettings {
+    /// Tool-call format the model writes; `auto` detects it from the chat template.
+    pub format: mlx_serve_actors::tool_parser::ToolFormat,
+    /// Turn calls to functions the request did not offer into `tool_calls` anyway.
+    pub allow_unknown_tools: bool,
 }
 
 /// Why the configuration was rejected.

@@ -62,6 +62,10 @@ pub enum ApiError {
     /// A bug or an engine failure.
     #[error("{0}")]
     Internal(String),
+    /// The model's reply did not make the call that `tool_choice` demanded (422: retrying the
+    /// same request is unlikely to help, and the official clients do not retry 4xx).
+    #[error("The model did not follow tool_choice: {0}")]
+    ToolChoiceUnsatisfied(String),
 }
 
 /// The `error` object of OpenAI's error body.
@@ -106,6 +110,7 @@ impl ApiError {
             | Self::NotFound { .. } => "invalid_request_error",
             Self::QueueFull { .. } => "rate_limit_error",
             Self::Unavailable(_) | Self::Timeout(_) | Self::Internal(_) => "server_error",
+            Self::ToolChoiceUnsatisfied(_) => "invalid_response_error",
         }
     }
 
@@ -121,6 +126,7 @@ impl ApiError {
             Self::Timeout(_) => Some("timeout"),
             Self::NotFound { .. } => Some("unknown_url"),
             Self::Internal(_) => None,
+            Self::ToolChoiceUnsatisfied(_) => Some("tool_choice_not_satisfied"),
         }
     }
 
@@ -129,6 +135,7 @@ impl ApiError {
             Self::InvalidRequest { param, .. } => param.clone(),
             Self::ModelNotFound(_) => Some("model".to_owned()),
             Self::ContextLength(_) => Some("messages".to_owned()),
+            Self::ToolChoiceUnsatisfied(_) => Some("tool_choice".to_owned()),
             _ => None,
         }
     }
@@ -161,6 +168,7 @@ impl ResponseError for ApiError {
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ToolChoiceUnsatisfied(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 

@@ -18,6 +18,7 @@ pub mod routes;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod tools;
 
 pub use mlx_serve_actors::model::actor::EngineFactory;
 pub use server::{run_server, run_server_with, start_server, RunningServer};

@@ -47,6 +47,12 @@ pub async fn start_server(
     factory: EngineFactory,
     seams: Seams,
 ) -> io::Result<RunningServer> {
+    let mut seams = seams;
+    // Tool calls are part of the OpenAI contract rather than an optional plug-in: the real
+    // parser is used unless the caller brought its own (`[tools] format = "none"` turns it off).
+    if seams.tool_parser.is_none() {
+        seams.tool_parser = Some(Arc::new(crate::tools::ToolCalling::start(&settings.tools)));
+    }
     let model = ModelHandle::start(factory.clone(), settings.server.queue_size);
     let state = web::Data::new(AppState::new(settings, model, factory, seams));
     let s = state.settings.server.clone();

@@ -1,12 +1,14 @@
 //! `POST /v1/chat/completions` wire types and their normalization into a `GenerateRequest`.
 
 use mlx_serve_actors::engine::{ChatMessage, GenerateRequest, Prompt, TokenLogprob, ToolCall};
+use mlx_serve_actors::tool_parser::ToolChoice;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::common::{check_max_tokens, check_n, SamplingInput, StopSpec, StreamOptions, UsageOut};
 use crate::config::ModelSettings;
 use crate::error::ApiError;
+use crate::pipeline::seams::ToolOptions;
 
 /// The request body. Unknown fields are ignored, as OpenAI's servers do.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,6 +74,9 @@ pub struct ChatCompletionRequest {
     /// `none`, `auto`, `required` or a named function.
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// `false`: at most one tool call per reply (default `true`).
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
 }
 
 /// One message of the request.
@@ -179,6 +184,16 @@ impl ChatCompletionRequest {
             .unwrap_or(false)
     }
 
+    /// `tool_choice` and `parallel_tool_calls`, validated against `tools`.
+    pub fn tool_options(&self) -> Result<ToolOptions, ApiError> {
+        let tools = self.tools.as_deref().unwrap_or_default();
+        let choice = super::tools::tool_choice(self.tool_choice.as_ref(), tools)?;
+        Ok(ToolOptions {
+            choice,
+            parallel: self.parallel_tool_calls.unwrap_or(true),
+        })
+    }
+
     /// Validate every field and build the engine request.
     pub fn normalize(&self, model: &ModelSettings) -> Result<GenerateRequest, ApiError> {
         check_n("n", self.n)?;
@@ -227,7 +242,6 @@ impl ChatCompletionRequest {
                 name: m.name.clone(),
             });
         }
-        let tools_off = matches!(&self.tool_choice, Some(Value::String(s)) if s == "none");
         let mut tools = Vec::new();
         for (i, t) in self.tools.iter().flatten().enumerate() {
             if t.get("function")
@@ -240,9 +254,11 @@ impl ChatCompletionRequest {
                     "each tool needs `function.name`",
                 ));
             }
-            if !tools_off {
-                tools.push(t.clone());
-            }
+            tools.push(t.clone());
+        }
+        // `none` leaves the tools out of the prompt too, so the model is not tempted to call.
+        if self.tool_options()?.choice == ToolChoice::None {
+            tools.clear();
         }
         let max_tokens =
             match check_max_tokens("max_completion_tokens", self.max_completion_tokens)? {

@@ -4,3 +4,4 @@ pub mod chat;
 pub mod common;
 pub mod completions;
 pub mod models;
+pub mod tools;

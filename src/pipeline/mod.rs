@@ -7,20 +7,19 @@
 
 pub mod seams;
 pub mod stream;
+mod tool_prep;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use mlx_serve_actors::engine::{
-    FinishReason, GenerateRequest, Prompt, SeqEvent, TokenLogprob, Usage,
-};
+use mlx_serve_actors::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage};
 use mlx_serve_actors::model::actor::Generation;
 use tokio::time::timeout_at;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use seams::{CachedResponse, ParsedDelta, RequestRecord, StreamingToolParser};
+use seams::{CachedResponse, ParsedDelta, RequestRecord, StreamingToolParser, ToolOptions};
 
 /// What renderers consume.
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +71,8 @@ pub struct RequestContext {
     pub stream: bool,
     /// When the request arrived.
     pub arrived: Instant,
+    /// `tool_choice` and `parallel_tool_calls` (defaults: auto, parallel).
+    pub tools: ToolOptions,
 }
 
 impl RequestContext {
@@ -82,6 +83,7 @@ impl RequestContext {
             api,
             stream,
             arrived: Instant::now(),
+            tools: ToolOptions::default(),
         }
     }
 }
@@ -109,13 +111,10 @@ pub struct Source {
 /// Start a generation: response cache first, else the model's queue.
 pub async fn start(
     state: &web::Data<AppState>,
-    request: GenerateRequest,
+    mut request: GenerateRequest,
     ctx: RequestContext,
 ) -> Result<Source, ApiError> {
-    let parser = match (&state.seams.tool_parser, &request.prompt) {
-        (Some(tp), Prompt::Chat { tools, .. }) if !tools.is_empty() => tp.parser(tools),
-        _ => None,
-    };
+    let parser = tool_prep::prepare(state, &mut request, &ctx.tools).await;
     let cached = match &state.seams.cache {
         Some(cache) if request.logprobs.is_none() => cache.lookup(&request).await,
         _ => None,
@@ -251,7 +250,12 @@ impl Source {
             } => {
                 if let Some(p) = self.parser.as_mut() {
                     let deltas = p.finish();
+                    let verdict = p.verdict();
                     self.push_parsed(deltas, Vec::new());
+                    if let Err(e) = verdict {
+                        self.fail(e, "error");
+                        return;
+                    }
                 }
                 self.pending.push_back(Event::Finished { reason, usage });
                 self.finish(reason, stop_sequence, usage);
@@ -346,6 +350,7 @@ impl Source {
                 time_to_first_token_s: ttft,
                 duration_s,
                 cache_hit: matches!(self.origin, Origin::Replay(_)),
+                tool_calls: self.parser.as_ref().and_then(|p| p.outcome()),
             });
         }
     }

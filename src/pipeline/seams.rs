@@ -7,7 +7,10 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use mlx_serve_actors::engine::{FinishReason, GenerateRequest, Usage};
+use mlx_serve_actors::engine::{FinishReason, GenerateRequest, Prompt, Usage};
+use mlx_serve_actors::tool_parser::ToolChoice;
+
+use crate::error::ApiError;
 
 /// A finished generation as the response cache stores it (raw model text, before tool parsing).
 #[derive(Debug, Clone, PartialEq)]
@@ -59,12 +62,66 @@ pub trait StreamingToolParser: Send {
     fn push(&mut self, text: &str) -> Vec<ParsedDelta>;
     /// The generation ended: flush anything held back.
     fn finish(&mut self) -> Vec<ParsedDelta>;
+    /// After `finish`: whether the reply honours the request's `tool_choice` (`required` or a
+    /// named function need a matching call); an error fails the request.
+    fn verdict(&self) -> Result<(), ApiError> {
+        Ok(())
+    }
+    /// After `finish`: what tool parsing made of the reply, for metrics.
+    fn outcome(&self) -> Option<ToolCallOutcome> {
+        None
+    }
+}
+
+/// A request's tool-calling options besides its tool list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolOptions {
+    /// `tool_choice`, already validated against the tools.
+    pub choice: ToolChoice,
+    /// `parallel_tool_calls`; `false` keeps only the first call of a reply.
+    pub parallel: bool,
+}
+
+impl Default for ToolOptions {
+    fn default() -> Self {
+        Self {
+            choice: ToolChoice::Auto,
+            parallel: true,
+        }
+    }
+}
+
+/// What tool parsing made of one reply (for metrics; low-cardinality fields only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ToolCallOutcome {
+    /// The format the reply was parsed as (`hermes`, `json`, …).
+    pub format: &'static str,
+    /// Calls returned to the client.
+    pub calls: usize,
+    /// False when the reply broke `tool_choice` or contained malformed tool-call markup.
+    pub ok: bool,
 }
 
 /// Tool-call parsing (ToolParserActor): gives a parser for requests that declared tools.
 pub trait ToolParserSeam: Send + Sync {
     /// A parser for a request with these tool definitions; `None` leaves text untouched.
     fn parser(&self, tools: &[serde_json::Value]) -> Option<Box<dyn StreamingToolParser>>;
+    /// Before generation: adjust the prompt for the request's tool options (steer it toward
+    /// `tool_choice`, offer the tools to a template that cannot) and give its parser.
+    /// `chat_template` is the loaded model's (`None`: the model has none). The default leaves
+    /// the prompt alone and uses [`Self::parser`].
+    fn prepare(
+        &self,
+        request: &mut GenerateRequest,
+        options: &ToolOptions,
+        chat_template: Option<&str>,
+    ) -> Option<Box<dyn StreamingToolParser>> {
+        let _ = (options, chat_template);
+        match &request.prompt {
+            Prompt::Chat { tools, .. } if !tools.is_empty() => self.parser(tools),
+            _ => None,
+        }
+    }
 }
 
 /// One finished request, as the metrics see it.
@@ -84,6 +141,8 @@ pub struct RequestRecord {
     pub duration_s: f64,
     /// Served from the response cache.
     pub cache_hit: bool,
+    /// Tool parsing of the reply, when the request offered tools.
+    pub tool_calls: Option<ToolCallOutcome>,
 }
 
 /// Metrics (MetricsActor).

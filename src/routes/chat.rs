@@ -58,7 +58,8 @@ pub async fn chat_completions(
     let model = state.resolve_model(&body.model)?;
     let request = body.normalize(&state.settings.model)?;
     let want_logprobs = request.logprobs.is_some();
-    let ctx = RequestContext::new(rid, "chat", body.streaming());
+    let mut ctx = RequestContext::new(rid, "chat", body.streaming());
+    ctx.tools = body.tool_options()?;
     let mut source = start(&state, request, ctx.clone()).await?;
     let meta = ResponseMeta::new("chatcmpl", model, &state);
     if body.streaming() {

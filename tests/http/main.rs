@@ -8,3 +8,4 @@ mod errors;
 mod runtime;
 mod seams;
 mod streaming;
+mod tools;

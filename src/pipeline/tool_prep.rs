@@ -1,0 +1,49 @@
+//! Hands a request with tools to the tool-parser seam before it is generated.
+//!
+//! The seam needs the loaded model's chat template (the tool-call format and whether the
+//! template can render tools depend on it), so a request with tools that arrives while the
+//! model is still loading waits for the load, as it would wait in the queue anyway.
+
+use std::time::Duration;
+
+use actix_web::web;
+use mlx_serve_actors::engine::{GenerateRequest, Prompt};
+
+use super::seams::{StreamingToolParser, ToolOptions};
+use crate::state::AppState;
+
+const LOAD_POLL: Duration = Duration::from_millis(50);
+
+/// The request's tool parser (its prompt adjusted by the seam), or `None` when the request
+/// offers no tools or no tool parser is plugged in.
+pub async fn prepare(
+    state: &web::Data<AppState>,
+    request: &mut GenerateRequest,
+    options: &ToolOptions,
+) -> Option<Box<dyn StreamingToolParser>> {
+    let seam = state.seams.tool_parser.as_ref()?;
+    let has_tools = matches!(&request.prompt, Prompt::Chat { tools, .. } if !tools.is_empty());
+    let template = if has_tools {
+        loaded_chat_template(state).await
+    } else {
+        None
+    };
+    seam.prepare(request, options, template.as_deref())
+}
+
+/// The chat template once the model has loaded; `None` when it has none, or when it failed to
+/// load or did not load within the request timeout (the request then fails in the queue).
+async fn loaded_chat_template(state: &web::Data<AppState>) -> Option<String> {
+    let timeout = Duration::from_secs(state.settings.server.request_timeout_s);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let health = state.health();
+        if let Some(info) = health.info {
+            return info.chat_template;
+        }
+        if health.failure.is_some() || tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(LOAD_POLL).await;
+    }
+}

@@ -1,0 +1,196 @@
+//! The tool-parser seam: the `ToolParserActor`'s parser plugged into the request pipeline.
+//!
+//! Per request: the format comes from `[tools] format` (`auto`: detected from the model's chat
+//! template), the prompt is steered toward `tool_choice` (and offered the tools when the
+//! template cannot render them), and a [`StreamParser`] turns the generated text into content
+//! and tool-call deltas, the same way streaming or not. At the end the reply is checked
+//! against `tool_choice` and the parser's counters go to the actor.
+
+mod prompt;
+
+use actix::{Actor, Addr};
+use mlx_serve_actors::engine::{GenerateRequest, Prompt};
+use mlx_serve_actors::tool_parser::{
+    ParseOptions, RecordStreamStats, StreamEvent, StreamParser, ToolChoice, ToolFormat,
+    ToolParserActor,
+};
+use serde_json::Value;
+
+use crate::config::ToolsSettings;
+use crate::error::ApiError;
+use crate::pipeline::seams::{
+    ParsedDelta, StreamingToolParser, ToolCallOutcome, ToolOptions, ToolParserSeam,
+};
+
+pub use prompt::template_renders_tools;
+
+/// The real [`ToolParserSeam`].
+pub struct ToolCalling {
+    settings: ToolsSettings,
+    actor: Option<Addr<ToolParserActor>>,
+}
+
+impl ToolCalling {
+    /// A seam that reports to a freshly started `ToolParserActor` (call inside an actix system).
+    pub fn start(settings: &ToolsSettings) -> Self {
+        Self::with_actor(settings, Some(ToolParserActor::new().start()))
+    }
+
+    /// A seam reporting to `actor` (`None`: counters are not kept).
+    pub fn with_actor(settings: &ToolsSettings, actor: Option<Addr<ToolParserActor>>) -> Self {
+        Self {
+            settings: settings.clone(),
+            actor,
+        }
+    }
+
+    /// The actor holding the per-format counters (`GetStats`).
+    pub fn actor(&self) -> Option<&Addr<ToolParserActor>> {
+        self.actor.as_ref()
+    }
+
+    fn build(
+        &self,
+        tools: &[Value],
+        options: &ToolOptions,
+        format: ToolFormat,
+    ) -> Option<Box<dyn StreamingToolParser>> {
+        if format == ToolFormat::Disabled {
+            return None;
+        }
+        let parse = ParseOptions {
+            tools: tools.to_vec(),
+            format,
+            allow_unknown_tools: self.settings.allow_unknown_tools,
+            tool_choice: options.choice.clone(),
+        };
+        Some(Box::new(RequestParser {
+            inner: StreamParser::new(&parse),
+            format,
+            choice: options.choice.clone(),
+            parallel: options.parallel,
+            names: Vec::new(),
+            actor: self.actor.clone(),
+        }))
+    }
+}
+
+impl ToolParserSeam for ToolCalling {
+    fn parser(&self, tools: &[Value]) -> Option<Box<dyn StreamingToolParser>> {
+        let format = self.settings.format.resolve(None);
+        self.build(tools, &ToolOptions::default(), format)
+    }
+
+    fn prepare(
+        &self,
+        request: &mut GenerateRequest,
+        options: &ToolOptions,
+        chat_template: Option<&str>,
+    ) -> Option<Box<dyn StreamingToolParser>> {
+        let Prompt::Chat {
+            messages, tools, ..
+        } = &mut request.prompt
+        else {
+            return None;
+        };
+        if tools.is_empty() {
+            return None;
+        }
+        let format = self.settings.format.resolve(chat_template);
+        if format == ToolFormat::Disabled {
+            return None;
+        }
+        if options.choice == ToolChoice::None {
+            // Calls stay out: no tools offered in text, and the parser passes text through.
+            return self.build(tools, options, format);
+        }
+        prompt::steer(
+            messages,
+            tools,
+            &options.choice,
+            template_renders_tools(chat_template),
+        );
+        self.build(tools, options, format)
+    }
+}
+
+/// One reply's parser: the actor crate's [`StreamParser`] plus the request's tool options.
+struct RequestParser {
+    inner: StreamParser,
+    format: ToolFormat,
+    choice: ToolChoice,
+    parallel: bool,
+    /// Names of the calls passed on, in order.
+    names: Vec<String>,
+    actor: Option<Addr<ToolParserActor>>,
+}
+
+impl RequestParser {
+    fn map(&mut self, events: Vec<StreamEvent>) -> Vec<ParsedDelta> {
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            match event {
+                StreamEvent::Content(text) => out.push(ParsedDelta::Text(text)),
+                // `parallel_tool_calls: false`: later calls are dropped, markup and all.
+                StreamEvent::ToolCallStart { index, .. }
+                | StreamEvent::ToolCallArgs { index, .. }
+                    if !self.parallel && index > 0 => {}
+                StreamEvent::ToolCallStart { index, id, name } => {
+                    self.names.push(name.clone());
+                    out.push(ParsedDelta::ToolCall {
+                        index,
+                        id: Some(id),
+                        name: Some(name),
+                        arguments: String::new(),
+                    });
+                }
+                StreamEvent::ToolCallArgs { index, fragment } => out.push(ParsedDelta::ToolCall {
+                    index,
+                    id: None,
+                    name: None,
+                    arguments: fragment,
+                }),
+                StreamEvent::ToolCallEnd { .. } => {}
+            }
+        }
+        out
+    }
+
+    fn check(&self) -> Result<(), ApiError> {
+        self.choice
+            .check(self.names.iter().map(String::as_str))
+            .map_err(|e| ApiError::ToolChoiceUnsatisfied(e.to_string()))
+    }
+}
+
+impl StreamingToolParser for RequestParser {
+    fn push(&mut self, text: &str) -> Vec<ParsedDelta> {
+        let events = self.inner.push(text);
+        self.map(events)
+    }
+
+    fn finish(&mut self) -> Vec<ParsedDelta> {
+        let events = self.inner.finish();
+        let out = self.map(events);
+        if let Some(actor) = &self.actor {
+            actor.do_send(RecordStreamStats(self.inner.stats().clone()));
+        }
+        out
+    }
+
+    fn verdict(&self) -> Result<(), ApiError> {
+        self.check()
+    }
+
+    fn outcome(&self) -> Option<ToolCallOutcome> {
+        let malformed = self.inner.stats().failures.values().sum::<u64>() > 0;
+        Some(ToolCallOutcome {
+            format: self.format.as_str(),
+            calls: self.names.len(),
+            ok: !malformed && self.check().is_ok(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
