@@ -15,6 +15,7 @@ use actix_web::web;
 use mlx_serve_actors::engine::{
     FinishReason, GenerateRequest, Prompt, SeqEvent, TokenLogprob, Usage,
 };
+use mlx_serve_actors::metrics::CacheOutcome;
 use mlx_serve_actors::model::actor::Generation;
 use tokio::time::timeout_at;
 
@@ -104,6 +105,7 @@ pub struct Source {
     first_token: Option<Instant>,
     tool_calls: bool,
     ended: bool,
+    facts: crate::metrics::record::RecordFacts,
 }
 
 /// Start a generation: response cache first, else the model's queue.
@@ -123,6 +125,12 @@ pub async fn start(
     // Kept only where something needs it afterwards: the cache stores it, the prompt log prints it.
     let keep = state.seams.cache.is_some() || state.settings.logging.log_prompts;
     let kept = keep.then(|| request.clone());
+    let cache = match (&state.seams.cache, &cached) {
+        (_, Some(_)) => CacheOutcome::Hit,
+        (Some(_), None) if request.logprobs.is_none() => CacheOutcome::Miss,
+        _ => CacheOutcome::Uncacheable,
+    };
+    let facts = crate::metrics::record::RecordFacts::new(state, &request, cache);
     let origin = match cached {
         Some(hit) => Origin::Replay(replay_events(hit)),
         None => match state.model().submit(request) {
@@ -141,6 +149,7 @@ pub async fn start(
         },
     };
     let timeout = Duration::from_secs(state.settings.server.request_timeout_s);
+    crate::metrics::middleware::mark_recorded();
     Ok(Source {
         origin,
         state: state.clone(),
@@ -153,6 +162,7 @@ pub async fn start(
         first_token: None,
         tool_calls: false,
         ended: false,
+        facts,
     })
 }
 
@@ -228,10 +238,13 @@ impl Source {
             SeqEvent::Started {
                 prompt_tokens,
                 cached_tokens,
-            } => self.pending.push_back(Event::Started {
-                prompt_tokens,
-                cached_tokens,
-            }),
+            } => {
+                self.facts.started = Some(Instant::now());
+                self.pending.push_back(Event::Started {
+                    prompt_tokens,
+                    cached_tokens,
+                })
+            }
             SeqEvent::Text { text, logprobs, .. } => {
                 self.first_token.get_or_insert_with(Instant::now);
                 self.raw_text.push_str(&text);
@@ -247,8 +260,9 @@ impl Source {
                 reason,
                 stop_sequence,
                 usage,
-                ..
+                timings,
             } => {
+                self.facts.timings = Some(timings);
                 if let Some(p) = self.parser.as_mut() {
                     let deltas = p.finish();
                     self.push_parsed(deltas, Vec::new());
@@ -287,6 +301,7 @@ impl Source {
 
     fn fail(&mut self, e: ApiError, outcome: &'static str) {
         tracing::warn!(request_id = %self.ctx.request_id, api = self.ctx.api, error = %e, "generation failed");
+        self.facts.error = Some(crate::metrics::record::ErrorFacts::of(&e));
         self.record(outcome, Usage::default());
         self.pending.push_back(Event::Error(e));
         self.ended = true;
@@ -338,7 +353,7 @@ impl Source {
             tracing::info!(request_id = %self.ctx.request_id, prompt = ?self.request, completion = %self.raw_text, "generation text");
         }
         if let Some(m) = &self.state.seams.metrics {
-            m.record(RequestRecord {
+            let base = RequestRecord {
                 api: self.ctx.api,
                 stream: self.ctx.stream,
                 outcome,
@@ -346,7 +361,9 @@ impl Source {
                 time_to_first_token_s: ttft,
                 duration_s,
                 cache_hit: matches!(self.origin, Origin::Replay(_)),
-            });
+                ..RequestRecord::default()
+            };
+            m.record(self.facts.complete(base, &self.ctx));
         }
     }
 }
