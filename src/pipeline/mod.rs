@@ -368,6 +368,17 @@ impl Source {
     }
 }
 
+// A source dropped before its end is a request the client abandoned (disconnect): it still
+// counts, as aborted, so the metrics and the trace see every request.
+impl Drop for Source {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.record("cancelled", Usage::default());
+        }
+    }
+}
+
 /// A tool call assembled from its fragments.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AssembledToolCall {
