@@ -54,7 +54,10 @@ fn record_unpiped<B>(res: &ServiceResponse<B>, arrived: Instant) {
     let Some(metrics) = &state.seams.metrics else {
         return;
     };
-    let api_error = res.response().error().and_then(|e| e.as_error::<ApiError>());
+    let api_error = res
+        .response()
+        .error()
+        .and_then(|e| e.as_error::<ApiError>());
     let error_type = match api_error {
         Some(e) => e.error_type(),
         None if status.is_server_error() => "server_error",

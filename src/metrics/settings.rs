@@ -116,19 +116,27 @@ mod tests {
             window_max_requests: 0,
             ..MetricsSettings::default()
         };
-        let e = validate(&m, &TraceSettings::default()).err().map(|e| e.to_string());
-        assert!(e.unwrap_or_default().contains("metrics.window_max_requests"));
+        let e = validate(&m, &TraceSettings::default())
+            .err()
+            .map(|e| e.to_string());
+        assert!(e
+            .unwrap_or_default()
+            .contains("metrics.window_max_requests"));
         let t = TraceSettings {
             max_bytes: 10,
             ..TraceSettings::default()
         };
-        let e = validate(&MetricsSettings::default(), &t).err().map(|e| e.to_string());
+        let e = validate(&MetricsSettings::default(), &t)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("trace.max_bytes"));
         let t = TraceSettings {
             path: Some(std::env::temp_dir()),
             ..TraceSettings::default()
         };
-        let e = validate(&MetricsSettings::default(), &t).err().map(|e| e.to_string());
+        let e = validate(&MetricsSettings::default(), &t)
+            .err()
+            .map(|e| e.to_string());
         assert!(e.unwrap_or_default().contains("trace.path"));
     }
 }

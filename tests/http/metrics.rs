@@ -13,11 +13,7 @@ use crate::common::*;
 fn sample(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .filter(|l| {
-            l.split(['{', ' '])
-                .next()
-                .is_some_and(|n| n == name)
-        })
+        .filter(|l| l.split(['{', ' ']).next().is_some_and(|n| n == name))
         .filter(|l| labels.iter().all(|lab| l.contains(lab)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -44,7 +40,10 @@ async fn scrape_until(t: &TestServer, cond: impl Fn(&str) -> bool) -> String {
         if cond(&text) {
             return text;
         }
-        assert!(std::time::Instant::now() < deadline, "metrics never matched:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "metrics never matched:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -53,7 +52,10 @@ async fn scrape_until(t: &TestServer, cond: impl Fn(&str) -> bool) -> String {
 async fn metrics_count_requests_tokens_and_latency_after_requests() {
     let t = start(|_| {}, FakeConfig::default()).await;
     let (s, _) = t
-        .post_json("/v1/chat/completions", chat_with("one two three", json!({"max_tokens": 2})))
+        .post_json(
+            "/v1/chat/completions",
+            chat_with("one two three", json!({"max_tokens": 2})),
+        )
         .await;
     assert_eq!(s, 200);
     let streamed = t
@@ -67,43 +69,81 @@ async fn metrics_count_requests_tokens_and_latency_after_requests() {
         .expect("stream body");
     assert!(streamed.contains("[DONE]"));
     let (s, _) = t
-        .post_json("/v1/chat/completions", json!({"model": "no-such-model", "messages": []}))
+        .post_json(
+            "/v1/chat/completions",
+            json!({"model": "no-such-model", "messages": []}),
+        )
         .await;
     assert_eq!(s, 404);
 
-    let text = scrape_until(&t, |m| {
-        sample(m, "mlx_serve_requests_total", &[]) >= 3.0
-    })
-    .await;
+    let text = scrape_until(&t, |m| sample(m, "mlx_serve_requests_total", &[]) >= 3.0).await;
     let ok = ["route=\"/v1/chat/completions\"", "status=\"200\""];
-    assert_eq!(sample(&text, "mlx_serve_requests_total", &ok), 2.0, "{text}");
+    assert_eq!(
+        sample(&text, "mlx_serve_requests_total", &ok),
+        2.0,
+        "{text}"
+    );
     assert_eq!(
         sample(&text, "mlx_serve_requests_total", &["status=\"404\""]),
         1.0
     );
     assert_eq!(
-        sample(&text, "mlx_serve_errors_total", &["error_type=\"invalid_request_error\""]),
+        sample(
+            &text,
+            "mlx_serve_errors_total",
+            &["error_type=\"invalid_request_error\""]
+        ),
         1.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, "mlx_serve_request_success_total", &["finish_reason=\"length\""]),
+        sample(
+            &text,
+            "mlx_serve_request_success_total",
+            &["finish_reason=\"length\""]
+        ),
         1.0
     );
     assert_eq!(
-        sample(&text, "mlx_serve_request_success_total", &["finish_reason=\"stop\""]),
+        sample(
+            &text,
+            "mlx_serve_request_success_total",
+            &["finish_reason=\"stop\""]
+        ),
         1.0
     );
-    assert_eq!(sample(&text, "mlx_serve_generation_tokens_total", &[]), 2.0 + 2.0);
+    assert_eq!(
+        sample(&text, "mlx_serve_generation_tokens_total", &[]),
+        2.0 + 2.0
+    );
     assert!(sample(&text, "mlx_serve_prompt_tokens_total", &[]) > 0.0);
     // Both successful requests (and the 404) have an e2e observation; TTFT only the two.
-    assert_eq!(sample(&text, "mlx_serve_e2e_request_latency_seconds_count", &[]), 3.0);
-    assert_eq!(sample(&text, "mlx_serve_time_to_first_token_seconds_count", &[]), 2.0);
-    assert_eq!(sample(&text, "mlx_serve_request_prefill_time_seconds_count", &[]), 2.0);
-    assert_eq!(sample(&text, "mlx_serve_request_queue_time_seconds_count", &[]), 2.0);
-    assert!(text.contains(&format!("mlx_serve_num_requests_running{{model=\"{MODEL}\"}} 0")));
-    assert!(text.contains(&format!("mlx_serve_num_requests_waiting{{model=\"{MODEL}\"}} 0")));
-    assert!(text.contains("mlx_serve_model_load_duration_seconds"), "{text}");
+    assert_eq!(
+        sample(&text, "mlx_serve_e2e_request_latency_seconds_count", &[]),
+        3.0
+    );
+    assert_eq!(
+        sample(&text, "mlx_serve_time_to_first_token_seconds_count", &[]),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, "mlx_serve_request_prefill_time_seconds_count", &[]),
+        2.0
+    );
+    assert_eq!(
+        sample(&text, "mlx_serve_request_queue_time_seconds_count", &[]),
+        2.0
+    );
+    assert!(text.contains(&format!(
+        "mlx_serve_num_requests_running{{model=\"{MODEL}\"}} 0"
+    )));
+    assert!(text.contains(&format!(
+        "mlx_serve_num_requests_waiting{{model=\"{MODEL}\"}} 0"
+    )));
+    assert!(
+        text.contains("mlx_serve_model_load_duration_seconds"),
+        "{text}"
+    );
     t.server.handle.stop(true).await;
 }
 
@@ -112,7 +152,10 @@ async fn stats_and_health_report_latency_percentiles() {
     let t = start(|_| {}, FakeConfig::default()).await;
     for i in 0..4 {
         let (s, _) = t
-            .post_json("/v1/completions", json!({"model": MODEL, "prompt": format!("p {i}"), "max_tokens": 3}))
+            .post_json(
+                "/v1/completions",
+                json!({"model": MODEL, "prompt": format!("p {i}"), "max_tokens": 3}),
+            )
             .await;
         assert_eq!(s, 200);
     }
@@ -148,7 +191,10 @@ async fn trace_gets_one_line_per_request_with_outcome_and_error() {
     let p = path.clone();
     let t = start(move |s| s.trace.path = Some(p), FakeConfig::default()).await;
     let body = chat_with("same words", json!({"max_tokens": 2}));
-    assert_eq!(t.post_json("/v1/chat/completions", body.clone()).await.0, 200);
+    assert_eq!(
+        t.post_json("/v1/chat/completions", body.clone()).await.0,
+        200
+    );
     assert_eq!(t.post_json("/v1/chat/completions", body).await.0, 200);
     let long = "w ".repeat(5000);
     let (s, _) = t.post_json("/v1/chat/completions", chat(&long)).await;
@@ -170,11 +216,22 @@ async fn trace_gets_one_line_per_request_with_outcome_and_error() {
     assert_eq!(lines[0]["model"], MODEL);
     assert_eq!(lines[0]["finish_reason"], "length");
     assert_eq!(lines[0]["completion_tokens"], 2);
-    assert!(lines[0]["request_hash"].as_str().is_some_and(|h| h.len() == 32));
+    assert!(lines[0]["request_hash"]
+        .as_str()
+        .is_some_and(|h| h.len() == 32));
     assert_eq!(lines[0]["request_hash"], lines[1]["request_hash"]);
-    assert!(lines[0].get("prompt").is_none_or(Value::is_null), "no prompt by default");
+    assert!(
+        lines[0].get("prompt").is_none_or(Value::is_null),
+        "no prompt by default"
+    );
     assert_eq!(lines[2]["status"], 400);
-    assert!(lines[2]["error_type"].as_str().is_some_and(|e| !e.is_empty()), "{}", lines[2]);
+    assert!(
+        lines[2]["error_type"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{}",
+        lines[2]
+    );
     t.server.handle.stop(true).await;
 }
 
