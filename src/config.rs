@@ -17,6 +17,10 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Tool calling.
     pub tools: ToolsSettings,
+    /// Prometheus metrics and the latency window.
+    pub metrics: crate::metrics::MetricsSettings,
+    /// The per-request JSONL trace.
+    pub trace: mlx_serve_actors::metrics::TraceSettings,
 }
 
 /// What to do when the engine thread dies or wedges.
@@ -290,6 +294,7 @@ impl Settings {
                 })
             }
         }
+        crate::metrics::settings::validate(&self.metrics, &self.trace)?;
         let s = &self.server;
         check(
             !s.host.is_empty(),

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod error;
 pub mod logging;
+pub mod metrics;
 pub mod openai;
 pub mod pipeline;
 pub mod routes;

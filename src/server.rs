@@ -53,6 +53,7 @@ pub async fn start_server(
     if seams.tool_parser.is_none() {
         seams.tool_parser = Some(Arc::new(crate::tools::ToolCalling::start(&settings.tools)));
     }
+    let seams = crate::metrics::attach(seams, &settings)?;
     let model = ModelHandle::start(factory.clone(), settings.server.queue_size);
     let state = web::Data::new(AppState::new(settings, model, factory, seams));
     let s = state.settings.server.clone();
@@ -130,6 +131,7 @@ pub async fn start_server(
                     Ok(res)
                 }
             })
+            .wrap_fn(|req, srv| crate::metrics::middleware::watch(srv.call(req)))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
     })
@@ -146,6 +148,7 @@ pub async fn start_server(
     let handle = server.handle();
     let fatal = Arc::new(Mutex::new(None));
     actix_rt::spawn(watchdog(state.clone(), handle.clone(), fatal.clone()));
+    actix_rt::spawn(crate::metrics::publish_engine_state(state.clone()));
     tracing::info!(%addr, model = %state.settings.model.name, "mlx-serve listening");
     Ok(RunningServer {
         addr,

@@ -232,6 +232,22 @@ pub struct EngineInfo {
     pub weight_bytes: u64,
 }
 
+/// Counters an engine keeps about its own caches, copied into the model's shared health state
+/// after every step so `/health` and the metrics read them without messaging the model thread.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineStats {
+    /// Prompts looked up in the prefix (KV) cache.
+    pub prefix_queries: u64,
+    /// Lookups that reused at least one cached token.
+    pub prefix_hits: u64,
+    /// Prompt tokens reused instead of recomputed.
+    pub prefix_tokens_saved: u64,
+    /// Cached prefixes held.
+    pub prefix_entries: u64,
+    /// Bytes of KV state held by the prefix cache.
+    pub prefix_bytes: u64,
+}
+
 /// A token generator driven one step at a time by the `ModelActor`.
 pub trait Engine {
     /// Facts about the loaded model.
@@ -258,4 +274,9 @@ pub trait Engine {
     /// Stop a sequence between tokens; it reports `Finished { reason: Cancelled }` on the next step
     /// (or nothing, if it had already finished).
     fn cancel(&mut self, id: SeqId);
+
+    /// Cache counters; cheap (called after every step). Engines without caches keep the default.
+    fn stats(&self) -> EngineStats {
+        EngineStats::default()
+    }
 }

@@ -13,7 +13,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use mlx_serve_actors::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage};
+use mlx_serve_actors::engine::{
+    FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage,
+};
+use mlx_serve_actors::metrics::CacheOutcome;
 use mlx_serve_actors::model::actor::Generation;
 use tokio::time::timeout_at;
 
@@ -106,6 +109,7 @@ pub struct Source {
     first_token: Option<Instant>,
     tool_calls: bool,
     ended: bool,
+    facts: crate::metrics::record::RecordFacts,
 }
 
 /// Start a generation: response cache first, else the model's queue.
@@ -122,6 +126,12 @@ pub async fn start(
     // Kept only where something needs it afterwards: the cache stores it, the prompt log prints it.
     let keep = state.seams.cache.is_some() || state.settings.logging.log_prompts;
     let kept = keep.then(|| request.clone());
+    let cache = match (&state.seams.cache, &cached) {
+        (_, Some(_)) => CacheOutcome::Hit,
+        (Some(_), None) if request.logprobs.is_none() => CacheOutcome::Miss,
+        _ => CacheOutcome::Uncacheable,
+    };
+    let facts = crate::metrics::record::RecordFacts::new(state, &request, cache);
     let origin = match cached {
         Some(hit) => Origin::Replay(replay_events(hit)),
         None => match state.model().submit(request) {
@@ -140,6 +150,7 @@ pub async fn start(
         },
     };
     let timeout = Duration::from_secs(state.settings.server.request_timeout_s);
+    crate::metrics::middleware::mark_recorded();
     Ok(Source {
         origin,
         state: state.clone(),
@@ -152,6 +163,7 @@ pub async fn start(
         first_token: None,
         tool_calls: false,
         ended: false,
+        facts,
     })
 }
 
@@ -227,10 +239,13 @@ impl Source {
             SeqEvent::Started {
                 prompt_tokens,
                 cached_tokens,
-            } => self.pending.push_back(Event::Started {
-                prompt_tokens,
-                cached_tokens,
-            }),
+            } => {
+                self.facts.started = Some(Instant::now());
+                self.pending.push_back(Event::Started {
+                    prompt_tokens,
+                    cached_tokens,
+                })
+            }
             SeqEvent::Text { text, logprobs, .. } => {
                 self.first_token.get_or_insert_with(Instant::now);
                 self.raw_text.push_str(&text);
@@ -246,8 +261,9 @@ impl Source {
                 reason,
                 stop_sequence,
                 usage,
-                ..
+                timings,
             } => {
+                self.facts.timings = Some(timings);
                 if let Some(p) = self.parser.as_mut() {
                     let deltas = p.finish();
                     let verdict = p.verdict();
@@ -291,6 +307,7 @@ impl Source {
 
     fn fail(&mut self, e: ApiError, outcome: &'static str) {
         tracing::warn!(request_id = %self.ctx.request_id, api = self.ctx.api, error = %e, "generation failed");
+        self.facts.error = Some(crate::metrics::record::ErrorFacts::of(&e));
         self.record(outcome, Usage::default());
         self.pending.push_back(Event::Error(e));
         self.ended = true;
@@ -342,7 +359,7 @@ impl Source {
             tracing::info!(request_id = %self.ctx.request_id, prompt = ?self.request, completion = %self.raw_text, "generation text");
         }
         if let Some(m) = &self.state.seams.metrics {
-            m.record(RequestRecord {
+            let base = RequestRecord {
                 api: self.ctx.api,
                 stream: self.ctx.stream,
                 outcome,
@@ -350,8 +367,26 @@ impl Source {
                 time_to_first_token_s: ttft,
                 duration_s,
                 cache_hit: matches!(self.origin, Origin::Replay(_)),
-                tool_calls: self.parser.as_ref().and_then(|p| p.outcome()),
-            });
+                tool_calls: self
+                    .parser
+                    .as_ref()
+                    .and_then(|p| p.outcome())
+                    .map(|o| o.to_metrics())
+                    .unwrap_or_default(),
+                ..RequestRecord::default()
+            };
+            m.record(self.facts.complete(base, &self.ctx));
+        }
+    }
+}
+
+// A source dropped before its end is a request the client abandoned (disconnect): it still
+// counts, as aborted, so the metrics and the trace see every request.
+impl Drop for Source {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.record("cancelled", Usage::default());
         }
     }
 }

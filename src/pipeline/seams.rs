@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use mlx_serve_actors::engine::{FinishReason, GenerateRequest, Prompt, Usage};
+use mlx_serve_actors::metrics::{CacheOutcome, LatencySummary, ToolCallOutcome};
+use mlx_serve_actors::model::actor::HealthSnapshot;
 use mlx_serve_actors::tool_parser::ToolChoice;
 
 use crate::error::ApiError;
@@ -68,7 +70,7 @@ pub trait StreamingToolParser: Send {
         Ok(())
     }
     /// After `finish`: what tool parsing made of the reply, for metrics.
-    fn outcome(&self) -> Option<ToolCallOutcome> {
+    fn outcome(&self) -> Option<ToolParseOutcome> {
         None
     }
 }
@@ -93,13 +95,29 @@ impl Default for ToolOptions {
 
 /// What tool parsing made of one reply (for metrics; low-cardinality fields only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ToolCallOutcome {
+pub struct ToolParseOutcome {
     /// The format the reply was parsed as (`hermes`, `json`, …).
     pub format: &'static str,
     /// Calls returned to the client.
     pub calls: usize,
     /// False when the reply broke `tool_choice` or contained malformed tool-call markup.
     pub ok: bool,
+}
+
+impl ToolParseOutcome {
+    /// One metrics entry per call returned, or one failure when the reply broke the contract.
+    pub fn to_metrics(&self) -> Vec<ToolCallOutcome> {
+        let entry = |ok| ToolCallOutcome {
+            format: self.format.to_string(),
+            name: None,
+            ok,
+        };
+        if self.ok {
+            (0..self.calls).map(|_| entry(true)).collect()
+        } else {
+            (0..self.calls.max(1)).map(|_| entry(false)).collect()
+        }
+    }
 }
 
 /// Tool-call parsing (ToolParserActor): gives a parser for requests that declared tools.
@@ -125,7 +143,7 @@ pub trait ToolParserSeam: Send + Sync {
 }
 
 /// One finished request, as the metrics see it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestRecord {
     /// `chat`, `completions`, … (low cardinality).
     pub api: &'static str,
@@ -141,8 +159,34 @@ pub struct RequestRecord {
     pub duration_s: f64,
     /// Served from the response cache.
     pub cache_hit: bool,
-    /// Tool parsing of the reply, when the request offered tools.
-    pub tool_calls: Option<ToolCallOutcome>,
+    /// Model id the request was served by.
+    pub model: String,
+    /// Route pattern (`/v1/chat/completions`).
+    pub route: &'static str,
+    /// HTTP status the client saw (200 for a stream that had started before it failed).
+    pub status: u16,
+    /// OpenAI finish reason when generation finished (`stop`, `length`, `tool_calls`, `abort`).
+    pub finish_reason: Option<&'static str>,
+    /// Arrival until the engine began prefilling, seconds (engine requests only).
+    pub queue_s: Option<f64>,
+    /// Prompt processing time the engine measured, seconds.
+    pub prefill_s: Option<f64>,
+    /// Generation time after prefill the engine measured, seconds.
+    pub decode_s: Option<f64>,
+    /// What the response cache did (the cache seam's outcome; `Uncacheable` without a cache).
+    pub cache: CacheOutcome,
+    /// For a hit: the cache tier that served it.
+    pub cache_tier: Option<String>,
+    /// Tool calls found in the output, with the format that parsed them.
+    pub tool_calls: Vec<ToolCallOutcome>,
+    /// API error type (`invalid_request_error`, …) when the request failed.
+    pub error_type: Option<&'static str>,
+    /// Error message, for the trace log only.
+    pub error_message: Option<String>,
+    /// Stable hash of the normalized request (hex); lets `analyze` count repeats.
+    pub request_hash: Option<String>,
+    /// Prompt text, only when the trace asks for prompts.
+    pub prompt_text: Option<String>,
 }
 
 /// Metrics (MetricsActor).
@@ -151,6 +195,20 @@ pub trait MetricsSeam: Send + Sync {
     fn record(&self, record: RequestRecord);
     /// A request was refused at admission (`queue_full`, `unavailable`).
     fn rejected(&self, api: &'static str, reason: &'static str);
+    /// The Prometheus text exposition (`GET /metrics`); `None` when this sink has none.
+    fn render(&self) -> BoxFuture<'static, Option<String>> {
+        Box::pin(std::future::ready(None))
+    }
+    /// Recent-latency percentiles (`/health`, `/v1/stats`); `None` when this sink has none.
+    fn summary(&self) -> BoxFuture<'static, Option<LatencySummary>> {
+        Box::pin(std::future::ready(None))
+    }
+    /// The engine's state now (queue, running, load facts, prefix cache), published periodically.
+    fn engine_state(&self, _model: &str, _health: &HealthSnapshot) {}
+    /// Whether the trace wants prompt text in [`RequestRecord::prompt_text`].
+    fn wants_prompts(&self) -> bool {
+        false
+    }
 }
 
 /// The optional collaborators of the pipeline.

@@ -38,6 +38,12 @@ pub struct Health {
     /// Response-cache statistics (filled once the cache actor is wired).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<serde_json::Value>,
+    /// p50/p95/p99 of end-to-end latency and time to first token over recent requests
+    /// (`[metrics]` window); absent when metrics are off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<mlx_serve_actors::metrics::LatencySummary>,
+    /// The engine's prefix-cache counters.
+    pub engine_stats: mlx_serve_actors::engine::EngineStats,
 }
 
 /// 200 when the engine serves, 503 while loading or after a failure.
@@ -68,6 +74,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             h.failure
         },
         cache: state.seams.cache.as_ref().and_then(|c| c.stats()),
+        latency: match &state.seams.metrics {
+            Some(m) => m.summary().await,
+            None => None,
+        },
+        engine_stats: h.stats,
     };
     if ok {
         HttpResponse::Ok().json(body)

@@ -6,6 +6,7 @@ pub mod completions;
 pub mod disconnect;
 pub mod extract;
 pub mod health;
+pub mod metrics;
 pub mod models;
 
 use actix_web::{web, HttpRequest};
@@ -22,7 +23,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/v1/models", web::get().to(models::list))
     .route("/v1/models/{id:.+}", web::get().to(models::get))
     .route("/health", web::get().to(health::health))
-    .route("/version", web::get().to(health::version));
+    .route("/version", web::get().to(health::version))
+    .route("/metrics", web::get().to(metrics::metrics))
+    .route("/v1/stats", web::get().to(metrics::stats));
 }
 
 /// Unknown routes get OpenAI's error shape rather than an empty 404.

@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::config::ToolsSettings;
 use crate::error::ApiError;
 use crate::pipeline::seams::{
-    ParsedDelta, StreamingToolParser, ToolCallOutcome, ToolOptions, ToolParserSeam,
+    ParsedDelta, StreamingToolParser, ToolParseOutcome, ToolOptions, ToolParserSeam,
 };
 
 pub use prompt::template_renders_tools;
@@ -182,9 +182,9 @@ impl StreamingToolParser for RequestParser {
         self.check()
     }
 
-    fn outcome(&self) -> Option<ToolCallOutcome> {
+    fn outcome(&self) -> Option<ToolParseOutcome> {
         let malformed = self.inner.stats().failures.values().sum::<u64>() > 0;
-        Some(ToolCallOutcome {
+        Some(ToolParseOutcome {
             format: self.format.as_str(),
             calls: self.names.len(),
             ok: !malformed && self.check().is_ok(),

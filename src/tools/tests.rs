@@ -116,7 +116,7 @@ fn first_delta_carries_id_and_name_then_only_arguments() {
     assert_eq!(p.verdict(), Ok(()));
     assert_eq!(
         p.outcome(),
-        Some(ToolCallOutcome {
+        Some(ToolParseOutcome {
             format: "hermes",
             calls: 1,
             ok: true

@@ -5,6 +5,7 @@ mod common;
 mod api;
 mod cli;
 mod errors;
+mod metrics;
 mod runtime;
 mod seams;
 mod streaming;

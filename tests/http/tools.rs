@@ -6,7 +6,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use mlx_serve::pipeline::seams::{MetricsSeam, RequestRecord, Seams, ToolCallOutcome};
+use mlx_serve::pipeline::seams::{MetricsSeam, RequestRecord, Seams};
+use mlx_serve_actors::metrics::ToolCallOutcome;
 use mlx_serve_actors::fake::FakeConfig;
 use serde_json::{json, Value};
 
@@ -342,7 +343,7 @@ async fn tool_round_trip_messages_are_accepted() {
 }
 
 #[derive(Default)]
-struct Outcomes(Mutex<Vec<Option<ToolCallOutcome>>>);
+struct Outcomes(Mutex<Vec<Vec<ToolCallOutcome>>>);
 
 impl MetricsSeam for Outcomes {
     fn record(&self, record: RequestRecord) {
@@ -394,17 +395,17 @@ async fn finished_records_carry_the_tool_call_outcome() {
     assert_eq!(
         seen,
         vec![
-            Some(ToolCallOutcome {
-                format: "json",
-                calls: 1,
+            vec![ToolCallOutcome {
+                format: "json".into(),
+                name: None,
                 ok: true
-            }),
-            Some(ToolCallOutcome {
-                format: "json",
-                calls: 0,
+            }],
+            vec![ToolCallOutcome {
+                format: "json".into(),
+                name: None,
                 ok: false
-            }),
-            None,
+            }],
+            vec![],
         ]
     );
 }

@@ -13,7 +13,7 @@ use super::events::RequestFinished;
 
 /// `[trace]` settings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct TraceSettings {
     /// JSONL file to append to; no trace when unset.
     pub path: Option<PathBuf>,

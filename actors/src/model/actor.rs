@@ -189,6 +189,11 @@ impl Handler<Step> for ModelActor {
         let outcome = catch_unwind(AssertUnwindSafe(|| scheduler.step(engine)));
         self.health.step_started_ms.store(0, Ordering::Release);
         self.health.beat();
+        if outcome.is_ok() {
+            if let Ok(mut stats) = self.health.stats.lock() {
+                *stats = engine.stats();
+            }
+        }
         match outcome {
             Ok(true) => self.schedule_step(ctx),
             Ok(false) => {}

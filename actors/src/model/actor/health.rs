@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::engine::EngineInfo;
+use crate::engine::{EngineInfo, EngineStats};
 
 #[derive(Debug)]
 pub struct EngineHealth {
@@ -18,6 +18,8 @@ pub struct EngineHealth {
     pub(super) running: AtomicUsize,
     pub(super) failure: Mutex<Option<String>>,
     pub(super) info: Mutex<Option<EngineInfo>>,
+    /// The engine's cache counters as of its last step.
+    pub(super) stats: Mutex<EngineStats>,
 }
 
 /// A consistent-enough view of [`EngineHealth`] for `/health` and the watchdog.
@@ -39,6 +41,8 @@ pub struct HealthSnapshot {
     pub failure: Option<String>,
     /// Facts about the loaded model.
     pub info: Option<EngineInfo>,
+    /// The engine's cache counters as of its last step.
+    pub stats: EngineStats,
 }
 
 impl Default for EngineHealth {
@@ -53,6 +57,7 @@ impl Default for EngineHealth {
             running: AtomicUsize::new(0),
             failure: Mutex::new(None),
             info: Mutex::new(None),
+            stats: Mutex::new(EngineStats::default()),
         }
     }
 }
@@ -106,6 +111,7 @@ impl EngineHealth {
             since_heartbeat_ms: now.saturating_sub(self.last_beat_ms.load(Ordering::Relaxed)),
             failure: self.failure.lock().ok().and_then(|f| f.clone()),
             info: self.info.lock().ok().and_then(|i| i.clone()),
+            stats: self.stats.lock().map(|s| *s).unwrap_or_default(),
         }
     }
 }

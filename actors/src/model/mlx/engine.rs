@@ -17,7 +17,7 @@ use super::kv_cache::KvCache;
 use super::loader::{self, dtype_name, LoadedModel, ModelSource};
 use super::prefix_cache::{PrefixCache, PrefixStats};
 use crate::engine::{
-    Engine, EngineError, EngineInfo, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent, SeqId,
+    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent, SeqId,
     SeqTimings, TokenLogprob, Usage,
 };
 use crate::model::detok::IncrementalDecoder;
@@ -414,6 +414,17 @@ fn eos_ids(config: &ModelConfig, tokenizer: &TokenizerBundle) -> Vec<u32> {
 impl Engine for MlxEngine {
     fn info(&self) -> EngineInfo {
         self.info.clone()
+    }
+
+    fn stats(&self) -> EngineStats {
+        let p = self.prefix.stats();
+        EngineStats {
+            prefix_queries: p.queries,
+            prefix_hits: p.hits,
+            prefix_tokens_saved: p.tokens_saved,
+            prefix_entries: p.entries as u64,
+            prefix_bytes: p.bytes as u64,
+        }
     }
 
     fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError> {

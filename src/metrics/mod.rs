@@ -1,0 +1,163 @@
+//! The front's side of the metrics: the [`MetricsSink`] adapter that implements the pipeline's
+//! `MetricsSeam` over `Addr<MetricsActor>`, its start-up ([`attach`]), the periodic publication
+//! of the engine's gauges ([`publish_engine_state`]), the recorder for requests refused before
+//! the pipeline ran ([`middleware`]) and the `[metrics]` settings.
+
+pub mod middleware;
+pub mod record;
+pub mod settings;
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use actix::{Actor, Addr};
+use actix_web::web;
+use futures_util::future::BoxFuture;
+use mlx_serve_actors::metrics::{
+    LatencySummary, MetricsActor, MetricsState, ModelLoaded, PrefixCacheState, QueueState, Render,
+    RequestFinished, Summary,
+};
+use mlx_serve_actors::model::actor::HealthSnapshot;
+
+use crate::config::Settings;
+use crate::pipeline::seams::{MetricsSeam, RequestRecord, Seams};
+use crate::state::AppState;
+
+pub use settings::MetricsSettings;
+
+/// `MetricsSeam` over the metrics actor: every call is a message, none blocks.
+pub struct MetricsSink {
+    addr: Addr<MetricsActor>,
+    include_prompt: bool,
+    /// The load last announced with `ModelLoaded` (model id, load seconds), to announce each
+    /// load (and reload after an engine restart) once.
+    announced: Mutex<Option<(String, u64)>>,
+}
+
+impl MetricsSink {
+    /// A sink sending to `addr`.
+    pub fn new(addr: Addr<MetricsActor>, include_prompt: bool) -> Self {
+        Self {
+            addr,
+            include_prompt,
+            announced: Mutex::new(None),
+        }
+    }
+}
+
+/// The metrics actor's event for a pipeline record.
+pub fn finished_event(r: RequestRecord) -> RequestFinished {
+    RequestFinished {
+        route: r.route.to_owned(),
+        model: r.model,
+        status: r.status,
+        finish_reason: r.finish_reason.map(str::to_owned),
+        cache: r.cache,
+        cache_tier: r.cache_tier,
+        e2e_s: r.duration_s,
+        ttft_s: r.time_to_first_token_s,
+        queue_s: r.queue_s,
+        prefill_s: r.prefill_s,
+        decode_s: r.decode_s,
+        prompt_tokens: r.usage.prompt_tokens as u64,
+        cached_tokens: r.usage.cached_tokens as u64,
+        completion_tokens: r.usage.completion_tokens as u64,
+        tool_calls: r.tool_calls,
+        error_type: r.error_type.map(str::to_owned),
+        error_message: r.error_message,
+        request_hash: r.request_hash,
+        prompt_text: r.prompt_text,
+    }
+}
+
+impl MetricsSeam for MetricsSink {
+    fn record(&self, record: RequestRecord) {
+        self.addr.do_send(finished_event(record));
+    }
+
+    // Refused requests never reach the pipeline's record; the HTTP middleware counts them with
+    // their status, so counting here too would count them twice.
+    fn rejected(&self, _api: &'static str, _reason: &'static str) {}
+
+    fn render(&self) -> BoxFuture<'static, Option<String>> {
+        let addr = self.addr.clone();
+        Box::pin(async move { addr.send(Render).await.ok() })
+    }
+
+    fn summary(&self) -> BoxFuture<'static, Option<LatencySummary>> {
+        let addr = self.addr.clone();
+        Box::pin(async move { addr.send(Summary).await.ok() })
+    }
+
+    fn engine_state(&self, model: &str, health: &HealthSnapshot) {
+        self.addr.do_send(QueueState {
+            model: model.to_owned(),
+            running: health.running as u64,
+            waiting: health.queued as u64,
+        });
+        if !health.loaded {
+            return;
+        }
+        let s = health.stats;
+        self.addr.do_send(PrefixCacheState {
+            model: model.to_owned(),
+            entries: s.prefix_entries,
+            bytes: s.prefix_bytes,
+            // The engine does not count prefix evictions.
+            evictions_total: 0,
+        });
+        if let Some(info) = &health.info {
+            let key = (model.to_owned(), info.load_seconds.to_bits());
+            let Ok(mut announced) = self.announced.lock() else {
+                return;
+            };
+            if announced.as_ref() != Some(&key) {
+                *announced = Some(key);
+                self.addr.do_send(ModelLoaded {
+                    model: model.to_owned(),
+                    seconds: info.load_seconds,
+                    weight_bytes: info.weight_bytes,
+                });
+            }
+        }
+    }
+
+    fn wants_prompts(&self) -> bool {
+        self.include_prompt
+    }
+}
+
+/// Start the metrics actor and plug it into `seams` when `[metrics]` is enabled and no metrics
+/// seam was given. Must run inside an actix system. Fails when the trace file cannot be opened.
+pub fn attach(mut seams: Seams, settings: &Settings) -> io::Result<Seams> {
+    if !settings.metrics.enabled || seams.metrics.is_some() {
+        return Ok(seams);
+    }
+    let state = MetricsState::new(settings.metrics.window(), &settings.trace)
+        .map_err(|e| io::Error::other(format!("starting the metrics: {e}")))?;
+    let addr = MetricsActor::new(state).start();
+    seams.metrics = Some(Arc::new(MetricsSink::new(
+        addr,
+        settings.trace.include_prompt,
+    )));
+    Ok(seams)
+}
+
+/// Publish the engine's gauges now.
+pub fn publish_now(state: &AppState) {
+    if let Some(m) = &state.seams.metrics {
+        m.engine_state(&state.primary_model_id(), &state.health());
+    }
+}
+
+/// Publish the engine's gauges every `[metrics] publish_interval_ms`, forever.
+pub async fn publish_engine_state(state: web::Data<AppState>) {
+    if state.seams.metrics.is_none() {
+        return;
+    }
+    let period = state.settings.metrics.publish_interval();
+    loop {
+        publish_now(&state);
+        tokio::time::sleep(period).await;
+    }
+}
