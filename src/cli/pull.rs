@@ -1,11 +1,11 @@
 //! `mlx-serve pull`: fetch a catalog model, with a progress bar; and the model-argument resolver
 //! the other commands share.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mlx_serve_actors::model::catalog::{self, PullPhase, PullProgress, ResolvedModel};
+use mlx_serve_actors::model::catalog::{self, PullPhase, PullProgress};
 
 #[derive(Debug, Clone, Args)]
 pub struct PullArgs {
@@ -51,8 +51,9 @@ fn progress_bar() -> impl Fn(&PullProgress) {
 #[cfg(feature = "mlx")]
 pub fn resolve(
     arg: &str,
-    models_dir: &Path,
+    models_dir: &std::path::Path,
 ) -> anyhow::Result<(mlx_serve_actors::model::mlx::loader::ModelSource, String)> {
+    use mlx_serve_actors::model::catalog::ResolvedModel;
     use mlx_serve_actors::model::mlx::loader::ModelSource;
     let resolved = catalog::resolve_model(arg, models_dir, &progress_bar())?;
     let id = if let Some(model) = catalog::find(arg) {
