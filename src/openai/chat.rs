@@ -72,6 +72,9 @@ pub struct ChatCompletionRequest {
     /// `none`, `auto`, `required` or a named function.
     #[serde(default)]
     pub tool_choice: Option<Value>,
+    /// `{"type": "text" | "json_object" | "json_schema", …}`; part of the response-cache key.
+    #[serde(default)]
+    pub response_format: Option<Value>,
 }
 
 /// One message of the request.

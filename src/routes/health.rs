@@ -5,6 +5,8 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 
+use mlx_serve_actors::cache::CacheStats;
+
 use crate::state::AppState;
 
 /// `/health` body.
@@ -35,9 +37,10 @@ pub struct Health {
     /// Why the engine is down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Response-cache statistics (filled once the cache actor is wired).
+    /// Response-cache statistics (`hits`, `misses`, `total_requests`, `hit_rate`,
+    /// `cached_items`, `evictions`, `bytes`, …); absent when the cache is off or busy.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache: Option<serde_json::Value>,
+    pub cache: Option<CacheStats>,
 }
 
 /// 200 when the engine serves, 503 while loading or after a failure.
@@ -67,7 +70,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         } else {
             h.failure
         },
-        cache: state.seams.cache.as_ref().and_then(|c| c.stats()),
+        cache: if state.seams.cache.is_some() {
+            super::cache::snapshot(&state).await
+        } else {
+            None
+        },
     };
     if ok {
         HttpResponse::Ok().json(body)
