@@ -139,7 +139,10 @@ fn repeated_greedy_request_is_a_faster_identical_hit_and_survives_a_restart_on_d
     let db = dir.path().join("responses.redb");
     let config = config_file(
         dir.path(),
-        &format!("[cache.disk]\nenabled = true\npath = {:?}\n", db.display().to_string()),
+        &format!(
+            "[cache.disk]\nenabled = true\npath = {:?}\n",
+            db.display().to_string()
+        ),
     );
     let q = question("What is the capital of France?");
 
@@ -178,9 +181,8 @@ impl Drop for Redis {
 }
 
 fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
-    })
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
 #[test]
@@ -193,7 +195,14 @@ fn two_servers_sharing_redis_share_hits_and_survive_redis_going_away() {
     let port = free_port();
     let redis = Redis(
         Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .stdout(Stdio::null())
             .spawn()
             .expect("spawn redis-server"),

@@ -10,7 +10,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::prelude::*;
+use actix::{Actor, Addr};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::future::BoxFuture;
@@ -364,6 +364,9 @@ mod tests {
         assert_eq!(hit.combine(hit), hit);
         assert_eq!(hit.combine(CacheStatus::Miss), CacheStatus::Miss);
         assert_eq!(CacheStatus::Bypass.combine(hit), CacheStatus::Bypass);
-        assert_eq!(CacheStatus::Bypass.combine(CacheStatus::Miss), CacheStatus::Miss);
+        assert_eq!(
+            CacheStatus::Bypass.combine(CacheStatus::Miss),
+            CacheStatus::Miss
+        );
     }
 }

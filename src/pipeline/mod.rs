@@ -329,6 +329,7 @@ impl Source {
             api = self.ctx.api,
             stream = self.ctx.stream,
             outcome,
+            cache = self.cache_status.header_value(),
             prompt_tokens = usage.prompt_tokens,
             cached_tokens = usage.cached_tokens,
             completion_tokens = usage.completion_tokens,

@@ -41,10 +41,7 @@ pub async fn stats(
 /// `DELETE /v1/cache`: empties memory, disk and this deployment's Redis namespace. Needs an
 /// admin key when `server.admin_keys` is set, else any valid API key (none when no keys are
 /// configured).
-pub async fn clear(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn clear(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let server = &state.settings.server;
     let allowed = if server.admin_keys.is_empty() {
         &server.api_keys
@@ -60,10 +57,12 @@ pub async fn clear(
     }
     let removed = match &state.seams.cache {
         None => 0,
-        Some(cache) => cache.clear().await.ok_or_else(|| {
-            ApiError::Unavailable("the response cache did not answer".into())
-        })?,
+        Some(cache) => cache
+            .clear()
+            .await
+            .ok_or_else(|| ApiError::Unavailable("the response cache did not answer".into()))?,
     };
     tracing::info!(removed, "response cache cleared");
-    Ok(HttpResponse::Ok().json(json!({"object": "cache.cleared", "cleared": true, "removed": removed})))
+    Ok(HttpResponse::Ok()
+        .json(json!({"object": "cache.cleared", "cleared": true, "removed": removed})))
 }

@@ -129,7 +129,10 @@ async fn start_cached(adjust: impl FnOnce(&mut Settings), token_delay: Duration)
         .expect("server starts");
     let t = TestServer {
         base: format!("http://{}", server.addr),
-        client: reqwest::Client::builder().no_proxy().build().expect("client"),
+        client: reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .expect("client"),
         server,
     };
     wait_health(&t, Duration::from_secs(5), |h| h["status"] == "ok").await;
@@ -188,7 +191,10 @@ async fn identical_greedy_request_is_a_hit_with_the_same_answer_and_a_fresh_id()
     // Anything that changes the answer is a different entry.
     let (x4, _) = c
         .chat_json(
-            chat_with("cache me please", json!({"temperature": 0, "max_tokens": 1})),
+            chat_with(
+                "cache me please",
+                json!({"temperature": 0, "max_tokens": 1}),
+            ),
             &[],
         )
         .await;
@@ -215,7 +221,10 @@ async fn streamed_hit_replays_the_same_chunks_as_the_original_stream() {
     assert_eq!(content1, "stream me twice");
     assert_eq!(content2, content1);
     assert_eq!((finish1, finish2), (json!("stop"), json!("stop")));
-    assert!(usage1["total_tokens"].as_u64().is_some_and(|n| n > 0), "{s1}");
+    assert!(
+        usage1["total_tokens"].as_u64().is_some_and(|n| n > 0),
+        "{s1}"
+    );
     assert_eq!(usage2, usage1);
     assert!(done1 && done2, "{s2}");
     assert_eq!((role1, role2), (json!("assistant"), json!("assistant")));

@@ -240,3 +240,44 @@ async fn cache_hit_replays_without_the_engine_and_metrics_see_both() {
     assert_eq!(records[0].outcome, "stop");
     assert_eq!(records[0].usage.completion_tokens, 2);
 }
+
+#[actix_rt::test]
+async fn cached_raw_text_is_parsed_into_the_same_tool_calls_on_a_hit() {
+    let t = start_seams(Seams {
+        tool_parser: Some(Arc::new(Calls)),
+        cache: Some(mlx_serve::pipeline::cache::ActorCache::start(
+            &mlx_serve_actors::cache::CacheSettings::default(),
+        )),
+        ..Seams::default()
+    })
+    .await;
+    let mut body = tool_request(r#"CALL get_weather {"city":"Oslo"}"#, false);
+    body["temperature"] = json!(0);
+    let first = t.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let first: Value = first.json().await.unwrap();
+    let second = t.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        second["choices"][0]["message"]["tool_calls"],
+        first["choices"][0]["message"]["tool_calls"]
+    );
+    // Streamed from the cache: the same call, fragments and all.
+    body["stream"] = json!(true);
+    let r = t.post("/v1/chat/completions", body).await;
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    let text = r.text().await.unwrap();
+    let args: String = sse_events(&text)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(args, r#"{"city":"Oslo"}"#);
+    assert!(text.contains(r#""finish_reason":"tool_calls""#));
+}
