@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use mlx_serve_actors::cache::CacheSettings;
 use serde::{Deserialize, Serialize};
 
 /// Everything the server is configured with.
@@ -21,6 +22,8 @@ pub struct Settings {
     pub metrics: crate::metrics::MetricsSettings,
     /// The per-request JSONL trace.
     pub trace: mlx_serve_actors::metrics::TraceSettings,
+    /// The response cache (`[cache]`, `[cache.disk]`, `[cache.redis]`).
+    pub cache: CacheSettings,
 }
 
 /// What to do when the engine thread dies or wedges.
@@ -43,6 +46,8 @@ pub struct ServerSettings {
     pub port: u16,
     /// Accepted API keys; empty disables authentication.
     pub api_keys: Vec<String>,
+    /// Keys allowed to clear the response cache; empty: any accepted API key.
+    pub admin_keys: Vec<String>,
     /// Largest accepted request body, bytes.
     pub body_limit: usize,
     /// Requests that may wait for the engine before new ones get 429.
@@ -73,6 +78,7 @@ impl Default for ServerSettings {
             host: "127.0.0.1".to_owned(),
             port: 8080,
             api_keys: Vec::new(),
+            admin_keys: Vec::new(),
             body_limit: 4 * 1024 * 1024,
             queue_size: 64,
             retry_after_s: 1,
@@ -258,6 +264,7 @@ impl Settings {
             .try_parsing(true)
             .list_separator(",")
             .with_list_parse_key("server.api_keys")
+            .with_list_parse_key("server.admin_keys")
             .with_list_parse_key("server.cors_origins")
             .with_list_parse_key("model.aliases")
             .source(env);
@@ -412,6 +419,72 @@ impl Settings {
             d.repetition_penalty,
             "0 < value <= 10",
         )?;
+        check(
+            s.admin_keys.iter().all(|k| !k.is_empty()),
+            "server.admin_keys",
+            "\"\"",
+            "non-empty keys",
+        )?;
+        let c = &self.cache;
+        check(
+            (1..=10_000_000).contains(&c.max_entries),
+            "cache.max_entries",
+            c.max_entries,
+            "1 ..= 10000000",
+        )?;
+        check(
+            c.max_bytes >= 1024,
+            "cache.max_bytes",
+            c.max_bytes,
+            "at least 1024 bytes",
+        )?;
+        check(
+            c.ttl_seconds != Some(0),
+            "cache.ttl_seconds",
+            0,
+            "at least 1 second (leave it out for no expiry)",
+        )?;
+        check(
+            !c.disk.enabled || !c.disk.path.as_os_str().is_empty(),
+            "cache.disk.path",
+            "\"\"",
+            "a file path",
+        )?;
+        check(
+            c.disk.max_bytes >= 1 << 16,
+            "cache.disk.max_bytes",
+            c.disk.max_bytes,
+            "at least 65536 bytes",
+        )?;
+        let r = &c.redis;
+        check(
+            r.url.as_deref().is_none_or(|u| {
+                ["redis://", "rediss://", "redis+unix://", "unix://"]
+                    .iter()
+                    .any(|p| u.starts_with(p))
+            }),
+            "cache.redis.url",
+            r.url.as_deref().unwrap_or(""),
+            "a redis://, rediss:// or unix:// URL",
+        )?;
+        check(
+            (1..=60_000).contains(&r.timeout_ms),
+            "cache.redis.timeout_ms",
+            r.timeout_ms,
+            "1 ..= 60000",
+        )?;
+        check(
+            r.ttl_seconds >= 1,
+            "cache.redis.ttl_seconds",
+            r.ttl_seconds,
+            "at least 1",
+        )?;
+        check(
+            !r.namespace.is_empty(),
+            "cache.redis.namespace",
+            "\"\"",
+            "a non-empty prefix",
+        )?;
         Ok(())
     }
 }
@@ -500,6 +573,35 @@ mod tests {
         let f = file("[server]\nprot = 1\n");
         let err = load(f.path(), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn cache_section_loads_from_file_and_environment_and_is_validated() {
+        let f = file("[cache]\npolicy = \"always\"\n[cache.disk]\nenabled = true\n");
+        let env: config::Map<String, String> = [
+            ("MLX_SERVE__CACHE__MAX_ENTRIES", "7"),
+            ("MLX_SERVE__CACHE__DISK__PATH", "/tmp/x.redb"),
+            ("MLX_SERVE__CACHE__REDIS__URL", "redis://127.0.0.1:6379"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let s = Settings::load_with_env(f.path(), true, &Overrides::default(), Some(env))
+            .expect("loads");
+        assert_eq!(s.cache.policy, mlx_serve_actors::cache::CachePolicy::Always);
+        assert_eq!(s.cache.max_entries, 7);
+        assert!(s.cache.disk.enabled);
+        assert_eq!(s.cache.disk.path, PathBuf::from("/tmp/x.redb"));
+        assert_eq!(s.cache.redis.url.as_deref(), Some("redis://127.0.0.1:6379"));
+
+        let mut bad = Settings::default();
+        bad.cache.redis.url = Some("http://x".into());
+        let msg = bad.validate().unwrap_err().to_string();
+        assert!(msg.contains("cache.redis.url"), "{msg}");
+        let mut bad = Settings::default();
+        bad.cache.max_entries = 0;
+        let msg = bad.validate().unwrap_err().to_string();
+        assert!(msg.contains("cache.max_entries"), "{msg}");
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub fn run_server(settings: Settings, factory: EngineFactory) -> io::Result<()> 
 /// [`run_server`] with cache, tool-parser and metrics seams plugged in.
 pub fn run_server_with(settings: Settings, factory: EngineFactory, seams: Seams) -> io::Result<()> {
     actix_rt::System::new().block_on(async move {
+        let seams = crate::pipeline::cache::with_configured_cache(seams, &settings.cache);
         let server = start_server(settings, factory, seams).await?;
         server.wait().await
     })

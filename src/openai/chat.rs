@@ -77,6 +77,9 @@ pub struct ChatCompletionRequest {
     /// `false`: at most one tool call per reply (default `true`).
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
+    /// `{"type": "text" | "json_object" | "json_schema", …}`; part of the response-cache key.
+    #[serde(default)]
+    pub response_format: Option<Value>,
 }
 
 /// One message of the request.

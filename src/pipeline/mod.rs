@@ -5,6 +5,7 @@
 //! tool parser (seam), timed out, logged and reported to metrics (seam) → a renderer:
 //! [`collect`] for JSON or [`stream::sse_response`] for SSE.
 
+pub mod cache;
 pub mod seams;
 pub mod stream;
 mod tool_prep;
@@ -22,6 +23,7 @@ use tokio::time::timeout_at;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use cache::{CacheScope, CacheStatus, StoreTicket};
 use seams::{CachedResponse, ParsedDelta, RequestRecord, StreamingToolParser, ToolOptions};
 
 /// What renderers consume.
@@ -76,6 +78,8 @@ pub struct RequestContext {
     pub arrived: Instant,
     /// `tool_choice` and `parallel_tool_calls` (defaults: auto, parallel).
     pub tools: ToolOptions,
+    /// Tenant, side fields and `Cache-Control` for the response cache.
+    pub cache: CacheScope,
 }
 
 impl RequestContext {
@@ -87,7 +91,14 @@ impl RequestContext {
             stream,
             arrived: Instant::now(),
             tools: ToolOptions::default(),
+            cache: CacheScope::default(),
         }
+    }
+
+    /// This context with the request's cache scope.
+    pub fn with_cache(mut self, cache: CacheScope) -> Self {
+        self.cache = cache;
+        self
     }
 }
 
@@ -106,6 +117,9 @@ pub struct Source {
     pending: VecDeque<Event>,
     deadline: tokio::time::Instant,
     raw_text: String,
+    raw_logprobs: Option<Vec<TokenLogprob>>,
+    cache_status: CacheStatus,
+    ticket: Option<StoreTicket>,
     first_token: Option<Instant>,
     tool_calls: bool,
     ended: bool,
@@ -119,21 +133,19 @@ pub async fn start(
     ctx: RequestContext,
 ) -> Result<Source, ApiError> {
     let parser = tool_prep::prepare(state, &mut request, &ctx.tools).await;
-    let cached = match &state.seams.cache {
-        Some(cache) if request.logprobs.is_none() => cache.lookup(&request).await,
-        _ => None,
+    let resolution = cache::resolve(state, &request, &ctx.cache).await;
+    let raw_logprobs = request.logprobs.map(|_| Vec::new());
+    let kept = state.settings.logging.log_prompts.then(|| request.clone());
+    let cache_outcome = match resolution.status {
+        CacheStatus::Hit(_) => CacheOutcome::Hit,
+        CacheStatus::Miss => CacheOutcome::Miss,
+        CacheStatus::Bypass if state.seams.cache.is_some() => CacheOutcome::Bypass,
+        CacheStatus::Bypass => CacheOutcome::Uncacheable,
     };
-    // Kept only where something needs it afterwards: the cache stores it, the prompt log prints it.
-    let keep = state.seams.cache.is_some() || state.settings.logging.log_prompts;
-    let kept = keep.then(|| request.clone());
-    let cache = match (&state.seams.cache, &cached) {
-        (_, Some(_)) => CacheOutcome::Hit,
-        (Some(_), None) if request.logprobs.is_none() => CacheOutcome::Miss,
-        _ => CacheOutcome::Uncacheable,
-    };
-    let facts = crate::metrics::record::RecordFacts::new(state, &request, cache);
-    let origin = match cached {
-        Some(hit) => Origin::Replay(replay_events(hit)),
+    let facts = crate::metrics::record::RecordFacts::new(state, &request, cache_outcome);
+    let origin = match &resolution.hit {
+        Some(hit) => Origin::Replay(cache::replay_events(hit)),
+        // A failed submit drops the store ticket, which releases coalesced waiters.
         None => match state.model().submit(request) {
             Ok(generation) => Origin::Live(generation),
             Err(e) => {
@@ -160,6 +172,9 @@ pub async fn start(
         pending: VecDeque::new(),
         deadline: tokio::time::Instant::now() + timeout,
         raw_text: String::new(),
+        raw_logprobs,
+        cache_status: resolution.status,
+        ticket: resolution.ticket,
         first_token: None,
         tool_calls: false,
         ended: false,
@@ -167,27 +182,12 @@ pub async fn start(
     })
 }
 
-fn replay_events(hit: CachedResponse) -> VecDeque<SeqEvent> {
-    VecDeque::from([
-        SeqEvent::Started {
-            prompt_tokens: hit.usage.prompt_tokens,
-            cached_tokens: hit.usage.cached_tokens,
-        },
-        SeqEvent::Text {
-            text: hit.text,
-            tokens: hit.usage.completion_tokens,
-            logprobs: Vec::new(),
-        },
-        SeqEvent::Finished {
-            reason: hit.finish_reason,
-            stop_sequence: hit.stop_sequence,
-            usage: hit.usage,
-            timings: Default::default(),
-        },
-    ])
-}
-
 impl Source {
+    /// How the response cache took part (`x-cache`).
+    pub fn cache_status(&self) -> CacheStatus {
+        self.cache_status
+    }
+
     /// Wait up to `window` for the first event; an error that comes that early is returned so
     /// the handler can answer with a proper status instead of an SSE error event.
     pub async fn prime(&mut self, window: Duration) -> Result<(), ApiError> {
@@ -249,6 +249,9 @@ impl Source {
             SeqEvent::Text { text, logprobs, .. } => {
                 self.first_token.get_or_insert_with(Instant::now);
                 self.raw_text.push_str(&text);
+                if let Some(kept) = self.raw_logprobs.as_mut() {
+                    kept.extend(logprobs.iter().cloned());
+                }
                 match self.parser.as_mut() {
                     None => self.pending.push_back(Event::Text { text, logprobs }),
                     Some(p) => {
@@ -311,6 +314,8 @@ impl Source {
         self.record(outcome, Usage::default());
         self.pending.push_back(Event::Error(e));
         self.ended = true;
+        // Releases waiters on this key: they generate themselves.
+        self.ticket = None;
     }
 
     fn finish(&mut self, reason: FinishReason, stop_sequence: Option<String>, usage: Usage) {
@@ -322,19 +327,17 @@ impl Source {
             FinishReason::Stop | FinishReason::StopSequence => "stop",
         };
         self.record(outcome, usage);
-        let cache_hit = matches!(self.origin, Origin::Replay(_));
-        if !cache_hit && reason != FinishReason::Cancelled {
-            if let (Some(cache), Some(request)) = (&self.state.seams.cache, self.request.take()) {
-                cache.store(
-                    request,
-                    CachedResponse {
-                        text: self.raw_text.clone(),
-                        finish_reason: reason,
-                        stop_sequence,
-                        usage,
-                    },
-                );
-            }
+        let ticket = self.ticket.take();
+        if let (Some(ticket), false) = (ticket, reason == FinishReason::Cancelled) {
+            ticket.store(CachedResponse {
+                text: self.raw_text.clone(),
+                tool_calls: Vec::new(),
+                finish_reason: reason,
+                stop_sequence,
+                usage,
+                logprobs: self.raw_logprobs.clone(),
+                created_at: mlx_serve_actors::cache::unix_now(),
+            });
         }
     }
 
@@ -348,6 +351,7 @@ impl Source {
             api = self.ctx.api,
             stream = self.ctx.stream,
             outcome,
+            cache = self.cache_status.header_value(),
             prompt_tokens = usage.prompt_tokens,
             cached_tokens = usage.cached_tokens,
             completion_tokens = usage.completion_tokens,

@@ -7,36 +7,33 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use mlx_serve_actors::engine::{FinishReason, GenerateRequest, Prompt, Usage};
+use mlx_serve_actors::cache::{CacheKey, CachePolicy, CacheStats, LookupOutcome};
+use mlx_serve_actors::engine::{GenerateRequest, Prompt, Usage};
 use mlx_serve_actors::metrics::{CacheOutcome, LatencySummary, ToolCallOutcome};
 use mlx_serve_actors::model::actor::HealthSnapshot;
 use mlx_serve_actors::tool_parser::ToolChoice;
 
 use crate::error::ApiError;
 
-/// A finished generation as the response cache stores it (raw model text, before tool parsing).
-#[derive(Debug, Clone, PartialEq)]
-pub struct CachedResponse {
-    /// Raw generated text.
-    pub text: String,
-    /// Why it ended.
-    pub finish_reason: FinishReason,
-    /// The stop string that ended it.
-    pub stop_sequence: Option<String>,
-    /// Token counts of the original generation.
-    pub usage: Usage,
-}
+/// A finished generation as the response cache stores it: the model's raw text (before tool
+/// parsing, so a hit re-runs the request's tool parser exactly as a fresh generation would),
+/// finish reason, stop string, the original usage and logprobs.
+pub use mlx_serve_actors::cache::CachedResponse;
 
-/// Response cache (CacheActor).
+/// Response cache (CacheActor). The pipeline computes the key (see `pipeline::cache`) and
+/// drives coalescing through the returned [`LookupOutcome`]; the seam only talks to the actor.
 pub trait ResponseCacheSeam: Send + Sync {
-    /// A stored response for this exact request, if the cache policy allows serving one.
-    fn lookup(&self, request: &GenerateRequest) -> BoxFuture<'static, Option<CachedResponse>>;
-    /// Offer a finished generation to the cache (fire and forget).
-    fn store(&self, request: GenerateRequest, response: CachedResponse);
-    /// Statistics shown under `cache` in `/health`; must not block (read shared counters).
-    fn stats(&self) -> Option<serde_json::Value> {
-        None
-    }
+    /// Which requests may be answered from and stored into the cache.
+    fn policy(&self) -> CachePolicy;
+    /// Look a key up. `None` means the cache is unreachable: generate without it.
+    fn lookup(&self, key: CacheKey) -> BoxFuture<'static, Option<LookupOutcome>>;
+    /// Store a finished generation that has no leadership to store through (`no-cache`
+    /// requests, or after a waiter was released); wakes any waiters on the key.
+    fn store(&self, key: CacheKey, response: CachedResponse);
+    /// A statistics snapshot; `None` when the cache does not answer.
+    fn stats(&self) -> BoxFuture<'static, Option<CacheStats>>;
+    /// Empty every tier; the number of in-memory entries removed, `None` when unreachable.
+    fn clear(&self) -> BoxFuture<'static, Option<usize>>;
 }
 
 /// What a tool parser turns model text into.

@@ -14,6 +14,7 @@ use crate::openai::chat::{
     ChatLogprobs, ChunkChoice, Delta, FunctionDelta, FunctionOut, ToolCallDelta, ToolCallOut,
 };
 use crate::openai::common::{finish_reason, UsageOut};
+use crate::pipeline::cache::CacheScope;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
 use crate::pipeline::{collect_for, start, Collected, RequestContext};
 use crate::sse;
@@ -58,9 +59,15 @@ pub async fn chat_completions(
     let model = state.resolve_model(&body.model)?;
     let request = body.normalize(&state.settings.model)?;
     let want_logprobs = request.logprobs.is_some();
-    let mut ctx = RequestContext::new(rid, "chat", body.streaming());
+    let scope = CacheScope {
+        tool_choice: body.tool_choice.clone(),
+        response_format: body.response_format.clone(),
+        ..CacheScope::from_request(&req, &state.settings.server.api_keys)
+    };
+    let mut ctx = RequestContext::new(rid, "chat", body.streaming()).with_cache(scope);
     ctx.tools = body.tool_options()?;
     let mut source = start(&state, request, ctx.clone()).await?;
+    let cache_status = source.cache_status();
     let meta = ResponseMeta::new("chatcmpl", model, &state);
     if body.streaming() {
         source
@@ -76,10 +83,14 @@ pub async fn chat_completions(
             logprobs: want_logprobs,
             include_usage: body.include_usage(),
         };
-        return Ok(sse_response(state, plan, Box::new(renderer)));
+        let mut resp = sse_response(state, plan, Box::new(renderer));
+        cache_status.apply(&mut resp);
+        return Ok(resp);
     }
     let collected = collect_for(source, req.conn_data::<PeerSocket>().copied()).await?;
-    Ok(HttpResponse::Ok().json(render(meta, collected, want_logprobs)))
+    let mut resp = HttpResponse::Ok().json(render(meta, collected, want_logprobs));
+    cache_status.apply(&mut resp);
+    Ok(resp)
 }
 
 fn render(meta: ResponseMeta, c: Collected, want_logprobs: bool) -> ChatCompletion {

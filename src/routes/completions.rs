@@ -16,6 +16,7 @@ use crate::openai::common::{add_usage, finish_reason, UsageOut};
 use crate::openai::completions::{
     Completion, CompletionChoice, CompletionLogprobs, CompletionRequest,
 };
+use crate::pipeline::cache::CacheScope;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
 use crate::pipeline::{collect_for, start, RequestContext};
 use crate::sse;
@@ -40,12 +41,15 @@ pub async fn completions(
     } else {
         Vec::new()
     };
-    let ctx = RequestContext::new(rid, "completions", body.streaming());
+    let scope = CacheScope::from_request(&req, &state.settings.server.api_keys);
+    let ctx = RequestContext::new(rid, "completions", body.streaming()).with_cache(scope);
     let meta = ResponseMeta::new("cmpl", model, &state);
     let Some(first) = requests.next() else {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
     };
     let mut source = start(&state, first, ctx.clone()).await?;
+    // A stream's headers go out before later prompts run: it reports the first prompt.
+    let mut cache_status = source.cache_status();
     if body.streaming() {
         source
             .prime(Duration::from_secs_f64(state.settings.server.keep_alive_s))
@@ -62,7 +66,9 @@ pub async fn completions(
             echo: echo_prompts,
             offsets: HashMap::new(),
         };
-        return Ok(sse_response(state, plan, Box::new(renderer)));
+        let mut resp = sse_response(state, plan, Box::new(renderer));
+        cache_status.apply(&mut resp);
+        return Ok(resp);
     }
     let mut choices = Vec::new();
     let mut total = Usage::default();
@@ -86,10 +92,12 @@ pub async fn completions(
         add_usage(&mut total, &c.usage);
         index += 1;
         if let Some(r) = requests.next() {
-            next = Some(start(&state, r, ctx.clone()).await?);
+            let source = start(&state, r, ctx.clone()).await?;
+            cache_status = cache_status.combine(source.cache_status());
+            next = Some(source);
         }
     }
-    Ok(HttpResponse::Ok().json(Completion {
+    let mut resp = HttpResponse::Ok().json(Completion {
         id: meta.id,
         object: "text_completion",
         created: meta.created,
@@ -97,7 +105,9 @@ pub async fn completions(
         system_fingerprint: meta.fingerprint,
         choices,
         usage: Some(total.into()),
-    }))
+    });
+    cache_status.apply(&mut resp);
+    Ok(resp)
 }
 
 /// Completion chunks.

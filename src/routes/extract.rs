@@ -118,6 +118,20 @@ pub fn key_matches(presented: &str, keys: &[String]) -> bool {
     })
 }
 
+/// The API keys a request presents: `Authorization: Bearer <key>`, then `x-api-key`.
+pub fn presented_keys(headers: &header::HeaderMap) -> Vec<&str> {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
+    [bearer, x_api_key].into_iter().flatten().collect()
+}
+
 impl FromRequest for Authorized {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;
@@ -130,19 +144,8 @@ impl FromRequest for Authorized {
         if keys.is_empty() {
             return ready(Ok(Authorized));
         }
-        let headers = req.headers();
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim);
-        let x_api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
-        let ok = [bearer, x_api_key]
+        let ok = presented_keys(req.headers())
             .into_iter()
-            .flatten()
             .any(|k| key_matches(k, keys));
         ready(if ok {
             Ok(Authorized)

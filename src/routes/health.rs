@@ -5,6 +5,8 @@ use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 
+use mlx_serve_actors::cache::CacheStats;
+
 use crate::state::AppState;
 
 /// `/health` body.
@@ -35,9 +37,10 @@ pub struct Health {
     /// Why the engine is down.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// Response-cache statistics (filled once the cache actor is wired).
+    /// Response-cache statistics (`hits`, `misses`, `total_requests`, `hit_rate`,
+    /// `cached_items`, `evictions`, `bytes`, …); absent when the cache is off or busy.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache: Option<serde_json::Value>,
+    pub cache: Option<CacheStats>,
     /// p50/p95/p99 of end-to-end latency and time to first token over recent requests
     /// (`[metrics]` window); absent when metrics are off.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,7 +76,11 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         } else {
             h.failure
         },
-        cache: state.seams.cache.as_ref().and_then(|c| c.stats()),
+        cache: if state.seams.cache.is_some() {
+            super::cache::snapshot(&state).await
+        } else {
+            None
+        },
         latency: match &state.seams.metrics {
             Some(m) => m.summary().await,
             None => None,

@@ -1,6 +1,7 @@
 //! HTTP routes. Every handler depends on `AppState` (and through it the model handle and the
 //! seams), never on a concrete engine.
 
+pub mod cache;
 pub mod chat;
 pub mod completions;
 pub mod disconnect;
@@ -22,6 +23,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .route("/v1/completions", web::post().to(completions::completions))
     .route("/v1/models", web::get().to(models::list))
     .route("/v1/models/{id:.+}", web::get().to(models::get))
+    .route("/v1/cache/stats", web::get().to(cache::stats))
+    .route("/v1/cache", web::delete().to(cache::clear))
     .route("/health", web::get().to(health::health))
     .route("/version", web::get().to(health::version))
     .route("/metrics", web::get().to(metrics::metrics))

@@ -3,6 +3,7 @@
 mod common;
 
 mod api;
+mod cache;
 mod cli;
 mod errors;
 mod metrics;

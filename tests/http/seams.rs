@@ -7,7 +7,10 @@ use mlx_serve::pipeline::seams::{
     CachedResponse, MetricsSeam, ParsedDelta, RequestRecord, ResponseCacheSeam, Seams,
     StreamingToolParser, ToolParserSeam,
 };
-use mlx_serve_actors::engine::{FinishReason, GenerateRequest, Usage};
+use mlx_serve_actors::cache::{
+    CacheKey, CachePolicy, CacheStats, CacheTier, LeaderGuard, LookupOutcome,
+};
+use mlx_serve_actors::engine::{FinishReason, Usage};
 use mlx_serve_actors::fake::FakeConfig;
 use serde_json::{json, Value};
 
@@ -68,24 +71,42 @@ impl MetricsSeam for Recorder {
 }
 
 #[derive(Default)]
-struct MemoryCache(Mutex<Vec<(GenerateRequest, CachedResponse)>>);
+struct MemoryCache(Mutex<Vec<(CacheKey, CachedResponse)>>);
 
 impl ResponseCacheSeam for MemoryCache {
-    fn lookup(&self, request: &GenerateRequest) -> BoxFuture<'static, Option<CachedResponse>> {
+    fn policy(&self) -> CachePolicy {
+        CachePolicy::Always
+    }
+    fn lookup(&self, key: CacheKey) -> BoxFuture<'static, Option<LookupOutcome>> {
         let hit = self
             .0
             .lock()
             .unwrap()
             .iter()
-            .find(|(r, _)| r == request)
+            .find(|(k, _)| *k == key)
             .map(|(_, c)| c.clone());
-        Box::pin(async move { hit })
+        let outcome = match hit {
+            Some(value) => LookupOutcome::Hit {
+                value: Arc::new(value),
+                tier: CacheTier::Memory,
+            },
+            // A detached guard stores nothing; this stand-in stores through `Direct` instead.
+            None => LookupOutcome::Miss(LeaderGuard::detached(key)),
+        };
+        Box::pin(async move { Some(outcome) })
     }
-    fn store(&self, request: GenerateRequest, response: CachedResponse) {
-        self.0.lock().unwrap().push((request, response));
+    fn store(&self, key: CacheKey, response: CachedResponse) {
+        self.0.lock().unwrap().push((key, response));
     }
-    fn stats(&self) -> Option<Value> {
-        Some(json!({"entries": self.0.lock().unwrap().len()}))
+    fn stats(&self) -> BoxFuture<'static, Option<CacheStats>> {
+        let stats = CacheStats {
+            cached_items: self.0.lock().unwrap().len(),
+            ..CacheStats::default()
+        };
+        Box::pin(async move { Some(stats) })
+    }
+    fn clear(&self) -> BoxFuture<'static, Option<usize>> {
+        Box::pin(async { Some(0) })
     }
 }
 
@@ -212,10 +233,51 @@ async fn cache_hit_replays_without_the_engine_and_metrics_see_both() {
         .post_json("/v1/chat/completions", chat("remember me"))
         .await;
     assert_eq!(second["choices"][0]["message"]["content"], "from cache");
-    assert_eq!(t.health().await["cache"]["entries"], 1);
+    assert_eq!(t.health().await["cache"]["cached_items"], 1);
     let records = metrics.0.lock().unwrap().clone();
     assert_eq!(records.len(), 2);
     assert!(!records[0].cache_hit && records[1].cache_hit);
     assert_eq!(records[0].outcome, "stop");
     assert_eq!(records[0].usage.completion_tokens, 2);
+}
+
+#[actix_rt::test]
+async fn cached_raw_text_is_parsed_into_the_same_tool_calls_on_a_hit() {
+    let t = start_seams(Seams {
+        tool_parser: Some(Arc::new(Calls)),
+        cache: Some(mlx_serve::pipeline::cache::ActorCache::start(
+            &mlx_serve_actors::cache::CacheSettings::default(),
+        )),
+        ..Seams::default()
+    })
+    .await;
+    let mut body = tool_request(r#"CALL get_weather {"city":"Oslo"}"#, false);
+    body["temperature"] = json!(0);
+    let first = t.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(first.headers()["x-cache"], "MISS");
+    let first: Value = first.json().await.unwrap();
+    let second = t.post("/v1/chat/completions", body.clone()).await;
+    assert_eq!(second.headers()["x-cache"], "HIT");
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(second["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        second["choices"][0]["message"]["tool_calls"],
+        first["choices"][0]["message"]["tool_calls"]
+    );
+    // Streamed from the cache: the same call, fragments and all.
+    body["stream"] = json!(true);
+    let r = t.post("/v1/chat/completions", body).await;
+    assert_eq!(r.headers()["x-cache"], "HIT");
+    let text = r.text().await.unwrap();
+    let args: String = sse_events(&text)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| {
+            e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(args, r#"{"city":"Oslo"}"#);
+    assert!(text.contains(r#""finish_reason":"tool_calls""#));
 }

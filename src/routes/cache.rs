@@ -1,0 +1,68 @@
+//! `GET /v1/cache/stats` and `DELETE /v1/cache`: the response cache's counters and its reset.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use mlx_serve_actors::cache::CacheStats;
+use serde_json::json;
+
+use super::extract::{key_matches, presented_keys, Authorized};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Longest `/health` and the stats route wait for the cache actor's snapshot.
+const STATS_WAIT: Duration = Duration::from_millis(500);
+
+/// The cache's statistics; `enabled: false` (all zero) when no cache is configured, `None`
+/// when it did not answer in time.
+pub async fn snapshot(state: &AppState) -> Option<CacheStats> {
+    match &state.seams.cache {
+        None => Some(CacheStats::default()),
+        Some(cache) => tokio::time::timeout(STATS_WAIT, cache.stats())
+            .await
+            .ok()
+            .flatten(),
+    }
+}
+
+/// `GET /v1/cache/stats`.
+pub async fn stats(
+    _auth: Authorized,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    match snapshot(&state).await {
+        Some(stats) => Ok(HttpResponse::Ok().json(stats)),
+        None => Err(ApiError::Unavailable(
+            "the response cache did not answer".into(),
+        )),
+    }
+}
+
+/// `DELETE /v1/cache`: empties memory, disk and this deployment's Redis namespace. Needs an
+/// admin key when `server.admin_keys` is set, else any valid API key (none when no keys are
+/// configured).
+pub async fn clear(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let server = &state.settings.server;
+    let allowed = if server.admin_keys.is_empty() {
+        &server.api_keys
+    } else {
+        &server.admin_keys
+    };
+    if !allowed.is_empty()
+        && !presented_keys(req.headers())
+            .into_iter()
+            .any(|k| key_matches(k, allowed))
+    {
+        return Err(ApiError::InvalidApiKey);
+    }
+    let removed = match &state.seams.cache {
+        None => 0,
+        Some(cache) => cache
+            .clear()
+            .await
+            .ok_or_else(|| ApiError::Unavailable("the response cache did not answer".into()))?,
+    };
+    tracing::info!(removed, "response cache cleared");
+    Ok(HttpResponse::Ok()
+        .json(json!({"object": "cache.cleared", "cleared": true, "removed": removed})))
+}
