@@ -1,6 +1,7 @@
 //! `Settings`: one typed struct loaded from `config.toml`, `MLX_SERVE__SECTION__KEY` environment
 //! variables and CLI flags (in rising precedence), validated once at start-up.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -15,6 +16,22 @@ pub struct Settings {
     pub model: ModelSettings,
     /// Log output.
     pub logging: LoggingSettings,
+    /// Model-name patterns accepted in `model` and answered by the served model.
+    pub aliases: AliasSettings,
+}
+
+/// `[aliases]`: `"pattern" = "target"`; `*` in a pattern matches any run of characters. The
+/// target is the served model's id or name, or `""` for whichever model is served. The default
+/// maps `claude-*` so Claude Code works without configuration; a `[aliases]` table in the file
+/// replaces the default as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AliasSettings(pub BTreeMap<String, String>);
+
+impl Default for AliasSettings {
+    fn default() -> Self {
+        Self(BTreeMap::from([("claude-*".to_owned(), String::new())]))
+    }
 }
 
 /// What to do when the engine thread dies or wedges.
@@ -370,6 +387,12 @@ impl Settings {
             &m.device,
             "one of auto, cpu, gpu",
         )?;
+        check(
+            self.aliases.0.keys().all(|p| !p.trim().is_empty()),
+            "aliases",
+            "\"\"",
+            "non-empty model-name patterns",
+        )?;
         let d = &m.sampling;
         check(
             (0.0..=2.0).contains(&d.temperature),
@@ -483,6 +506,28 @@ mod tests {
         let f = file("[server]\nprot = 1\n");
         let err = load(f.path(), &Overrides::default()).unwrap_err();
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn alias_table_replaces_the_claude_default() {
+        assert_eq!(
+            Settings::default()
+                .aliases
+                .0
+                .get("claude-*")
+                .map(String::as_str),
+            Some("")
+        );
+        let f = file("[aliases]\n\"gpt-*\" = \"m\"\n\"claude-3-*\" = \"\"\n");
+        let s = load(f.path(), &Overrides::default()).expect("loads");
+        let pairs: Vec<_> = s.aliases.0.into_iter().collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("claude-3-*".to_owned(), String::new()),
+                ("gpt-*".to_owned(), "m".to_owned())
+            ]
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@
 //! and other non-text input blocks, server tools, a trailing assistant message (prefill).
 
 pub mod aliases;
+pub mod chunks;
 pub mod error;
 pub mod render;
 pub mod request;
@@ -32,6 +33,7 @@ pub mod stream;
 pub mod translate;
 
 pub use aliases::ModelAliases;
+pub use chunks::MessagesRenderer;
 pub use error::{api_key, json_error_handler, parse_body, AnthropicError, ErrorResponse};
 pub use render::{render_message, Completion};
 pub use request::{CountTokensRequest, MessagesRequest};

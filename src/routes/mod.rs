@@ -6,6 +6,7 @@ pub mod completions;
 pub mod disconnect;
 pub mod extract;
 pub mod health;
+pub mod messages;
 pub mod models;
 
 use actix_web::{web, HttpRequest};
@@ -19,6 +20,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(chat::chat_completions),
     )
     .route("/v1/completions", web::post().to(completions::completions))
+    .route("/v1/messages", web::post().to(messages::messages))
+    .route(
+        "/v1/messages/count_tokens",
+        web::post().to(messages::count_tokens),
+    )
     .route("/v1/models", web::get().to(models::list))
     .route("/v1/models/{id:.+}", web::get().to(models::get))
     .route("/health", web::get().to(health::health))

@@ -1,27 +1,113 @@
-"""The Anthropic Messages API of a running mlx-serve, checked with the official `anthropic` client.
+"""The Anthropic Messages API of mlx-serve, checked with the official `anthropic` client.
 
-    MLX_SERVE_URL=http://127.0.0.1:8080 pytest tests/python/test_anthropic_real.py
+    MLX_SERVE_BIN=target/debug/mlx-serve pytest tests/python/test_anthropic_real.py
 
-Environment:
-  MLX_SERVE_URL              server root (the client posts to {url}/v1/messages); unset: skipped.
-  MLX_SERVE_API_KEY          API key, when the server has keys configured.
-  MLX_SERVE_ANTHROPIC_MODEL  model name to send (default `claude-sonnet-4-5`, which the server
-                             must map through its alias table, as it does for coding agents).
-  MLX_SERVE_TOOL_MODEL       model name for the tool-call round trip (Qwen2.5-Coder or an alias
-                             of it); unset: the tool tests are skipped.
+Each fixture starts its own `mlx-serve serve` from MLX_SERVE_BIN on a free loopback port (skipped
+when MLX_SERVE_BIN is unset): the default model (SmolLM2) for the text, streaming, count_tokens,
+error and agent-replay tests, and Qwen2.5-Coder-0.5B-Instruct for the tool round trip (pulled
+with `mlx-serve pull` when it is not there yet; skipped when it cannot be had). Requests name
+`claude-…` models, which the servers map through their `[aliases]` table, as for Claude Code.
 """
 
 import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 anthropic = pytest.importorskip("anthropic")
 
-URL = os.environ.get("MLX_SERVE_URL")
-MODEL = os.environ.get("MLX_SERVE_ANTHROPIC_MODEL", "claude-sonnet-4-5")
-TOOL_MODEL = os.environ.get("MLX_SERVE_TOOL_MODEL")
+BIN = os.environ.get("MLX_SERVE_BIN")
+MODEL = "claude-sonnet-4-5"
+TOOL_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
+TOOL_MODEL = "claude-opus-4-1"
 
-pytestmark = pytest.mark.skipif(not URL, reason="MLX_SERVE_URL is not set")
+pytestmark = pytest.mark.skipif(not BIN, reason="MLX_SERVE_BIN is not set")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model, tmp):
+    """`serve` with a config that maps every `claude-*` name onto `model`; returns (proc, url)."""
+    port = free_port()
+    config = Path(tmp) / "config.toml"
+    config.write_text(
+        f'[server]\nport = {port}\nhost = "127.0.0.1"\n'
+        f'[model]\nname = "{model}"\n'
+        '[aliases]\n"claude-*" = ""\n'
+    )
+    log = open(Path(tmp) / "server.log", "w")
+    proc = subprocess.Popen([BIN, "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(Path(tmp) / 'server.log').read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server never became healthy")
+
+
+def stop_server(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def make_client(url, **kwargs):
+    # No retries: a 5xx must show up as a failure, not be hidden by the client's retry loop.
+    return anthropic.Anthropic(base_url=url, api_key="local", max_retries=0, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_server("smollm2-135m-instruct", tmp)
+        try:
+            yield url
+        finally:
+            stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def client(server_url):
+    return make_client(server_url)
+
+
+def models_dir():
+    return Path(os.environ.get("MLX_SERVE_MODELS") or Path.home() / ".cache" / "mlx-serve" / "models")
+
+
+@pytest.fixture(scope="module")
+def tool_client():
+    """A server on Qwen2.5-Coder (its template has tools and `<tool_call>`), pulled if missing."""
+    if not (models_dir() / TOOL_MODEL_NAME).exists():
+        pulled = subprocess.run([BIN, "pull", TOOL_MODEL_NAME], capture_output=True, text=True, timeout=1800)
+        if pulled.returncode != 0:
+            pytest.skip(f"{TOOL_MODEL_NAME} is not present and cannot be pulled: {pulled.stderr[-500:]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_server(TOOL_MODEL_NAME, tmp)
+        try:
+            yield make_client(url)
+        finally:
+            stop_server(proc)
+
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
 
@@ -34,22 +120,6 @@ WEATHER_TOOL = {
         "required": ["city"],
     },
 }
-
-
-def make_client(**kwargs):
-    # No retries: a 5xx must show up as a failure, not be hidden by the client's retry loop.
-    return anthropic.Anthropic(
-        base_url=URL,
-        api_key=os.environ.get("MLX_SERVE_API_KEY", "local"),
-        max_retries=0,
-        timeout=300,
-        **kwargs,
-    )
-
-
-@pytest.fixture(scope="module")
-def client():
-    return make_client()
 
 
 def text_of(message):
@@ -176,14 +246,15 @@ def test_image_input_is_a_clear_400(client):
     assert "vision" in info.value.body["error"]["message"]
 
 
-def test_unknown_anthropic_version_is_accepted():
-    c = make_client(default_headers={"anthropic-version": "2099-12-31"})
+def test_unknown_anthropic_version_and_beta_headers_are_accepted(server_url):
+    c = make_client(server_url, default_headers={
+        "anthropic-version": "2099-12-31", "anthropic-beta": "claude-code-20250219"})
     m = c.messages.create(model=MODEL, max_tokens=4, messages=CAPITAL)
     assert m.type == "message"
 
 
-@pytest.mark.skipif(not TOOL_MODEL, reason="MLX_SERVE_TOOL_MODEL is not set")
-def test_tool_call_round_trip(client):
+def test_tool_call_round_trip(tool_client):
+    client = tool_client
     messages = [{"role": "user", "content": "What is the weather in Paris right now? Use the get_weather tool."}]
     raw_types = []
     with client.messages.stream(
@@ -216,8 +287,8 @@ def test_tool_call_round_trip(client):
     assert "18" in answer or "sunny" in answer, answer
 
 
-@pytest.mark.skipif(not TOOL_MODEL, reason="MLX_SERVE_TOOL_MODEL is not set")
-def test_non_streaming_tool_call_has_object_input(client):
+def test_non_streaming_tool_call_has_object_input(tool_client):
+    client = tool_client
     m = client.messages.create(
         model=TOOL_MODEL, max_tokens=128, temperature=0, tools=[WEATHER_TOOL],
         messages=[{"role": "user", "content": "Use the get_weather tool for Rome."}],
@@ -281,3 +352,24 @@ def test_agent_session_replay_reuses_the_prompt_prefix(client):
                 {"type": "text", "text": f"Now describe dir{turn} in one sentence."},
             ]},
         ]
+
+
+def test_unknown_model_is_a_404_not_found(client):
+    with pytest.raises(anthropic.NotFoundError) as info:
+        client.messages.create(model="gpt-4o", max_tokens=4, messages=CAPITAL)
+    assert info.value.body["error"]["type"] == "not_found_error"
+
+
+def test_prompt_over_the_context_is_prompt_is_too_long(client):
+    words = " ".join(f"w{i}" for i in range(9000))
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client.messages.create(model=MODEL, max_tokens=4, messages=[{"role": "user", "content": words}])
+    assert info.value.body["error"]["message"].startswith("prompt is too long")
+
+
+def test_aliases_are_listed_under_the_served_model(server_url):
+    import json
+
+    with urllib.request.urlopen(server_url + "/v1/models", timeout=10) as r:
+        listed = json.load(r)
+    assert "claude-*" in listed["data"][0]["aliases"]
