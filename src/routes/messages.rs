@@ -77,8 +77,8 @@ pub async fn messages(
     let body = body?.0;
     let rid = request_id(&req);
     tracing::Span::current().record("request_id", rid.as_str());
-    state.resolve_model(&body.model)?;
     let translated = to_generate(&body)?;
+    state.resolve_model(&body.model)?;
     let mut request = translated.request;
     apply_tool_mode(&mut request.prompt, &translated.tool_mode);
     fit_max_tokens(&state, &mut request).await?;
@@ -131,8 +131,8 @@ pub async fn count_tokens(
 ) -> Result<HttpResponse, MessagesError> {
     auth?;
     let body = body.map_err(MessagesError::from)?.0;
-    state.resolve_model(&body.model)?;
     let mut prompt = count_tokens_prompt(&body)?;
+    state.resolve_model(&body.model)?;
     let tools = body.tools.as_deref().unwrap_or_default();
     let (mode, _) = tool_mode(body.tool_choice.as_ref(), tools)?;
     apply_tool_mode(&mut prompt, &mode);
