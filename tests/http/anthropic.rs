@@ -287,7 +287,7 @@ async fn count_tokens_matches_the_prompt_that_runs() {
     let mut longer = shape.clone();
     longer["messages"][0]["content"] = json!("count these four words and two more");
     let (_, c2) = t.post_json("/v1/messages/count_tokens", longer).await;
-    assert_eq!(c2["input_tokens"].as_u64().unwrap(), n + 4);
+    assert_eq!(c2["input_tokens"].as_u64().unwrap(), n + 3);
     // tool_choice none takes the tools out of the prompt, and so out of the count.
     let mut none = shape.clone();
     none["tool_choice"] = json!({"type": "none"});
@@ -444,21 +444,26 @@ async fn full_queue_is_a_429_rate_limit_error() {
         },
     )
     .await;
-    let client = t.client.clone();
-    let url = t.url("/v1/messages");
+    let spawn_req = |text: String| {
+        let client = t.client.clone();
+        let url = t.url("/v1/messages");
+        actix_rt::spawn(async move {
+            let r = client
+                .post(url)
+                .json(&message(&text, json!({})))
+                .send()
+                .await;
+            r.map(|r| r.status().as_u16()).unwrap_or(0)
+        })
+    };
     let long = (0..10)
         .map(|i| format!("w{i}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let busy = actix_rt::spawn(async move {
-        client
-            .post(url)
-            .json(&message(&long, json!({})))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
+    let running = spawn_req(long);
     wait_health(&t, Duration::from_secs(5), |h| h["running"] == 1).await;
+    let waiting = spawn_req("x".into());
+    wait_health(&t, Duration::from_secs(5), |h| h["queue_depth"] == 1).await;
     let r = t.post("/v1/messages", message("y", json!({}))).await;
     assert_eq!(r.status(), 429);
     assert_eq!(r.headers()["retry-after"], "3");
@@ -466,7 +471,8 @@ async fn full_queue_is_a_429_rate_limit_error() {
         anthropic_error(&r.json().await.unwrap()),
         "rate_limit_error"
     );
-    busy.abort();
+    assert_eq!(running.await.unwrap(), 200);
+    assert_eq!(waiting.await.unwrap(), 200);
 }
 
 #[actix_rt::test]
