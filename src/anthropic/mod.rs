@@ -7,7 +7,6 @@
 //!   [`sse`]: the streaming HTTP body around it (pings included).
 //! - [`error`]: `AnthropicError`, Anthropic's error shape and status codes.
 //! - [`aliases`]: `claude-*` style model names mapped onto local models.
-//!
 //! - [`chunks`]: [`MessagesRenderer`], the SSE renderer the shared pipeline drives.
 //!
 //! Routed by `crate::routes::messages` through the same pipeline as the OpenAI API: body and
