@@ -25,6 +25,9 @@ BIN = os.environ.get("MLX_SERVE_BIN")
 MODEL = "claude-sonnet-4-5"
 TOOL_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
 TOOL_MODEL = "claude-opus-4-1"
+# Greedy decoding keeps replies reproducible; sent as a raw body field because newer `anthropic`
+# clients no longer take `temperature` as a keyword.
+GREEDY = {"temperature": 0}
 
 pytestmark = pytest.mark.skipif(not BIN, reason="MLX_SERVE_BIN is not set")
 
@@ -151,7 +154,7 @@ def check_event_order(events):
 
 
 def test_plain_text_reply(client):
-    m = client.messages.create(model=MODEL, max_tokens=48, temperature=0, messages=CAPITAL)
+    m = client.messages.create(model=MODEL, max_tokens=48, extra_body=GREEDY, messages=CAPITAL)
     assert m.type == "message" and m.role == "assistant"
     assert m.id.startswith("msg_")
     assert m.content[0].type == "text"
@@ -162,7 +165,7 @@ def test_plain_text_reply(client):
 
 
 def test_streaming_text_is_assembled_by_the_client(client):
-    with client.messages.stream(model=MODEL, max_tokens=48, temperature=0, messages=CAPITAL) as s:
+    with client.messages.stream(model=MODEL, max_tokens=48, extra_body=GREEDY, messages=CAPITAL) as s:
         pieces = list(s.text_stream)
         final = s.get_final_message()
     assert len(pieces) >= 2, "text arrives in several deltas"
@@ -173,14 +176,14 @@ def test_streaming_text_is_assembled_by_the_client(client):
 
 
 def test_raw_stream_events_come_in_anthropics_order(client):
-    events = list(client.messages.create(model=MODEL, max_tokens=16, temperature=0, messages=CAPITAL, stream=True))
+    events = list(client.messages.create(model=MODEL, max_tokens=16, extra_body=GREEDY, messages=CAPITAL, stream=True))
     check_event_order(events)
     assert events[1].content_block.type == "text"
 
 
 def test_streamed_and_plain_replies_agree_when_greedy(client):
-    plain = client.messages.create(model=MODEL, max_tokens=24, temperature=0, messages=CAPITAL)
-    with client.messages.stream(model=MODEL, max_tokens=24, temperature=0, messages=CAPITAL) as s:
+    plain = client.messages.create(model=MODEL, max_tokens=24, extra_body=GREEDY, messages=CAPITAL)
+    with client.messages.stream(model=MODEL, max_tokens=24, extra_body=GREEDY, messages=CAPITAL) as s:
         streamed = s.get_final_message()
     assert text_of(plain) == text_of(streamed)
     assert plain.usage.output_tokens == streamed.usage.output_tokens
@@ -188,7 +191,7 @@ def test_streamed_and_plain_replies_agree_when_greedy(client):
 
 def test_max_tokens_stops_generation(client):
     m = client.messages.create(
-        model=MODEL, max_tokens=3, temperature=0,
+        model=MODEL, max_tokens=3, extra_body=GREEDY,
         messages=[{"role": "user", "content": "Write a long story about a dragon."}],
     )
     assert m.stop_reason == "max_tokens"
@@ -196,7 +199,7 @@ def test_max_tokens_stops_generation(client):
 
 
 def test_stop_sequence_is_reported(client):
-    m = client.messages.create(model=MODEL, max_tokens=48, temperature=0, messages=CAPITAL, stop_sequences=["Paris"])
+    m = client.messages.create(model=MODEL, max_tokens=48, extra_body=GREEDY, messages=CAPITAL, stop_sequences=["Paris"])
     assert m.stop_reason == "stop_sequence"
     assert m.stop_sequence == "Paris"
     assert "Paris" not in text_of(m)
@@ -204,7 +207,7 @@ def test_stop_sequence_is_reported(client):
 
 def test_system_prompt_as_text_blocks_is_accepted(client):
     m = client.messages.create(
-        model=MODEL, max_tokens=16, temperature=0, messages=CAPITAL,
+        model=MODEL, max_tokens=16, extra_body=GREEDY, messages=CAPITAL,
         system=[{"type": "text", "text": "You are a helpful assistant.", "cache_control": {"type": "ephemeral"}}],
         metadata={"user_id": "pytest"},
     )
@@ -218,7 +221,7 @@ def test_count_tokens_matches_the_prompt_that_is_run(client):
         model=MODEL, messages=[{"role": "user", "content": CAPITAL[0]["content"] + " Please be precise and brief."}]
     )
     assert longer.input_tokens > counted.input_tokens
-    m = client.messages.create(model=MODEL, max_tokens=4, temperature=0, messages=CAPITAL)
+    m = client.messages.create(model=MODEL, max_tokens=4, extra_body=GREEDY, messages=CAPITAL)
     assert prompt_size(m.usage) == counted.input_tokens
 
 
@@ -258,7 +261,7 @@ def test_tool_call_round_trip(tool_client):
     messages = [{"role": "user", "content": "What is the weather in Paris right now? Use the get_weather tool."}]
     raw_types = []
     with client.messages.stream(
-        model=TOOL_MODEL, max_tokens=128, temperature=0, tools=[WEATHER_TOOL], messages=messages
+        model=TOOL_MODEL, max_tokens=128, extra_body=GREEDY, tools=[WEATHER_TOOL], messages=messages
     ) as s:
         for event in s:
             raw_types.append(event.type)
@@ -280,7 +283,7 @@ def test_tool_call_round_trip(tool_client):
         ]},
     ]
     second = client.messages.create(
-        model=TOOL_MODEL, max_tokens=64, temperature=0, tools=[WEATHER_TOOL], messages=messages
+        model=TOOL_MODEL, max_tokens=64, extra_body=GREEDY, tools=[WEATHER_TOOL], messages=messages
     )
     assert second.stop_reason in ("end_turn", "max_tokens")
     answer = text_of(second).lower()
@@ -290,7 +293,7 @@ def test_tool_call_round_trip(tool_client):
 def test_non_streaming_tool_call_has_object_input(tool_client):
     client = tool_client
     m = client.messages.create(
-        model=TOOL_MODEL, max_tokens=128, temperature=0, tools=[WEATHER_TOOL],
+        model=TOOL_MODEL, max_tokens=128, extra_body=GREEDY, tools=[WEATHER_TOOL],
         messages=[{"role": "user", "content": "Use the get_weather tool for Rome."}],
     )
     calls = [b for b in m.content if b.type == "tool_use"]
@@ -331,7 +334,7 @@ def test_agent_session_replay_reuses_the_prompt_prefix(client):
     previous_prompt = None
     for turn in range(3):
         m = client.messages.create(
-            model=MODEL, max_tokens=8, temperature=0, system=system, tools=tools, messages=messages
+            model=MODEL, max_tokens=8, extra_body=GREEDY, system=system, tools=tools, messages=messages
         )
         size = prompt_size(m.usage)
         if previous_prompt is not None:
