@@ -22,7 +22,7 @@ import pytest
 anthropic = pytest.importorskip("anthropic")
 
 BIN = os.environ.get("MLX_SERVE_BIN")
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 TOOL_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
 TOOL_MODEL = "claude-opus-4-1"
 # Greedy decoding keeps replies reproducible; sent as a raw body field because newer `anthropic`
