@@ -1,6 +1,7 @@
 //! `Settings`: one typed struct loaded from `config.toml`, `MLX_SERVE__SECTION__KEY` environment
 //! variables and CLI flags (in rising precedence), validated once at start-up.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use mlx_serve_actors::cache::CacheSettings;
@@ -24,6 +25,22 @@ pub struct Settings {
     pub trace: mlx_serve_actors::metrics::TraceSettings,
     /// The response cache (`[cache]`, `[cache.disk]`, `[cache.redis]`).
     pub cache: CacheSettings,
+    /// Model-name patterns accepted in `model` and answered by the served model.
+    pub aliases: AliasSettings,
+}
+
+/// `[aliases]`: `"pattern" = "target"`; `*` in a pattern matches any run of characters. The
+/// target is the served model's id or name, or `""` for whichever model is served. The default
+/// maps `claude-*` so Claude Code works without configuration; a `[aliases]` table in the file
+/// replaces the default as a whole.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AliasSettings(pub BTreeMap<String, String>);
+
+impl Default for AliasSettings {
+    fn default() -> Self {
+        Self(BTreeMap::from([("claude-*".to_owned(), String::new())]))
+    }
 }
 
 /// What to do when the engine thread dies or wedges.
@@ -394,6 +411,12 @@ impl Settings {
             &m.device,
             "one of auto, cpu, gpu",
         )?;
+        check(
+            self.aliases.0.keys().all(|p| !p.trim().is_empty()),
+            "aliases",
+            "\"\"",
+            "non-empty model-name patterns",
+        )?;
         let d = &m.sampling;
         check(
             (0.0..=2.0).contains(&d.temperature),
@@ -602,6 +625,28 @@ mod tests {
         bad.cache.max_entries = 0;
         let msg = bad.validate().unwrap_err().to_string();
         assert!(msg.contains("cache.max_entries"), "{msg}");
+    }
+
+    #[test]
+    fn alias_table_replaces_the_claude_default() {
+        assert_eq!(
+            Settings::default()
+                .aliases
+                .0
+                .get("claude-*")
+                .map(String::as_str),
+            Some("")
+        );
+        let f = file("[aliases]\n\"gpt-*\" = \"m\"\n\"claude-3-*\" = \"\"\n");
+        let s = load(f.path(), &Overrides::default()).expect("loads");
+        let pairs: Vec<_> = s.aliases.0.into_iter().collect();
+        assert_eq!(
+            pairs,
+            vec![
+                ("claude-3-*".to_owned(), String::new()),
+                ("gpt-*".to_owned(), "m".to_owned())
+            ]
+        );
     }
 
     #[test]

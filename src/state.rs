@@ -6,6 +6,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mlx_serve_actors::model::actor::{EngineFactory, HealthSnapshot, ModelHandle};
 
+use crate::anthropic::ModelAliases;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::pipeline::seams::Seams;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub seams: Seams,
     /// `system_fingerprint` of every response.
     pub fingerprint: String,
+    /// Model-name patterns from `[aliases]`.
+    pub aliases: ModelAliases,
 }
 
 /// Unix seconds now.
@@ -45,7 +48,9 @@ impl AppState {
         factory: EngineFactory,
         seams: Seams,
     ) -> Self {
+        let aliases = ModelAliases::new(settings.aliases.0.clone());
         Self {
+            aliases,
             settings: Arc::new(settings),
             model: RwLock::new(model),
             factory,
@@ -118,9 +123,33 @@ impl AppState {
             accepted.push(info.model_id);
         }
         if accepted.iter().any(|id| id == requested) {
-            Ok(requested.to_owned())
-        } else {
-            Err(ApiError::ModelNotFound(requested.to_owned()))
+            return Ok(requested.to_owned());
         }
+        match self.aliases.resolve(requested) {
+            Some(target) if target.is_empty() || accepted.iter().any(|id| id == target) => {
+                tracing::info!(requested, served = %self.primary_model_id(), "model alias used");
+                Ok(requested.to_owned())
+            }
+            Some(target) => {
+                tracing::warn!(
+                    requested,
+                    target,
+                    "model alias points at a model that is not served"
+                );
+                Err(ApiError::ModelNotFound(requested.to_owned()))
+            }
+            None => Err(ApiError::ModelNotFound(requested.to_owned())),
+        }
+    }
+
+    /// The `[aliases]` patterns that lead to the served model, for `/v1/models`.
+    pub fn alias_patterns(&self) -> Vec<String> {
+        let mut accepted = self.listed_model_ids();
+        accepted.push(self.settings.model.name.clone());
+        self.aliases
+            .entries()
+            .filter(|(_, target)| target.is_empty() || accepted.iter().any(|id| id == target))
+            .map(|(pattern, _)| pattern.to_owned())
+            .collect()
     }
 }

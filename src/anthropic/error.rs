@@ -112,6 +112,31 @@ impl From<EngineError> for AnthropicError {
     }
 }
 
+impl From<crate::error::ApiError> for AnthropicError {
+    /// The shared pipeline's errors in Anthropic's classes. A full queue is a 429
+    /// `rate_limit_error` (the client retries it); an engine that is loading or gone is a 529.
+    fn from(e: crate::error::ApiError) -> Self {
+        use crate::error::ApiError as A;
+        let message = e.to_string();
+        match e {
+            // The model ignored `tool_choice` (`any`/`tool`); generation is not constrained.
+            A::InvalidRequest { .. } | A::ToolChoiceUnsatisfied(_) => Self::InvalidRequest(message),
+            A::ModelNotFound(model) => Self::NotFound(format!("model: {model}")),
+            A::ContextLength(_) => Self::InvalidRequest(format!("prompt is too long: {message}")),
+            A::PayloadTooLarge { .. } => Self::RequestTooLarge(message),
+            A::InvalidApiKey => Self::Authentication(
+                "invalid x-api-key: send a configured key as `x-api-key` or \
+                 `Authorization: Bearer`"
+                    .to_owned(),
+            ),
+            A::QueueFull { .. } => Self::RateLimit(message),
+            A::Unavailable(_) => Self::Overloaded(message),
+            A::NotFound { .. } => Self::NotFound(message),
+            A::Timeout(_) | A::Internal(_) => Self::Api(message),
+        }
+    }
+}
+
 /// `{"type": "error", "error": {...}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorResponse {

@@ -7,22 +7,21 @@
 //!   [`sse`]: the streaming HTTP body around it (pings included).
 //! - [`error`]: `AnthropicError`, Anthropic's error shape and status codes.
 //! - [`aliases`]: `claude-*` style model names mapped onto local models.
+//! - [`chunks`]: [`MessagesRenderer`], the SSE renderer the shared pipeline drives.
 //!
-//! Wiring (see `tests/anthropic_http.rs` for a runnable version over a canned generator):
-//! 1. Extract `web::Json<MessagesRequest>` under `web::JsonConfig::error_handler(json_error_handler)`
-//!    (or `web::Bytes` + [`parse_body`]); check [`api_key`]; map `model` through [`ModelAliases`].
-//! 2. [`to_generate`] gives the engine request plus the tool policy ([`ToolMode`],
-//!    `parallel_tool_calls`) for the tool parser; errors are already 400s.
-//! 3. Streaming: feed engine `Started`/`Finished`/`Failed` and the tool parser's text and call
-//!    pieces as [`StreamInput`]s into [`sse_response`] ([`from_seq_event`] covers the no-tools
-//!    path). Non-streaming: [`render_message`] once the sequence finished.
-//! 4. `count_tokens`: [`count_tokens_prompt`] → `Engine::count_prompt_tokens` → [`CountTokensResponse`].
+//! Routed by `crate::routes::messages` through the same pipeline as the OpenAI API: body and
+//! API key via the shared extractors (errors mapped into [`AnthropicError`]), `model` through the
+//! `[aliases]` table, [`to_generate`], `pipeline::start`, then `pipeline::collect` +
+//! [`render_message`] or `pipeline::stream::sse_response` + [`MessagesRenderer`].
+//! `count_tokens`: [`count_tokens_prompt`] → the model actor's `CountTokens`.
+//! ([`sse_response`] / [`sse_body`] are the standalone body used by `tests/anthropic_http.rs`.)
 //!
 //! Accepted and ignored: `metadata`, `thinking`, `service_tier`, `cache_control` (prefix reuse is
 //! automatic; cache hits are reported as `cache_read_input_tokens`). Refused with a 400: images
 //! and other non-text input blocks, server tools, a trailing assistant message (prefill).
 
 pub mod aliases;
+pub mod chunks;
 pub mod error;
 pub mod render;
 pub mod request;
@@ -32,6 +31,7 @@ pub mod stream;
 pub mod translate;
 
 pub use aliases::ModelAliases;
+pub use chunks::MessagesRenderer;
 pub use error::{api_key, json_error_handler, parse_body, AnthropicError, ErrorResponse};
 pub use render::{render_message, Completion};
 pub use request::{CountTokensRequest, MessagesRequest};

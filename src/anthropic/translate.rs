@@ -363,7 +363,9 @@ fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, AnthropicError> 
         .collect()
 }
 
-fn tool_mode(
+/// The tool policy `tool_choice` asks for (validated against `tools`) and whether parallel
+/// calls are allowed.
+pub fn tool_mode(
     choice: Option<&ToolChoice>,
     tools: &[ToolDefinition],
 ) -> Result<(ToolMode, bool), AnthropicError> {

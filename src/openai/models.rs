@@ -13,6 +13,9 @@ pub struct ModelObject {
     pub created: u64,
     /// Always `mlx-serve`.
     pub owned_by: &'static str,
+    /// `[aliases]` patterns answered by this model (an mlx-serve extension; absent when none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl ModelObject {
@@ -23,6 +26,7 @@ impl ModelObject {
             object: "model",
             created,
             owned_by: "mlx-serve",
+            aliases: Vec::new(),
         }
     }
 }

@@ -8,7 +8,7 @@
 pub mod cache;
 pub mod seams;
 pub mod stream;
-mod tool_prep;
+pub mod tool_prep;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -60,6 +60,8 @@ pub enum Event {
         reason: FinishReason,
         /// Token counts.
         usage: Usage,
+        /// The stop string that ended it (`FinishReason::StopSequence`).
+        stop_sequence: Option<String>,
     },
     /// The request failed; nothing follows.
     Error(ApiError),
@@ -276,7 +278,11 @@ impl Source {
                         return;
                     }
                 }
-                self.pending.push_back(Event::Finished { reason, usage });
+                self.pending.push_back(Event::Finished {
+                    reason,
+                    usage,
+                    stop_sequence: stop_sequence.clone(),
+                });
                 self.finish(reason, stop_sequence, usage);
             }
             SeqEvent::Failed(e) => self.fail(e.into(), "error"),
@@ -419,6 +425,8 @@ pub struct Collected {
     pub reason: FinishReason,
     /// Token counts.
     pub usage: Usage,
+    /// The stop string that ended it (`FinishReason::StopSequence`).
+    pub stop_sequence: Option<String>,
 }
 
 /// [`collect`], abandoned (and the generation cancelled) if the client disconnects first.
@@ -472,13 +480,18 @@ pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
                 }
                 call.arguments.push_str(&arguments);
             }
-            Event::Finished { reason, usage } => {
+            Event::Finished {
+                reason,
+                usage,
+                stop_sequence,
+            } => {
                 return Ok(Collected {
                     text,
                     logprobs,
                     tool_calls: calls.into_values().collect(),
                     reason,
                     usage,
+                    stop_sequence,
                 })
             }
             Event::Error(e) => return Err(e),

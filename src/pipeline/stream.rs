@@ -38,6 +38,20 @@ pub trait ChunkRenderer: Send + 'static {
     /// After the last prompt: OpenAI sends the usage chunk (`choices: []`) when
     /// `stream_options.include_usage`, then `data: [DONE]`; other APIs end differently.
     fn end(&mut self, total: &Usage) -> Vec<Bytes>;
+    /// Prefill of prompt `index` is done (Anthropic's `message_start` carries these counts).
+    fn started(
+        &mut self,
+        _index: usize,
+        _prompt_tokens: usize,
+        _cached_tokens: usize,
+    ) -> Vec<Bytes> {
+        Vec::new()
+    }
+    /// [`Self::finish`] with everything the engine reported; renderers that need the usage or
+    /// the matched stop string per prompt override this one.
+    fn finish_detailed(&mut self, index: usize, ending: &Ending<'_>) -> Vec<Bytes> {
+        self.finish(index, ending.reason, ending.tool_calls)
+    }
     /// A failure; nothing follows it.
     fn error(&mut self, e: &ApiError) -> Vec<Bytes> {
         vec![e.sse_event()]
@@ -46,6 +60,19 @@ pub trait ChunkRenderer: Send + 'static {
     fn keep_alive(&mut self) -> Bytes {
         sse::comment("keep-alive")
     }
+}
+
+/// How one prompt's generation ended.
+#[derive(Debug, Clone, Copy)]
+pub struct Ending<'a> {
+    /// Why.
+    pub reason: FinishReason,
+    /// The stop string that matched.
+    pub stop_sequence: Option<&'a str>,
+    /// Token counts of this prompt.
+    pub usage: &'a Usage,
+    /// Whether any tool call was emitted.
+    pub tool_calls: bool,
 }
 
 /// OpenAI's stream ending: the usage chunk if asked for, then `[DONE]`.
@@ -118,7 +145,15 @@ impl Driver {
                 }
             };
             match ev {
-                Some(Event::Started { .. }) => {}
+                Some(Event::Started {
+                    prompt_tokens,
+                    cached_tokens,
+                }) => {
+                    let chunks = self
+                        .renderer
+                        .started(self.index, prompt_tokens, cached_tokens);
+                    self.out.extend(chunks);
+                }
                 Some(Event::Text { text, logprobs }) => {
                     self.seen_output = true;
                     let chunks = self.renderer.text(self.index, &text, &logprobs);
@@ -141,8 +176,18 @@ impl Driver {
                     );
                     self.out.extend(chunks);
                 }
-                Some(Event::Finished { reason, usage }) => {
-                    let chunks = self.renderer.finish(self.index, reason, self.tool_calls);
+                Some(Event::Finished {
+                    reason,
+                    usage,
+                    stop_sequence,
+                }) => {
+                    let ending = Ending {
+                        reason,
+                        stop_sequence: stop_sequence.as_deref(),
+                        usage: &usage,
+                        tool_calls: self.tool_calls,
+                    };
+                    let chunks = self.renderer.finish_detailed(self.index, &ending);
                     self.out.extend(chunks);
                     add_usage(&mut self.total, &usage);
                     self.current = None;

@@ -8,6 +8,7 @@ pub mod disconnect;
 pub mod extract;
 pub mod health;
 pub mod metrics;
+pub mod messages;
 pub mod models;
 
 use actix_web::{web, HttpRequest};
@@ -21,6 +22,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         web::post().to(chat::chat_completions),
     )
     .route("/v1/completions", web::post().to(completions::completions))
+    .route("/v1/messages", web::post().to(messages::messages))
+    .route(
+        "/v1/messages/count_tokens",
+        web::post().to(messages::count_tokens),
+    )
     .route("/v1/models", web::get().to(models::list))
     .route("/v1/models/{id:.+}", web::get().to(models::get))
     .route("/v1/cache/stats", web::get().to(cache::stats))

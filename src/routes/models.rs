@@ -9,11 +9,14 @@ use crate::state::AppState;
 
 /// The served model and its aliases.
 pub async fn list(_auth: Authorized, state: web::Data<AppState>) -> HttpResponse {
-    let data = state
+    let mut data: Vec<ModelObject> = state
         .listed_model_ids()
         .into_iter()
         .map(|id| ModelObject::new(id, state.created))
         .collect();
+    if let Some(primary) = data.first_mut() {
+        primary.aliases = state.alias_patterns();
+    }
     HttpResponse::Ok().json(ModelList {
         object: "list",
         data,

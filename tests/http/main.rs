@@ -2,6 +2,8 @@
 
 mod common;
 
+mod anthropic;
+mod anthropic_tools;
 mod api;
 mod cache;
 mod cli;

@@ -1,27 +1,116 @@
-"""The Anthropic Messages API of a running mlx-serve, checked with the official `anthropic` client.
+"""The Anthropic Messages API of mlx-serve, checked with the official `anthropic` client.
 
-    MLX_SERVE_URL=http://127.0.0.1:8080 pytest tests/python/test_anthropic_real.py
+    MLX_SERVE_BIN=target/debug/mlx-serve pytest tests/python/test_anthropic_real.py
 
-Environment:
-  MLX_SERVE_URL              server root (the client posts to {url}/v1/messages); unset: skipped.
-  MLX_SERVE_API_KEY          API key, when the server has keys configured.
-  MLX_SERVE_ANTHROPIC_MODEL  model name to send (default `claude-sonnet-4-5`, which the server
-                             must map through its alias table, as it does for coding agents).
-  MLX_SERVE_TOOL_MODEL       model name for the tool-call round trip (Qwen2.5-Coder or an alias
-                             of it); unset: the tool tests are skipped.
+Each fixture starts its own `mlx-serve serve` from MLX_SERVE_BIN on a free loopback port (skipped
+when MLX_SERVE_BIN is unset): the default model (SmolLM2) for the text, streaming, count_tokens,
+error and agent-replay tests, and Qwen2.5-Coder-0.5B-Instruct for the tool round trip (pulled
+with `mlx-serve pull` when it is not there yet; skipped when it cannot be had). Requests name
+`claude-…` models, which the servers map through their `[aliases]` table, as for Claude Code.
 """
 
 import os
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
 
 import pytest
 
 anthropic = pytest.importorskip("anthropic")
 
-URL = os.environ.get("MLX_SERVE_URL")
-MODEL = os.environ.get("MLX_SERVE_ANTHROPIC_MODEL", "claude-sonnet-4-5")
-TOOL_MODEL = os.environ.get("MLX_SERVE_TOOL_MODEL")
+BIN = os.environ.get("MLX_SERVE_BIN")
+MODEL = "claude-sonnet-4-6"
+TOOL_MODEL_NAME = "qwen2.5-coder-0.5b-instruct"
+TOOL_MODEL = "claude-opus-4-1"
+# Greedy decoding keeps replies reproducible; sent as a raw body field because newer `anthropic`
+# clients no longer take `temperature` as a keyword.
+GREEDY = {"temperature": 0}
 
-pytestmark = pytest.mark.skipif(not URL, reason="MLX_SERVE_URL is not set")
+pytestmark = pytest.mark.skipif(not BIN, reason="MLX_SERVE_BIN is not set")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model, tmp):
+    """`serve` with a config that maps every `claude-*` name onto `model`; returns (proc, url)."""
+    port = free_port()
+    config = Path(tmp) / "config.toml"
+    config.write_text(
+        f'[server]\nport = {port}\nhost = "127.0.0.1"\n'
+        f'[model]\nname = "{model}"\n'
+        '[aliases]\n"claude-*" = ""\n'
+    )
+    log = open(Path(tmp) / "server.log", "w")
+    proc = subprocess.Popen([BIN, "serve", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {(Path(tmp) / 'server.log').read_text()}")
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=2) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError("server never became healthy")
+
+
+def stop_server(proc):
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def make_client(url, **kwargs):
+    # No retries: a 5xx must show up as a failure, not be hidden by the client's retry loop.
+    return anthropic.Anthropic(base_url=url, api_key="local", max_retries=0, timeout=300, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def server_url():
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_server("smollm2-135m-instruct", tmp)
+        try:
+            yield url
+        finally:
+            stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def client(server_url):
+    return make_client(server_url)
+
+
+def models_dir():
+    return Path(os.environ.get("MLX_SERVE_MODELS") or Path.home() / ".cache" / "mlx-serve" / "models")
+
+
+@pytest.fixture(scope="module")
+def tool_client():
+    """A server on Qwen2.5-Coder (its template has tools and `<tool_call>`), pulled if missing."""
+    if not (models_dir() / TOOL_MODEL_NAME).exists():
+        pulled = subprocess.run([BIN, "pull", TOOL_MODEL_NAME], capture_output=True, text=True, timeout=1800)
+        if pulled.returncode != 0:
+            pytest.skip(f"{TOOL_MODEL_NAME} is not present and cannot be pulled: {pulled.stderr[-500:]}")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, url = start_server(TOOL_MODEL_NAME, tmp)
+        try:
+            yield make_client(url)
+        finally:
+            stop_server(proc)
+
 
 CAPITAL = [{"role": "user", "content": "What is the capital of France? Answer in one short sentence."}]
 
@@ -34,22 +123,6 @@ WEATHER_TOOL = {
         "required": ["city"],
     },
 }
-
-
-def make_client(**kwargs):
-    # No retries: a 5xx must show up as a failure, not be hidden by the client's retry loop.
-    return anthropic.Anthropic(
-        base_url=URL,
-        api_key=os.environ.get("MLX_SERVE_API_KEY", "local"),
-        max_retries=0,
-        timeout=300,
-        **kwargs,
-    )
-
-
-@pytest.fixture(scope="module")
-def client():
-    return make_client()
 
 
 def text_of(message):
@@ -81,7 +154,7 @@ def check_event_order(events):
 
 
 def test_plain_text_reply(client):
-    m = client.messages.create(model=MODEL, max_tokens=48, temperature=0, messages=CAPITAL)
+    m = client.messages.create(model=MODEL, max_tokens=48, extra_body=GREEDY, messages=CAPITAL)
     assert m.type == "message" and m.role == "assistant"
     assert m.id.startswith("msg_")
     assert m.content[0].type == "text"
@@ -92,7 +165,7 @@ def test_plain_text_reply(client):
 
 
 def test_streaming_text_is_assembled_by_the_client(client):
-    with client.messages.stream(model=MODEL, max_tokens=48, temperature=0, messages=CAPITAL) as s:
+    with client.messages.stream(model=MODEL, max_tokens=48, extra_body=GREEDY, messages=CAPITAL) as s:
         pieces = list(s.text_stream)
         final = s.get_final_message()
     assert len(pieces) >= 2, "text arrives in several deltas"
@@ -103,14 +176,14 @@ def test_streaming_text_is_assembled_by_the_client(client):
 
 
 def test_raw_stream_events_come_in_anthropics_order(client):
-    events = list(client.messages.create(model=MODEL, max_tokens=16, temperature=0, messages=CAPITAL, stream=True))
+    events = list(client.messages.create(model=MODEL, max_tokens=16, extra_body=GREEDY, messages=CAPITAL, stream=True))
     check_event_order(events)
     assert events[1].content_block.type == "text"
 
 
 def test_streamed_and_plain_replies_agree_when_greedy(client):
-    plain = client.messages.create(model=MODEL, max_tokens=24, temperature=0, messages=CAPITAL)
-    with client.messages.stream(model=MODEL, max_tokens=24, temperature=0, messages=CAPITAL) as s:
+    plain = client.messages.create(model=MODEL, max_tokens=24, extra_body=GREEDY, messages=CAPITAL)
+    with client.messages.stream(model=MODEL, max_tokens=24, extra_body=GREEDY, messages=CAPITAL) as s:
         streamed = s.get_final_message()
     assert text_of(plain) == text_of(streamed)
     assert plain.usage.output_tokens == streamed.usage.output_tokens
@@ -118,7 +191,7 @@ def test_streamed_and_plain_replies_agree_when_greedy(client):
 
 def test_max_tokens_stops_generation(client):
     m = client.messages.create(
-        model=MODEL, max_tokens=3, temperature=0,
+        model=MODEL, max_tokens=3, extra_body=GREEDY,
         messages=[{"role": "user", "content": "Write a long story about a dragon."}],
     )
     assert m.stop_reason == "max_tokens"
@@ -126,7 +199,7 @@ def test_max_tokens_stops_generation(client):
 
 
 def test_stop_sequence_is_reported(client):
-    m = client.messages.create(model=MODEL, max_tokens=48, temperature=0, messages=CAPITAL, stop_sequences=["Paris"])
+    m = client.messages.create(model=MODEL, max_tokens=48, extra_body=GREEDY, messages=CAPITAL, stop_sequences=["Paris"])
     assert m.stop_reason == "stop_sequence"
     assert m.stop_sequence == "Paris"
     assert "Paris" not in text_of(m)
@@ -134,7 +207,7 @@ def test_stop_sequence_is_reported(client):
 
 def test_system_prompt_as_text_blocks_is_accepted(client):
     m = client.messages.create(
-        model=MODEL, max_tokens=16, temperature=0, messages=CAPITAL,
+        model=MODEL, max_tokens=16, extra_body=GREEDY, messages=CAPITAL,
         system=[{"type": "text", "text": "You are a helpful assistant.", "cache_control": {"type": "ephemeral"}}],
         metadata={"user_id": "pytest"},
     )
@@ -148,7 +221,7 @@ def test_count_tokens_matches_the_prompt_that_is_run(client):
         model=MODEL, messages=[{"role": "user", "content": CAPITAL[0]["content"] + " Please be precise and brief."}]
     )
     assert longer.input_tokens > counted.input_tokens
-    m = client.messages.create(model=MODEL, max_tokens=4, temperature=0, messages=CAPITAL)
+    m = client.messages.create(model=MODEL, max_tokens=4, extra_body=GREEDY, messages=CAPITAL)
     assert prompt_size(m.usage) == counted.input_tokens
 
 
@@ -176,18 +249,19 @@ def test_image_input_is_a_clear_400(client):
     assert "vision" in info.value.body["error"]["message"]
 
 
-def test_unknown_anthropic_version_is_accepted():
-    c = make_client(default_headers={"anthropic-version": "2099-12-31"})
+def test_unknown_anthropic_version_and_beta_headers_are_accepted(server_url):
+    c = make_client(server_url, default_headers={
+        "anthropic-version": "2099-12-31", "anthropic-beta": "claude-code-20250219"})
     m = c.messages.create(model=MODEL, max_tokens=4, messages=CAPITAL)
     assert m.type == "message"
 
 
-@pytest.mark.skipif(not TOOL_MODEL, reason="MLX_SERVE_TOOL_MODEL is not set")
-def test_tool_call_round_trip(client):
+def test_tool_call_round_trip(tool_client):
+    client = tool_client
     messages = [{"role": "user", "content": "What is the weather in Paris right now? Use the get_weather tool."}]
     raw_types = []
     with client.messages.stream(
-        model=TOOL_MODEL, max_tokens=128, temperature=0, tools=[WEATHER_TOOL], messages=messages
+        model=TOOL_MODEL, max_tokens=128, extra_body=GREEDY, tools=[WEATHER_TOOL], messages=messages
     ) as s:
         for event in s:
             raw_types.append(event.type)
@@ -209,17 +283,19 @@ def test_tool_call_round_trip(client):
         ]},
     ]
     second = client.messages.create(
-        model=TOOL_MODEL, max_tokens=64, temperature=0, tools=[WEATHER_TOOL], messages=messages
+        model=TOOL_MODEL, max_tokens=64, extra_body=GREEDY, tools=[WEATHER_TOOL], messages=messages
     )
-    assert second.stop_reason in ("end_turn", "max_tokens")
+    # The tool_result turn is rendered and answered from the result. A 0.5B model sometimes
+    # calls the tool again after answering, so any valid stop reason is accepted here.
+    assert second.stop_reason in ("end_turn", "max_tokens", "tool_use")
     answer = text_of(second).lower()
     assert "18" in answer or "sunny" in answer, answer
 
 
-@pytest.mark.skipif(not TOOL_MODEL, reason="MLX_SERVE_TOOL_MODEL is not set")
-def test_non_streaming_tool_call_has_object_input(client):
+def test_non_streaming_tool_call_has_object_input(tool_client):
+    client = tool_client
     m = client.messages.create(
-        model=TOOL_MODEL, max_tokens=128, temperature=0, tools=[WEATHER_TOOL],
+        model=TOOL_MODEL, max_tokens=128, extra_body=GREEDY, tools=[WEATHER_TOOL],
         messages=[{"role": "user", "content": "Use the get_weather tool for Rome."}],
     )
     calls = [b for b in m.content if b.type == "tool_use"]
@@ -260,7 +336,7 @@ def test_agent_session_replay_reuses_the_prompt_prefix(client):
     previous_prompt = None
     for turn in range(3):
         m = client.messages.create(
-            model=MODEL, max_tokens=8, temperature=0, system=system, tools=tools, messages=messages
+            model=MODEL, max_tokens=8, extra_body=GREEDY, system=system, tools=tools, messages=messages
         )
         size = prompt_size(m.usage)
         if previous_prompt is not None:
@@ -281,3 +357,24 @@ def test_agent_session_replay_reuses_the_prompt_prefix(client):
                 {"type": "text", "text": f"Now describe dir{turn} in one sentence."},
             ]},
         ]
+
+
+def test_unknown_model_is_a_404_not_found(client):
+    with pytest.raises(anthropic.NotFoundError) as info:
+        client.messages.create(model="gpt-4o", max_tokens=4, messages=CAPITAL)
+    assert info.value.body["error"]["type"] == "not_found_error"
+
+
+def test_prompt_over_the_context_is_prompt_is_too_long(client):
+    words = " ".join(f"w{i}" for i in range(9000))
+    with pytest.raises(anthropic.BadRequestError) as info:
+        client.messages.create(model=MODEL, max_tokens=4, messages=[{"role": "user", "content": words}])
+    assert info.value.body["error"]["message"].startswith("prompt is too long")
+
+
+def test_aliases_are_listed_under_the_served_model(server_url):
+    import json
+
+    with urllib.request.urlopen(server_url + "/v1/models", timeout=10) as r:
+        listed = json.load(r)
+    assert "claude-*" in listed["data"][0]["aliases"]

@@ -1,0 +1,286 @@
+//! `POST /v1/messages` and `POST /v1/messages/count_tokens`: the Anthropic Messages API through
+//! the same pipeline as the OpenAI routes (response cache, model queue, tool parser, metrics),
+//! rendered as a `Message` or as Anthropic's SSE events. Every error is in Anthropic's shape.
+
+use std::time::Duration;
+
+use actix_web::http::{header, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use mlx_serve_actors::engine::{GenerateRequest, Prompt, ToolCall};
+use mlx_serve_actors::tool_parser::ToolChoice as ParserChoice;
+
+use super::disconnect::PeerSocket;
+use super::extract::{request_id, ApiJson, Authorized};
+use crate::anthropic::translate::tool_mode;
+use crate::anthropic::{
+    count_tokens_prompt, render_message, to_generate, AnthropicError, Completion,
+    CountTokensRequest, CountTokensResponse, MessagesRenderer, MessagesRequest, ToolMode,
+};
+use crate::error::ApiError;
+use crate::pipeline::cache::CacheScope;
+use crate::pipeline::seams::ToolOptions;
+use crate::pipeline::stream::{sse_response, StreamPlan};
+use crate::pipeline::tool_prep;
+use crate::pipeline::{collect_for, start, RequestContext};
+use crate::state::AppState;
+
+/// An Anthropic error plus the `Retry-After` a full queue tells the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{error}")]
+pub struct MessagesError {
+    error: AnthropicError,
+    retry_after_s: Option<u64>,
+}
+
+impl From<AnthropicError> for MessagesError {
+    fn from(error: AnthropicError) -> Self {
+        Self {
+            error,
+            retry_after_s: None,
+        }
+    }
+}
+
+impl From<ApiError> for MessagesError {
+    fn from(e: ApiError) -> Self {
+        let retry_after_s = match &e {
+            ApiError::QueueFull { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
+        Self {
+            error: e.into(),
+            retry_after_s,
+        }
+    }
+}
+
+impl ResponseError for MessagesError {
+    fn status_code(&self) -> StatusCode {
+        self.error.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut resp = HttpResponse::build(self.error.status());
+        if let Some(s) = self.retry_after_s {
+            resp.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        resp.json(self.error.body())
+    }
+}
+
+/// `POST /v1/messages` (Claude Code adds `?beta=true`, which changes nothing here).
+#[tracing::instrument(skip_all, fields(request_id))]
+pub async fn messages(
+    auth: Result<Authorized, ApiError>,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Result<ApiJson<MessagesRequest>, ApiError>,
+) -> Result<HttpResponse, MessagesError> {
+    auth?;
+    let body = body?.0;
+    let rid = request_id(&req);
+    tracing::Span::current().record("request_id", rid.as_str());
+    let translated = to_generate(&body)?;
+    state.resolve_model(&body.model)?;
+    let mut request = translated.request;
+    apply_tool_mode(&mut request.prompt, &translated.tool_mode);
+    fit_max_tokens(&state, &mut request).await?;
+    let scope = CacheScope {
+        // The translated choice: Anthropic's and OpenAI's spellings of the same choice may then
+        // share entries.
+        tool_choice: Some(serde_json::Value::String(format!(
+            "{:?}/{}",
+            translated.tool_mode, translated.parallel_tool_calls
+        ))),
+        ..CacheScope::from_request(&req, &state.settings.server.api_keys)
+    };
+    let mut ctx = RequestContext::new(rid, "messages", translated.stream).with_cache(scope);
+    ctx.tools = tool_options(&translated.tool_mode, translated.parallel_tool_calls);
+    let mut source = start(&state, request, ctx.clone()).await?;
+    let cache_status = source.cache_status();
+    if translated.stream {
+        // An early failure (prompt too long, engine down) still gets a proper status.
+        source
+            .prime(Duration::from_secs_f64(state.settings.server.keep_alive_s))
+            .await?;
+        let plan = StreamPlan {
+            first: source,
+            rest: Vec::new(),
+            ctx,
+        };
+        let renderer = MessagesRenderer::new(body.model, translated.parallel_tool_calls);
+        let mut resp = sse_response(state, plan, Box::new(renderer));
+        cache_status.apply(&mut resp);
+        return Ok(resp);
+    }
+    let collected = collect_for(source, req.conn_data::<PeerSocket>().copied()).await?;
+    let mut calls: Vec<ToolCall> = collected
+        .tool_calls
+        .into_iter()
+        .map(|c| ToolCall {
+            id: c.id,
+            name: c.name,
+            arguments: c.arguments,
+        })
+        .collect();
+    if !translated.parallel_tool_calls {
+        calls.truncate(1);
+    }
+    let message = render_message(Completion {
+        model: &body.model,
+        text: &collected.text,
+        tool_calls: &calls,
+        finish: collected.reason,
+        stop_sequence: collected.stop_sequence.as_deref(),
+        usage: collected.usage,
+    })?;
+    let mut resp = HttpResponse::Ok().json(message);
+    cache_status.apply(&mut resp);
+    Ok(resp)
+}
+
+/// `tool_choice` for the shared tool-call seam, which steers the prompt for `any`/`tool` and
+/// checks the reply against it, exactly as on the OpenAI route.
+fn tool_options(mode: &ToolMode, parallel: bool) -> ToolOptions {
+    let choice = match mode {
+        ToolMode::NoTools | ToolMode::Auto => ParserChoice::Auto,
+        ToolMode::Required => ParserChoice::Required,
+        ToolMode::Function(name) => ParserChoice::Function(name.clone()),
+        ToolMode::None => ParserChoice::None,
+    };
+    ToolOptions { choice, parallel }
+}
+
+/// `POST /v1/messages/count_tokens`: the exact token count of the prompt `/v1/messages` would
+/// run for the same system, messages, tools and tool_choice.
+#[tracing::instrument(skip_all)]
+pub async fn count_tokens(
+    auth: Result<Authorized, ApiError>,
+    state: web::Data<AppState>,
+    body: Result<ApiJson<CountTokensRequest>, ApiError>,
+) -> Result<HttpResponse, MessagesError> {
+    auth?;
+    let body = body.map_err(MessagesError::from)?.0;
+    let mut prompt = count_tokens_prompt(&body)?;
+    state.resolve_model(&body.model)?;
+    let tools = body.tools.as_deref().unwrap_or_default();
+    let (mode, parallel) = tool_mode(body.tool_choice.as_ref(), tools)?;
+    apply_tool_mode(&mut prompt, &mode);
+    // The same prompt preparation as a real request (tool instructions included).
+    let mut request = GenerateRequest {
+        prompt,
+        sampling: Default::default(),
+        max_tokens: None,
+        stop: Vec::new(),
+        logprobs: None,
+    };
+    let _ = tool_prep::prepare(&state, &mut request, &tool_options(&mode, parallel)).await;
+    let input_tokens = state
+        .model()
+        .count_tokens(request.prompt)
+        .await
+        .map_err(|e| MessagesError::from(ApiError::from(e)))?;
+    Ok(HttpResponse::Ok().json(CountTokensResponse { input_tokens }))
+}
+
+/// `tool_choice: none` takes the tools out of the prompt (so no parser runs, as on the OpenAI
+/// route); `any` and `tool` are steered and checked by the shared tool-call seam.
+fn apply_tool_mode(prompt: &mut Prompt, mode: &ToolMode) {
+    if let (Prompt::Chat { tools, .. }, ToolMode::None) = (prompt, mode) {
+        tools.clear();
+    }
+}
+
+/// Coding agents ask for far more output (`max_tokens` 32000) than a small local model has
+/// context; Anthropic's models have the room, ours do not. When the prompt fits but prompt plus
+/// `max_tokens` does not, generate up to the end of the context instead (the reply then stops
+/// with `max_tokens`). A prompt that does not fit at all still fails: "prompt is too long".
+async fn fit_max_tokens(
+    state: &AppState,
+    request: &mut GenerateRequest,
+) -> Result<(), MessagesError> {
+    let Some(max_tokens) = request.max_tokens else {
+        return Ok(());
+    };
+    let Some(context) = state.health().info.map(|i| i.context_length) else {
+        return Ok(());
+    };
+    // A budget of at most half the context can only overflow with a prompt over the other half:
+    // then the prompt, not the budget, is the problem, and counting is not worth a model-thread
+    // round trip.
+    if context == 0 || max_tokens.saturating_mul(2) <= context {
+        return Ok(());
+    }
+    let prompt = state
+        .model()
+        .count_tokens(request.prompt.clone())
+        .await
+        .map_err(|e| MessagesError::from(ApiError::from(e)))?;
+    if prompt < context && prompt.saturating_add(max_tokens) > context {
+        tracing::debug!(
+            max_tokens,
+            prompt,
+            context,
+            "max_tokens capped at the context"
+        );
+        request.max_tokens = None;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn chat(messages: Vec<ChatMessage>) -> Prompt {
+        Prompt::Chat {
+            messages,
+            tools: vec![json!({"type": "function", "function": {"name": "f"}})],
+            add_generation_prompt: true,
+        }
+    }
+
+    fn msg(role: &str, content: &str) -> ChatMessage {
+        ChatMessage {
+            role: role.into(),
+            content: content.into(),
+            ..ChatMessage::default()
+        }
+    }
+
+    fn parts(r: &Prompt) -> (&[ChatMessage], usize) {
+        match r {
+            Prompt::Chat {
+                messages, tools, ..
+            } => (messages, tools.len()),
+            Prompt::Text(_) => panic!("chat prompt expected"),
+        }
+    }
+
+    #[test]
+    fn tool_choice_none_removes_the_tools() {
+        let mut r = chat(vec![msg("user", "hi")]);
+        apply_tool_mode(&mut r, &ToolMode::None);
+        assert_eq!(parts(&r).1, 0);
+        let mut r = chat(vec![msg("user", "hi")]);
+        apply_tool_mode(&mut r, &ToolMode::Auto);
+        assert_eq!(parts(&r), (&[msg("user", "hi")][..], 1));
+    }
+
+    #[test]
+    fn forced_tool_choice_adds_a_system_instruction() {
+        let mut r = chat(vec![msg("system", "Be brief."), msg("user", "hi")]);
+        apply_tool_mode(&mut r, &ToolMode::Function("get_weather".into()));
+        let (messages, tools) = parts(&r);
+        assert_eq!(tools, 1);
+        assert_eq!(messages.len(), 2);
+        assert!(messages[0].content.starts_with("Be brief.\n\n"));
+        assert!(messages[0].content.contains("`get_weather`"));
+        let mut r = chat(vec![msg("user", "hi")]);
+        apply_tool_mode(&mut r, &ToolMode::Required);
+        let (messages, _) = parts(&r);
+        assert_eq!(messages[0].role, "system");
+        assert!(messages[0].content.contains("calling one or more"));
+    }
+}
