@@ -165,7 +165,15 @@ def test_plain_text_reply(client):
 
 
 def test_streaming_text_is_assembled_by_the_client(client):
-    with client.messages.stream(model=MODEL, max_tokens=48, extra_body=GREEDY, messages=CAPITAL) as s:
+    # no-cache: an identical earlier request would otherwise be replayed from the response cache
+    # in one delta.
+    with client.messages.stream(
+        model=MODEL,
+        max_tokens=48,
+        extra_body=GREEDY,
+        messages=CAPITAL,
+        extra_headers={"cache-control": "no-cache"},
+    ) as s:
         pieces = list(s.text_stream)
         final = s.get_final_message()
     assert len(pieces) >= 2, "text arrives in several deltas"

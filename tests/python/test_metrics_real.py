@@ -54,8 +54,11 @@ def server(tmp_path_factory):
     trace = tmp / "trace.jsonl"
     port = free_port()
     log = open(tmp / "server.log", "w")
+    # The response cache is off here: these tests count engine work (prefix-cache queries,
+    # prefill/decode histograms), which cache hits would skip.
     env = dict(os.environ, MLX_SERVE__TRACE__PATH=str(trace),
-               MLX_SERVE__METRICS__PUBLISH_INTERVAL_MS="200")
+               MLX_SERVE__METRICS__PUBLISH_INTERVAL_MS="200",
+               MLX_SERVE__CACHE__ENABLED="false")
     proc = subprocess.Popen([BIN, "serve", "--host", "127.0.0.1", "--port", str(port)],
                             stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     base = f"http://127.0.0.1:{port}"
