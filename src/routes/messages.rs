@@ -231,6 +231,7 @@ async fn fit_max_tokens(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mlx_serve_actors::engine::ChatMessage;
     use serde_json::json;
 
     fn chat(messages: Vec<ChatMessage>) -> Prompt {
@@ -269,18 +270,15 @@ mod tests {
     }
 
     #[test]
-    fn forced_tool_choice_adds_a_system_instruction() {
+    fn forced_tool_choices_go_to_the_shared_seam_unchanged_in_the_prompt() {
         let mut r = chat(vec![msg("system", "Be brief."), msg("user", "hi")]);
         apply_tool_mode(&mut r, &ToolMode::Function("get_weather".into()));
-        let (messages, tools) = parts(&r);
-        assert_eq!(tools, 1);
-        assert_eq!(messages.len(), 2);
-        assert!(messages[0].content.starts_with("Be brief.\n\n"));
-        assert!(messages[0].content.contains("`get_weather`"));
-        let mut r = chat(vec![msg("user", "hi")]);
-        apply_tool_mode(&mut r, &ToolMode::Required);
-        let (messages, _) = parts(&r);
-        assert_eq!(messages[0].role, "system");
-        assert!(messages[0].content.contains("calling one or more"));
+        assert_eq!(parts(&r), (&[msg("system", "Be brief."), msg("user", "hi")][..], 1));
+        let opts = tool_options(&ToolMode::Function("get_weather".into()), false);
+        assert_eq!(opts.choice, ParserChoice::Function("get_weather".into()));
+        assert!(!opts.parallel);
+        assert_eq!(tool_options(&ToolMode::Required, true).choice, ParserChoice::Required);
+        assert_eq!(tool_options(&ToolMode::NoTools, true).choice, ParserChoice::Auto);
+        assert_eq!(tool_options(&ToolMode::None, true).choice, ParserChoice::None);
     }
 }
