@@ -139,3 +139,23 @@ fn safetensors_conversion_gives_identical_greedy_output() {
     assert_eq!(a.text, b.text);
     assert!(!a.text.is_empty());
 }
+
+#[test]
+fn long_shared_prefix_is_reused_and_output_matches_a_cold_run() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let document = "The lighthouse stands on a rock at the edge of the bay. ".repeat(40);
+    let ask = |q: &str| chat(&format!("{document}\n{q}"));
+    let mut warm = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
+    generate(&mut warm, 1, ask("Where does the lighthouse stand?"), SamplingParams::default(), 4);
+    let reused = generate(&mut warm, 2, ask("What is at the edge of the bay?"), SamplingParams::default(), 16);
+    assert!(reused.cached_tokens > 400, "cached {}", reused.cached_tokens);
+    drop(warm);
+    let mut cold = MlxEngine::load(&EngineOptions {
+        prefix_cache_bytes: 0,
+        ..options(ModelSource::Gguf(default_model()))
+    })
+    .expect("load");
+    let fresh = generate(&mut cold, 1, ask("What is at the edge of the bay?"), SamplingParams::default(), 16);
+    assert_eq!(fresh.cached_tokens, 0);
+    assert_eq!(reused.text, fresh.text);
+}
