@@ -26,4 +26,21 @@ MLX_SERVE_BIN="$PWD/target/debug/mlx-serve" "$venv/bin/python" -m pytest tests/p
 py_status=$?
 set -e
 
-exit $(( rust_status != 0 || py_status != 0 ))
+# The benchmark suite's scenarios against the real server (it exits non-zero when one fails).
+set +e
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+./target/debug/mlx-serve serve --host 127.0.0.1 --port "$port" > target/bench-suite-server.log 2>&1 &
+server=$!
+for _ in $(seq 1 600); do
+  curl -sf "http://127.0.0.1:$port/health" > /dev/null 2>&1 && break
+  sleep 0.2
+done
+./target/debug/mlx-serve bench suite --url "http://127.0.0.1:$port" --out target/bench-suite.json > /dev/null
+suite_status=$?
+kill "$server" 2> /dev/null
+wait "$server" 2> /dev/null
+if [ "$suite_status" = 0 ]; then echo "bench suite: all scenarios passed"; else echo "bench suite: FAILED (target/bench-suite.json)"; fi
+set -e
+
+# The plain closing line CI reads, after pytest's own.
+exit $(( rust_status != 0 || py_status != 0 || suite_status != 0 ))
