@@ -16,16 +16,6 @@ cargo test --workspace --no-fail-fast
 rust_status=$?
 set -e
 
-venv=target/pyenv
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
-set +e
-MLX_SERVE_BIN="$PWD/target/debug/mlx-serve" "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
-py_status=$?
-set -e
-
 # The benchmark suite's scenarios against the real server (it exits non-zero when one fails).
 set +e
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -42,5 +32,14 @@ wait "$server" 2> /dev/null
 if [ "$suite_status" = 0 ]; then echo "bench suite: all scenarios passed"; else echo "bench suite: FAILED (target/bench-suite.json)"; fi
 set -e
 
-# The plain closing line CI reads, after pytest's own.
+venv=target/pyenv
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
+set +e
+MLX_SERVE_BIN="$PWD/target/debug/mlx-serve" "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
+py_status=$?
+set -e
+
 exit $(( rust_status != 0 || py_status != 0 || suite_status != 0 ))
