@@ -144,19 +144,23 @@ fn pip_target(cache: &Path, requirement: &str, folder: &str) -> PathBuf {
     }
     let tmp = cache.join(format!("{folder}.partial-{}", std::process::id()));
     let _ = fs::remove_dir_all(&tmp);
-    println!("cargo:warning=mlx-sys: fetching {requirement} from PyPI into {}", dir.display());
+    println!(
+        "cargo:warning=mlx-sys: fetching {requirement} from PyPI into {}",
+        dir.display()
+    );
     run(
-        Command::new(python()).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-deps",
-            "--target",
-        ])
-        .arg(&tmp)
-        .arg(requirement),
+        Command::new(python())
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--target",
+            ])
+            .arg(&tmp)
+            .arg(requirement),
         &format!("pip install {requirement}"),
     );
     fs::write(tmp.join(".mlx-serve-complete"), requirement).unwrap();
@@ -214,7 +218,11 @@ fn mlx_c_sources() -> PathBuf {
         .arg(&manifest)
         .output()
         .expect("cargo metadata");
-    assert!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let text = String::from_utf8(output.stdout).unwrap();
     // Find the manifest_path of the mlx-sys package without a JSON dependency.
     let needle = format!("\"name\":\"mlx-sys\",\"version\":\"{MLX_C_CRATE_VERSION}\"");
@@ -225,7 +233,11 @@ fn mlx_c_sources() -> PathBuf {
     let end = rest[at..].find('"').unwrap();
     let manifest_path = PathBuf::from(rest[at..at + end].replace("\\\\", "\\"));
     let src = manifest_path.parent().unwrap().join("src/mlx-c");
-    assert!(src.join("CMakeLists.txt").exists(), "no mlx-c in {}", src.display());
+    assert!(
+        src.join("CMakeLists.txt").exists(),
+        "no mlx-c in {}",
+        src.display()
+    );
     src
 }
 
@@ -270,7 +282,10 @@ fn build_mlx_c(cache: &Path, backend: Backend, mlx: &Path, src: &Path, cmake: &P
         &compat_text,
         src.to_string_lossy().as_bytes(),
     ]);
-    let dir = cache.join(format!("mlx-c-{MLX_C_CRATE_VERSION}-{}-{key}", backend.wheel()));
+    let dir = cache.join(format!(
+        "mlx-c-{MLX_C_CRATE_VERSION}-{}-{key}",
+        backend.wheel()
+    ));
     let lib = dir.join("build/libmlxc.a");
     if lib.exists() {
         return lib.parent().unwrap().to_path_buf();
@@ -296,15 +311,20 @@ fn build_mlx_c(cache: &Path, backend: Backend, mlx: &Path, src: &Path, cmake: &P
                 "-DBUILD_SHARED_LIBS=OFF",
                 "-DCMAKE_POSITION_INDEPENDENT_CODE=ON",
             ])
-            .arg(format!("-DMLX_DIR={}", mlx.join("share/cmake/MLX").display()))
+            .arg(format!(
+                "-DMLX_DIR={}",
+                mlx.join("share/cmake/MLX").display()
+            ))
             .arg(format!("-DCMAKE_CXX_FLAGS={cxx_flags}")),
         "cmake configure mlx-c",
     );
     run(
-        Command::new(cmake)
-            .arg("--build")
-            .arg(&build)
-            .args(["--target", "mlxc", "--parallel", &jobs]),
+        Command::new(cmake).arg("--build").arg(&build).args([
+            "--target",
+            "mlxc",
+            "--parallel",
+            &jobs,
+        ]),
         "cmake build mlx-c",
     );
     assert!(lib.exists(), "mlx-c build produced no {}", lib.display());
@@ -334,7 +354,10 @@ fn link_blas(backend: Backend, cache: &Path) -> String {
         let lib = Path::new(dir).join("libopenblas.so.0");
         if lib.exists() {
             use_openblas(Path::new(dir), "libopenblas.so.0");
-            println!("cargo:warning=mlx-sys: BLAS = system OpenBLAS ({})", lib.display());
+            println!(
+                "cargo:warning=mlx-sys: BLAS = system OpenBLAS ({})",
+                lib.display()
+            );
             return format!("openblas ({})", lib.display());
         }
     }
@@ -387,7 +410,10 @@ fn find_libclang(cache: &Path) {
     }
     let site = pip_target(cache, "libclang==18.1.1", "tool-libclang");
     let dir = site.join("clang/native");
-    println!("cargo:warning=mlx-sys: using libclang from PyPI ({})", dir.display());
+    println!(
+        "cargo:warning=mlx-sys: using libclang from PyPI ({})",
+        dir.display()
+    );
     // bindgen reads LIBCLANG_PATH when it loads libclang, later in this process.
     env::set_var("LIBCLANG_PATH", dir);
 }
@@ -406,7 +432,12 @@ fn generate_bindings(cache: &Path, src: &Path) {
         .rust_target("1.73.0".parse().expect("rust target"))
         .clang_arg(format!("-I{}", src.display()))
         .clang_arg("-include")
-        .clang_arg(manifest.join("compat/bindgen_compat.h").display().to_string())
+        .clang_arg(
+            manifest
+                .join("compat/bindgen_compat.h")
+                .display()
+                .to_string(),
+        )
         .blocklist_function("malloc")
         .blocklist_function("realloc");
     for h in &headers {

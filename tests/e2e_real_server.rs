@@ -84,7 +84,9 @@ fn chat_streaming_and_health_during_a_long_generation() {
         .expect("chat")
         .json()
         .expect("json");
-    let content = resp["choices"][0]["message"]["content"].as_str().unwrap_or_default();
+    let content = resp["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
     assert!(content.contains("Paris"), "{resp}");
     assert!(resp["usage"]["prompt_tokens"].as_u64().unwrap_or(0) > 0);
 
@@ -93,7 +95,11 @@ fn chat_streaming_and_health_during_a_long_generation() {
     let streamer = std::thread::spawn(move || {
         let resp = http()
             .post(format!("{base}/v1/chat/completions"))
-            .json(&chat_body("Tell me a long story about a dragon.", 200, true))
+            .json(&chat_body(
+                "Tell me a long story about a dragon.",
+                200,
+                true,
+            ))
             .send()
             .expect("stream");
         let mut chunks = 0;
@@ -101,7 +107,9 @@ fn chat_streaming_and_health_during_a_long_generation() {
         let mut saw_done = false;
         for line in BufReader::new(resp).lines() {
             let line = line.expect("line");
-            let Some(data) = line.strip_prefix("data: ") else { continue };
+            let Some(data) = line.strip_prefix("data: ") else {
+                continue;
+            };
             if data == "[DONE]" {
                 saw_done = true;
                 break;
@@ -119,13 +127,19 @@ fn chat_streaming_and_health_during_a_long_generation() {
     let mut worst = Duration::ZERO;
     for _ in 0..10 {
         let t = Instant::now();
-        let r = client.get(format!("{}/health", server.base)).send().expect("health");
+        let r = client
+            .get(format!("{}/health", server.base))
+            .send()
+            .expect("health");
         assert!(r.status().is_success());
         worst = worst.max(t.elapsed());
         std::thread::sleep(Duration::from_millis(100));
     }
     // Generous bound: one engine step is ~30 ms; a blocked HTTP layer would take seconds.
-    assert!(worst < Duration::from_secs(1), "health took {worst:?} during generation");
+    assert!(
+        worst < Duration::from_secs(1),
+        "health took {worst:?} during generation"
+    );
     let (chunks, saw_usage, saw_done) = streamer.join().expect("streamer");
     assert!(chunks > 10, "only {chunks} chunks");
     assert!(saw_usage && saw_done);

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use mlx_serve_actors::engine::{ChatMessage, Engine, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent};
+use mlx_serve_actors::engine::{
+    ChatMessage, Engine, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent,
+};
 use mlx_serve_actors::model::catalog;
 use mlx_serve_actors::model::mlx::device::DeviceChoice;
 use mlx_serve_actors::model::mlx::engine::{EngineOptions, MlxEngine};
@@ -48,7 +50,13 @@ struct Outcome {
     cached_tokens: usize,
 }
 
-fn generate(engine: &mut MlxEngine, id: u64, prompt: Prompt, sampling: SamplingParams, max_tokens: usize) -> Outcome {
+fn generate(
+    engine: &mut MlxEngine,
+    id: u64,
+    prompt: Prompt,
+    sampling: SamplingParams,
+    max_tokens: usize,
+) -> Outcome {
     engine
         .add(
             id,
@@ -85,13 +93,25 @@ fn generate(engine: &mut MlxEngine, id: u64, prompt: Prompt, sampling: SamplingP
 fn greedy_capital_of_france_is_paris_and_reuses_the_prefix() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut engine = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
-    let first = generate(&mut engine, 1, chat("What is the capital of France?"), SamplingParams::default(), 24);
+    let first = generate(
+        &mut engine,
+        1,
+        chat("What is the capital of France?"),
+        SamplingParams::default(),
+        24,
+    );
     assert!(first.text.contains("Paris"), "answer was {:?}", first.text);
     assert_ne!(first.reason, FinishReason::Cancelled);
 
     // The same prompt again: all but the last prompt token come from the prefix cache, and greedy
     // output is identical to the run without reuse.
-    let again = generate(&mut engine, 2, chat("What is the capital of France?"), SamplingParams::default(), 24);
+    let again = generate(
+        &mut engine,
+        2,
+        chat("What is the capital of France?"),
+        SamplingParams::default(),
+        24,
+    );
     assert!(again.cached_tokens > 10, "cached {}", again.cached_tokens);
     assert_eq!(again.text, first.text);
 }
@@ -124,18 +144,42 @@ fn safetensors_conversion_gives_identical_greedy_output() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let gguf = default_model();
     let dir = tempfile::tempdir().expect("tempdir");
-    let loaded = loader::load(&ModelSource::Gguf(gguf.clone()), mlx_rs::Dtype::Float32, false).expect("load gguf");
+    let loaded = loader::load(
+        &ModelSource::Gguf(gguf.clone()),
+        mlx_rs::Dtype::Float32,
+        false,
+    )
+    .expect("load gguf");
     loader::write_hf_dir(&loaded, mlx_rs::Dtype::Float32, dir.path()).expect("convert");
     drop(loaded);
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
     let question = "Name three colors of the rainbow.";
-    let mut from_gguf = MlxEngine::load(&options(ModelSource::Gguf(gguf))).expect("load gguf engine");
-    let a = generate(&mut from_gguf, 1, chat(question), SamplingParams::default(), 32);
+    let mut from_gguf =
+        MlxEngine::load(&options(ModelSource::Gguf(gguf))).expect("load gguf engine");
+    let a = generate(
+        &mut from_gguf,
+        1,
+        chat(question),
+        SamplingParams::default(),
+        32,
+    );
     drop(from_gguf);
-    let mut from_hf = MlxEngine::load(&options(ModelSource::HfDir(dir.path().to_path_buf()))).expect("load hf engine");
-    let b = generate(&mut from_hf, 1, chat(question), SamplingParams::default(), 32);
+    let mut from_hf = MlxEngine::load(&options(ModelSource::HfDir(dir.path().to_path_buf())))
+        .expect("load hf engine");
+    let b = generate(
+        &mut from_hf,
+        1,
+        chat(question),
+        SamplingParams::default(),
+        32,
+    );
     assert_eq!(a.text, b.text);
     assert!(!a.text.is_empty());
 }
@@ -146,16 +190,38 @@ fn long_shared_prefix_is_reused_and_output_matches_a_cold_run() {
     let document = "The lighthouse stands on a rock at the edge of the bay. ".repeat(40);
     let ask = |q: &str| chat(&format!("{document}\n{q}"));
     let mut warm = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
-    generate(&mut warm, 1, ask("Where does the lighthouse stand?"), SamplingParams::default(), 4);
-    let reused = generate(&mut warm, 2, ask("What is at the edge of the bay?"), SamplingParams::default(), 16);
-    assert!(reused.cached_tokens > 400, "cached {}", reused.cached_tokens);
+    generate(
+        &mut warm,
+        1,
+        ask("Where does the lighthouse stand?"),
+        SamplingParams::default(),
+        4,
+    );
+    let reused = generate(
+        &mut warm,
+        2,
+        ask("What is at the edge of the bay?"),
+        SamplingParams::default(),
+        16,
+    );
+    assert!(
+        reused.cached_tokens > 400,
+        "cached {}",
+        reused.cached_tokens
+    );
     drop(warm);
     let mut cold = MlxEngine::load(&EngineOptions {
         prefix_cache_bytes: 0,
         ..options(ModelSource::Gguf(default_model()))
     })
     .expect("load");
-    let fresh = generate(&mut cold, 1, ask("What is at the edge of the bay?"), SamplingParams::default(), 16);
+    let fresh = generate(
+        &mut cold,
+        1,
+        ask("What is at the edge of the bay?"),
+        SamplingParams::default(),
+        16,
+    );
     assert_eq!(fresh.cached_tokens, 0);
     assert_eq!(reused.text, fresh.text);
 }

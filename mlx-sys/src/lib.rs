@@ -115,7 +115,9 @@ mod gemv_dispatch {
         if order != ROW_MAJOR {
             // Column-major callers map straight onto Fortran.
             let (ta, tb) = (flag(trans_a), flag(trans_b));
-            sgemm_(&ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc);
+            sgemm_(
+                &ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc,
+            );
             return;
         }
         if m == 1 {
@@ -135,6 +137,8 @@ mod gemv_dispatch {
         }
         // Row-major C = op(A)·op(B) is column-major Cᵀ = op(B)ᵀ·op(A)ᵀ.
         let (ta, tb) = (flag(trans_a), flag(trans_b));
-        sgemm_(&tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc);
+        sgemm_(
+            &tb, &ta, &n, &m, &k, &alpha, b, &ldb, a, &lda, &beta, c, &ldc,
+        );
     }
 }

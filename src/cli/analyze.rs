@@ -19,7 +19,12 @@ pub struct AnalyzeArgs {
 }
 
 pub fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
-    let report = analyze_files(&args.traces, &AnalyzeOptions { slowest: args.slowest })?;
+    let report = analyze_files(
+        &args.traces,
+        &AnalyzeOptions {
+            slowest: args.slowest,
+        },
+    )?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

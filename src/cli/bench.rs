@@ -22,6 +22,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         #[cfg(feature = "mlx")]
         BenchCommand::Engine(a) => super::bench_engine::run(a),
-        BenchCommand::Http(command) => crate::bench::run_blocking(crate::bench::BenchArgs { command }),
+        BenchCommand::Http(command) => {
+            crate::bench::run_blocking(crate::bench::BenchArgs { command })
+        }
     }
 }

@@ -7,7 +7,9 @@
 use std::time::Instant;
 
 use clap::Args;
-use mlx_serve_actors::engine::{ChatMessage, Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent};
+use mlx_serve_actors::engine::{
+    ChatMessage, Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent,
+};
 use mlx_serve_actors::model::mlx::engine::MlxEngine;
 
 use super::model_args::ModelArgs;
@@ -93,8 +95,18 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
     let (bare_prefill, bare_per_token) = engine.bench_bare_forward(&prompt_ids, args.tokens)?;
     let short = run_once(&mut engine, 1, chat(story), args.tokens)?;
     let filler = "The quick brown fox jumps over the lazy dog. ".repeat(args.long_prompt / 10 + 1);
-    let long_cold = run_once(&mut engine, 2, chat(&format!("{filler}\nSummarize the text above.")), 8)?;
-    let long_warm = run_once(&mut engine, 3, chat(&format!("{filler}\nHow many times does 'fox' appear?")), 8)?;
+    let long_cold = run_once(
+        &mut engine,
+        2,
+        chat(&format!("{filler}\nSummarize the text above.")),
+        8,
+    )?;
+    let long_warm = run_once(
+        &mut engine,
+        3,
+        chat(&format!("{filler}\nHow many times does 'fox' appear?")),
+        8,
+    )?;
     let engine_per_token = 1.0 / short.decode_tok_s.max(1e-9);
     let report = serde_json::json!({
         "model": info.model_id,
@@ -126,16 +138,33 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    println!("model {} ({}, {}, BLAS: {})", info.model_id, info.dtype, info.backend, mlx_sys::blas_info());
+    println!(
+        "model {} ({}, {}, BLAS: {})",
+        info.model_id,
+        info.dtype,
+        info.backend,
+        mlx_sys::blas_info()
+    );
     println!("| measure | value |\n|---|---|");
-    println!("| bare forward decode | {:.1} tok/s ({:.1} ms/token) |", 1.0 / bare_per_token, bare_per_token * 1e3);
-    println!("| engine decode | {:.1} tok/s ({:.1} ms/token) |", short.decode_tok_s, engine_per_token * 1e3);
+    println!(
+        "| bare forward decode | {:.1} tok/s ({:.1} ms/token) |",
+        1.0 / bare_per_token,
+        bare_per_token * 1e3
+    );
+    println!(
+        "| engine decode | {:.1} tok/s ({:.1} ms/token) |",
+        short.decode_tok_s,
+        engine_per_token * 1e3
+    );
     println!(
         "| engine overhead per token | {:.2} ms ({:.1}%) |",
         (engine_per_token - bare_per_token) * 1e3,
         (engine_per_token / bare_per_token - 1.0) * 100.0
     );
-    println!("| TTFT, {}-token chat prompt | {:.3} s |", short.prompt_tokens, short.ttft_s);
+    println!(
+        "| TTFT, {}-token chat prompt | {:.3} s |",
+        short.prompt_tokens, short.ttft_s
+    );
     println!(
         "| TTFT, {}-token prompt, cold | {:.3} s ({:.0} tok/s) |",
         long_cold.prompt_tokens,

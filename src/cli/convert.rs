@@ -25,9 +25,14 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(mlx_serve_actors::model::catalog::default_models_dir);
     let (source, id) = super::pull::resolve(&args.model.model, &models_dir)?;
-    let dtype = loader::parse_dtype(args.model.dtype.as_deref().unwrap_or("float32")).map_err(anyhow::Error::msg)?;
+    let dtype = loader::parse_dtype(args.model.dtype.as_deref().unwrap_or("float32"))
+        .map_err(anyhow::Error::msg)?;
     mlx_rs::Device::set_default(&mlx_rs::Device::cpu());
-    eprintln!("mlx-serve: converting {id} to {} ({})", args.out.display(), loader::dtype_name(dtype));
+    eprintln!(
+        "mlx-serve: converting {id} to {} ({})",
+        args.out.display(),
+        loader::dtype_name(dtype)
+    );
     let model = loader::load(&source, dtype, false).map_err(anyhow::Error::msg)?;
     loader::write_hf_dir(&model, dtype, &args.out).map_err(anyhow::Error::msg)?;
     eprintln!("mlx-serve: wrote {}", args.out.display());

@@ -91,7 +91,12 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
                     write!(stdout, "{text}")?;
                     stdout.flush()?;
                 }
-                SeqEvent::Finished { reason, usage, timings, .. } => {
+                SeqEvent::Finished {
+                    reason,
+                    usage,
+                    timings,
+                    ..
+                } => {
                     let ttft = first_token.map_or(0.0, |t| (t - start).as_secs_f64());
                     let new_prompt = usage.prompt_tokens - usage.cached_tokens;
                     let decoded = usage.completion_tokens.saturating_sub(1);

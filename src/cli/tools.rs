@@ -28,12 +28,17 @@ pub enum ToolsCommand {
 
 pub fn run(args: ToolsArgs) -> anyhow::Result<()> {
     let ToolsCommand::Parse { format, tools } = args.command;
-    let format: ToolFormat = format.parse().map_err(|e| anyhow::anyhow!("--format: {e}"))?;
+    let format: ToolFormat = format
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--format: {e}"))?;
     let tools = match tools {
         Some(path) => {
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| anyhow::anyhow!("--tools {}: {e}", path.display()))?;
-            Some(serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("--tools {}: {e}", path.display()))?)
+            Some(
+                serde_json::from_str(&text)
+                    .map_err(|e| anyhow::anyhow!("--tools {}: {e}", path.display()))?,
+            )
         }
         None => None,
     };

@@ -14,9 +14,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use mlx_serve_actors::engine::{
-    FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage,
-};
+use mlx_serve_actors::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage};
 use mlx_serve_actors::metrics::CacheOutcome;
 use mlx_serve_actors::model::actor::Generation;
 use tokio::time::timeout_at;

@@ -273,12 +273,24 @@ mod tests {
     fn forced_tool_choices_go_to_the_shared_seam_unchanged_in_the_prompt() {
         let mut r = chat(vec![msg("system", "Be brief."), msg("user", "hi")]);
         apply_tool_mode(&mut r, &ToolMode::Function("get_weather".into()));
-        assert_eq!(parts(&r), (&[msg("system", "Be brief."), msg("user", "hi")][..], 1));
+        assert_eq!(
+            parts(&r),
+            (&[msg("system", "Be brief."), msg("user", "hi")][..], 1)
+        );
         let opts = tool_options(&ToolMode::Function("get_weather".into()), false);
         assert_eq!(opts.choice, ParserChoice::Function("get_weather".into()));
         assert!(!opts.parallel);
-        assert_eq!(tool_options(&ToolMode::Required, true).choice, ParserChoice::Required);
-        assert_eq!(tool_options(&ToolMode::NoTools, true).choice, ParserChoice::Auto);
-        assert_eq!(tool_options(&ToolMode::None, true).choice, ParserChoice::None);
+        assert_eq!(
+            tool_options(&ToolMode::Required, true).choice,
+            ParserChoice::Required
+        );
+        assert_eq!(
+            tool_options(&ToolMode::NoTools, true).choice,
+            ParserChoice::Auto
+        );
+        assert_eq!(
+            tool_options(&ToolMode::None, true).choice,
+            ParserChoice::None
+        );
     }
 }

@@ -7,8 +7,8 @@ pub mod completions;
 pub mod disconnect;
 pub mod extract;
 pub mod health;
-pub mod metrics;
 pub mod messages;
+pub mod metrics;
 pub mod models;
 
 use actix_web::{web, HttpRequest};

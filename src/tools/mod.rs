@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::config::ToolsSettings;
 use crate::error::ApiError;
 use crate::pipeline::seams::{
-    ParsedDelta, StreamingToolParser, ToolParseOutcome, ToolOptions, ToolParserSeam,
+    ParsedDelta, StreamingToolParser, ToolOptions, ToolParseOutcome, ToolParserSeam,
 };
 
 pub use prompt::template_renders_tools;

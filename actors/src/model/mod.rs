@@ -5,8 +5,8 @@
 
 pub mod actor;
 pub mod catalog;
-pub mod detok;
 pub mod dequant;
+pub mod detok;
 pub mod gguf;
 pub mod sampling;
 pub mod stops;

@@ -68,8 +68,7 @@ impl ModelConfig {
 
     /// Qwen2 projects q/k/v with a bias; Llama and Mistral do not unless the config says so.
     pub fn qkv_bias(&self) -> bool {
-        self.attention_bias
-            .unwrap_or(self.model_type == "qwen2")
+        self.attention_bias.unwrap_or(self.model_type == "qwen2")
     }
 
     /// Qwen3 normalizes queries and keys per head before RoPE.
@@ -113,7 +112,9 @@ impl ModelConfig {
     /// Token ids that end generation, from `eos_token_id` (an integer or a list).
     pub fn eos_ids(&self) -> Vec<u32> {
         match &self.eos_token_id {
-            Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+            Some(serde_json::Value::Number(n)) => {
+                n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
+            }
             Some(serde_json::Value::Array(items)) => items
                 .iter()
                 .filter_map(|v| v.as_u64().map(|v| v as u32))

@@ -24,7 +24,10 @@ fn take(w: &mut Weights, name: &str) -> Result<Array, Exception> {
 
 /// A projection `x · Wᵀ (+ b)`, dense or MLX-affine-quantized.
 pub enum Linear {
-    Dense { weight: Array, bias: Option<Array> },
+    Dense {
+        weight: Array,
+        bias: Option<Array>,
+    },
     Quantized {
         weight: Array,
         scales: Array,
@@ -96,7 +99,9 @@ fn quant_params(weight: &Array, scales: &Array) -> Result<(i32, i32), Exception>
             }
         }
     }
-    Err(Exception::custom("cannot infer quantization bits/group size"))
+    Err(Exception::custom(
+        "cannot infer quantization bits/group size",
+    ))
 }
 
 struct Attention {
@@ -181,7 +186,10 @@ impl Model {
                     down_proj: Linear::load(&mut w, &format!("{p}.mlp.down_proj"), false)?,
                 },
                 input_layernorm: take(&mut w, &format!("{p}.input_layernorm.weight"))?,
-                post_attention_layernorm: take(&mut w, &format!("{p}.post_attention_layernorm.weight"))?,
+                post_attention_layernorm: take(
+                    &mut w,
+                    &format!("{p}.post_attention_layernorm.weight"),
+                )?,
             });
         }
         let embed_tokens = take(&mut w, "model.embed_tokens.weight")?;
@@ -287,7 +295,15 @@ impl Rope {
     fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
         match &self.freqs {
             Some(freqs) => rope(x, self.dims, false, None::<f32>, self.scale, offset, freqs),
-            None => rope(x, self.dims, false, self.base, self.scale, offset, None::<&Array>),
+            None => rope(
+                x,
+                self.dims,
+                false,
+                self.base,
+                self.scale,
+                offset,
+                None::<&Array>,
+            ),
         }
     }
 }
@@ -301,7 +317,13 @@ struct Pass<'a> {
 }
 
 impl DecoderLayer {
-    fn forward(&self, x: &Array, index: usize, pass: &Pass, cache: &mut KvCache) -> Result<Array, Exception> {
+    fn forward(
+        &self,
+        x: &Array,
+        index: usize,
+        pass: &Pass,
+        cache: &mut KvCache,
+    ) -> Result<Array, Exception> {
         let normed = rms_norm(x, Some(&self.input_layernorm), pass.eps)?;
         let attn = self.self_attn.forward(&normed, index, pass, cache)?;
         let h = x.add(&attn)?;
@@ -311,11 +333,18 @@ impl DecoderLayer {
 }
 
 impl Attention {
-    fn forward(&self, x: &Array, index: usize, pass: &Pass, cache: &mut KvCache) -> Result<Array, Exception> {
+    fn forward(
+        &self,
+        x: &Array,
+        index: usize,
+        pass: &Pass,
+        cache: &mut KvCache,
+    ) -> Result<Array, Exception> {
         let Pass { offset, rope, eps } = *pass;
         let len = x.shape()[1];
         let heads = |t: Array, n: i32| -> Result<Array, Exception> {
-            t.reshape(&[1, len, n, self.head_dim])?.transpose_axes(&[0, 2, 1, 3])
+            t.reshape(&[1, len, n, self.head_dim])?
+                .transpose_axes(&[0, 2, 1, 3])
         };
         let mut q = heads(self.q_proj.forward(x)?, self.n_heads)?;
         let mut k = heads(self.k_proj.forward(x)?, self.n_kv_heads)?;
@@ -331,9 +360,9 @@ impl Attention {
         // end of the keys, which is right for a prefill chunk that follows cached positions.
         let mask = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
         let out = scaled_dot_product_attention(&q, &keys, &values, self.scale, mask, None)?;
-        let out = out
-            .transpose_axes(&[0, 2, 1, 3])?
-            .reshape(&[1, len, self.n_heads * self.head_dim])?;
+        let out =
+            out.transpose_axes(&[0, 2, 1, 3])?
+                .reshape(&[1, len, self.n_heads * self.head_dim])?;
         self.o_proj.forward(&out)
     }
 }

@@ -52,7 +52,11 @@ pub fn select(choice: DeviceChoice) -> Result<&'static str, String> {
     };
     if use_gpu {
         Device::set_default(&Device::gpu());
-        Ok(if cfg!(target_os = "macos") { "metal" } else { "cuda" })
+        Ok(if cfg!(target_os = "macos") {
+            "metal"
+        } else {
+            "cuda"
+        })
     } else {
         Device::set_default(&Device::cpu());
         Ok("cpu")

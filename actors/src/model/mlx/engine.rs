@@ -17,8 +17,8 @@ use super::kv_cache::KvCache;
 use super::loader::{self, dtype_name, LoadedModel, ModelSource};
 use super::prefix_cache::{PrefixCache, PrefixStats};
 use crate::engine::{
-    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent, SeqId,
-    SeqTimings, TokenLogprob, Usage,
+    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt,
+    SamplingParams, SeqEvent, SeqId, SeqTimings, TokenLogprob, Usage,
 };
 use crate::model::detok::IncrementalDecoder;
 use crate::model::sampling::{logprobs, Sampler};
@@ -100,7 +100,8 @@ impl MlxEngine {
             weights,
             tokenizer,
             ..
-        } = loader::load(&options.source, dtype, keep_quantized).map_err(EngineError::InvalidRequest)?;
+        } = loader::load(&options.source, dtype, keep_quantized)
+            .map_err(EngineError::InvalidRequest)?;
         let weight_bytes: usize = weights.values().map(|a| a.nbytes()).sum();
         let model = Model::new(config.clone(), weights).map_err(internal)?;
         let bos = tokenizer.bos_token.clone();
@@ -111,16 +112,17 @@ impl MlxEngine {
             None => ChatTemplate::chatml(bos.clone(), eos_text.clone()),
         };
         let tool_template = match &tokenizer.tool_use_template {
-            Some(src) => Some(
-                ChatTemplate::new(src, bos, eos_text)
-                    .map_err(|e| EngineError::InvalidRequest(format!("tool_use chat template: {e}")))?,
-            ),
+            Some(src) => Some(ChatTemplate::new(src, bos, eos_text).map_err(|e| {
+                EngineError::InvalidRequest(format!("tool_use chat template: {e}"))
+            })?),
             None => None,
         };
         let eos = eos_ids(&config, &tokenizer);
         let context_length = options
             .context_length
-            .map_or(config.max_position_embeddings, |c| c.min(config.max_position_embeddings));
+            .map_or(config.max_position_embeddings, |c| {
+                c.min(config.max_position_embeddings)
+            });
         let info = EngineInfo {
             model_id: options.model_id.clone(),
             architecture: config.model_type.clone(),
@@ -148,7 +150,11 @@ impl MlxEngine {
         };
         // One tiny forward pass so the first request does not pay for MLX's lazy start-up.
         let mut warm = KvCache::new(engine.model.num_layers());
-        engine.model.forward_last(&[0], &mut warm).and_then(|l| l.eval()).map_err(internal)?;
+        engine
+            .model
+            .forward_last(&[0], &mut warm)
+            .and_then(|l| l.eval())
+            .map_err(internal)?;
         engine.info.load_seconds = t0.elapsed().as_secs_f64();
         Ok(engine)
     }
@@ -164,20 +170,32 @@ impl MlxEngine {
     /// The bare model, no engine around it: prefill `prompt`, then `decode` greedy steps of one
     /// forward pass and one evaluation each, argmax on the host. Returns (prefill seconds, seconds
     /// per decoded token) — the floor the engine's own per-token cost is measured against.
-    pub fn bench_bare_forward(&self, prompt: &[u32], decode: usize) -> Result<(f64, f64), EngineError> {
+    pub fn bench_bare_forward(
+        &self,
+        prompt: &[u32],
+        decode: usize,
+    ) -> Result<(f64, f64), EngineError> {
         let mut cache = KvCache::new(self.model.num_layers());
         let t0 = Instant::now();
-        let logits = self.model.forward_last(prompt, &mut cache).map_err(internal)?;
+        let logits = self
+            .model
+            .forward_last(prompt, &mut cache)
+            .map_err(internal)?;
         logits.eval().map_err(internal)?;
         let prefill = t0.elapsed().as_secs_f64();
         let argmax = |l: &mlx_rs::Array| {
             let v = l.as_slice::<f32>();
-            (0..v.len()).max_by(|&a, &b| v[a].total_cmp(&v[b])).unwrap_or(0) as u32
+            (0..v.len())
+                .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+                .unwrap_or(0) as u32
         };
         let mut token = argmax(&logits);
         let t1 = Instant::now();
         for _ in 0..decode {
-            let logits = self.model.forward_last(&[token], &mut cache).map_err(internal)?;
+            let logits = self
+                .model
+                .forward_last(&[token], &mut cache)
+                .map_err(internal)?;
             logits.eval().map_err(internal)?;
             token = argmax(&logits);
         }
@@ -207,7 +225,7 @@ impl MlxEngine {
                 };
                 template.render(messages, tools, *add_generation_prompt)
             }
-                .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}"))),
+            .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}"))),
         }
     }
 
@@ -216,7 +234,10 @@ impl MlxEngine {
         // A rendered chat already carries its special tokens; raw text gets BOS when the model
         // wants one.
         let add_special = matches!(prompt, Prompt::Text(_));
-        let ids = self.tokenizer.encode(&text, add_special).map_err(internal)?;
+        let ids = self
+            .tokenizer
+            .encode(&text, add_special)
+            .map_err(internal)?;
         if ids.is_empty() {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         }
@@ -226,7 +247,11 @@ impl MlxEngine {
     fn token_logprob(&self, logits: &[f32], chosen: u32, top: usize) -> TokenLogprob {
         let (lp, alternatives) = logprobs(logits, chosen, top);
         let text = |id: u32| {
-            let s = self.tokenizer.tokenizer.decode(&[id], false).unwrap_or_default();
+            let s = self
+                .tokenizer
+                .tokenizer
+                .decode(&[id], false)
+                .unwrap_or_default();
             let bytes = s.as_bytes().to_vec();
             (s, bytes)
         };
@@ -257,7 +282,10 @@ impl MlxEngine {
                 None => return Err(internal("decode step without a pending token")),
             }
         };
-        let logits = self.model.forward_last(&feed, &mut seq.cache).map_err(internal)?;
+        let logits = self
+            .model
+            .forward_last(&feed, &mut seq.cache)
+            .map_err(internal)?;
         logits.eval().map_err(internal)?;
         if seq.prefilled < seq.prompt.len() {
             seq.prefilled += feed.len();
@@ -474,7 +502,9 @@ impl Engine for MlxEngine {
         }
         match self.advance(&mut seq) {
             Ok(events) => {
-                let done = events.iter().any(|e| matches!(e, SeqEvent::Finished { .. }));
+                let done = events
+                    .iter()
+                    .any(|e| matches!(e, SeqEvent::Finished { .. }));
                 if !done {
                     self.running = Some(seq);
                 }

@@ -3,7 +3,15 @@
 use mlx_rs::error::Exception;
 use mlx_rs::{Array, Stream};
 
-type SliceArgs = (*const i32, usize, *const i32, usize, *const i32, usize, mlx_sys::mlx_stream);
+type SliceArgs = (
+    *const i32,
+    usize,
+    *const i32,
+    usize,
+    *const i32,
+    usize,
+    mlx_sys::mlx_stream,
+);
 
 /// Runs one mlx-c slicing call over `start..stop` with unit strides and wraps its result.
 fn sliced(
@@ -38,14 +46,40 @@ fn sliced(
 
 /// `a[start:stop]` over every axis (unit strides).
 pub fn slice(a: &Array, start: &[i32], stop: &[i32]) -> Result<Array, Exception> {
-    sliced("slice", start, stop, |res, (s, sn, e, en, st, stn, stream)| unsafe {
-        mlx_sys::mlx_slice(res, a.as_ptr(), s, sn, e, en, st, stn, stream)
-    })
+    sliced(
+        "slice",
+        start,
+        stop,
+        |res, (s, sn, e, en, st, stn, stream)| unsafe {
+            mlx_sys::mlx_slice(res, a.as_ptr(), s, sn, e, en, st, stn, stream)
+        },
+    )
 }
 
 /// A copy of `dst` with `dst[start:stop] = update` (the buffer is reused when `dst` is not shared).
-pub fn slice_update(dst: &Array, update: &Array, start: &[i32], stop: &[i32]) -> Result<Array, Exception> {
-    sliced("slice_update", start, stop, |res, (s, sn, e, en, st, stn, stream)| unsafe {
-        mlx_sys::mlx_slice_update(res, dst.as_ptr(), update.as_ptr(), s, sn, e, en, st, stn, stream)
-    })
+pub fn slice_update(
+    dst: &Array,
+    update: &Array,
+    start: &[i32],
+    stop: &[i32],
+) -> Result<Array, Exception> {
+    sliced(
+        "slice_update",
+        start,
+        stop,
+        |res, (s, sn, e, en, st, stn, stream)| unsafe {
+            mlx_sys::mlx_slice_update(
+                res,
+                dst.as_ptr(),
+                update.as_ptr(),
+                s,
+                sn,
+                e,
+                en,
+                st,
+                stn,
+                stream,
+            )
+        },
+    )
 }

@@ -46,7 +46,12 @@ impl KvCache {
 
     /// Writes `len` new positions for `layer` at the current offset and returns all valid keys and
     /// values including them. Call `advance(len)` once every layer has been updated.
-    pub fn update(&mut self, layer: usize, k: &Array, v: &Array) -> Result<(Array, Array), Exception> {
+    pub fn update(
+        &mut self,
+        layer: usize,
+        k: &Array,
+        v: &Array,
+    ) -> Result<(Array, Array), Exception> {
         let shape = k.shape().to_vec();
         let len = shape[2];
         let start = self.offset as i32;

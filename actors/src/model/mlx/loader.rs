@@ -39,7 +39,9 @@ pub fn parse_dtype(name: &str) -> LoadResult<Dtype> {
         "float32" | "f32" | "fp32" => Ok(Dtype::Float32),
         "bfloat16" | "bf16" => Ok(Dtype::Bfloat16),
         "float16" | "f16" | "fp16" => Ok(Dtype::Float16),
-        other => Err(format!("unknown dtype {other:?}; use float32, bfloat16 or float16")),
+        other => Err(format!(
+            "unknown dtype {other:?}; use float32, bfloat16 or float16"
+        )),
     }
 }
 
@@ -61,7 +63,9 @@ pub fn load(source: &ModelSource, dtype: Dtype, keep_quantized: bool) -> LoadRes
 
 fn load_gguf(path: &Path, dtype: Dtype) -> LoadResult<LoadedModel> {
     let file = GgufFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let raw_config = file.hf_config().map_err(|e| format!("{}: {e}", path.display()))?;
+    let raw_config = file
+        .hf_config()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let config: ModelConfig = serde_json::from_value(raw_config.clone())
         .map_err(|e| format!("{}: hyper-parameters: {e}", path.display()))?;
     config.validate()?;
@@ -92,7 +96,8 @@ fn load_gguf(path: &Path, dtype: Dtype) -> LoadResult<LoadedModel> {
         let array = cast(Array::from_slice(&data, &dims), dtype)?;
         weights.insert(hf, array);
     }
-    let tokenizer = TokenizerBundle::from_gguf(&file).map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
+    let tokenizer = TokenizerBundle::from_gguf(&file)
+        .map_err(|e| format!("{}: tokenizer: {e}", path.display()))?;
     Ok(LoadedModel {
         config,
         weights,
@@ -118,7 +123,8 @@ fn is_float(d: Dtype) -> bool {
 fn safetensors_files(dir: &Path) -> LoadResult<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let text =
+            std::fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
         let mut files: Vec<String> = json["weight_map"]
@@ -146,15 +152,17 @@ fn safetensors_files(dir: &Path) -> LoadResult<Vec<PathBuf>> {
 
 fn load_hf_dir(dir: &Path, dtype: Dtype, keep_quantized: bool) -> LoadResult<LoadedModel> {
     let config_path = dir.join("config.json");
-    let text = std::fs::read_to_string(&config_path).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let raw_config: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let config: ModelConfig =
-        serde_json::from_value(raw_config.clone()).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let config: ModelConfig = serde_json::from_value(raw_config.clone())
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
     config.validate()?;
     let mut raw = HashMap::new();
     for file in safetensors_files(dir)? {
-        let tensors = Array::load_safetensors(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let tensors =
+            Array::load_safetensors(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         raw.extend(tensors);
     }
     let mut weights = Weights::new();
@@ -164,7 +172,9 @@ fn load_hf_dir(dir: &Path, dtype: Dtype, keep_quantized: bool) -> LoadResult<Loa
         if name.ends_with(".scales") || name.ends_with(".biases") || name.contains("rotary_emb") {
             continue;
         }
-        let Some(array) = raw.remove(&name) else { continue };
+        let Some(array) = raw.remove(&name) else {
+            continue;
+        };
         let prefix = name.strip_suffix(".weight").unwrap_or(&name).to_string();
         let scales = raw.remove(&format!("{prefix}.scales"));
         match (scales, quant) {
@@ -188,7 +198,8 @@ fn load_hf_dir(dir: &Path, dtype: Dtype, keep_quantized: bool) -> LoadResult<Loa
             }
         }
     }
-    let tokenizer = TokenizerBundle::from_hf_dir(dir).map_err(|e| format!("{}: tokenizer: {e}", dir.display()))?;
+    let tokenizer = TokenizerBundle::from_hf_dir(dir)
+        .map_err(|e| format!("{}: tokenizer: {e}", dir.display()))?;
     Ok(LoadedModel {
         config,
         weights,
@@ -215,8 +226,12 @@ pub fn write_hf_dir(model: &LoadedModel, dtype: Dtype, out: &Path) -> LoadResult
         .map(|n| cast(model.weights[n].clone(), dtype).map(|a| (n, a)))
         .collect::<LoadResult<_>>()?;
     let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    Array::save_safetensors(arrays.iter().map(|(n, a)| (n.as_str(), a)), &metadata, out.join("model.safetensors"))
-        .map_err(|e| format!("writing safetensors: {e}"))?;
+    Array::save_safetensors(
+        arrays.iter().map(|(n, a)| (n.as_str(), a)),
+        &metadata,
+        out.join("model.safetensors"),
+    )
+    .map_err(|e| format!("writing safetensors: {e}"))?;
     model
         .tokenizer
         .write_hf_files(out)

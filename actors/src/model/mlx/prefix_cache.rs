@@ -101,7 +101,12 @@ impl PrefixCache {
             last_used: self.clock,
         });
         while self.entries.iter().map(|e| e.bytes).sum::<usize>() > self.max_bytes {
-            let Some((oldest, _)) = self.entries.iter().enumerate().min_by_key(|(_, e)| e.last_used) else {
+            let Some((oldest, _)) = self
+                .entries
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, e)| e.last_used)
+            else {
                 break;
             };
             self.entries.swap_remove(oldest);

@@ -42,15 +42,30 @@ fn config(model_type: &str) -> ModelConfig {
 fn random_tensors(cfg: &ModelConfig, seed: u64) -> Tensors {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut t = Tensors::new();
-    let mut put = |name: String, shape: Vec<usize>, scale: f32, offset: f32, rng: &mut ChaCha8Rng| {
-        let n = shape.iter().product();
-        let data = (0..n).map(|_| offset + scale * rng.random_range(-1.0f32..1.0)).collect();
-        t.insert(name, (shape, data));
-    };
-    put("model.embed_tokens.weight".into(), vec![VOCAB, HIDDEN], 1.0, 0.0, &mut rng);
+    let mut put =
+        |name: String, shape: Vec<usize>, scale: f32, offset: f32, rng: &mut ChaCha8Rng| {
+            let n = shape.iter().product();
+            let data = (0..n)
+                .map(|_| offset + scale * rng.random_range(-1.0f32..1.0))
+                .collect();
+            t.insert(name, (shape, data));
+        };
+    put(
+        "model.embed_tokens.weight".into(),
+        vec![VOCAB, HIDDEN],
+        1.0,
+        0.0,
+        &mut rng,
+    );
     put("model.norm.weight".into(), vec![HIDDEN], 0.2, 1.0, &mut rng);
     if !cfg.tie_word_embeddings {
-        put("lm_head.weight".into(), vec![VOCAB, HIDDEN], 0.5, 0.0, &mut rng);
+        put(
+            "lm_head.weight".into(),
+            vec![VOCAB, HIDDEN],
+            0.5,
+            0.0,
+            &mut rng,
+        );
     }
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
@@ -64,19 +79,59 @@ fn random_tensors(cfg: &ModelConfig, seed: u64) -> Tensors {
             ("mlp.down_proj", HIDDEN, INTER),
         ];
         for (name, out, inp) in proj {
-            put(format!("{p}.{name}.weight"), vec![out, inp], 0.4, 0.0, &mut rng);
+            put(
+                format!("{p}.{name}.weight"),
+                vec![out, inp],
+                0.4,
+                0.0,
+                &mut rng,
+            );
         }
         if cfg.qkv_bias() {
-            for (name, out) in [("q_proj", HEADS * HEAD_DIM), ("k_proj", KV_HEADS * HEAD_DIM), ("v_proj", KV_HEADS * HEAD_DIM)] {
-                put(format!("{p}.self_attn.{name}.bias"), vec![out], 0.3, 0.0, &mut rng);
+            for (name, out) in [
+                ("q_proj", HEADS * HEAD_DIM),
+                ("k_proj", KV_HEADS * HEAD_DIM),
+                ("v_proj", KV_HEADS * HEAD_DIM),
+            ] {
+                put(
+                    format!("{p}.self_attn.{name}.bias"),
+                    vec![out],
+                    0.3,
+                    0.0,
+                    &mut rng,
+                );
             }
         }
         if cfg.qk_norm() {
-            put(format!("{p}.self_attn.q_norm.weight"), vec![HEAD_DIM], 0.2, 1.0, &mut rng);
-            put(format!("{p}.self_attn.k_norm.weight"), vec![HEAD_DIM], 0.2, 1.0, &mut rng);
+            put(
+                format!("{p}.self_attn.q_norm.weight"),
+                vec![HEAD_DIM],
+                0.2,
+                1.0,
+                &mut rng,
+            );
+            put(
+                format!("{p}.self_attn.k_norm.weight"),
+                vec![HEAD_DIM],
+                0.2,
+                1.0,
+                &mut rng,
+            );
         }
-        put(format!("{p}.input_layernorm.weight"), vec![HIDDEN], 0.2, 1.0, &mut rng);
-        put(format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN], 0.2, 1.0, &mut rng);
+        put(
+            format!("{p}.input_layernorm.weight"),
+            vec![HIDDEN],
+            0.2,
+            1.0,
+            &mut rng,
+        );
+        put(
+            format!("{p}.post_attention_layernorm.weight"),
+            vec![HIDDEN],
+            0.2,
+            1.0,
+            &mut rng,
+        );
     }
     t
 }
@@ -109,7 +164,10 @@ fn linear(x: &[f64], weight: &[f32], bias: Option<&[f32]>, out: usize) -> Vec<f6
 fn rms(x: &[f64], weight: &[f32], eps: f64) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
     let inv = 1.0 / (ms + eps).sqrt();
-    x.iter().zip(weight).map(|(v, g)| v * inv * *g as f64).collect()
+    x.iter()
+        .zip(weight)
+        .map(|(v, g)| v * inv * *g as f64)
+        .collect()
 }
 
 /// Hugging Face's rotate-half RoPE on one head vector at `pos`.
@@ -130,24 +188,53 @@ fn reference_logits(cfg: &ModelConfig, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f
     let emb = w(t, "model.embed_tokens.weight");
     let mut h: Vec<Vec<f64>> = tokens
         .iter()
-        .map(|&tok| emb[tok as usize * HIDDEN..(tok as usize + 1) * HIDDEN].iter().map(|&v| v as f64).collect())
+        .map(|&tok| {
+            emb[tok as usize * HIDDEN..(tok as usize + 1) * HIDDEN]
+                .iter()
+                .map(|&v| v as f64)
+                .collect()
+        })
         .collect();
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
-        let bias = |name: &str| t.get(&format!("{p}.self_attn.{name}.bias")).map(|b| b.1.as_slice());
+        let bias = |name: &str| {
+            t.get(&format!("{p}.self_attn.{name}.bias"))
+                .map(|b| b.1.as_slice())
+        };
         let mut qs = Vec::new();
         let mut ks = Vec::new();
         let mut vs = Vec::new();
         for (pos, x) in h.iter().enumerate() {
             let xn = rms(x, w(t, &format!("{p}.input_layernorm.weight")), eps);
-            let q = linear(&xn, w(t, &format!("{p}.self_attn.q_proj.weight")), bias("q_proj"), HEADS * HEAD_DIM);
-            let k = linear(&xn, w(t, &format!("{p}.self_attn.k_proj.weight")), bias("k_proj"), KV_HEADS * HEAD_DIM);
-            let v = linear(&xn, w(t, &format!("{p}.self_attn.v_proj.weight")), bias("v_proj"), KV_HEADS * HEAD_DIM);
+            let q = linear(
+                &xn,
+                w(t, &format!("{p}.self_attn.q_proj.weight")),
+                bias("q_proj"),
+                HEADS * HEAD_DIM,
+            );
+            let k = linear(
+                &xn,
+                w(t, &format!("{p}.self_attn.k_proj.weight")),
+                bias("k_proj"),
+                KV_HEADS * HEAD_DIM,
+            );
+            let v = linear(
+                &xn,
+                w(t, &format!("{p}.self_attn.v_proj.weight")),
+                bias("v_proj"),
+                KV_HEADS * HEAD_DIM,
+            );
             let mut q: Vec<Vec<f64>> = q.chunks(HEAD_DIM).map(|c| c.to_vec()).collect();
             let mut k: Vec<Vec<f64>> = k.chunks(HEAD_DIM).map(|c| c.to_vec()).collect();
             if cfg.qk_norm() {
-                q = q.iter().map(|hv| rms(hv, w(t, &format!("{p}.self_attn.q_norm.weight")), eps)).collect();
-                k = k.iter().map(|hv| rms(hv, w(t, &format!("{p}.self_attn.k_norm.weight")), eps)).collect();
+                q = q
+                    .iter()
+                    .map(|hv| rms(hv, w(t, &format!("{p}.self_attn.q_norm.weight")), eps))
+                    .collect();
+                k = k
+                    .iter()
+                    .map(|hv| rms(hv, w(t, &format!("{p}.self_attn.k_norm.weight")), eps))
+                    .collect();
             }
             q.iter_mut().for_each(|hv| rope(hv, pos, cfg.rope_theta));
             k.iter_mut().for_each(|hv| rope(hv, pos, cfg.rope_theta));
@@ -162,7 +249,14 @@ fn reference_logits(cfg: &ModelConfig, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f
             for head in 0..HEADS {
                 let kvh = head / group;
                 let scores: Vec<f64> = (0..=pos)
-                    .map(|j| qs[pos][head].iter().zip(&ks[j][kvh]).map(|(a, b)| a * b).sum::<f64>() * scale)
+                    .map(|j| {
+                        qs[pos][head]
+                            .iter()
+                            .zip(&ks[j][kvh])
+                            .map(|(a, b)| a * b)
+                            .sum::<f64>()
+                            * scale
+                    })
                     .collect();
                 let max = scores.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
@@ -171,19 +265,48 @@ fn reference_logits(cfg: &ModelConfig, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f
                     attn.push((0..=pos).map(|j| exps[j] / sum * vs[j][kvh][d]).sum());
                 }
             }
-            let o = linear(&attn, w(t, &format!("{p}.self_attn.o_proj.weight")), None, HIDDEN);
+            let o = linear(
+                &attn,
+                w(t, &format!("{p}.self_attn.o_proj.weight")),
+                None,
+                HIDDEN,
+            );
             let x: Vec<f64> = h[pos].iter().zip(&o).map(|(a, b)| a + b).collect();
-            let xn = rms(&x, w(t, &format!("{p}.post_attention_layernorm.weight")), eps);
+            let xn = rms(
+                &x,
+                w(t, &format!("{p}.post_attention_layernorm.weight")),
+                eps,
+            );
             let g = linear(&xn, w(t, &format!("{p}.mlp.gate_proj.weight")), None, INTER);
             let u = linear(&xn, w(t, &format!("{p}.mlp.up_proj.weight")), None, INTER);
-            let act: Vec<f64> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-            let d = linear(&act, w(t, &format!("{p}.mlp.down_proj.weight")), None, HIDDEN);
+            let act: Vec<f64> = g
+                .iter()
+                .zip(&u)
+                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .collect();
+            let d = linear(
+                &act,
+                w(t, &format!("{p}.mlp.down_proj.weight")),
+                None,
+                HIDDEN,
+            );
             h[pos] = x.iter().zip(&d).map(|(a, b)| a + b).collect();
         }
     }
-    let head = if cfg.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+    let head = if cfg.tie_word_embeddings {
+        "model.embed_tokens.weight"
+    } else {
+        "lm_head.weight"
+    };
     h.iter()
-        .map(|x| linear(&rms(x, w(t, "model.norm.weight"), eps), w(t, head), None, VOCAB))
+        .map(|x| {
+            linear(
+                &rms(x, w(t, "model.norm.weight"), eps),
+                w(t, head),
+                None,
+                VOCAB,
+            )
+        })
         .collect()
 }
 
@@ -211,16 +334,30 @@ fn check_family(model_type: &str) {
     let logits = model.forward_last(&tokens[..3], &mut cache).unwrap();
     assert_close(&logits, &reference[2], &format!("{model_type} prefill"));
     let logits = model.forward_last(&tokens[3..5], &mut cache).unwrap();
-    assert_close(&logits, &reference[4], &format!("{model_type} chunk after cache"));
+    assert_close(
+        &logits,
+        &reference[4],
+        &format!("{model_type} chunk after cache"),
+    );
     for pos in 5..tokens.len() {
-        let logits = model.forward_last(&tokens[pos..pos + 1], &mut cache).unwrap();
-        assert_close(&logits, &reference[pos], &format!("{model_type} decode {pos}"));
+        let logits = model
+            .forward_last(&tokens[pos..pos + 1], &mut cache)
+            .unwrap();
+        assert_close(
+            &logits,
+            &reference[pos],
+            &format!("{model_type} decode {pos}"),
+        );
     }
 
     // Reusing a truncated cache (prefix reuse) must give the same logits as a fresh prefill.
     cache.truncate(4);
     let logits = model.forward_last(&tokens[4..6], &mut cache).unwrap();
-    assert_close(&logits, &reference[5], &format!("{model_type} after truncate"));
+    assert_close(
+        &logits,
+        &reference[5],
+        &format!("{model_type} after truncate"),
+    );
 }
 
 #[test]
@@ -244,7 +381,9 @@ fn kv_cache_grows_past_one_block() {
     let tensors = random_tensors(&cfg, 3);
     let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let tokens: Vec<u32> = (0..300).map(|_| rng.random_range(0..VOCAB as u32)).collect();
+    let tokens: Vec<u32> = (0..300)
+        .map(|_| rng.random_range(0..VOCAB as u32))
+        .collect();
     let mut cache = KvCache::new(LAYERS);
     model.forward_last(&tokens[..250], &mut cache).unwrap();
     let logits = model.forward_last(&tokens[250..300], &mut cache).unwrap();
@@ -294,7 +433,11 @@ fn smollm_shape_decode_speed() {
     let mut cache = KvCache::new(30);
     let prompt: Vec<u32> = (0..50).collect();
     let t = std::time::Instant::now();
-    model.forward_last(&prompt, &mut cache).unwrap().eval().unwrap();
+    model
+        .forward_last(&prompt, &mut cache)
+        .unwrap()
+        .eval()
+        .unwrap();
     eprintln!("prefill 50 tokens: {:?}", t.elapsed());
     let t = std::time::Instant::now();
     let n = 64;
@@ -304,5 +447,8 @@ fn smollm_shape_decode_speed() {
         let _ = l.as_slice::<f32>()[0];
     }
     let per = t.elapsed() / n;
-    eprintln!("decode: {per:?}/token = {:.1} tok/s", 1.0 / per.as_secs_f64());
+    eprintln!(
+        "decode: {per:?}/token = {:.1} tok/s",
+        1.0 / per.as_secs_f64()
+    );
 }
