@@ -28,6 +28,7 @@ fn main() {
         "MLX_SERVE_MLX_DIR",
         "MLX_SERVE_BLAS",
         "LIBCLANG_PATH",
+        "MLX_SERVE_LIBCLANG",
     ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
@@ -386,9 +387,12 @@ fn use_openblas(dir: &Path, file: &str) {
     println!("cargo:blas_lib={file}");
 }
 
-fn find_libclang(cache: &Path) {
-    if env::var_os("LIBCLANG_PATH").is_some() {
-        return;
+/// Makes sure bindgen can load a libclang; returns true when it is PyPI's, which comes without
+/// clang's own builtin headers (`stddef.h`, …).
+fn find_libclang(cache: &Path) -> bool {
+    let force_pypi = env::var("MLX_SERVE_LIBCLANG").as_deref() == Ok("pypi");
+    if env::var_os("LIBCLANG_PATH").is_some() && !force_pypi {
+        return false;
     }
     let mut system: Vec<PathBuf> = fs::read_dir("/usr/lib")
         .map(|rd| {
@@ -405,8 +409,8 @@ fn find_libclang(cache: &Path) {
         })
         .unwrap_or_default();
     system.sort();
-    if system.pop().is_some() || cfg!(target_os = "macos") {
-        return; // bindgen's own search finds these
+    if !force_pypi && (system.pop().is_some() || cfg!(target_os = "macos")) {
+        return false; // bindgen's own search finds these
     }
     let site = pip_target(cache, "libclang==18.1.1", "tool-libclang");
     let dir = site.join("clang/native");
@@ -416,10 +420,23 @@ fn find_libclang(cache: &Path) {
     );
     // bindgen reads LIBCLANG_PATH when it loads libclang, later in this process.
     env::set_var("LIBCLANG_PATH", dir);
+    true
+}
+
+/// The C compiler's own header directory (`stddef.h`, `stdbool.h`), for a libclang without its
+/// resource headers.
+fn compiler_builtin_includes() -> Option<String> {
+    let cc = env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(cc)
+        .arg("-print-file-name=include")
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    Path::new(&dir).join("stddef.h").exists().then_some(dir)
 }
 
 fn generate_bindings(cache: &Path, src: &Path) {
-    find_libclang(cache);
+    let pypi_libclang = find_libclang(cache);
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     let mut headers: Vec<PathBuf> = fs::read_dir(src.join("mlx/c"))
         .unwrap()
@@ -440,6 +457,11 @@ fn generate_bindings(cache: &Path, src: &Path) {
         )
         .blocklist_function("malloc")
         .blocklist_function("realloc");
+    if pypi_libclang {
+        if let Some(dir) = compiler_builtin_includes() {
+            builder = builder.clang_arg(format!("-isystem{dir}"));
+        }
+    }
     for h in &headers {
         builder = builder.header(h.to_string_lossy());
     }
