@@ -11,6 +11,7 @@ use mlx_serve_actors::engine::{
     ChatMessage, Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent,
 };
 use mlx_serve_actors::model::mlx::engine::MlxEngine;
+use mlx_serve_actors::model::mlx::profile::Profile;
 
 use super::model_args::ModelArgs;
 
@@ -24,9 +25,16 @@ pub struct EngineBenchArgs {
     /// Approximate prompt length in tokens for the long-prompt TTFT figure.
     #[arg(long, default_value_t = 1000)]
     pub long_prompt: usize,
+    /// Prompt tokens per prefill pass (the server's `model.prefill_chunk`).
+    #[arg(long, default_value_t = 512)]
+    pub prefill_chunk: usize,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Instead of the speed figures: where the time of a long-prompt prefill and of decode steps
+    /// goes, per group of operations (evaluating after each group).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 struct Run {
@@ -84,9 +92,78 @@ fn run_once(engine: &mut MlxEngine, id: u64, prompt: Prompt, tokens: usize) -> a
     anyhow::bail!("the engine stopped without finishing the sequence")
 }
 
+fn filler(tokens: usize) -> String {
+    "The quick brown fox jumps over the lazy dog. ".repeat(tokens / 10 + 1)
+}
+
+/// Rows of one profile: group, total ms, ms per pass, share of the total.
+fn profile_json(p: &Profile, passes: usize) -> serde_json::Value {
+    let total = p.total().as_secs_f64().max(1e-12);
+    let groups: Vec<_> = p
+        .groups()
+        .iter()
+        .map(|(name, d, _)| {
+            serde_json::json!({
+                "group": name,
+                "ms": d.as_secs_f64() * 1e3,
+                "ms_per_pass": d.as_secs_f64() * 1e3 / passes.max(1) as f64,
+                "share": d.as_secs_f64() / total,
+            })
+        })
+        .collect();
+    serde_json::json!({ "passes": passes, "total_ms": total * 1e3, "groups": groups })
+}
+
+fn run_profile(args: &EngineBenchArgs, engine: &MlxEngine) -> anyhow::Result<()> {
+    let info = engine.info();
+    let prompt = engine.tokenize_prompt(&chat(&filler(args.long_prompt)))?;
+    let chunk = args.prefill_chunk;
+    let (prefill, decode) = engine.bench_profile(&prompt, args.tokens)?;
+    let report = serde_json::json!({
+        "model": info.model_id,
+        "dtype": info.dtype,
+        "backend": info.backend,
+        "blas": mlx_sys::blas_info(),
+        "prompt_tokens": prompt.len(),
+        "prefill_chunk": chunk,
+        "prefill": profile_json(&prefill, prompt.len().div_ceil(chunk.max(1))),
+        "decode": profile_json(&decode, args.tokens),
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for (title, key) in [
+        (format!("prefill of {} tokens", prompt.len()), "prefill"),
+        (format!("decode, {} tokens", args.tokens), "decode"),
+    ] {
+        let p = &report[key];
+        println!(
+            "\n{title}: {:.1} ms in {} passes\n| group | ms | ms/pass | share |\n|---|---:|---:|---:|",
+            p["total_ms"].as_f64().unwrap_or_default(),
+            p["passes"]
+        );
+        for g in p["groups"].as_array().into_iter().flatten() {
+            println!(
+                "| {} | {:.1} | {:.2} | {:.1}% |",
+                g["group"].as_str().unwrap_or_default(),
+                g["ms"].as_f64().unwrap_or_default(),
+                g["ms_per_pass"].as_f64().unwrap_or_default(),
+                g["share"].as_f64().unwrap_or_default() * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
-    let options = args.model.engine_options(512, 256 << 20)?;
+    let options = args
+        .model
+        .engine_options(args.prefill_chunk.max(1), 256 << 20)?;
     let mut engine = MlxEngine::load(&options)?;
+    if args.profile {
+        return run_profile(&args, &engine);
+    }
     let info = engine.info();
     let story = "Write a long story about a lighthouse keeper and the sea.";
     // Greedy with ignore-EOS is not available, so pick a prompt that runs long and take the
@@ -94,7 +171,7 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
     let prompt_ids = engine.tokenize_prompt(&chat(story))?;
     let (bare_prefill, bare_per_token) = engine.bench_bare_forward(&prompt_ids, args.tokens)?;
     let short = run_once(&mut engine, 1, chat(story), args.tokens)?;
-    let filler = "The quick brown fox jumps over the lazy dog. ".repeat(args.long_prompt / 10 + 1);
+    let filler = filler(args.long_prompt);
     let long_cold = run_once(
         &mut engine,
         2,

@@ -4,110 +4,79 @@
 
 use std::collections::HashMap;
 
+use std::cell::RefCell;
+
 use mlx_rs::error::Exception;
-use mlx_rs::fast::{rms_norm, rope, scaled_dot_product_attention, ScaledDotProductAttentionMask};
-use mlx_rs::nn::silu;
-use mlx_rs::ops::quantized_matmul;
+use mlx_rs::fast::{rms_norm, rope};
 use mlx_rs::Array;
 
+use super::attention::{attend, causal_mask};
 use super::config::ModelConfig;
+use super::cpu_ops::silu;
 use super::ffi::slice;
+use super::host_kernels;
 use super::kv_cache::KvCache;
+use super::linear::{take, Linear, Projections};
+use super::profile::Profile;
 
 /// Named weights, as read from safetensors or converted from GGUF.
 pub type Weights = HashMap<String, Array>;
 
-fn take(w: &mut Weights, name: &str) -> Result<Array, Exception> {
-    w.remove(name)
-        .ok_or_else(|| Exception::custom(format!("missing weight {name}")))
+/// Which of our replacements for MLX's stock operations a model uses. All on for the CPU backend;
+/// on GPU backends MLX's fused kernels win, so only the projection fusing stays. Switching them
+/// off one by one (`MLX_SERVE_STOCK_OPS`) is how `bench engine --profile` shows what each gains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ops {
+    /// One product for q/k/v and one for gate/up instead of five.
+    pub fuse_projections: bool,
+    /// Grouped-query attention with a shared additive mask instead of `fast::scaled_dot_product_attention`.
+    pub grouped_attention: bool,
+    /// Softmax and SiLU through `power` instead of MLX's slow CPU `exp` (see `cpu_ops`).
+    pub power_exp: bool,
+    /// Prefill's softmax and SiLU-gating on the host, one vectorized pass each (see
+    /// `host_kernels`); float32 only.
+    pub host_kernels: bool,
 }
 
-/// A projection `x · Wᵀ (+ b)`, dense or MLX-affine-quantized.
-pub enum Linear {
-    Dense {
-        weight: Array,
-        bias: Option<Array>,
-    },
-    Quantized {
-        weight: Array,
-        scales: Array,
-        biases: Array,
-        bias: Option<Array>,
-        group_size: i32,
-        bits: i32,
-    },
-}
-
-impl Linear {
-    pub fn load(w: &mut Weights, prefix: &str, with_bias: bool) -> Result<Self, Exception> {
-        let bias = if with_bias {
-            Some(take(w, &format!("{prefix}.bias"))?)
-        } else {
-            w.remove(&format!("{prefix}.bias"))
-        };
-        let weight = take(w, &format!("{prefix}.weight"))?;
-        if let Some(scales) = w.remove(&format!("{prefix}.scales")) {
-            let biases = take(w, &format!("{prefix}.biases"))?;
-            let (group_size, bits) = quant_params(&weight, &scales)?;
-            return Ok(Linear::Quantized {
-                weight,
-                scales,
-                biases,
-                bias,
-                group_size,
-                bits,
-            });
-        }
-        Ok(Linear::Dense { weight, bias })
-    }
-
-    pub fn forward(&self, x: &Array) -> Result<Array, Exception> {
-        let (y, bias) = match self {
-            Linear::Dense { weight, bias } => (x.matmul(weight.t())?, bias),
-            Linear::Quantized {
-                weight,
-                scales,
-                biases,
-                bias,
-                group_size,
-                bits,
-            } => (
-                quantized_matmul(x, weight, scales, biases, true, *group_size, *bits)?,
-                bias,
-            ),
-        };
-        match bias {
-            Some(b) => y.add(b),
-            None => Ok(y),
+impl Ops {
+    pub fn for_backend(cpu: bool) -> Self {
+        Self {
+            fuse_projections: true,
+            grouped_attention: cpu,
+            power_exp: cpu,
+            host_kernels: cpu,
         }
     }
-}
 
-/// Infers MLX's quantization parameters from packed shapes (32-bit words along the input axis).
-fn quant_params(weight: &Array, scales: &Array) -> Result<(i32, i32), Exception> {
-    let packed = *weight.shape().last().unwrap_or(&0);
-    let groups = *scales.shape().last().unwrap_or(&0);
-    if packed == 0 || groups == 0 {
-        return Err(Exception::custom("malformed quantized weight"));
-    }
-    for bits in [4, 8, 2, 3, 6, 5] {
-        let in_features = packed * 32 / bits;
-        if in_features % groups == 0 {
-            let group_size = in_features / groups;
-            if [32, 64, 128].contains(&group_size) {
-                return Ok((group_size, bits));
+    /// Turns off the replacements named in a comma list (`fuse`, `attention`, `exp`, `host`, or `all`).
+    pub fn without(mut self, names: &str) -> Result<Self, String> {
+        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "fuse" => self.fuse_projections = false,
+                "attention" => self.grouped_attention = false,
+                "exp" => self.power_exp = false,
+                "host" => self.host_kernels = false,
+                "all" => self = Self::for_backend(false).without("fuse")?,
+                other => {
+                    return Err(format!(
+                        "unknown op {other:?} in MLX_SERVE_STOCK_OPS; use fuse, attention, exp, host or all"
+                    ))
+                }
             }
         }
+        Ok(self)
     }
-    Err(Exception::custom(
-        "cannot infer quantization bits/group size",
-    ))
+}
+
+impl Default for Ops {
+    fn default() -> Self {
+        Self::for_backend(true)
+    }
 }
 
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    /// q_proj, k_proj and v_proj of the checkpoint.
+    qkv: Projections,
     o_proj: Linear,
     q_norm: Option<Array>,
     k_norm: Option<Array>,
@@ -118,8 +87,8 @@ struct Attention {
 }
 
 struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
+    /// gate_proj and up_proj of the checkpoint.
+    gate_up: Projections,
     down_proj: Linear,
 }
 
@@ -147,12 +116,24 @@ pub struct Model {
     lm_head: Option<Linear>,
     rope: Rope,
     eps: f32,
+    ops: Ops,
     pub config: ModelConfig,
 }
 
 impl Model {
     /// Builds the model from Hugging Face-named weights (consumed).
-    pub fn new(config: ModelConfig, mut w: Weights) -> Result<Self, Exception> {
+    pub fn new(config: ModelConfig, w: Weights) -> Result<Self, Exception> {
+        Self::with_ops(config, w, Ops::default())
+    }
+
+    pub fn with_ops(config: ModelConfig, mut w: Weights, ops: Ops) -> Result<Self, Exception> {
+        let group = |parts| {
+            if ops.fuse_projections {
+                Projections::new(parts)
+            } else {
+                Ok(Projections::Separate(parts))
+            }
+        };
         config.validate().map_err(Exception::custom)?;
         let head_dim = config.head_dim() as i32;
         let bias = config.qkv_bias();
@@ -169,9 +150,12 @@ impl Model {
             };
             layers.push(DecoderLayer {
                 self_attn: Attention {
-                    q_proj: Linear::load(&mut w, &format!("{p}.self_attn.q_proj"), bias)?,
-                    k_proj: Linear::load(&mut w, &format!("{p}.self_attn.k_proj"), bias)?,
-                    v_proj: Linear::load(&mut w, &format!("{p}.self_attn.v_proj"), bias)?,
+                    qkv: group(
+                        ["q_proj", "k_proj", "v_proj"]
+                            .iter()
+                            .map(|n| Linear::load(&mut w, &format!("{p}.self_attn.{n}"), bias))
+                            .collect::<Result<_, _>>()?,
+                    )?,
                     o_proj: Linear::load(&mut w, &format!("{p}.self_attn.o_proj"), false)?,
                     q_norm,
                     k_norm,
@@ -181,8 +165,10 @@ impl Model {
                     scale: (head_dim as f32).powf(-0.5),
                 },
                 mlp: Mlp {
-                    gate_proj: Linear::load(&mut w, &format!("{p}.mlp.gate_proj"), false)?,
-                    up_proj: Linear::load(&mut w, &format!("{p}.mlp.up_proj"), false)?,
+                    gate_up: group(vec![
+                        Linear::load(&mut w, &format!("{p}.mlp.gate_proj"), false)?,
+                        Linear::load(&mut w, &format!("{p}.mlp.up_proj"), false)?,
+                    ])?,
                     down_proj: Linear::load(&mut w, &format!("{p}.mlp.down_proj"), false)?,
                 },
                 input_layernorm: take(&mut w, &format!("{p}.input_layernorm.weight"))?,
@@ -207,6 +193,7 @@ impl Model {
             lm_head,
             rope,
             eps: config.rms_norm_eps as f32,
+            ops,
             config,
         })
     }
@@ -218,14 +205,42 @@ impl Model {
     /// Runs `tokens` (one sequence) through the model at the cache's offset, appends their keys and
     /// values to `cache`, and returns the logits of the last position, shape `[vocab]`.
     pub fn forward_last(&self, tokens: &[u32], cache: &mut KvCache) -> Result<Array, Exception> {
+        self.forward_inner(tokens, cache, None)
+    }
+
+    /// `forward_last`, evaluating after every group of operations and charging its time to
+    /// `profile` (see [`Profile`]).
+    pub fn forward_profiled(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        profile: &RefCell<Profile>,
+    ) -> Result<Array, Exception> {
+        profile.borrow_mut().restart();
+        let logits = self.forward_inner(tokens, cache, Some(profile))?;
+        profile.borrow_mut().mark("lm_head", &[&logits])?;
+        Ok(logits)
+    }
+
+    fn forward_inner(
+        &self,
+        tokens: &[u32],
+        cache: &mut KvCache,
+        profile: Option<&RefCell<Profile>>,
+    ) -> Result<Array, Exception> {
         let len = tokens.len() as i32;
         let ids = Array::from_slice(tokens, &[1, len]);
         let mut h = self.embed_tokens.take_axis(&ids, 0)?;
+        let offset = cache.offset() as i32;
         let pass = Pass {
-            offset: cache.offset() as i32,
+            offset,
             rope: &self.rope,
             eps: self.eps,
+            mask: causal_mask(len, offset, h.dtype())?,
+            ops: self.ops,
+            profile,
         };
+        pass.mark("embed+mask", &[&h])?;
         for (i, layer) in self.layers.iter().enumerate() {
             h = layer.forward(&h, i, &pass, cache)?;
         }
@@ -314,6 +329,25 @@ struct Pass<'a> {
     offset: i32,
     rope: &'a Rope,
     eps: f32,
+    /// Causal mask for this pass's queries (none for a single token).
+    mask: Option<Array>,
+    ops: Ops,
+    profile: Option<&'a RefCell<Profile>>,
+}
+
+impl Pass<'_> {
+    /// Whether this pass runs the host kernels: several positions at once, in float32.
+    fn host_kernels(&self, x: &Array) -> bool {
+        self.ops.host_kernels && x.shape()[1] > 1 && x.dtype() == mlx_rs::Dtype::Float32
+    }
+
+    /// Profiling only: evaluate `arrays` and charge the time since the last mark to `group`.
+    fn mark(&self, group: &'static str, arrays: &[&Array]) -> Result<(), Exception> {
+        match self.profile {
+            Some(p) => p.borrow_mut().mark(group, arrays),
+            None => Ok(()),
+        }
+    }
 }
 
 impl DecoderLayer {
@@ -325,10 +359,14 @@ impl DecoderLayer {
         cache: &mut KvCache,
     ) -> Result<Array, Exception> {
         let normed = rms_norm(x, Some(&self.input_layernorm), pass.eps)?;
+        pass.mark("rms_norm", &[&normed])?;
         let attn = self.self_attn.forward(&normed, index, pass, cache)?;
         let h = x.add(&attn)?;
         let normed = rms_norm(&h, Some(&self.post_attention_layernorm), pass.eps)?;
-        h.add(self.mlp.forward(&normed)?)
+        pass.mark("rms_norm", &[&normed])?;
+        let out = h.add(self.mlp.forward(&normed, pass)?)?;
+        pass.mark("residual", &[&out])?;
+        Ok(out)
     }
 }
 
@@ -340,37 +378,68 @@ impl Attention {
         pass: &Pass,
         cache: &mut KvCache,
     ) -> Result<Array, Exception> {
-        let Pass { offset, rope, eps } = *pass;
+        let (offset, rope, eps) = (pass.offset, pass.rope, pass.eps);
         let len = x.shape()[1];
-        let heads = |t: Array, n: i32| -> Result<Array, Exception> {
+        let heads = |t: &Array, n: i32| -> Result<Array, Exception> {
             t.reshape(&[1, len, n, self.head_dim])?
                 .transpose_axes(&[0, 2, 1, 3])
         };
-        let mut q = heads(self.q_proj.forward(x)?, self.n_heads)?;
-        let mut k = heads(self.k_proj.forward(x)?, self.n_kv_heads)?;
-        let v = heads(self.v_proj.forward(x)?, self.n_kv_heads)?;
+        let qkv = self.qkv.forward(x)?;
+        let [q, k, v] = qkv.as_slice() else {
+            return Err(Exception::custom("q/k/v projection count"));
+        };
+        pass.mark("qkv_proj", &[q, k, v])?;
+        let mut q = heads(q, self.n_heads)?;
+        let mut k = heads(k, self.n_kv_heads)?;
+        let v = heads(v, self.n_kv_heads)?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = rms_norm(&q, Some(qn), eps)?;
             k = rms_norm(&k, Some(kn), eps)?;
         }
         let q = rope.apply(&q, offset)?;
         let k = rope.apply(&k, offset)?;
+        pass.mark("rope", &[&q, &k, &v])?;
         let (keys, values) = cache.update(index, &k, &v)?;
-        // A causal mask only matters when several queries attend at once; MLX aligns it to the
-        // end of the keys, which is right for a prefill chunk that follows cached positions.
-        let mask = (len > 1).then_some(ScaledDotProductAttentionMask::Causal);
-        let out = scaled_dot_product_attention(&q, &keys, &values, self.scale, mask, None)?;
+        pass.mark("kv_cache", &[&keys, &values])?;
+        let out = attend(
+            &q,
+            &keys,
+            &values,
+            self.scale,
+            pass.mask.as_ref(),
+            pass.ops,
+            pass.host_kernels(x),
+        )?;
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?
                 .reshape(&[1, len, self.n_heads * self.head_dim])?;
-        self.o_proj.forward(&out)
+        pass.mark("attention", &[&out])?;
+        let out = self.o_proj.forward(&out)?;
+        pass.mark("o_proj", &[&out])?;
+        Ok(out)
     }
 }
 
 impl Mlp {
-    fn forward(&self, x: &Array) -> Result<Array, Exception> {
-        let gate = silu(self.gate_proj.forward(x)?)?;
-        let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&gate.multiply(&up)?)
+    fn forward(&self, x: &Array, pass: &Pass) -> Result<Array, Exception> {
+        let act = match &self.gate_up {
+            Projections::Fused { linear, .. } if pass.host_kernels(x) => {
+                let gate_up = linear.forward(x)?;
+                pass.mark("gate_up_proj", &[&gate_up])?;
+                host_kernels::silu_mul(&gate_up)?
+            }
+            _ => {
+                let gate_up = self.gate_up.forward(x)?;
+                let [gate, up] = gate_up.as_slice() else {
+                    return Err(Exception::custom("gate/up projection count"));
+                };
+                pass.mark("gate_up_proj", &[gate, up])?;
+                silu(gate, pass.ops.power_exp)?.multiply(up)?
+            }
+        };
+        pass.mark("silu*up", &[&act])?;
+        let out = self.down_proj.forward(&act)?;
+        pass.mark("down_proj", &[&out])?;
+        Ok(out)
     }
 }

@@ -2,6 +2,7 @@
 //! token per step with one MLX evaluation each, samples on the host, assembles text (UTF-8-safe,
 //! stop strings) and reuses KV state across requests through the prefix cache.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,11 +12,12 @@ use tokenizers::Tokenizer;
 use mlx_rs::Dtype;
 
 use super::config::ModelConfig;
-use super::decoder::Model;
+use super::decoder::{Model, Ops};
 use super::device::{self, DeviceChoice};
 use super::kv_cache::KvCache;
 use super::loader::{self, dtype_name, LoadedModel, ModelSource};
 use super::prefix_cache::{PrefixCache, PrefixStats};
+use super::profile::Profile;
 use crate::engine::{
     Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt,
     SamplingParams, SeqEvent, SeqId, SeqTimings, TokenLogprob, Usage,
@@ -103,7 +105,10 @@ impl MlxEngine {
         } = loader::load(&options.source, dtype, keep_quantized)
             .map_err(EngineError::InvalidRequest)?;
         let weight_bytes: usize = weights.values().map(|a| a.nbytes()).sum();
-        let model = Model::new(config.clone(), weights).map_err(internal)?;
+        let ops = Ops::for_backend(backend == "cpu")
+            .without(&std::env::var("MLX_SERVE_STOCK_OPS").unwrap_or_default())
+            .map_err(EngineError::InvalidRequest)?;
+        let model = Model::with_ops(config.clone(), weights, ops).map_err(internal)?;
         let bos = tokenizer.bos_token.clone();
         let eos_text = tokenizer.eos_token.clone();
         let template = match tokenizer.template_for(false) {
@@ -183,12 +188,6 @@ impl MlxEngine {
             .map_err(internal)?;
         logits.eval().map_err(internal)?;
         let prefill = t0.elapsed().as_secs_f64();
-        let argmax = |l: &mlx_rs::Array| {
-            let v = l.as_slice::<f32>();
-            (0..v.len())
-                .max_by(|&a, &b| v[a].total_cmp(&v[b]))
-                .unwrap_or(0) as u32
-        };
         let mut token = argmax(&logits);
         let t1 = Instant::now();
         for _ in 0..decode {
@@ -200,6 +199,35 @@ impl MlxEngine {
             token = argmax(&logits);
         }
         Ok((prefill, t1.elapsed().as_secs_f64() / decode.max(1) as f64))
+    }
+
+    /// Where the time of a prefill of `prompt` (in `prefill_chunk`-token passes, as served) and
+    /// of `decode` greedy steps after it goes, per group of operations (see [`Profile`]).
+    pub fn bench_profile(
+        &self,
+        prompt: &[u32],
+        decode: usize,
+    ) -> Result<(Profile, Profile), EngineError> {
+        let mut cache = KvCache::new(self.model.num_layers());
+        let prefill = RefCell::new(Profile::default());
+        let mut logits = None;
+        for chunk in prompt.chunks(self.prefill_chunk) {
+            logits = Some(
+                self.model
+                    .forward_profiled(chunk, &mut cache, &prefill)
+                    .map_err(internal)?,
+            );
+        }
+        let decoded = RefCell::new(Profile::default());
+        let mut token = logits.as_ref().map_or(0, argmax);
+        for _ in 0..decode {
+            let logits = self
+                .model
+                .forward_profiled(&[token], &mut cache, &decoded)
+                .map_err(internal)?;
+            token = argmax(&logits);
+        }
+        Ok((prefill.into_inner(), decoded.into_inner()))
     }
 
     /// Tokens of a prompt as the engine would run it.
@@ -525,4 +553,12 @@ impl Engine for MlxEngine {
 /// Greedy defaults used by the CLI when no sampling flags are given.
 pub fn greedy() -> SamplingParams {
     SamplingParams::default()
+}
+
+/// Greedy pick from evaluated f32 logits.
+fn argmax(logits: &mlx_rs::Array) -> u32 {
+    let v = logits.as_slice::<f32>();
+    (0..v.len())
+        .max_by(|&a, &b| v[a].total_cmp(&v[b]))
+        .unwrap_or(0) as u32
 }

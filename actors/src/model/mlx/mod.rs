@@ -3,14 +3,19 @@
 //! Everything here runs on the model actor's thread: MLX evaluates a lazy graph only on the thread
 //! that built it, so arrays never leave this module unevaluated.
 
+mod attention;
 pub mod config;
+mod cpu_ops;
 pub mod decoder;
 pub mod device;
 pub mod engine;
 mod ffi;
+mod host_kernels;
 pub mod kv_cache;
+mod linear;
 pub mod loader;
 pub mod prefix_cache;
+pub mod profile;
 
 #[cfg(test)]
 mod reference_tests;

@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::config::ModelConfig;
-use super::decoder::Model;
+use super::decoder::{Model, Ops};
 use super::kv_cache::KvCache;
 
 const HIDDEN: usize = 16;
@@ -322,14 +322,27 @@ fn assert_close(got: &Array, want: &[f64], what: &str) {
     assert!(worst < 2e-4, "{what}: max abs error {worst}");
 }
 
-/// Prefill in uneven chunks then decode token by token, comparing every step's last logits.
+/// Prefill in uneven chunks then decode token by token, comparing every step's last logits, with
+/// our replacement operations (fused projections, grouped attention, host kernels) and with
+/// MLX's stock ones, each switched off alone and all together.
 fn check_family(model_type: &str) {
     let cfg = config(model_type);
     let tensors = random_tensors(&cfg, 7);
-    let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();
     let tokens: Vec<u32> = vec![3, 17, 5, 39, 0, 22, 8, 11];
     let reference = reference_logits(&cfg, &tensors, &tokens);
+    for stock in ["", "fuse", "attention", "exp", "host", "all"] {
+        let ops = Ops::default().without(stock).unwrap();
+        let model = Model::with_ops(cfg.clone(), to_mlx(&tensors), ops).unwrap();
+        check_steps(
+            &model,
+            &tokens,
+            &reference,
+            &format!("{model_type} without {stock:?}"),
+        );
+    }
+}
 
+fn check_steps(model: &Model, tokens: &[u32], reference: &[Vec<f64>], model_type: &str) {
     let mut cache = KvCache::new(LAYERS);
     let logits = model.forward_last(&tokens[..3], &mut cache).unwrap();
     assert_close(&logits, &reference[2], &format!("{model_type} prefill"));

@@ -1,0 +1,79 @@
+//! Scaled dot-product attention for grouped-query heads.
+//!
+//! MLX's CPU backend has no fused attention kernel: `fast::scaled_dot_product_attention` falls
+//! back to composed operations that broadcast the keys over each group's query heads, so a
+//! prefill chunk becomes `heads` small `[len, head_dim] × [head_dim, keys]` products plus a mask
+//! built from index comparisons in every layer. Here the query heads that share a key/value head
+//! are stacked into one `[group·len, head_dim]` matrix (one product per key/value head instead of
+//! one per query head), and the causal mask is built once per forward pass as an additive
+//! matrix shared by every layer; the softmax is the CPU-friendly one of `cpu_ops`. On GPU
+//! backends MLX's fused kernel wins, so it is used there.
+
+use mlx_rs::error::Exception;
+use mlx_rs::fast::{scaled_dot_product_attention, ScaledDotProductAttentionMask};
+use mlx_rs::{Array, Dtype};
+
+use super::cpu_ops::softmax_last;
+use super::decoder::Ops;
+use super::host_kernels;
+
+/// Additive causal mask `[len, offset + len]` for queries at positions `offset..offset + len`:
+/// 0 where a query may see the key, -inf after it. `None` for one query (it sees everything).
+pub fn causal_mask(len: i32, offset: i32, dtype: Dtype) -> Result<Option<Array>, Exception> {
+    if len <= 1 {
+        return Ok(None);
+    }
+    let keys = offset + len;
+    let mut m = vec![0.0f32; (len * keys) as usize];
+    for (row, chunk) in m.chunks_mut(keys as usize).enumerate() {
+        for v in &mut chunk[offset as usize + row + 1..] {
+            *v = f32::NEG_INFINITY;
+        }
+    }
+    let mask = Array::from_slice(&m, &[len, keys]);
+    Ok(Some(if dtype == Dtype::Float32 {
+        mask
+    } else {
+        mask.as_dtype(dtype)?
+    }))
+}
+
+/// `softmax(q·kᵀ·scale + mask)·v` with `q: [1, heads, len, d]` and `keys/values:
+/// [1, kv_heads, keys, d]`; returns `[1, heads, len, d]`.
+pub fn attend(
+    q: &Array,
+    keys: &Array,
+    values: &Array,
+    scale: f32,
+    mask: Option<&Array>,
+    ops: Ops,
+    host_softmax: bool,
+) -> Result<Array, Exception> {
+    if !ops.grouped_attention {
+        let mask = mask.map(|_| ScaledDotProductAttentionMask::Causal);
+        return scaled_dot_product_attention(q, keys, values, scale, mask, None);
+    }
+    let (heads, len, d) = (q.shape()[1], q.shape()[2], q.shape()[3]);
+    let kv_heads = keys.shape()[1];
+    let group = heads / kv_heads;
+    let q = q
+        .multiply(Array::from_f32(scale).as_dtype(q.dtype())?)?
+        .reshape(&[1, kv_heads, group * len, d])?;
+    let scores = q.matmul(keys.swap_axes(-1, -2)?)?;
+    let scores = match mask {
+        Some(mask) => {
+            let k = keys.shape()[2];
+            scores
+                .reshape(&[1, kv_heads, group, len, k])?
+                .add(mask)?
+                .reshape(&[1, kv_heads, group * len, k])?
+        }
+        None => scores,
+    };
+    let probs = if host_softmax {
+        host_kernels::softmax_last(&scores)?
+    } else {
+        softmax_last(&scores, ops.power_exp)?
+    };
+    probs.matmul(values)?.reshape(&[1, heads, len, d])
+}

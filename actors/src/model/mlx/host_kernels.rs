@@ -1,0 +1,239 @@
+//! Two prefill kernels run on the host instead of in MLX: the attention softmax and SiLU-gating.
+//!
+//! MLX 0.32's CPU backend evaluates transcendental functions one element at a time (`exp` ~9 ns,
+//! `power` ~3 ns per element here) and runs each elementwise step as its own pass over memory,
+//! so a softmax over a prefill chunk's `[heads, chunk, keys]` scores costs five passes and ~4.7M
+//! slow exponentials per layer. Here each is one pass, with an exponential the compiler can
+//! vectorize, split over the cores. Prefill evaluates a whole chunk at a time, so leaving the
+//! lazy graph for these two steps costs one evaluation per layer and step — nothing next to the
+//! work. Decode (one token) keeps everything in MLX's graph.
+
+use mlx_rs::error::Exception;
+use mlx_rs::Array;
+
+/// `eˣ` to about 1 ulp for x ≥ -87, and 0 below (so -inf, a masked score, gives exactly 0).
+/// Range reduction `x = n·ln2 + r`, |r| ≤ ln2/2, then a degree-7 Taylor polynomial for `eʳ` and
+/// `2ⁿ` assembled in the exponent bits. Branch-free and without `mul_add` (a libm call without
+/// FMA), so it vectorizes on any x86-64 or aarch64 baseline.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer in the low bits
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let xc = x.clamp(-87.0, 88.0);
+    let t = xc * std::f32::consts::LOG2_E + ROUND;
+    let n = t - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits((t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127)) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+/// Lanes for reductions: floating-point addition is not associative, so the compiler keeps a
+/// single running sum serial; eight independent partial sums let it use vector registers.
+const LANES: usize = 8;
+
+fn reduce(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
+    let mut acc = [init; LANES];
+    let mut chunks = x.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (a, &v) in acc.iter_mut().zip(c) {
+            *a = op(*a, v);
+        }
+    }
+    let tail = chunks.remainder().iter().fold(init, |a, &v| op(a, v));
+    acc.iter().fold(tail, |a, &v| op(a, v))
+}
+
+fn softmax_row(x: &[f32], out: &mut [f32]) {
+    let max = reduce(x, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = exp(v - max);
+    }
+    let inv = 1.0 / reduce(out, 0.0, |a, b| a + b);
+    for o in out.iter_mut() {
+        *o *= inv;
+    }
+}
+
+/// `x·sigmoid(x)·u` for one row of `[gate | up]`.
+fn silu_mul_row(gate_up: &[f32], out: &mut [f32]) {
+    let (gate, up) = gate_up.split_at(out.len());
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp(-g)) * u;
+    }
+}
+
+/// Runs `f(input_row, output_row)` over all rows, split across the cores when the work is big
+/// enough to pay for the threads.
+fn rows_parallel(
+    input: &[f32],
+    in_row: usize,
+    out_row: usize,
+    f: fn(&[f32], &mut [f32]),
+) -> Vec<f32> {
+    let rows = input.len() / in_row.max(1);
+    let mut out = vec![0.0f32; rows * out_row];
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || input.len() < (1 << 16) {
+        for (i, o) in input.chunks(in_row).zip(out.chunks_mut(out_row)) {
+            f(i, o);
+        }
+        return out;
+    }
+    let per = rows.div_ceil(threads);
+    std::thread::scope(|s| {
+        for (ins, outs) in input
+            .chunks(per * in_row)
+            .zip(out.chunks_mut(per * out_row))
+        {
+            s.spawn(move || {
+                for (i, o) in ins.chunks(in_row).zip(outs.chunks_mut(out_row)) {
+                    f(i, o);
+                }
+            });
+        }
+    });
+    out
+}
+
+/// The evaluated data of a row-contiguous float32 array (a matmul or elementwise output).
+fn data(a: &Array) -> Result<&[f32], Exception> {
+    a.try_as_slice::<f32>()
+        .map_err(|e| Exception::custom(format!("host kernel input: {e}")))
+}
+
+/// Softmax over the last axis of a contiguous float32 array.
+pub fn softmax_last(x: &Array) -> Result<Array, Exception> {
+    let shape = x.shape().to_vec();
+    let row = *shape.last().unwrap_or(&1) as usize;
+    let out = rows_parallel(data(x)?, row, row, softmax_row);
+    Ok(Array::from_slice(&out, &shape))
+}
+
+/// SiLU(gate)·up from a fused `[..., 2·I]` projection output whose first half is the gate.
+pub fn silu_mul(gate_up: &Array) -> Result<Array, Exception> {
+    let mut shape = gate_up.shape().to_vec();
+    let width = *shape.last().unwrap_or(&0) as usize;
+    let half = width / 2;
+    let out = rows_parallel(data(gate_up)?, width, half, silu_mul_row);
+    if let Some(last) = shape.last_mut() {
+        *last = half as i32;
+    }
+    Ok(Array::from_slice(&out, &shape))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_is_within_two_ulp_of_libm_and_zero_for_masked() {
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (ours, libm) = (exp(x), x.exp());
+            assert!(
+                (ours - libm).abs() <= 2.5e-7 * libm,
+                "exp({x}) = {ours}, libm {libm}"
+            );
+            x += 0.0137;
+        }
+        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp(-1000.0), 0.0);
+        assert_eq!(exp(0.0), 1.0);
+    }
+
+    #[test]
+    fn softmax_and_silu_match_mlx() {
+        let v: Vec<f32> = (0..3 * 300)
+            .map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0)
+            .collect();
+        let mut masked = v.clone();
+        masked[250..300].fill(f32::NEG_INFINITY);
+        let x = Array::from_slice(&masked, &[3, 300]);
+        let ours = softmax_last(&x).unwrap();
+        let theirs = mlx_rs::ops::softmax_axis(&x, -1, true).unwrap();
+        for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
+            assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        assert!(ours.as_slice::<f32>()[250..300].iter().all(|&p| p == 0.0));
+
+        // A big enough input to take the threaded path.
+        let big: Vec<f32> = (0..256 * 600)
+            .map(|i| ((i * 31) % 97) as f32 / 8.0 - 6.0)
+            .collect();
+        let gu = Array::from_slice(&big, &[1, 256, 600]);
+        let ours = silu_mul(&gu).unwrap();
+        assert_eq!(ours.shape(), &[1, 256, 300]);
+        let parts = gu.split_at_indices(&[300], -1).unwrap();
+        let theirs = mlx_rs::nn::silu(&parts[0])
+            .unwrap()
+            .multiply(&parts[1])
+            .unwrap();
+        for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
+            assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// `cargo test -p mlx-serve-actors --release --lib host_kernel_speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn host_kernel_speed() {
+        let n = 3 * 1536 * 1024;
+        let v: Vec<f32> = (0..n)
+            .map(|i| ((i * 7919) % 1000) as f32 / 50.0 - 10.0)
+            .collect();
+        let x = Array::from_slice(&v, &[1, 3, 1536, 1024]);
+        x.eval().unwrap();
+        let time = |name: &str, f: &dyn Fn() -> Array| {
+            f().eval().unwrap();
+            let t = std::time::Instant::now();
+            for _ in 0..5 {
+                f().eval().unwrap();
+            }
+            let per = t.elapsed().as_secs_f64() / 5.0;
+            eprintln!(
+                "{name}: {:.2} ms, {:.2} ns/element",
+                per * 1e3,
+                per * 1e9 / n as f64
+            );
+        };
+        time("mlx softmax", &|| {
+            mlx_rs::ops::softmax_axis(&x, -1, true).unwrap()
+        });
+        time("power softmax", &|| {
+            super::super::cpu_ops::softmax_last(&x, true).unwrap()
+        });
+        time("host softmax", &|| softmax_last(&x).unwrap());
+        let mut out = vec![0.0f32; n];
+        let t = std::time::Instant::now();
+        for (i, o) in v.chunks(1024).zip(out.chunks_mut(1024)) {
+            softmax_row(i, o);
+        }
+        eprintln!(
+            "host softmax one thread, no copies: {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        let t = std::time::Instant::now();
+        let a = Array::from_slice(&out, &[1, 3, 1536, 1024]);
+        a.eval().unwrap();
+        eprintln!(
+            "Array::from_slice: {:.2} ms",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
+}
