@@ -169,7 +169,8 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
     // Greedy with ignore-EOS is not available, so pick a prompt that runs long and take the
     // tokens actually produced.
     let prompt_ids = engine.tokenize_prompt(&chat(story))?;
-    let (bare_prefill, bare_per_token) = engine.bench_bare_forward(&prompt_ids, args.tokens)?;
+    let (bare_prefill, bare_per_token, build_per_token) =
+        engine.bench_bare_forward(&prompt_ids, args.tokens)?;
     let short = run_once(&mut engine, 1, chat(story), args.tokens)?;
     let filler = filler(args.long_prompt);
     let long_cold = run_once(
@@ -195,6 +196,7 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
             "prompt_tokens": prompt_ids.len(),
             "decode_tok_s": 1.0 / bare_per_token.max(1e-9),
             "ms_per_token": bare_per_token * 1e3,
+            "graph_build_ms_per_token": build_per_token * 1e3,
         },
         "engine": {
             "ttft_s": short.ttft_s,
@@ -227,6 +229,11 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
         "| bare forward decode | {:.1} tok/s ({:.1} ms/token) |",
         1.0 / bare_per_token,
         bare_per_token * 1e3
+    );
+    println!(
+        "| of which building the lazy graph | {:.2} ms/token ({:.1}%) |",
+        build_per_token * 1e3,
+        build_per_token / bare_per_token * 100.0
     );
     println!(
         "| engine decode | {:.1} tok/s ({:.1} ms/token) |",

@@ -38,8 +38,12 @@ pub fn causal_mask(len: i32, offset: i32, dtype: Dtype) -> Result<Option<Array>,
     }))
 }
 
+/// Profiling hook: evaluate the arrays and charge the time to the named group.
+pub type Mark<'a> = &'a dyn Fn(&'static str, &[&Array]) -> Result<(), Exception>;
+
 /// `softmax(q·kᵀ·scale + mask)·v` with `q: [1, heads, len, d]` and `keys/values:
 /// [1, kv_heads, keys, d]`; returns `[1, heads, len, d]`.
+#[allow(clippy::too_many_arguments)]
 pub fn attend(
     q: &Array,
     keys: &Array,
@@ -48,6 +52,7 @@ pub fn attend(
     mask: Option<&Array>,
     ops: Ops,
     host_softmax: bool,
+    mark: Mark,
 ) -> Result<Array, Exception> {
     if !ops.grouped_attention {
         let mask = mask.map(|_| ScaledDotProductAttentionMask::Causal);
@@ -59,21 +64,27 @@ pub fn attend(
     let q = q
         .multiply(Array::from_f32(scale).as_dtype(q.dtype())?)?
         .reshape(&[1, kv_heads, group * len, d])?;
+    mark("attention: q scale", &[&q])?;
     let scores = q.matmul(keys.swap_axes(-1, -2)?)?;
-    let scores = match mask {
-        Some(mask) => {
-            let k = keys.shape()[2];
-            scores
+    mark("attention: q·kᵀ", &[&scores])?;
+    let k = keys.shape()[2];
+    let probs = if host_softmax {
+        // The host kernel applies the causal mask itself (and skips the masked tail).
+        let causal = mask.map(|_| (len as usize, (k - len) as usize));
+        host_kernels::softmax_last(&scores, causal)?
+    } else {
+        let scores = match mask {
+            Some(mask) => scores
                 .reshape(&[1, kv_heads, group, len, k])?
                 .add(mask)?
-                .reshape(&[1, kv_heads, group * len, k])?
-        }
-        None => scores,
-    };
-    let probs = if host_softmax {
-        host_kernels::softmax_last(&scores)?
-    } else {
+                .reshape(&[1, kv_heads, group * len, k])?,
+            None => scores,
+        };
+        mark("attention: mask", &[&scores])?;
         softmax_last(&scores, ops.power_exp)?
     };
-    probs.matmul(values)?.reshape(&[1, heads, len, d])
+    mark("attention: softmax", &[&probs])?;
+    let out = probs.matmul(values)?;
+    mark("attention: p·v", &[&out])?;
+    out.reshape(&[1, heads, len, d])
 }

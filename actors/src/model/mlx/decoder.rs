@@ -409,6 +409,7 @@ impl Attention {
             pass.mask.as_ref(),
             pass.ops,
             pass.host_kernels(x),
+            &|group, arrays| pass.mark(group, arrays),
         )?;
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?

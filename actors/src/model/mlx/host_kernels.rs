@@ -54,6 +54,7 @@ fn reduce(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
     acc.iter().fold(tail, |a, &v| op(a, v))
 }
 
+/// Softmax of `x` into `out`, both the valid (unmasked) part of a row.
 fn softmax_row(x: &[f32], out: &mut [f32]) {
     let max = reduce(x, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
     for (o, &v) in out.iter_mut().zip(x) {
@@ -75,32 +76,40 @@ fn silu_mul_row(gate_up: &[f32], out: &mut [f32]) {
 
 /// Runs `f(input_row, output_row)` over all rows, split across the cores when the work is big
 /// enough to pay for the threads.
+/// Runs `f(row_index, input_row, output_row)` over all rows, split across the cores when the
+/// work is big enough to pay for the threads.
 fn rows_parallel(
     input: &[f32],
     in_row: usize,
     out_row: usize,
-    f: fn(&[f32], &mut [f32]),
+    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let rows = input.len() / in_row.max(1);
     let mut out = vec![0.0f32; rows * out_row];
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || input.len() < (1 << 16) {
-        for (i, o) in input.chunks(in_row).zip(out.chunks_mut(out_row)) {
-            f(i, o);
+    let per = if threads < 2 || input.len() < (1 << 16) {
+        rows.max(1)
+    } else {
+        rows.div_ceil(threads)
+    };
+    let run = |first: usize, ins: &[f32], outs: &mut [f32]| {
+        for (k, (i, o)) in ins.chunks(in_row).zip(outs.chunks_mut(out_row)).enumerate() {
+            f(first + k, i, o);
         }
-        return out;
-    }
-    let per = rows.div_ceil(threads);
+    };
     std::thread::scope(|s| {
-        for (ins, outs) in input
+        let mut parts = input
             .chunks(per * in_row)
             .zip(out.chunks_mut(per * out_row))
-        {
-            s.spawn(move || {
-                for (i, o) in ins.chunks(in_row).zip(outs.chunks_mut(out_row)) {
-                    f(i, o);
-                }
-            });
+            .enumerate();
+        // The calling thread takes the first share instead of idling.
+        let first = parts.next();
+        for (n, (ins, outs)) in parts {
+            let run = &run;
+            s.spawn(move || run(n * per, ins, outs));
+        }
+        if let Some((_, (ins, outs))) = first {
+            run(0, ins, outs);
         }
     });
     out
@@ -112,11 +121,18 @@ fn data(a: &Array) -> Result<&[f32], Exception> {
         .map_err(|e| Exception::custom(format!("host kernel input: {e}")))
 }
 
-/// Softmax over the last axis of a contiguous float32 array.
-pub fn softmax_last(x: &Array) -> Result<Array, Exception> {
+/// Softmax over the last axis of contiguous float32 attention scores `[..., rows, keys]`.
+///
+/// With `causal = Some((len, offset))` the rows are queries at positions `offset + row % len`
+/// (query heads of a group stacked `len` rows each), and each sees keys `0..=offset + row % len`:
+/// the masked tail is neither exponentiated nor read, and comes out exactly 0.
+pub fn softmax_last(x: &Array, causal: Option<(usize, usize)>) -> Result<Array, Exception> {
     let shape = x.shape().to_vec();
     let row = *shape.last().unwrap_or(&1) as usize;
-    let out = rows_parallel(data(x)?, row, row, softmax_row);
+    let out = rows_parallel(data(x)?, row, row, |r, x, out| {
+        let valid = causal.map_or(row, |(len, offset)| (offset + r % len + 1).min(row));
+        softmax_row(&x[..valid], &mut out[..valid]);
+    });
     Ok(Array::from_slice(&out, &shape))
 }
 
@@ -125,7 +141,9 @@ pub fn silu_mul(gate_up: &Array) -> Result<Array, Exception> {
     let mut shape = gate_up.shape().to_vec();
     let width = *shape.last().unwrap_or(&0) as usize;
     let half = width / 2;
-    let out = rows_parallel(data(gate_up)?, width, half, silu_mul_row);
+    let out = rows_parallel(data(gate_up)?, width, half, |_, x, out| {
+        silu_mul_row(x, out)
+    });
     if let Some(last) = shape.last_mut() {
         *last = half as i32;
     }
@@ -160,12 +178,28 @@ mod tests {
         let mut masked = v.clone();
         masked[250..300].fill(f32::NEG_INFINITY);
         let x = Array::from_slice(&masked, &[3, 300]);
-        let ours = softmax_last(&x).unwrap();
+        let ours = softmax_last(&x, None).unwrap();
         let theirs = mlx_rs::ops::softmax_axis(&x, -1, true).unwrap();
         for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
             assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
         }
         assert!(ours.as_slice::<f32>()[250..300].iter().all(|&p| p == 0.0));
+
+        // Causal: 2 stacked heads × 3 queries at positions 4..7 over 7 keys, against an
+        // explicit -inf mask.
+        let scores: Vec<f32> = (0..6 * 7).map(|i| ((i * 13) % 17) as f32 / 3.0).collect();
+        let mut explicit = scores.clone();
+        for r in 0..6 {
+            for k in (4 + r % 3 + 1)..7 {
+                explicit[r * 7 + k] = f32::NEG_INFINITY;
+            }
+        }
+        let ours = softmax_last(&Array::from_slice(&scores, &[1, 6, 7]), Some((3, 4))).unwrap();
+        let theirs =
+            mlx_rs::ops::softmax_axis(&Array::from_slice(&explicit, &[1, 6, 7]), -1, true).unwrap();
+        for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
+            assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
+        }
 
         // A big enough input to take the threaded path.
         let big: Vec<f32> = (0..256 * 600)
@@ -218,7 +252,10 @@ mod speed {
         time("power softmax", &|| {
             super::super::cpu_ops::softmax_last(&x, true).unwrap()
         });
-        time("host softmax", &|| softmax_last(&x).unwrap());
+        time("host softmax", &|| softmax_last(&x, None).unwrap());
+        time("host softmax, causal", &|| {
+            softmax_last(&x, Some((512, 512))).unwrap()
+        });
         let mut out = vec![0.0f32; n];
         let t = std::time::Instant::now();
         for (i, o) in v.chunks(1024).zip(out.chunks_mut(1024)) {
