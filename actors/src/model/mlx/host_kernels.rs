@@ -196,7 +196,7 @@ mod tests {
         }
         let ours = softmax_last(&Array::from_slice(&scores, &[1, 6, 7]), Some((3, 4))).unwrap();
         let theirs =
-            mlx_rs::ops::softmax_axis(&Array::from_slice(&explicit, &[1, 6, 7]), -1, true).unwrap();
+            mlx_rs::ops::softmax_axis(Array::from_slice(&explicit, &[1, 6, 7]), -1, true).unwrap();
         for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
             assert!((a - b).abs() <= 1e-6, "{a} vs {b}");
         }
