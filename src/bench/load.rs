@@ -193,13 +193,22 @@ pub(crate) async fn run_pool(
     )
 }
 
-/// Puts a per-request nonce where `vary` says.
-pub fn vary_prompt(prompt: &str, vary: Vary, i: u64) -> String {
+/// Puts a per-request nonce where `vary` says. `run` tells runs apart, so that a later run
+/// (another concurrency level, say) is not answered from the response cache the earlier one
+/// filled.
+pub fn vary_prompt(prompt: &str, vary: Vary, run: u32, i: u64) -> String {
     match vary {
         Vary::None => prompt.to_string(),
-        Vary::Start => format!("[request {i}] {prompt}"),
-        Vary::End => format!("{prompt}\n[request {i}]"),
+        Vary::Start => format!("[request {run:08x}.{i}] {prompt}"),
+        Vary::End => format!("{prompt}\n[request {run:08x}.{i}]"),
     }
+}
+
+/// A tag that differs between runs (low bits of the wall clock).
+fn run_tag() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() ^ d.as_secs() as u32)
 }
 
 /// Aggregates outcomes into a report.
@@ -283,8 +292,9 @@ pub async fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
         (n, _) => n,
     };
     let (m, vary, mt, stream) = (model.clone(), args.vary, args.max_tokens, args.stream);
+    let run = run_tag();
     let make_body = move |i: u64| {
-        let text = vary_prompt(&prompt, vary, i);
+        let text = vary_prompt(&prompt, vary, run, i);
         chat_body(&m, json!([{"role": "user", "content": text}]), mt, stream)
     };
     let hard_stop = Instant::now() + args.max_duration;
@@ -340,12 +350,17 @@ mod tests {
 
     #[test]
     fn nonce_position_follows_vary() {
-        assert_eq!(vary_prompt("p", Vary::None, 3), "p");
-        assert!(vary_prompt("p", Vary::Start, 3).starts_with("[request 3]"));
-        assert!(vary_prompt("p", Vary::End, 3).starts_with("p\n"));
+        assert_eq!(vary_prompt("p", Vary::None, 7, 3), "p");
+        assert!(vary_prompt("p", Vary::Start, 7, 3).starts_with("[request 00000007.3]"));
+        assert!(vary_prompt("p", Vary::End, 7, 3).starts_with("p\n"));
         assert_ne!(
-            vary_prompt("p", Vary::End, 1),
-            vary_prompt("p", Vary::End, 2)
+            vary_prompt("p", Vary::End, 7, 1),
+            vary_prompt("p", Vary::End, 7, 2)
+        );
+        // The same request index in another run is another prompt.
+        assert_ne!(
+            vary_prompt("p", Vary::Start, 7, 1),
+            vary_prompt("p", Vary::Start, 8, 1)
         );
     }
 
