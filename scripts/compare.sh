@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark: mlx-serve vs mlx_lm.server on the same machine and the same weights,
-# measured with `mlx-serve bench` against both. Prints a markdown table of ours/theirs ratios and
-# writes every raw report plus compare.json under $OUT.
+# and optionally vs llama.cpp's OpenAI-compatible server (llama-cpp-python) on the model's GGUF,
+# measured with `mlx-serve bench` against each. Prints a markdown table of ours/theirs (and
+# ours/llama.cpp) ratios and writes every raw report plus compare.json under $OUT.
 #
-# Usage: scripts/compare.sh            (both servers)
+# Usage: scripts/compare.sh            (ours and mlx_lm)
 #        SIDES=theirs scripts/compare.sh   (only mlx_lm; SIDES=ours for only ours)
+#        SIDES="ours theirs llamacpp" scripts/compare.sh   (all three)
+#        SIDES=llamacpp OUT=target/compare/<earlier run> scripts/compare.sh
+#            (adds the llama.cpp column to an earlier run's table)
+#
+# Sides: ours = mlx-serve on MODEL_DIR; theirs = mlx_lm.server on the same float32 weights;
+# llamacpp = llama_cpp.server on the Q4_1 GGUF, the way users run llama.cpp (4-bit weights and
+# its own quantized CPU kernels: a different, smaller model file than the other two read). It is
+# not in the default SIDES: its venv compiles llama.cpp from source (minutes) on first use.
 #
 # Environment (all optional):
 #   MLX_SERVE     our binary                         [target/release/mlx-serve]
@@ -17,7 +26,18 @@
 #   VENV          throw-away venv for mlx_lm         [/tmp/venv-mlxlm]
 #   MLX_LM_VERSION / MLX_VERSION                     [0.32.2 / 0.32.2]
 #   OPENBLAS      library LD_PRELOADed into mlx_lm   [Debian's libopenblas.so.0]
-#   OURS_PORT / THEIRS_PORT                          [18080 / 18081]
+#   OURS_PORT / THEIRS_PORT / LLAMACPP_PORT          [18080 / 18081 / 18082]
+#   LLAMACPP_VENV  throw-away venv for llama.cpp     [/tmp/venv-llamacpp]
+#   LLAMA_CPP_PYTHON_VERSION  llama-cpp-python pin   [0.3.36] (PyPI sdist: cmake builds llama.cpp)
+#   LLAMACPP_CMAKE_ARGS  CMAKE_ARGS for that build   [none: llama.cpp's default, -march=native CPU]
+#   LLAMACPP_GGUF  GGUF served by llama.cpp          [the *.gguf in the models dir's
+#                  smollm2-135m-instruct/ ($MLX_SERVE_MODELS or ~/.cache/mlx-serve/models), pulled
+#                  with `mlx-serve pull smollm2-135m-instruct` when missing]
+#   LLAMACPP_MODEL model alias it serves and bench sends   [smollm2-135m-instruct]
+#   LLAMACPP_THREADS  decode and batch threads       [nproc]
+#   LLAMACPP_N_CTX    context window                 [4096]
+#   LLAMACPP_CACHE    its prompt (KV state) cache, true|false   [true]
+#   LLAMACPP_ARGS     more llama_cpp.server arguments
 #   QUICK=1       fewer requests (plumbing check, not numbers to publish)
 #   OUT           output directory                   [target/compare/<timestamp>]
 set -euo pipefail
@@ -31,6 +51,14 @@ MLX_LM_VERSION=${MLX_LM_VERSION:-0.32.2}
 MLX_VERSION=${MLX_VERSION:-0.32.2}
 OURS_PORT=${OURS_PORT:-18080}
 THEIRS_PORT=${THEIRS_PORT:-18081}
+LLAMACPP_PORT=${LLAMACPP_PORT:-18082}
+LLAMACPP_VENV=${LLAMACPP_VENV:-/tmp/venv-llamacpp}
+LLAMA_CPP_PYTHON_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
+LLAMACPP_MODEL=${LLAMACPP_MODEL:-smollm2-135m-instruct}
+LLAMACPP_THREADS=${LLAMACPP_THREADS:-$(nproc)}
+LLAMACPP_N_CTX=${LLAMACPP_N_CTX:-4096}
+LLAMACPP_CACHE=${LLAMACPP_CACHE:-true}
+LLAMACPP_ARGS=${LLAMACPP_ARGS:-}
 OURS_CMD=${OURS_CMD:-"$MLX_SERVE serve --model \$MODEL_DIR --host 127.0.0.1 --port \$PORT"}
 OURS_MODEL=${OURS_MODEL:-}
 THEIRS_MODEL=${THEIRS_MODEL:-default_model}
@@ -59,6 +87,46 @@ ensure_venv() {
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install -q "mlx==$MLX_VERSION" "mlx-cpu==$MLX_VERSION" \
         "mlx-lm==$MLX_LM_VERSION" gguf
+}
+
+# llama-cpp-python is an sdist: pip compiles llama.cpp with cmake and a C/C++ compiler (~12
+# minutes on 2 cores). Without a cmake on PATH its build backend fetches cmake from PyPI.
+ensure_llamacpp_venv() {
+    if "$LLAMACPP_VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then return; fi
+    command -v c++ >/dev/null || log "WARNING: no C++ compiler on PATH; the build will fail"
+    log "creating $LLAMACPP_VENV with llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION" \
+        "(compiles llama.cpp; log: $LLAMACPP_VENV.install.log)"
+    python3 -m venv "$LLAMACPP_VENV"
+    if ! CMAKE_ARGS=${LLAMACPP_CMAKE_ARGS:-} "$LLAMACPP_VENV/bin/pip" install \
+        "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION" >"$LLAMACPP_VENV.install.log" 2>&1; then
+        tail -n 30 "$LLAMACPP_VENV.install.log" >&2
+        log "llama-cpp-python install failed; full log: $LLAMACPP_VENV.install.log"
+        return 1
+    fi
+}
+
+find_gguf() {
+    local dir=${MLX_SERVE_MODELS:-}
+    if [ -z "$dir" ]; then
+        local cache=${XDG_CACHE_HOME:-}
+        case $cache in /*) ;; *) cache=$HOME/.cache ;; esac
+        dir=$cache/mlx-serve/models
+    fi
+    find "$dir/smollm2-135m-instruct" -maxdepth 1 -name '*.gguf' 2>/dev/null | sort | head -n 1 ||
+        true
+}
+
+ensure_gguf() {
+    if [ -n "${LLAMACPP_GGUF:-}" ]; then return; fi
+    LLAMACPP_GGUF=$(find_gguf)
+    if [ -z "$LLAMACPP_GGUF" ]; then
+        "$MLX_SERVE" pull smollm2-135m-instruct >&2 || log "mlx-serve pull failed"
+        LLAMACPP_GGUF=$(find_gguf)
+    fi
+    if [ -z "$LLAMACPP_GGUF" ]; then
+        log "no GGUF for llama.cpp; set LLAMACPP_GGUF"
+        return 1
+    fi
 }
 
 ensure_weights() {
@@ -109,13 +177,30 @@ start_server() {
         bash -c "exec env $cmd" >"$OUT/ours/server.log" 2>&1 &
         SERVER_PID=$!
         URL=http://127.0.0.1:$OURS_PORT
-    else
+    elif [ "$side" = llamacpp ]; then
+        ensure_llamacpp_venv
+        ensure_gguf
+        # No --chat_format: the server then uses the GGUF's own chat template. --cache keeps the
+        # KV state of earlier prompts in RAM for prefix reuse (llama.cpp's prompt cache).
+        local args=(--model "$LLAMACPP_GGUF" --model_alias "$LLAMACPP_MODEL"
+            --host 127.0.0.1 --port "$LLAMACPP_PORT" --n_ctx "$LLAMACPP_N_CTX"
+            --n_threads "$LLAMACPP_THREADS" --n_threads_batch "$LLAMACPP_THREADS"
+            --cache "$LLAMACPP_CACHE" $LLAMACPP_ARGS)
+        log "starting llama_cpp.server: ${args[*]}"
+        "$LLAMACPP_VENV/bin/python" -m llama_cpp.server "${args[@]}" \
+            >"$OUT/llamacpp/server.log" 2>&1 &
+        SERVER_PID=$!
+        URL=http://127.0.0.1:$LLAMACPP_PORT
+    elif [ "$side" = theirs ]; then
         ensure_venv
         log "starting mlx_lm.server (LD_PRELOAD=${OPENBLAS:-none})"
         LD_PRELOAD=${OPENBLAS:-} "$VENV/bin/mlx_lm.server" --model "$MODEL_DIR" \
             --host 127.0.0.1 --port "$THEIRS_PORT" >"$OUT/theirs/server.log" 2>&1 &
         SERVER_PID=$!
         URL=http://127.0.0.1:$THEIRS_PORT
+    else
+        log "unknown side '$side' (ours, theirs or llamacpp)"
+        return 1
     fi
     wait_ready "$URL"
 }
@@ -149,6 +234,7 @@ measure() {
     local m=()
     if [ "$side" = theirs ]; then m=(--model "$THEIRS_MODEL"); fi
     if [ "$side" = ours ] && [ -n "$OURS_MODEL" ]; then m=(--model "$OURS_MODEL"); fi
+    if [ "$side" = llamacpp ]; then m=(--model "$LLAMACPP_MODEL"); fi
     local b=($BENCH)
     local common=(--url "$url" "${m[@]}" --quiet)
     # Every run is bounded by a request count and --max-duration.
@@ -173,7 +259,8 @@ measure() {
     step "$side suite" "${b[@]}" suite --url "$url" "${m[@]}" --out "$dir/suite.json"
 }
 
-ensure_weights
+# llama.cpp reads the GGUF, not MODEL_DIR.
+case " $SIDES " in *" ours "* | *" theirs "*) ensure_weights ;; esac
 for side in $SIDES; do
     mkdir -p "$OUT/$side"
     start_server "$side"
@@ -187,5 +274,11 @@ done
     echo "mlx: $("$VENV/bin/pip" show mlx-cpu 2>/dev/null | grep -i '^version' || echo unknown)"
     echo "ours: $("$MLX_SERVE" --version 2>/dev/null || echo unknown)"
     echo "openblas: ${OPENBLAS:-none}"
+    if [ -x "$LLAMACPP_VENV/bin/pip" ]; then
+        echo "llama-cpp-python: $("$LLAMACPP_VENV/bin/pip" show llama-cpp-python 2>/dev/null |
+            grep -i '^version' || echo unknown)"
+        echo "llama.cpp gguf: ${LLAMACPP_GGUF:-$(find_gguf)}"
+        echo "llama.cpp threads: $LLAMACPP_THREADS, n_ctx: $LLAMACPP_N_CTX, cache: $LLAMACPP_CACHE"
+    fi
 } >"$OUT/versions.txt"
 python3 "$ROOT/scripts/compare_report.py" "$OUT"

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Turn the `bench` reports under OUT/{ours,theirs}/ into a markdown table (stdout) and
-OUT/compare.json. Ratios are ours/theirs; the last column says which side the ratio favours."""
+OUT/compare.json. Ratios are ours/theirs; the "better" column says which side the ratio favours.
+When OUT/llamacpp/ exists (llama.cpp's server, `SIDES=... llamacpp`), the table gains its values,
+the ratio ours/llama.cpp and which of the two that favours; compare.json rows gain "llamacpp",
+"ratio_ours_over_llamacpp" and "ours_better_than_llamacpp"."""
 import json
 import os
 import platform
@@ -37,6 +40,14 @@ def value(out, side, fname, path):
     return v if isinstance(v, (int, float)) else None
 
 
+def compare(ours, other, higher):
+    """(ours/other, whether that favours ours: None when missing or within 2%)."""
+    ratio = ours / other if ours is not None and other not in (None, 0) else None
+    if ratio is None or abs(ratio - 1.0) < 0.02:
+        return ratio, None  # missing, or within noise: no winner
+    return ratio, (ratio > 1.0 if higher else ratio < 1.0)
+
+
 def fmt(v):
     if v is None:
         return "–"
@@ -44,18 +55,21 @@ def fmt(v):
 
 
 def main(out):
+    llamacpp = os.path.isdir(os.path.join(out, "llamacpp"))
     rows = []
     for label, fname, path, higher in METRICS:
         ours = value(out, "ours", fname, path)
         theirs = value(out, "theirs", fname, path)
-        ratio = ours / theirs if ours is not None and theirs not in (None, 0) else None
-        if ratio is None or abs(ratio - 1.0) < 0.02:
-            wins = None  # missing, or within noise: no winner
-        else:
-            wins = ratio > 1.0 if higher else ratio < 1.0
-        rows.append({"metric": label, "ours": ours, "theirs": theirs,
-                     "ratio_ours_over_theirs": ratio, "higher_is_better": higher,
-                     "ours_better": wins})
+        ratio, wins = compare(ours, theirs, higher)
+        row = {"metric": label, "ours": ours, "theirs": theirs,
+               "ratio_ours_over_theirs": ratio, "higher_is_better": higher,
+               "ours_better": wins}
+        if llamacpp:
+            lc = value(out, "llamacpp", fname, path)
+            lc_ratio, lc_wins = compare(ours, lc, higher)
+            row.update({"llamacpp": lc, "ratio_ours_over_llamacpp": lc_ratio,
+                        "ours_better_than_llamacpp": lc_wins})
+        rows.append(row)
     machine = {"platform": platform.platform(), "machine": platform.machine(),
                "cpus": os.cpu_count(),
                # The box may be shared: a high load average means slower numbers on both sides.
@@ -68,12 +82,23 @@ def main(out):
           f"{machine['loadavg_at_report'][0]:.1f}. Raw reports: {out}\n")
     with open(os.path.join(out, "compare.json"), "w") as f:
         json.dump({"machine": machine, "rows": rows}, f, indent=2)
-    print("| metric | mlx-serve | mlx_lm.server | ours/theirs | better |")
-    print("|---|---:|---:|---:|---|")
+    head = "| metric | mlx-serve | mlx_lm.server | ours/theirs | better |"
+    rule = "|---|---:|---:|---:|---|"
+    if llamacpp:
+        head += " llama.cpp | ours/llama.cpp | better |"
+        rule += "---:|---:|---|"
+    print(head)
+    print(rule)
     for r in rows:
         better = {None: "–", True: "ours", False: "theirs"}[r["ours_better"]]
-        print(f"| {r['metric']} | {fmt(r['ours'])} | {fmt(r['theirs'])} | "
-              f"{fmt(r['ratio_ours_over_theirs'])} | {better} |")
+        line = (f"| {r['metric']} | {fmt(r['ours'])} | {fmt(r['theirs'])} | "
+                f"{fmt(r['ratio_ours_over_theirs'])} | {better} |")
+        if llamacpp:
+            lc_better = {None: "–", True: "ours", False: "llama.cpp"}[
+                r["ours_better_than_llamacpp"]]
+            line += (f" {fmt(r['llamacpp'])} | {fmt(r['ratio_ours_over_llamacpp'])} |"
+                     f" {lc_better} |")
+        print(line)
 
 
 if __name__ == "__main__":
