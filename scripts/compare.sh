@@ -39,6 +39,7 @@
 #   LLAMACPP_CACHE    its prompt (KV state) cache, true|false   [true]
 #   LLAMACPP_ARGS     more llama_cpp.server arguments
 #   QUICK=1       fewer requests (plumbing check, not numbers to publish)
+#   ENGINE=0      skip our in-process engine figures and profiles (ours/engine.json, profile*.json)
 #   OUT           output directory                   [target/compare/<timestamp>]
 set -euo pipefail
 
@@ -261,8 +262,21 @@ measure() {
 
 # llama.cpp reads the GGUF, not MODEL_DIR.
 case " $SIDES " in *" ours "* | *" theirs "*) ensure_weights ;; esac
+# Our engine alone, in-process, before our server starts (nothing else running): its decode rate
+# is what the HTTP + actor overhead is measured against, and the per-operation profiles (ours, and
+# with MLX's stock operations) show where prefill and decode time goes.
+measure_engine() {
+    local dir=$OUT/ours engine=("$MLX_SERVE" bench engine --model "$MODEL_DIR" --long-prompt 1000)
+    "${engine[@]}" --json >"$dir/engine.json" || log "ours engine failed (exit $?)"
+    "${engine[@]}" --profile --tokens 32 --json >"$dir/profile.json" ||
+        log "ours profile failed (exit $?)"
+    MLX_SERVE_STOCK_OPS=all "${engine[@]}" --profile --tokens 32 --json \
+        >"$dir/profile_stock.json" || log "stock-ops profile failed (exit $?)"
+}
+
 for side in $SIDES; do
     mkdir -p "$OUT/$side"
+    if [ "$side" = ours ] && [ "${ENGINE:-1}" = 1 ]; then measure_engine; fi
     start_server "$side"
     log "measuring $side at $URL"
     measure "$side" "$URL"

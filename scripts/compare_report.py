@@ -100,6 +100,44 @@ def main(out):
                      f" {lc_better} |")
         print(line)
 
+    engine_section(out)
+
+
+def load(out, side, fname):
+    try:
+        with open(os.path.join(out, side, fname)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def engine_section(out):
+    """Our server's decode against our engine's own (HTTP + actor overhead), and the profiles."""
+    engine = load(out, "ours", "engine.json")
+    http = value(out, "ours", "decode.json", ["decode_tokens_per_s", "p50"])
+    if engine:
+        bare = engine["bare"]["decode_tok_s"]
+        print(f"\nEngine alone: bare forward {bare:.1f} tok/s "
+              f"(graph building {engine['bare'].get('graph_build_ms_per_token', 0):.2f} ms/token), "
+              f"engine {engine['engine']['decode_tok_s']:.1f} tok/s; cold prefill "
+              f"{engine['long_prompt']['cold_prefill_tok_s']:.0f} tok/s "
+              f"({engine['long_prompt']['prompt_tokens']} tokens).")
+        if http:
+            print(f"HTTP + actor overhead on decode: server {http:.1f} tok/s vs bare forward "
+                  f"{bare:.1f} tok/s = {(1 - http / bare) * 100:+.1f}% of decode time.")
+    ours, stock = load(out, "ours", "profile.json"), load(out, "ours", "profile_stock.json")
+    if not ours:
+        return
+    for phase in ("prefill", "decode"):
+        print(f"\nProfile, {phase} ({ours['prompt_tokens']}-token prompt, ms per pass):\n")
+        mine = {g["group"]: g["ms_per_pass"] for g in ours[phase]["groups"]}
+        theirs = {g["group"]: g["ms_per_pass"] for g in (stock or {}).get(phase, {}).get("groups", [])}
+        print("| operations | ours | MLX stock ops |\n|---|---:|---:|")
+        for group in list(dict.fromkeys(list(theirs) + list(mine))):
+            print(f"| {group} | {fmt(mine.get(group))} | {fmt(theirs.get(group))} |")
+        total = lambda p: p[phase]["total_ms"] / max(p[phase]["passes"], 1)
+        print(f"| **total** | **{fmt(total(ours))}** | **{fmt(total(stock) if stock else None)}** |")
+
 
 if __name__ == "__main__":
     if len(sys.argv) != 2:

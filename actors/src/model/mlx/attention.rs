@@ -71,7 +71,7 @@ pub fn attend(
     let probs = if host_softmax {
         // The host kernel applies the causal mask itself (and skips the masked tail).
         let causal = mask.map(|_| (len as usize, (k - len) as usize));
-        host_kernels::softmax_last(&scores, causal)?
+        host_kernels::softmax_in_place(scores, causal)?
     } else {
         let scores = match mask {
             Some(mask) => scores

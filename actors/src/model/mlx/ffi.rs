@@ -1,4 +1,4 @@
-//! The two mlx-c slicing calls mlx-rs keeps crate-private, wrapped once.
+//! mlx-c calls that mlx-rs keeps crate-private (slicing), and in-place access to an array's data.
 
 use mlx_rs::error::Exception;
 use mlx_rs::{Array, Stream};
@@ -82,4 +82,19 @@ pub fn slice_update(
             )
         },
     )
+}
+
+/// The evaluated, row-contiguous float32 data of `a`, writable in place.
+///
+/// Only for an array that is the sole owner of a buffer it just computed (a matmul output that
+/// nothing else references): MLX shares buffers between views and donates them between
+/// operations, so writing into any other array could change arrays that alias it.
+pub fn data_mut_unshared(a: &mut Array) -> Result<&mut [f32], Exception> {
+    let data = a
+        .try_as_slice::<f32>()
+        .map_err(|e| Exception::custom(format!("in-place host kernel input: {e}")))?;
+    let (ptr, len) = (data.as_ptr().cast_mut(), data.len());
+    // SAFETY: the buffer is heap memory MLX allocated for `a` alone (caller's contract), fully
+    // evaluated, `len` floats long, and `&mut a` keeps it alive and un-aliased on our side.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }

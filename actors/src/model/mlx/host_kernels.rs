@@ -11,6 +11,8 @@
 use mlx_rs::error::Exception;
 use mlx_rs::Array;
 
+use super::ffi::data_mut_unshared;
+
 /// `eˣ` to about 1 ulp for x ≥ -87, and 0 below (so -inf, a masked score, gives exactly 0).
 /// Range reduction `x = n·ln2 + r`, |r| ≤ ln2/2, then a degree-7 Taylor polynomial for `eʳ` and
 /// `2ⁿ` assembled in the exponent bits. Branch-free and without `mul_add` (a libm call without
@@ -54,15 +56,15 @@ fn reduce(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
     acc.iter().fold(tail, |a, &v| op(a, v))
 }
 
-/// Softmax of `x` into `out`, both the valid (unmasked) part of a row.
-fn softmax_row(x: &[f32], out: &mut [f32]) {
+/// Softmax of the valid (unmasked) part of a row, in place.
+fn softmax_row_in_place(x: &mut [f32]) {
     let max = reduce(x, f32::NEG_INFINITY, |a, b| if b > a { b } else { a });
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = exp(v - max);
+    for v in x.iter_mut() {
+        *v = exp(*v - max);
     }
-    let inv = 1.0 / reduce(out, 0.0, |a, b| a + b);
-    for o in out.iter_mut() {
-        *o *= inv;
+    let inv = 1.0 / reduce(x, 0.0, |a, b| a + b);
+    for v in x.iter_mut() {
+        *v *= inv;
     }
 }
 
@@ -115,25 +117,59 @@ fn rows_parallel(
     out
 }
 
+/// `f(row_index, row)` over all rows of `data`, in place, split across the cores.
+fn rows_parallel_in_place(data: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = data.len() / row.max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = if threads < 2 || data.len() < (1 << 16) {
+        rows.max(1)
+    } else {
+        rows.div_ceil(threads)
+    };
+    let run = |first: usize, part: &mut [f32]| {
+        for (k, r) in part.chunks_mut(row).enumerate() {
+            f(first + k, r);
+        }
+    };
+    std::thread::scope(|s| {
+        let mut parts = data.chunks_mut(per * row).enumerate();
+        let first = parts.next();
+        for (n, part) in parts {
+            let run = &run;
+            s.spawn(move || run(n * per, part));
+        }
+        if let Some((_, part)) = first {
+            run(0, part);
+        }
+    });
+}
+
 /// The evaluated data of a row-contiguous float32 array (a matmul or elementwise output).
 fn data(a: &Array) -> Result<&[f32], Exception> {
     a.try_as_slice::<f32>()
         .map_err(|e| Exception::custom(format!("host kernel input: {e}")))
 }
 
-/// Softmax over the last axis of contiguous float32 attention scores `[..., rows, keys]`.
+/// Softmax over the last axis of float32 attention scores `[..., rows, keys]`, in place: `scores`
+/// must be a freshly computed array nothing else references (see [`data_mut_unshared`]), which
+/// saves allocating and copying a buffer of tens of megabytes per layer.
 ///
 /// With `causal = Some((len, offset))` the rows are queries at positions `offset + row % len`
 /// (query heads of a group stacked `len` rows each), and each sees keys `0..=offset + row % len`:
-/// the masked tail is neither exponentiated nor read, and comes out exactly 0.
-pub fn softmax_last(x: &Array, causal: Option<(usize, usize)>) -> Result<Array, Exception> {
-    let shape = x.shape().to_vec();
-    let row = *shape.last().unwrap_or(&1) as usize;
-    let out = rows_parallel(data(x)?, row, row, |r, x, out| {
+/// the masked tail is not exponentiated, only zeroed.
+pub fn softmax_in_place(
+    mut scores: Array,
+    causal: Option<(usize, usize)>,
+) -> Result<Array, Exception> {
+    let row = *scores.shape().last().unwrap_or(&1) as usize;
+    let data = data_mut_unshared(&mut scores)?;
+    rows_parallel_in_place(data, row, |r, x| {
         let valid = causal.map_or(row, |(len, offset)| (offset + r % len + 1).min(row));
-        softmax_row(&x[..valid], &mut out[..valid]);
+        let (live, masked) = x.split_at_mut(valid);
+        softmax_row_in_place(live);
+        masked.fill(0.0);
     });
-    Ok(Array::from_slice(&out, &shape))
+    Ok(scores)
 }
 
 /// SiLU(gate)·up from a fused `[..., 2·I]` projection output whose first half is the gate.
@@ -178,7 +214,7 @@ mod tests {
         let mut masked = v.clone();
         masked[250..300].fill(f32::NEG_INFINITY);
         let x = Array::from_slice(&masked, &[3, 300]);
-        let ours = softmax_last(&x, None).unwrap();
+        let ours = softmax_in_place(x.multiply(Array::from_f32(1.0)).unwrap(), None).unwrap();
         let theirs = mlx_rs::ops::softmax_axis(&x, -1, true).unwrap();
         for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
             assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
@@ -194,7 +230,7 @@ mod tests {
                 explicit[r * 7 + k] = f32::NEG_INFINITY;
             }
         }
-        let ours = softmax_last(&Array::from_slice(&scores, &[1, 6, 7]), Some((3, 4))).unwrap();
+        let ours = softmax_in_place(Array::from_slice(&scores, &[1, 6, 7]), Some((3, 4))).unwrap();
         let theirs =
             mlx_rs::ops::softmax_axis(Array::from_slice(&explicit, &[1, 6, 7]), -1, true).unwrap();
         for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
@@ -252,14 +288,18 @@ mod speed {
         time("power softmax", &|| {
             super::super::cpu_ops::softmax_last(&x, true).unwrap()
         });
-        time("host softmax", &|| softmax_last(&x, None).unwrap());
+        let ones = Array::from_f32(1.0);
+        time("host softmax (incl. a copy of the input)", &|| {
+            softmax_in_place(x.multiply(&ones).unwrap(), None).unwrap()
+        });
         time("host softmax, causal", &|| {
-            softmax_last(&x, Some((512, 512))).unwrap()
+            softmax_in_place(x.multiply(&ones).unwrap(), Some((512, 512))).unwrap()
         });
         let mut out = vec![0.0f32; n];
         let t = std::time::Instant::now();
-        for (i, o) in v.chunks(1024).zip(out.chunks_mut(1024)) {
-            softmax_row(i, o);
+        out.copy_from_slice(&v);
+        for r in out.chunks_mut(1024) {
+            softmax_row_in_place(r);
         }
         eprintln!(
             "host softmax one thread, no copies: {:.2} ms",
