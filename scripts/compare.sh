@@ -238,13 +238,15 @@ measure() {
     if [ "$side" = llamacpp ]; then m=(--model "$LLAMACPP_MODEL"); fi
     local b=($BENCH)
     local common=(--url "$url" "${m[@]}" --quiet)
-    # Every run is bounded by a request count and --max-duration.
-    step "$side decode" "${b[@]}" load "${common[@]}" -c 1 --requests "$N_DECODE" --stream \
+    # Every run is bounded by a request count and --max-duration. One unmeasured request first
+    # (a distinct prompt: --vary start) so that no side's first-request start-up lands in a
+    # three-request median.
+    step "$side decode" "${b[@]}" load "${common[@]}" -c 1 --warmup 1 --requests "$N_DECODE" --stream \
         --max-tokens 128 --vary start --prompt-file "$OUT/decode_prompt.txt" --max-duration 10m \
         --out "$dir/decode.json"
-    step "$side ttft_short" "${b[@]}" load "${common[@]}" -c 1 --requests "$N_TTFT" --stream \
+    step "$side ttft_short" "${b[@]}" load "${common[@]}" -c 1 --warmup 1 --requests "$N_TTFT" --stream \
         --max-tokens 1 --vary start --max-duration 5m --out "$dir/ttft_short.json"
-    step "$side ttft_long" "${b[@]}" load "${common[@]}" -c 1 --requests 2 --stream \
+    step "$side ttft_long" "${b[@]}" load "${common[@]}" -c 1 --warmup 1 --requests 2 --stream \
         --max-tokens 1 --vary start --prompt-file "$OUT/long_prompt.txt" --max-duration 10m \
         --out "$dir/ttft_long.json"
     # vary=end: the warm-up request fills the prefix cache; the measured ones share its prefix.
