@@ -29,6 +29,7 @@ fn options(source: ModelSource) -> EngineOptions {
         context_length: None,
         prefill_chunk: 256,
         prefix_cache_bytes: 64 << 20,
+        max_batch: 4,
     }
 }
 
@@ -224,4 +225,100 @@ fn long_shared_prefix_is_reused_and_output_matches_a_cold_run() {
     );
     assert_eq!(fresh.cached_tokens, 0);
     assert_eq!(reused.text, fresh.text);
+}
+
+/// Requests decoded together in one batch give the text each gives alone (greedy), a request
+/// cancelled mid-batch ends as cancelled without disturbing the others, and the batch is really
+/// formed (several sequences report text in the same step).
+#[test]
+fn batched_decode_gives_each_request_its_own_greedy_text() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engine = MlxEngine::load(&EngineOptions {
+        prefix_cache_bytes: 0,
+        ..options(ModelSource::Gguf(default_model()))
+    })
+    .expect("load");
+    let questions = [
+        "What is the capital of France?",
+        "Name three primary colors.",
+        "What is 2 + 2?",
+    ];
+    let alone: Vec<String> = questions
+        .iter()
+        .enumerate()
+        .map(|(i, q)| {
+            generate(
+                &mut engine,
+                100 + i as u64,
+                chat(q),
+                SamplingParams::default(),
+                16,
+            )
+            .text
+        })
+        .collect();
+
+    for (i, q) in questions.iter().enumerate() {
+        engine
+            .add(
+                i as u64,
+                GenerateRequest {
+                    prompt: chat(q),
+                    sampling: SamplingParams::default(),
+                    max_tokens: Some(16),
+                    stop: Vec::new(),
+                    logprobs: None,
+                },
+            )
+            .expect("admit");
+    }
+    // A fourth request, cancelled once decoding is under way.
+    engine
+        .add(
+            9,
+            GenerateRequest {
+                prompt: chat("Tell me a long story."),
+                sampling: SamplingParams::default(),
+                max_tokens: Some(200),
+                stop: Vec::new(),
+                logprobs: None,
+            },
+        )
+        .expect("admit");
+    let mut texts = vec![String::new(); questions.len()];
+    let mut finished = vec![None; questions.len()];
+    let (mut widest_step, mut steps, mut cancelled) = (0, 0, None);
+    while engine.has_work() {
+        steps += 1;
+        if steps == 8 {
+            engine.cancel(9);
+        }
+        let events = engine.step();
+        let texting = events
+            .iter()
+            .filter(|(_, e)| matches!(e, SeqEvent::Text { tokens: 1, .. }))
+            .count();
+        widest_step = widest_step.max(texting);
+        for (id, event) in events {
+            match (id, event) {
+                (9, SeqEvent::Finished { reason, .. }) => cancelled = Some(reason),
+                (9, _) => {}
+                (i, SeqEvent::Text { text, .. }) => texts[i as usize].push_str(&text),
+                (i, SeqEvent::Finished { reason, .. }) => finished[i as usize] = Some(reason),
+                (_, SeqEvent::Failed(e)) => panic!("generation failed: {e}"),
+                (_, SeqEvent::Started { .. }) => {}
+            }
+        }
+    }
+    assert_eq!(
+        texts, alone,
+        "batched output differs from one-at-a-time output"
+    );
+    assert!(finished.iter().all(Option::is_some));
+    assert_eq!(cancelled, Some(FinishReason::Cancelled));
+    assert!(
+        widest_step >= 3,
+        "at most {widest_step} sequences decoded in one step"
+    );
+    assert!(alone[0].contains("Paris"), "answer was {:?}", alone[0]);
 }

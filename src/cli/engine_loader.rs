@@ -30,6 +30,7 @@ pub fn mlx_factory(settings: &Settings) -> EngineFactory {
             context_length: (m.context_length > 0).then_some(m.context_length),
             prefill_chunk: m.prefill_chunk,
             prefix_cache_bytes: m.prefix_cache_bytes,
+            max_batch: m.max_batch,
         })
     });
     match options {

@@ -81,6 +81,8 @@ impl ModelArgs {
             context_length: None,
             prefill_chunk,
             prefix_cache_bytes,
+            // One request at a time (CLI commands and single-stream benchmarks).
+            max_batch: 1,
         })
     }
 }

@@ -155,6 +155,10 @@ pub struct ModelSettings {
     pub context_length: usize,
     /// Prompt tokens per prefill step.
     pub prefill_chunk: usize,
+    /// Requests decoded together, one token each per step; more wait in the queue. 1 (the
+    /// default) serves one at a time: on the CPU backend a batched step costs about as much per
+    /// sequence as separate steps (see docs/benchmarks.md).
+    pub max_batch: usize,
     /// `max_tokens` for chat requests that do not set it; 0 means up to the context.
     pub default_max_tokens: usize,
     /// `auto` (GPU when the build has one), `cpu` or `gpu`.
@@ -176,6 +180,7 @@ impl Default for ModelSettings {
             dtype: "auto".to_owned(),
             context_length: 0,
             prefill_chunk: 512,
+            max_batch: 1,
             default_max_tokens: 0,
             device: "auto".to_owned(),
             prefix_cache_bytes: 512 << 20,
@@ -404,6 +409,12 @@ impl Settings {
             "model.prefill_chunk",
             m.prefill_chunk,
             "1 ..= 65536",
+        )?;
+        check(
+            (1..=256).contains(&m.max_batch),
+            "model.max_batch",
+            m.max_batch,
+            "1 ..= 256",
         )?;
         check(
             ["auto", "cpu", "gpu"].contains(&m.device.as_str()),

@@ -8,6 +8,7 @@ use std::cell::RefCell;
 
 use mlx_rs::error::Exception;
 use mlx_rs::fast::{rms_norm, rope};
+use mlx_rs::ops::concatenate;
 use mlx_rs::Array;
 
 use super::attention::{attend, causal_mask};
@@ -242,18 +243,69 @@ impl Model {
         };
         pass.mark("embed+mask", &[&h])?;
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h, i, &pass, cache)?;
+            h = layer.forward(&h, &pass, &mut |a, n| a.forward(n, i, &pass, cache))?;
         }
         cache.advance(tokens.len());
         let d = *h.shape().last().unwrap_or(&0);
         let last = slice(&h, &[0, len - 1, 0], &[1, len, d])?;
-        let last = rms_norm(&last, Some(&self.norm), self.eps)?;
+        self.logits(&last)?.reshape(&[-1])
+    }
+
+    /// One decode step for several sequences at once: `tokens[i]` is the next token of the
+    /// sequence whose cache is `caches[i]`. Returns float32 logits `[batch, vocab]`.
+    pub fn forward_batch(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Array, Exception> {
+        self.forward_batch_profiled(tokens, caches, None)
+    }
+
+    /// `forward_batch`, optionally charging each group of operations to `profile`.
+    pub fn forward_batch_profiled(
+        &self,
+        tokens: &[u32],
+        caches: &mut [&mut KvCache],
+        profile: Option<&RefCell<Profile>>,
+    ) -> Result<Array, Exception> {
+        if tokens.is_empty() || tokens.len() != caches.len() {
+            return Err(Exception::custom("decode batch: one token per cache"));
+        }
+        let batch = tokens.len() as i32;
+        let ids = Array::from_slice(tokens, &[batch, 1]);
+        let mut h = self.embed_tokens.take_axis(&ids, 0)?;
+        let passes: Vec<Pass> = caches
+            .iter()
+            .map(|c| Pass {
+                offset: c.offset() as i32,
+                rope: &self.rope,
+                eps: self.eps,
+                mask: None,
+                ops: self.ops,
+                profile,
+            })
+            .collect();
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h, &passes[0], &mut |a, n| {
+                a.forward_batch(n, i, &passes, caches)
+            })?;
+        }
+        for cache in caches.iter_mut() {
+            cache.advance(1);
+        }
+        self.logits(&h)?.reshape(&[batch, -1])
+    }
+
+    /// Final norm and output head; float32 (sampling reads it on the host whatever the dtype).
+    fn logits(&self, h: &Array) -> Result<Array, Exception> {
+        let h = rms_norm(h, Some(&self.norm), self.eps)?;
+        // One row per position of the batch, as one matrix (see `Linear::forward`).
+        let h = h.reshape(&[-1, *h.shape().last().unwrap_or(&0)])?;
         let logits = match &self.lm_head {
-            Some(head) => head.forward(&last)?,
-            None => last.matmul(self.embed_tokens.t())?,
+            Some(head) => head.forward(&h)?,
+            None => h.matmul(self.embed_tokens.t())?,
         };
-        // Sampling reads f32 on the host whatever the weights' dtype.
-        logits.reshape(&[-1])?.as_dtype(mlx_rs::Dtype::Float32)
+        logits.as_dtype(mlx_rs::Dtype::Float32)
     }
 }
 
@@ -350,17 +402,14 @@ impl Pass<'_> {
     }
 }
 
+/// Computes a layer's attention output for the normed input (one sequence, or a decode batch).
+type AttentionFn<'a> = dyn FnMut(&Attention, &Array) -> Result<Array, Exception> + 'a;
+
 impl DecoderLayer {
-    fn forward(
-        &self,
-        x: &Array,
-        index: usize,
-        pass: &Pass,
-        cache: &mut KvCache,
-    ) -> Result<Array, Exception> {
+    fn forward(&self, x: &Array, pass: &Pass, attn: &mut AttentionFn) -> Result<Array, Exception> {
         let normed = rms_norm(x, Some(&self.input_layernorm), pass.eps)?;
         pass.mark("rms_norm", &[&normed])?;
-        let attn = self.self_attn.forward(&normed, index, pass, cache)?;
+        let attn = attn(&self.self_attn, &normed)?;
         let h = x.add(&attn)?;
         let normed = rms_norm(&h, Some(&self.post_attention_layernorm), pass.eps)?;
         pass.mark("rms_norm", &[&normed])?;
@@ -371,6 +420,18 @@ impl DecoderLayer {
 }
 
 impl Attention {
+    /// q, k and v for `x: [batch, len, hidden]`.
+    fn project(&self, x: &Array, pass: &Pass) -> Result<[Array; 3], Exception> {
+        let qkv: [Array; 3] = self
+            .qkv
+            .forward(x)?
+            .try_into()
+            .map_err(|_| Exception::custom("q/k/v projection count"))?;
+        pass.mark("qkv_proj", &[&qkv[0], &qkv[1], &qkv[2]])?;
+        Ok(qkv)
+    }
+
+    /// One sequence: projections, attention over its cache, output projection.
     fn forward(
         &self,
         x: &Array,
@@ -378,17 +439,58 @@ impl Attention {
         pass: &Pass,
         cache: &mut KvCache,
     ) -> Result<Array, Exception> {
+        let [q, k, v] = self.project(x, pass)?;
+        let host = pass.host_kernels(x);
+        let out = self.attend_one(&q, &k, &v, index, pass, cache, host)?;
+        let out = self.o_proj.forward(&out)?;
+        pass.mark("o_proj", &[&out])?;
+        Ok(out)
+    }
+
+    /// A decode batch: row `i` of `x: [batch, 1, hidden]` is the next token of the sequence whose
+    /// cache is `caches[i]`. The projections run once for the whole batch (the weights are read
+    /// once instead of once per sequence: decoding is bound by reading them); attention runs per
+    /// sequence, each over its own cache at its own position.
+    fn forward_batch(
+        &self,
+        x: &Array,
+        index: usize,
+        passes: &[Pass],
+        caches: &mut [&mut KvCache],
+    ) -> Result<Array, Exception> {
+        let [q, k, v] = self.project(x, &passes[0])?;
+        let row = |a: &Array, i: i32| slice(a, &[i, 0, 0], &[i + 1, 1, a.shape()[2]]);
+        let mut outs = Vec::with_capacity(caches.len());
+        for (i, (pass, cache)) in passes.iter().zip(caches.iter_mut()).enumerate() {
+            let i = i as i32;
+            let (q, k, v) = (row(&q, i)?, row(&k, i)?, row(&v, i)?);
+            outs.push(self.attend_one(&q, &k, &v, index, pass, cache, false)?);
+        }
+        let out = concatenate(&outs.iter().collect::<Vec<_>>(), 0)?;
+        let out = self.o_proj.forward(&out)?;
+        passes[0].mark("o_proj", &[&out])?;
+        Ok(out)
+    }
+
+    /// Attention of one sequence's new positions (`q/k/v: [1, len, features]`) over its cache,
+    /// which gains their keys and values; returns `[1, len, heads·head_dim]`.
+    #[allow(clippy::too_many_arguments)]
+    fn attend_one(
+        &self,
+        q: &Array,
+        k: &Array,
+        v: &Array,
+        index: usize,
+        pass: &Pass,
+        cache: &mut KvCache,
+        host_kernels: bool,
+    ) -> Result<Array, Exception> {
         let (offset, rope, eps) = (pass.offset, pass.rope, pass.eps);
-        let len = x.shape()[1];
+        let len = q.shape()[1];
         let heads = |t: &Array, n: i32| -> Result<Array, Exception> {
             t.reshape(&[1, len, n, self.head_dim])?
                 .transpose_axes(&[0, 2, 1, 3])
         };
-        let qkv = self.qkv.forward(x)?;
-        let [q, k, v] = qkv.as_slice() else {
-            return Err(Exception::custom("q/k/v projection count"));
-        };
-        pass.mark("qkv_proj", &[q, k, v])?;
         let mut q = heads(q, self.n_heads)?;
         let mut k = heads(k, self.n_kv_heads)?;
         let v = heads(v, self.n_kv_heads)?;
@@ -408,15 +510,13 @@ impl Attention {
             self.scale,
             pass.mask.as_ref(),
             pass.ops,
-            pass.host_kernels(x),
+            host_kernels,
             &|group, arrays| pass.mark(group, arrays),
         )?;
         let out =
             out.transpose_axes(&[0, 2, 1, 3])?
                 .reshape(&[1, len, self.n_heads * self.head_dim])?;
         pass.mark("attention", &[&out])?;
-        let out = self.o_proj.forward(&out)?;
-        pass.mark("o_proj", &[&out])?;
         Ok(out)
     }
 }

@@ -43,6 +43,8 @@ pub struct EngineOptions {
     pub prefill_chunk: usize,
     /// Bytes of KV state kept for prefix reuse (0 disables).
     pub prefix_cache_bytes: usize,
+    /// Sequences decoded together, one token each per step (1: one at a time).
+    pub max_batch: usize,
 }
 
 struct Running {
@@ -77,7 +79,10 @@ pub struct MlxEngine {
     info: EngineInfo,
     context_length: usize,
     prefill_chunk: usize,
-    running: Option<Running>,
+    max_batch: usize,
+    /// Admitted sequences, oldest first: at most one of them prefills per step, all of them with
+    /// a pending token decode together.
+    running: Vec<Running>,
     waiting: VecDeque<Running>,
     prefix: PrefixCache,
 }
@@ -149,7 +154,8 @@ impl MlxEngine {
             info,
             context_length,
             prefill_chunk: options.prefill_chunk.max(1),
-            running: None,
+            max_batch: options.max_batch.max(1),
+            running: Vec::new(),
             waiting: VecDeque::new(),
             prefix: PrefixCache::new(options.prefix_cache_bytes),
         };
@@ -308,34 +314,69 @@ impl MlxEngine {
         }
     }
 
-    /// One unit of work for the running sequence; returns its events.
-    fn advance(&mut self, seq: &mut Running) -> Result<Vec<SeqEvent>, EngineError> {
-        let mut events = Vec::new();
-        let feed: Vec<u32> = if seq.prefilled < seq.prompt.len() {
-            let end = (seq.prefilled + self.prefill_chunk).min(seq.prompt.len());
-            seq.prompt[seq.prefilled..end].to_vec()
-        } else {
-            match seq.pending.take() {
-                Some(tok) => vec![tok],
-                None => return Err(internal("decode step without a pending token")),
-            }
-        };
+    /// Feeds the next prompt chunk of `seq`; once the prompt is complete, samples its first token.
+    fn prefill_step(&mut self, seq: &mut Running) -> Result<Vec<SeqEvent>, EngineError> {
+        let end = (seq.prefilled + self.prefill_chunk).min(seq.prompt.len());
         let logits = self
             .model
-            .forward_last(&feed, &mut seq.cache)
+            .forward_last(&seq.prompt[seq.prefilled..end], &mut seq.cache)
             .map_err(internal)?;
         logits.eval().map_err(internal)?;
+        seq.prefilled = end;
         if seq.prefilled < seq.prompt.len() {
-            seq.prefilled += feed.len();
-            if seq.prefilled < seq.prompt.len() {
-                return Ok(events); // more prompt to go; these logits are not needed
-            }
-            events.push(SeqEvent::Started {
-                prompt_tokens: seq.prompt.len(),
-                cached_tokens: seq.cached_tokens,
-            });
+            return Ok(Vec::new()); // more prompt to go; these logits are not needed
         }
-        let mut host: Vec<f32> = logits.as_slice::<f32>().to_vec();
+        let events = vec![SeqEvent::Started {
+            prompt_tokens: seq.prompt.len(),
+            cached_tokens: seq.cached_tokens,
+        }];
+        self.emit(seq, logits.as_slice::<f32>().to_vec(), events)
+    }
+
+    /// Decodes one token for every sequence in `batch` (each has a pending token): one forward
+    /// pass for all of them, then sampling and text per sequence. Returns each one's events.
+    fn decode_step(
+        &mut self,
+        batch: &mut [Running],
+    ) -> Result<Vec<Result<Vec<SeqEvent>, EngineError>>, EngineError> {
+        let tokens: Vec<u32> = batch.iter_mut().filter_map(|s| s.pending.take()).collect();
+        if tokens.len() != batch.len() {
+            return Err(internal("decode step without a pending token"));
+        }
+        let rows: Vec<Vec<f32>> = if let [seq] = batch {
+            // One sequence: the single-sequence pass (matrix-vector products).
+            let logits = self
+                .model
+                .forward_last(&tokens, &mut seq.cache)
+                .map_err(internal)?;
+            logits.eval().map_err(internal)?;
+            vec![logits.as_slice::<f32>().to_vec()]
+        } else {
+            let mut caches: Vec<&mut KvCache> = batch.iter_mut().map(|s| &mut s.cache).collect();
+            let logits = self
+                .model
+                .forward_batch(&tokens, &mut caches)
+                .map_err(internal)?;
+            logits.eval().map_err(internal)?;
+            let host = logits.as_slice::<f32>();
+            host.chunks(host.len() / batch.len())
+                .map(<[f32]>::to_vec)
+                .collect()
+        };
+        Ok(batch
+            .iter_mut()
+            .zip(rows)
+            .map(|(seq, row)| self.emit(seq, row, Vec::new()))
+            .collect())
+    }
+
+    /// Samples the next token of `seq` from its logits and turns it into events.
+    fn emit(
+        &mut self,
+        seq: &mut Running,
+        mut host: Vec<f32>,
+        mut events: Vec<SeqEvent>,
+    ) -> Result<Vec<SeqEvent>, EngineError> {
         let lp = seq.logprobs.map(|n| (n, host.clone()));
         let token = seq.sampler.sample(&mut host);
         if seq.first_token_at.is_none() {
@@ -508,17 +549,18 @@ impl Engine for MlxEngine {
     }
 
     fn free_slots(&self) -> usize {
-        usize::from(self.running.is_none() && self.waiting.is_empty())
+        self.max_batch
+            .saturating_sub(self.running.len() + self.waiting.len())
     }
 
     fn has_work(&self) -> bool {
-        self.running.is_some() || !self.waiting.is_empty()
+        !self.running.is_empty() || !self.waiting.is_empty()
     }
 
     fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
-        if self.running.is_none() {
+        while self.running.len() < self.max_batch {
             let Some(mut seq) = self.waiting.pop_front() else {
-                return Vec::new();
+                break;
             };
             if let Some(hit) = self.prefix.lookup(&seq.prompt) {
                 seq.cache = hit.cache;
@@ -526,37 +568,74 @@ impl Engine for MlxEngine {
                 seq.cached_tokens = hit.tokens;
             }
             seq.started = Instant::now();
-            self.running = Some(seq);
+            self.running.push(seq);
         }
-        let Some(mut seq) = self.running.take() else {
-            return Vec::new();
-        };
-        let id = seq.id;
-        if seq.cancelled {
-            let events = self
-                .finish_now(&mut seq, FinishReason::Cancelled, None, Vec::new())
-                .unwrap_or_default();
-            return events.into_iter().map(|e| (id, e)).collect();
-        }
-        match self.advance(&mut seq) {
-            Ok(events) => {
-                let done = events
-                    .iter()
-                    .any(|e| matches!(e, SeqEvent::Finished { .. }));
-                if !done {
-                    self.running = Some(seq);
+        let mut out = Vec::new();
+        let mut keep = Vec::with_capacity(self.running.len());
+        let mut decode = Vec::new();
+        let mut prefilled_one = false;
+        for mut seq in std::mem::take(&mut self.running) {
+            let id = seq.id;
+            let result = if seq.cancelled {
+                self.finish_now(&mut seq, FinishReason::Cancelled, None, Vec::new())
+            } else if seq.prefilled < seq.prompt.len() {
+                // One prompt chunk per step (the oldest prefilling sequence), so that the
+                // others keep decoding between chunks of a long prompt.
+                if prefilled_one {
+                    keep.push(seq);
+                    continue;
                 }
-                events.into_iter().map(|e| (id, e)).collect()
-            }
-            Err(e) => vec![(id, SeqEvent::Failed(e))],
+                prefilled_one = true;
+                self.prefill_step(&mut seq)
+            } else {
+                decode.push(seq);
+                continue;
+            };
+            keep_unless_done(seq, id, result, &mut keep, &mut out);
         }
+        if !decode.is_empty() {
+            match self.decode_step(&mut decode) {
+                Ok(results) => {
+                    for (seq, result) in decode.into_iter().zip(results) {
+                        let id = seq.id;
+                        keep_unless_done(seq, id, result, &mut keep, &mut out);
+                    }
+                }
+                Err(e) => out.extend(decode.iter().map(|s| (s.id, SeqEvent::Failed(e.clone())))),
+            }
+        }
+        keep.sort_by_key(|s| s.started);
+        self.running = keep;
+        out
     }
 
     fn cancel(&mut self, id: SeqId) {
-        if let Some(seq) = self.running.as_mut().filter(|s| s.id == id) {
+        if let Some(seq) = self.running.iter_mut().find(|s| s.id == id) {
             seq.cancelled = true;
         }
         self.waiting.retain(|s| s.id != id);
+    }
+}
+
+/// Collects a sequence's events and keeps it running unless it finished or failed.
+fn keep_unless_done(
+    seq: Running,
+    id: SeqId,
+    result: Result<Vec<SeqEvent>, EngineError>,
+    keep: &mut Vec<Running>,
+    out: &mut Vec<(SeqId, SeqEvent)>,
+) {
+    match result {
+        Ok(events) => {
+            let done = events
+                .iter()
+                .any(|e| matches!(e, SeqEvent::Finished { .. }));
+            if !done {
+                keep.push(seq);
+            }
+            out.extend(events.into_iter().map(|e| (id, e)));
+        }
+        Err(e) => out.push((id, SeqEvent::Failed(e))),
     }
 }
 

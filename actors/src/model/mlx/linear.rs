@@ -53,7 +53,17 @@ impl Linear {
 
     pub fn forward(&self, x: &Array) -> Result<Array, Exception> {
         let (y, bias) = match self {
-            Linear::Dense { weight, bias } => (x.matmul(weight.t())?, bias),
+            Linear::Dense { weight, bias } => {
+                // Rows of every leading axis as one matrix, so that a decode batch
+                // `[batch, 1, in]` is one `[batch, in]` product (the weights read once), not
+                // `batch` single-row ones.
+                let shape = x.shape();
+                let rows: i32 = shape[..shape.len() - 1].iter().product();
+                let flat = x.reshape(&[rows, shape[shape.len() - 1]])?;
+                let mut out_shape = shape[..shape.len() - 1].to_vec();
+                out_shape.push(weight.shape()[0]);
+                (flat.matmul(weight.t())?.reshape(&out_shape)?, bias)
+            }
             Linear::Quantized {
                 weight,
                 scales,

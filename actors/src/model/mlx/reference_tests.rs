@@ -464,4 +464,79 @@ fn smollm_shape_decode_speed() {
         "decode: {per:?}/token = {:.1} tok/s",
         1.0 / per.as_secs_f64()
     );
+    let w = Array::from_slice(&vec![0.01f32; 3072 * 576], &[3072, 576]);
+    for rows in [1, 2, 4, 16] {
+        let x = Array::from_slice(&vec![0.5f32; rows * 576], &[rows as i32, 576]);
+        let t = std::time::Instant::now();
+        for _ in 0..100 {
+            x.matmul(w.t()).unwrap().eval().unwrap();
+        }
+        eprintln!("matmul [{rows},576]x[576,3072]: {:?}", t.elapsed() / 100);
+    }
+    for batch in [2usize, 4, 8, 16] {
+        let mut caches: Vec<KvCache> = (0..batch).map(|_| cache.clone()).collect();
+        let tokens: Vec<u32> = (0..batch as u32).collect();
+        let steps = 16;
+        let t = std::time::Instant::now();
+        for _ in 0..steps {
+            let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+            model
+                .forward_batch(&tokens, &mut refs)
+                .unwrap()
+                .eval()
+                .unwrap();
+        }
+        let per = t.elapsed() / steps;
+        let profile = std::cell::RefCell::new(super::profile::Profile::default());
+        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        profile.borrow_mut().restart();
+        model
+            .forward_batch_profiled(&tokens, &mut refs, Some(&profile))
+            .unwrap()
+            .eval()
+            .unwrap();
+        for (group, d, n) in profile.borrow().groups() {
+            eprintln!("    {group}: {d:?} ({n} marks)");
+        }
+        eprintln!(
+            "batch {batch}: {per:?}/step = {:.1} tok/s",
+            batch as f64 / per.as_secs_f64()
+        );
+    }
+}
+
+/// A decode batch of sequences at different positions gives each the logits it would get alone.
+#[test]
+fn decode_batch_matches_f64_reference_per_sequence() {
+    for family in ["llama", "qwen2", "qwen3"] {
+        let cfg = config(family);
+        let tensors = random_tensors(&cfg, 11);
+        let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();
+        let seqs: [Vec<u32>; 3] = [vec![3, 17, 5, 39, 0, 22], vec![8, 11], vec![1, 2, 3, 4]];
+        let mut caches: Vec<KvCache> = seqs
+            .iter()
+            .map(|s| {
+                let mut c = KvCache::new(LAYERS);
+                model.forward_last(&s[..s.len() - 1], &mut c).unwrap();
+                c
+            })
+            .collect();
+        let next: Vec<u32> = seqs.iter().map(|s| *s.last().unwrap()).collect();
+        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
+        let logits = model.forward_batch(&next, &mut refs).unwrap();
+        assert_eq!(logits.shape(), &[3, VOCAB as i32]);
+        for (i, s) in seqs.iter().enumerate() {
+            let reference = reference_logits(&cfg, &tensors, s);
+            let row = super::ffi::slice(&logits, &[i as i32, 0], &[i as i32 + 1, VOCAB as i32])
+                .unwrap()
+                .contiguous()
+                .unwrap();
+            assert_close(
+                &row,
+                &reference[s.len() - 1],
+                &format!("{family} batch row {i}"),
+            );
+            assert_eq!(caches[i].offset(), s.len());
+        }
+    }
 }
