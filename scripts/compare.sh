@@ -269,7 +269,8 @@ case " $SIDES " in *" ours "* | *" theirs "*) ensure_weights ;; esac
 # with MLX's stock operations) show where prefill and decode time goes.
 measure_engine() {
     local dir=$OUT/ours engine=("$MLX_SERVE" bench engine --model "$MODEL_DIR" --long-prompt 1000)
-    "${engine[@]}" --json >"$dir/engine.json" || log "ours engine failed (exit $?)"
+    "${engine[@]}" --prompt-file "$OUT/decode_prompt.txt" --json >"$dir/engine.json" ||
+        log "ours engine failed (exit $?)"
     "${engine[@]}" --profile --tokens 32 --json >"$dir/profile.json" ||
         log "ours profile failed (exit $?)"
     MLX_SERVE_STOCK_OPS=all "${engine[@]}" --profile --tokens 32 --json \

@@ -25,6 +25,10 @@ pub struct EngineBenchArgs {
     /// Approximate prompt length in tokens for the long-prompt TTFT figure.
     #[arg(long, default_value_t = 1000)]
     pub long_prompt: usize,
+    /// The decode prompt (a chat user message) from this file, e.g. the one a server benchmark
+    /// used, so that the two decode rates compare like with like.
+    #[arg(long)]
+    pub prompt_file: Option<std::path::PathBuf>,
     /// Prompt tokens per prefill pass (the server's `model.prefill_chunk`).
     #[arg(long, default_value_t = 512)]
     pub prefill_chunk: usize,
@@ -165,7 +169,12 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
         return run_profile(&args, &engine);
     }
     let info = engine.info();
-    let story = "Write a long story about a lighthouse keeper and the sea.";
+    let story = match &args.prompt_file {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| anyhow::anyhow!("reading --prompt-file {}: {e}", p.display()))?,
+        None => "Write a long story about a lighthouse keeper and the sea.".to_owned(),
+    };
+    let story = story.as_str();
     // Greedy with ignore-EOS is not available, so pick a prompt that runs long and take the
     // tokens actually produced.
     let prompt_ids = engine.tokenize_prompt(&chat(story))?;
