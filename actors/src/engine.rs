@@ -246,6 +246,8 @@ pub struct EngineStats {
     pub prefix_entries: u64,
     /// Bytes of KV state held by the prefix cache.
     pub prefix_bytes: u64,
+    /// Cached prefixes dropped to stay within the prefix cache's byte budget.
+    pub prefix_evictions: u64,
 }
 
 /// A token generator driven one step at a time by the `ModelActor`.

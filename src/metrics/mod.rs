@@ -103,8 +103,7 @@ impl MetricsSeam for MetricsSink {
             model: model.to_owned(),
             entries: s.prefix_entries,
             bytes: s.prefix_bytes,
-            // The engine does not count prefix evictions.
-            evictions_total: 0,
+            evictions_total: s.prefix_evictions,
         });
         if let Some(info) = &health.info {
             let key = (model.to_owned(), info.load_seconds.to_bits());

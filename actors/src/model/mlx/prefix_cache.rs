@@ -26,6 +26,8 @@ pub struct PrefixStats {
     pub tokens_saved: u64,
     pub entries: usize,
     pub bytes: usize,
+    /// Entries dropped to stay within the byte budget (least recently used first).
+    pub evictions: u64,
 }
 
 pub struct PrefixCache {
@@ -110,10 +112,45 @@ impl PrefixCache {
                 break;
             };
             self.entries.swap_remove(oldest);
+            self.stats.evictions += 1;
         }
     }
 
     pub fn clear(&mut self) {
         self.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mlx_rs::Array;
+
+    fn cache_of(tokens: usize) -> KvCache {
+        let mut cache = KvCache::new(1);
+        let kv = Array::from_slice(&vec![0.5f32; tokens * 4], &[1, 1, tokens as i32, 4]);
+        cache.update(0, &kv, &kv).unwrap();
+        cache.advance(tokens);
+        cache
+    }
+
+    #[test]
+    fn counts_evictions_beyond_the_byte_budget_but_not_superseded_prefixes() {
+        let one = cache_of(3).nbytes();
+        let mut prefixes = PrefixCache::new(2 * one);
+        prefixes.insert(vec![1, 2, 3], cache_of(3));
+        // Extends the first entry: it replaces it, which is not an eviction.
+        prefixes.insert(vec![1, 2, 3], cache_of(3));
+        prefixes.insert(vec![7, 8, 9], cache_of(3));
+        assert_eq!(
+            (prefixes.stats().entries, prefixes.stats().evictions),
+            (2, 0)
+        );
+        prefixes.insert(vec![4, 5, 6], cache_of(3));
+        let stats = prefixes.stats();
+        assert_eq!((stats.entries, stats.evictions), (2, 1));
+        // The least recently used one ([1, 2, 3]) went.
+        assert!(prefixes.lookup(&[1, 2, 3, 4]).is_none());
+        assert!(prefixes.lookup(&[4, 5, 6, 0]).is_some());
     }
 }

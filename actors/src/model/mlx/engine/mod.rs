@@ -463,6 +463,7 @@ impl Engine for MlxEngine {
             prefix_tokens_saved: p.tokens_saved,
             prefix_entries: p.entries as u64,
             prefix_bytes: p.bytes as u64,
+            prefix_evictions: p.evictions,
         }
     }
 
