@@ -5,7 +5,7 @@ use mlx_serve_actors::tool_parser::ToolChoice;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::{check_max_tokens, check_n, SamplingInput, StopSpec, StreamOptions, UsageOut};
+use super::common::{check_max_tokens, check_n, Envelope, SamplingInput, StopSpec, StreamOptions};
 use crate::config::ModelSettings;
 use crate::error::ApiError;
 use crate::pipeline::seams::ToolOptions;
@@ -419,23 +419,7 @@ pub struct ChatChoice {
 }
 
 /// The non-streamed response.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChatCompletion {
-    /// `chatcmpl-…`.
-    pub id: String,
-    /// Always `chat.completion`.
-    pub object: &'static str,
-    /// Unix seconds.
-    pub created: u64,
-    /// Model id.
-    pub model: String,
-    /// Build fingerprint.
-    pub system_fingerprint: String,
-    /// One choice.
-    pub choices: Vec<ChatChoice>,
-    /// Token counts.
-    pub usage: UsageOut,
-}
+pub type ChatCompletion = Envelope<ChatChoice>;
 
 /// A tool call fragment in a streamed delta.
 #[derive(Debug, Clone, Serialize)]
@@ -491,24 +475,7 @@ pub struct ChunkChoice {
 }
 
 /// A streamed chunk.
-#[derive(Debug, Clone, Serialize)]
-pub struct ChatCompletionChunk {
-    /// Same id in every chunk of a response.
-    pub id: String,
-    /// Always `chat.completion.chunk`.
-    pub object: &'static str,
-    /// Unix seconds.
-    pub created: u64,
-    /// Model id.
-    pub model: String,
-    /// Build fingerprint.
-    pub system_fingerprint: String,
-    /// One choice, or none in the usage chunk.
-    pub choices: Vec<ChunkChoice>,
-    /// Only in the usage chunk.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<UsageOut>,
-}
+pub type ChatCompletionChunk = Envelope<ChunkChoice>;
 
 #[cfg(test)]
 mod tests {

@@ -55,6 +55,28 @@ pub struct PromptTokensDetails {
     pub cached_tokens: usize,
 }
 
+/// What every completion object and streamed chunk carries around its choices:
+/// `chat.completion`, `chat.completion.chunk` and `text_completion` differ only in `object` and
+/// in their choice type.
+#[derive(Debug, Clone, Serialize)]
+pub struct Envelope<C> {
+    /// `chatcmpl-…` / `cmpl-…`, the same in every chunk of a response.
+    pub id: String,
+    /// `chat.completion`, `chat.completion.chunk` or `text_completion`.
+    pub object: &'static str,
+    /// Unix seconds.
+    pub created: u64,
+    /// Model id.
+    pub model: String,
+    /// Build fingerprint.
+    pub system_fingerprint: String,
+    /// The choices (none in a usage chunk).
+    pub choices: Vec<C>,
+    /// Token counts: in responses and in the usage chunk, absent from other chunks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageOut>,
+}
+
 /// `usage`.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct UsageOut {

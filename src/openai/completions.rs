@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, TokenLogprob};
 use serde::{Deserialize, Serialize};
 
-use super::common::{check_max_tokens, check_n, SamplingInput, StopSpec, StreamOptions, UsageOut};
+use super::common::{check_max_tokens, check_n, Envelope, SamplingInput, StopSpec, StreamOptions};
 use crate::config::ModelSettings;
 use crate::error::ApiError;
 
@@ -207,24 +207,7 @@ pub struct CompletionChoice {
 }
 
 /// The response, and each streamed chunk (same object type).
-#[derive(Debug, Clone, Serialize)]
-pub struct Completion {
-    /// `cmpl-…`.
-    pub id: String,
-    /// Always `text_completion`.
-    pub object: &'static str,
-    /// Unix seconds.
-    pub created: u64,
-    /// Model id.
-    pub model: String,
-    /// Build fingerprint.
-    pub system_fingerprint: String,
-    /// One per prompt (chunks: the one that changed; usage chunk: none).
-    pub choices: Vec<CompletionChoice>,
-    /// Token counts (absent in intermediate chunks).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<UsageOut>,
-}
+pub type Completion = Envelope<CompletionChoice>;
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ use crate::openai::chat::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
     ChatLogprobs, ChunkChoice, Delta, FunctionDelta, FunctionOut, ToolCallDelta, ToolCallOut,
 };
-use crate::openai::common::{finish_reason, UsageOut};
+use crate::openai::common::{finish_reason, Envelope, UsageOut};
 use crate::pipeline::cache::CacheScope;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
 use crate::pipeline::{collect_for, start, Collected, RequestContext};
@@ -34,6 +34,24 @@ pub struct ResponseMeta {
 }
 
 impl ResponseMeta {
+    /// The envelope of a response or chunk of this response.
+    pub fn envelope<C>(
+        &self,
+        object: &'static str,
+        choices: Vec<C>,
+        usage: Option<UsageOut>,
+    ) -> Envelope<C> {
+        Envelope {
+            id: self.id.clone(),
+            object,
+            created: self.created,
+            model: self.model.clone(),
+            system_fingerprint: self.fingerprint.clone(),
+            choices,
+            usage,
+        }
+    }
+
     /// Meta for a new response with an id prefix (`chatcmpl`, `cmpl`).
     pub fn new(prefix: &str, model: String, state: &AppState) -> Self {
         Self {
@@ -107,13 +125,9 @@ fn render(meta: ResponseMeta, c: Collected, want_logprobs: bool) -> ChatCompleti
         })
         .collect();
     let has_calls = !tool_calls.is_empty();
-    ChatCompletion {
-        id: meta.id,
-        object: "chat.completion",
-        created: meta.created,
-        model: meta.model,
-        system_fingerprint: meta.fingerprint,
-        choices: vec![ChatChoice {
+    meta.envelope(
+        "chat.completion",
+        vec![ChatChoice {
             index: 0,
             message: AssistantMessage {
                 role: "assistant",
@@ -124,8 +138,8 @@ fn render(meta: ResponseMeta, c: Collected, want_logprobs: bool) -> ChatCompleti
             logprobs: want_logprobs.then(|| ChatLogprobs::from_engine(&c.logprobs)),
             finish_reason: finish_reason(c.reason, has_calls),
         }],
-        usage: c.usage.into(),
-    }
+        Some(c.usage.into()),
+    )
 }
 
 /// Chat chunks.
@@ -137,15 +151,9 @@ pub struct ChatRenderer {
 
 impl ChatRenderer {
     fn chunk(&self, choices: Vec<ChunkChoice>, usage: Option<UsageOut>) -> Bytes {
-        sse::data(&ChatCompletionChunk {
-            id: self.meta.id.clone(),
-            object: "chat.completion.chunk",
-            created: self.meta.created,
-            model: self.meta.model.clone(),
-            system_fingerprint: self.meta.fingerprint.clone(),
-            choices,
-            usage,
-        })
+        let chunk: ChatCompletionChunk =
+            self.meta.envelope("chat.completion.chunk", choices, usage);
+        sse::data(&chunk)
     }
 
     fn delta(

@@ -13,9 +13,7 @@ use super::disconnect::PeerSocket;
 use super::extract::{request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::common::{add_usage, finish_reason, UsageOut};
-use crate::openai::completions::{
-    Completion, CompletionChoice, CompletionLogprobs, CompletionRequest,
-};
+use crate::openai::completions::{CompletionChoice, CompletionLogprobs, CompletionRequest};
 use crate::pipeline::cache::CacheScope;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
 use crate::pipeline::{collect_for, start, RequestContext};
@@ -97,15 +95,8 @@ pub async fn completions(
             next = Some(source);
         }
     }
-    let mut resp = HttpResponse::Ok().json(Completion {
-        id: meta.id,
-        object: "text_completion",
-        created: meta.created,
-        model: meta.model,
-        system_fingerprint: meta.fingerprint,
-        choices,
-        usage: Some(total.into()),
-    });
+    let mut resp =
+        HttpResponse::Ok().json(meta.envelope("text_completion", choices, Some(total.into())));
     cache_status.apply(&mut resp);
     Ok(resp)
 }
@@ -121,15 +112,7 @@ pub struct CompletionRenderer {
 
 impl CompletionRenderer {
     fn chunk(&self, choices: Vec<CompletionChoice>, usage: Option<UsageOut>) -> Bytes {
-        sse::data(&Completion {
-            id: self.meta.id.clone(),
-            object: "text_completion",
-            created: self.meta.created,
-            model: self.meta.model.clone(),
-            system_fingerprint: self.meta.fingerprint.clone(),
-            choices,
-            usage,
-        })
+        sse::data(&self.meta.envelope("text_completion", choices, usage))
     }
 
     fn choice(
