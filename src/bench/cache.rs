@@ -68,13 +68,7 @@ pub struct CacheReport {
 
 pub async fn run_cache(args: &CacheArgs) -> anyhow::Result<CacheReport> {
     let target = Target::new(&args.url, args.api_key.clone(), args.concurrency)?;
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => target
-            .default_model()
-            .await
-            .unwrap_or_else(|| "default".into()),
-    };
+    let model = target.model_or_default(args.model.as_ref()).await;
     let body = chat_body(
         &model,
         json!([{"role": "user", "content": "In one sentence: what does a cache do?"}]),

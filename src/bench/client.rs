@@ -113,7 +113,18 @@ impl Target {
     }
 
     /// First model id from `/v1/models`, so `--model` can be left out against one-model servers.
-    pub async fn default_model(&self) -> Option<String> {
+    /// The model to send: the one asked for, else the first the server lists, else `default`.
+    pub async fn model_or_default(&self, asked: Option<&String>) -> String {
+        match asked {
+            Some(m) => m.clone(),
+            None => self
+                .default_model()
+                .await
+                .unwrap_or_else(|| "default".into()),
+        }
+    }
+
+    async fn default_model(&self) -> Option<String> {
         let mut req = self
             .http
             .get(&self.models_url)

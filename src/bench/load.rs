@@ -274,13 +274,7 @@ const DEFAULT_PROMPT: &str = "Write a short paragraph about the history of bread
 /// Runs the load test described by `args`.
 pub async fn run_load(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let target = Target::new(&args.url, args.api_key.clone(), args.concurrency)?;
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => target
-            .default_model()
-            .await
-            .unwrap_or_else(|| "default".into()),
-    };
+    let model = target.model_or_default(args.model.as_ref()).await;
     let prompt = match &args.prompt_file {
         Some(p) => std::fs::read_to_string(p)
             .map_err(|e| anyhow::anyhow!("reading --prompt-file {}: {e}", p.display()))?,

@@ -220,13 +220,7 @@ fn user(text: &str) -> Value {
 /// Runs every scenario in order (order matters: repeats follow their first request).
 pub async fn run_suite(args: &SuiteArgs) -> anyhow::Result<SuiteReport> {
     let target = Target::new(&args.url, args.api_key.clone(), 8)?;
-    let model = match &args.model {
-        Some(m) => m.clone(),
-        None => target
-            .default_model()
-            .await
-            .unwrap_or_else(|| "default".into()),
-    };
+    let model = target.model_or_default(args.model.as_ref()).await;
     let t = args.timeout;
     let mt = args.max_tokens;
     let mut results = Vec::new();

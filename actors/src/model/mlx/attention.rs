@@ -18,25 +18,42 @@ use super::cpu_ops::softmax_last;
 use super::decoder::Ops;
 use super::host_kernels;
 
-/// Additive causal mask `[len, offset + len]` for queries at positions `offset..offset + len`:
-/// 0 where a query may see the key, -inf after it. `None` for one query (it sees everything).
-pub fn causal_mask(len: i32, offset: i32, dtype: Dtype) -> Result<Option<Array>, Exception> {
-    if len <= 1 {
-        return Ok(None);
-    }
-    let keys = offset + len;
-    let mut m = vec![0.0f32; (len * keys) as usize];
-    for (row, chunk) in m.chunks_mut(keys as usize).enumerate() {
-        for v in &mut chunk[offset as usize + row + 1..] {
-            *v = f32::NEG_INFINITY;
+/// Causal masking of a pass with several queries, at positions `offset..offset + len`.
+pub struct CausalMask {
+    /// Additive `[len, offset + len]` matrix (0 where a query may see the key, -inf after it),
+    /// built only for the composed path: MLX's kernel and the host softmax mask by position.
+    additive: Option<Array>,
+}
+
+impl CausalMask {
+    /// `None` for a single query (it sees everything).
+    pub fn new(
+        len: i32,
+        offset: i32,
+        dtype: Dtype,
+        materialize: bool,
+    ) -> Result<Option<Self>, Exception> {
+        if len <= 1 {
+            return Ok(None);
         }
+        if !materialize {
+            return Ok(Some(Self { additive: None }));
+        }
+        let keys = offset + len;
+        let mut m = vec![0.0f32; (len * keys) as usize];
+        for (row, chunk) in m.chunks_mut(keys as usize).enumerate() {
+            chunk[offset as usize + row + 1..].fill(f32::NEG_INFINITY);
+        }
+        let mask = Array::from_slice(&m, &[len, keys]);
+        let additive = if dtype == Dtype::Float32 {
+            mask
+        } else {
+            mask.as_dtype(dtype)?
+        };
+        Ok(Some(Self {
+            additive: Some(additive),
+        }))
     }
-    let mask = Array::from_slice(&m, &[len, keys]);
-    Ok(Some(if dtype == Dtype::Float32 {
-        mask
-    } else {
-        mask.as_dtype(dtype)?
-    }))
 }
 
 /// Profiling hook: evaluate the arrays and charge the time to the named group.
@@ -50,7 +67,7 @@ pub fn attend(
     keys: &Array,
     values: &Array,
     scale: f32,
-    mask: Option<&Array>,
+    mask: Option<&CausalMask>,
     ops: Ops,
     host_softmax: bool,
     mark: Mark,
@@ -79,7 +96,11 @@ pub fn attend(
         let scores = match mask {
             Some(mask) => scores
                 .reshape(&[1, kv_heads, group, len, k])?
-                .add(mask)?
+                .add(
+                    mask.additive
+                        .as_ref()
+                        .ok_or_else(|| Exception::custom("causal mask matrix not built"))?,
+                )?
                 .reshape(&[1, kv_heads, group * len, k])?,
             None => scores,
         };

@@ -11,7 +11,7 @@ use mlx_rs::fast::{rms_norm, rope};
 use mlx_rs::ops::concatenate;
 use mlx_rs::Array;
 
-use super::attention::{attend, causal_mask};
+use super::attention::{attend, CausalMask};
 use super::config::ModelConfig;
 use super::cpu_ops::silu;
 use super::ffi::slice;
@@ -49,6 +49,11 @@ impl Ops {
         }
     }
 
+    /// Whether a pass of `len` positions in `dtype` runs the host kernels.
+    fn host_kernels_for(&self, len: i32, dtype: mlx_rs::Dtype) -> bool {
+        self.host_kernels && len > 1 && dtype == mlx_rs::Dtype::Float32
+    }
+
     /// Turns off the replacements named in a comma list (`fuse`, `attention`, `exp`, `host`, or `all`).
     pub fn without(mut self, names: &str) -> Result<Self, String> {
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
@@ -57,7 +62,14 @@ impl Ops {
                 "attention" => self.grouped_attention = false,
                 "exp" => self.power_exp = false,
                 "host" => self.host_kernels = false,
-                "all" => self = Self::for_backend(false).without("fuse")?,
+                "all" => {
+                    self = Self {
+                        fuse_projections: false,
+                        grouped_attention: false,
+                        power_exp: false,
+                        host_kernels: false,
+                    }
+                }
                 other => {
                     return Err(format!(
                         "unknown op {other:?} in MLX_SERVE_STOCK_OPS; use fuse, attention, exp, host or all"
@@ -233,11 +245,13 @@ impl Model {
         let ids = Array::from_slice(tokens, &[1, len]);
         let mut h = self.embed_tokens.take_axis(&ids, 0)?;
         let offset = cache.offset() as i32;
+        // The additive matrix serves only the composed attention path.
+        let composed = self.ops.grouped_attention && !self.ops.host_kernels_for(len, h.dtype());
         let pass = Pass {
             offset,
             rope: &self.rope,
             eps: self.eps,
-            mask: causal_mask(len, offset, h.dtype())?,
+            mask: CausalMask::new(len, offset, h.dtype(), composed)?,
             ops: self.ops,
             profile,
         };
@@ -382,7 +396,7 @@ struct Pass<'a> {
     rope: &'a Rope,
     eps: f32,
     /// Causal mask for this pass's queries (none for a single token).
-    mask: Option<Array>,
+    mask: Option<CausalMask>,
     ops: Ops,
     profile: Option<&'a RefCell<Profile>>,
 }
@@ -390,7 +404,7 @@ struct Pass<'a> {
 impl Pass<'_> {
     /// Whether this pass runs the host kernels: several positions at once, in float32.
     fn host_kernels(&self, x: &Array) -> bool {
-        self.ops.host_kernels && x.shape()[1] > 1 && x.dtype() == mlx_rs::Dtype::Float32
+        self.ops.host_kernels_for(x.shape()[1], x.dtype())
     }
 
     /// Profiling only: evaluate `arrays` and charge the time since the last mark to `group`.

@@ -78,46 +78,23 @@ fn silu_mul_row(gate_up: &[f32], out: &mut [f32]) {
 
 /// Runs `f(input_row, output_row)` over all rows, split across the cores when the work is big
 /// enough to pay for the threads.
-/// Runs `f(row_index, input_row, output_row)` over all rows, split across the cores when the
-/// work is big enough to pay for the threads.
-fn rows_parallel(
+/// `f(input_row, output_row)` over all rows into a new buffer (see [`rows_parallel_in_place`]).
+fn map_rows(
     input: &[f32],
     in_row: usize,
     out_row: usize,
-    f: impl Fn(usize, &[f32], &mut [f32]) + Sync,
+    f: impl Fn(&[f32], &mut [f32]) + Sync,
 ) -> Vec<f32> {
     let rows = input.len() / in_row.max(1);
     let mut out = vec![0.0f32; rows * out_row];
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let per = if threads < 2 || input.len() < (1 << 16) {
-        rows.max(1)
-    } else {
-        rows.div_ceil(threads)
-    };
-    let run = |first: usize, ins: &[f32], outs: &mut [f32]| {
-        for (k, (i, o)) in ins.chunks(in_row).zip(outs.chunks_mut(out_row)).enumerate() {
-            f(first + k, i, o);
-        }
-    };
-    std::thread::scope(|s| {
-        let mut parts = input
-            .chunks(per * in_row)
-            .zip(out.chunks_mut(per * out_row))
-            .enumerate();
-        // The calling thread takes the first share instead of idling.
-        let first = parts.next();
-        for (n, (ins, outs)) in parts {
-            let run = &run;
-            s.spawn(move || run(n * per, ins, outs));
-        }
-        if let Some((_, (ins, outs))) = first {
-            run(0, ins, outs);
-        }
+    rows_parallel_in_place(&mut out, out_row, |r, o| {
+        f(&input[r * in_row..(r + 1) * in_row], o)
     });
     out
 }
 
-/// `f(row_index, row)` over all rows of `data`, in place, split across the cores.
+/// `f(row_index, row)` over all rows of `data`, in place, split across the cores when the work is
+/// big enough to pay for the threads (the calling thread takes the first share).
 fn rows_parallel_in_place(data: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let rows = data.len() / row.max(1);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -177,9 +154,7 @@ pub fn silu_mul(gate_up: &Array) -> Result<Array, Exception> {
     let mut shape = gate_up.shape().to_vec();
     let width = *shape.last().unwrap_or(&0) as usize;
     let half = width / 2;
-    let out = rows_parallel(data(gate_up)?, width, half, |_, x, out| {
-        silu_mul_row(x, out)
-    });
+    let out = map_rows(data(gate_up)?, width, half, silu_mul_row);
     if let Some(last) = shape.last_mut() {
         *last = half as i32;
     }
