@@ -306,14 +306,7 @@ async fn count_tokens_matches_the_prompt_that_runs() {
 #[actix_rt::test]
 async fn request_errors_are_in_anthropics_shape() {
     let t = start(|_| {}, FakeConfig::default()).await;
-    let r = t
-        .client
-        .post(t.url("/v1/messages"))
-        .header("content-type", "application/json")
-        .body("{\"model\": ")
-        .send()
-        .await
-        .unwrap();
+    let r = t.post_raw("/v1/messages", "{\"model\": ").await;
     assert_eq!(r.status(), 400);
     assert_eq!(
         anthropic_error(&r.json().await.unwrap()),

@@ -86,6 +86,17 @@ impl TestServer {
             .expect("request sent")
     }
 
+    /// Posts `body` verbatim as `application/json` (for malformed-JSON cases).
+    pub async fn post_raw(&self, path: &str, body: &'static str) -> reqwest::Response {
+        self.client
+            .post(self.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
     pub async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
         let r = self.post(path, body).await;
         let status = r.status().as_u16();

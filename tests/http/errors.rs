@@ -16,14 +16,7 @@ async fn expect_400(t: &TestServer, path: &str, body: serde_json::Value, param: 
 #[actix_rt::test]
 async fn malformed_json_is_a_400_without_param() {
     let t = start(|_| {}, FakeConfig::default()).await;
-    let r = t
-        .client
-        .post(t.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body("{\"model\": ")
-        .send()
-        .await
-        .unwrap();
+    let r = t.post_raw("/v1/chat/completions", "{\"model\": ").await;
     assert_eq!(r.status(), 400);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(error_of(&body), ("invalid_request_error", None, None));
