@@ -127,14 +127,7 @@ async fn start_cached(adjust: impl FnOnce(&mut Settings), token_delay: Duration)
     let server = mlx_serve::start_server(settings, factory, seams)
         .await
         .expect("server starts");
-    let t = TestServer {
-        base: format!("http://{}", server.addr),
-        client: reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client"),
-        server,
-    };
+    let t = TestServer::new(server);
     wait_health(&t, Duration::from_secs(5), |h| h["status"] == "ok").await;
     Cached { t, adds }
 }

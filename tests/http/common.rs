@@ -50,16 +50,7 @@ pub async fn start_with(settings: Settings, factory: EngineFactory) -> TestServe
     let server = start_server(settings, factory, Seams::default())
         .await
         .expect("server starts");
-    let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .build()
-        .expect("client");
-    let t = TestServer {
-        base,
-        client,
-        server,
-    };
+    let t = TestServer::new(server);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(r) = t.client.get(t.url("/health")).send().await {
@@ -73,6 +64,18 @@ pub async fn start_with(settings: Settings, factory: EngineFactory) -> TestServe
 }
 
 impl TestServer {
+    /// A client for a started server (no proxy: the tests talk to loopback).
+    pub fn new(server: RunningServer) -> Self {
+        Self {
+            base: format!("http://{}", server.addr),
+            client: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("client"),
+            server,
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -121,13 +121,7 @@ async fn start_seams(seams: Seams) -> TestServer {
     )
     .await
     .unwrap();
-    let base = format!("http://{}", server.addr);
-    let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let t = TestServer {
-        base,
-        client,
-        server,
-    };
+    let t = TestServer::new(server);
     wait_health(&t, std::time::Duration::from_secs(5), |h| {
         h["status"] == "ok"
     })

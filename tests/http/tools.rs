@@ -371,14 +371,7 @@ async fn finished_records_carry_the_tool_call_outcome() {
     )
     .await
     .expect("server starts");
-    let t = TestServer {
-        base: format!("http://{}", server.addr),
-        client: reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client"),
-        server,
-    };
+    let t = TestServer::new(server);
     wait_health(&t, std::time::Duration::from_secs(5), |h| {
         h["status"] == "ok"
     })
