@@ -322,3 +322,39 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
     );
     assert!(alone[0].contains("Paris"), "answer was {:?}", alone[0]);
 }
+
+/// `bench engine --profile` on the real model: a chunked prefill and decode steps charge their
+/// time to the operation groups, with the host softmax in prefill and MLX's kernel in decode.
+#[test]
+fn profile_charges_prefill_and_decode_to_operation_groups() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let engine = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
+    let text = "The quick brown fox jumps over the lazy dog. ".repeat(40);
+    let prompt = engine.tokenize_prompt(&chat(&text)).expect("tokenize");
+    assert!(prompt.len() > 256, "two prefill chunks of 256");
+    let (prefill, decode) = engine.bench_profile(&prompt, 3).expect("profile");
+    let groups = |p: &mlx_serve_actors::model::mlx::profile::Profile| {
+        p.groups()
+            .iter()
+            .map(|(name, d, marks)| (name.to_string(), *d, *marks))
+            .collect::<Vec<_>>()
+    };
+    let (prefill, decode) = (groups(&prefill), groups(&decode));
+    let marks = |g: &[(String, std::time::Duration, u32)], name: &str| {
+        g.iter().find(|(n, _, _)| n == name).map(|(_, _, m)| *m)
+    };
+    // 30 layers, two chunks: one softmax mark per layer and chunk; one head per chunk.
+    assert_eq!(
+        marks(&prefill, "attention: softmax"),
+        Some(60),
+        "{prefill:?}"
+    );
+    assert_eq!(marks(&prefill, "lm_head"), Some(2));
+    assert_eq!(marks(&decode, "attention"), Some(90), "{decode:?}");
+    assert_eq!(
+        marks(&decode, "attention: softmax"),
+        None,
+        "decode uses MLX's kernel"
+    );
+    assert!(prefill.iter().chain(&decode).all(|(_, d, _)| !d.is_zero()));
+}
