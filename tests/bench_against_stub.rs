@@ -117,9 +117,9 @@ async fn suite_passes_every_scenario_against_a_conforming_server() {
         .expect("suite runs");
     let json = serde_json::to_value(&report).expect("serializes");
     let failures: Vec<_> = report
-        .scenarios
+        .tests
         .iter()
-        .filter(|s| s.status != "pass")
+        .filter(|s| s.status != "PASS")
         .collect();
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(report.model, "stub-model", "model comes from /v1/models");
@@ -139,11 +139,11 @@ async fn suite_passes_every_scenario_against_a_conforming_server() {
         "error_case",
     ] {
         assert!(
-            report.scenarios.iter().any(|s| s.name == name),
+            report.tests.iter().any(|s| s.name == name),
             "missing {name}"
         );
     }
-    let by_name = |n: &str| report.scenarios.iter().find(|s| s.name == n).expect(n);
+    let by_name = |n: &str| report.tests.iter().find(|s| s.name == n).expect(n);
     assert_eq!(by_name("multiple_tools").tool_calls, 2);
     assert_eq!(by_name("error_case").http_code, Some(400));
     let stream = by_name("streaming_ttft");
@@ -152,7 +152,7 @@ async fn suite_passes_every_scenario_against_a_conforming_server() {
     assert_eq!(json["summary"]["success_rate"], 1.0);
     assert!(json["summary"]["latency_ms"]["p95"].is_number());
     assert!(json["summary"]["cache_speedup"].is_number());
-    assert!(json["scenarios"][0]["content_length"]
+    assert!(json["tests"][0]["content_length"]
         .as_u64()
         .is_some_and(|n| n > 0));
 }
@@ -164,11 +164,11 @@ async fn a_5xx_for_a_bad_request_fails_the_run() {
         .await
         .expect("suite runs");
     let error_case = report
-        .scenarios
+        .tests
         .iter()
         .find(|s| s.name == "error_case")
         .expect("ran");
-    assert_eq!(error_case.status, "fail");
+    assert_eq!(error_case.status, "FAIL");
     assert_eq!(report.failed(), 1);
     let run = bench::run(BenchArgs {
         command: BenchCommand::Suite(suite_args(url)),

@@ -42,7 +42,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Suite(a) => {
             let report = run_suite(&a).await?;
             emit(&report, a.out.as_deref())?;
-            for s in report.scenarios.iter().filter(|s| s.status != "pass") {
+            for s in report.tests.iter().filter(|s| s.status != "PASS") {
                 eprintln!("FAIL {}: {}", s.name, s.error.as_deref().unwrap_or(""));
             }
             if report.failed() > 0 {

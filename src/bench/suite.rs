@@ -40,7 +40,7 @@ pub struct SuiteArgs {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioResult {
     pub name: String,
-    /// "pass" or "fail".
+    /// "PASS" or "FAIL".
     pub status: &'static str,
     pub http_code: Option<u16>,
     pub latency_ms: f64,
@@ -74,7 +74,9 @@ pub struct SuiteSummary {
 pub struct SuiteReport {
     pub url: String,
     pub model: String,
-    pub scenarios: Vec<ScenarioResult>,
+    /// One entry per scenario; `tests` and upper-case `PASS`/`FAIL`, the layout the seeds' test
+    /// guide reads with `jq '.tests[] | {name, status, latency_ms}'`.
+    pub tests: Vec<ScenarioResult>,
     pub summary: SuiteSummary,
 }
 
@@ -99,7 +101,7 @@ fn record_with(name: &str, o: &Outcome, check: Check, expects_http_error: bool) 
     };
     ScenarioResult {
         name: name.to_string(),
-        status: if verdict.is_ok() { "pass" } else { "fail" },
+        status: if verdict.is_ok() { "PASS" } else { "FAIL" },
         http_code: o.http_code,
         latency_ms: o.latency_ms,
         ttft_ms: o.ttft_ms,
@@ -245,9 +247,9 @@ pub async fn run_suite(args: &SuiteArgs) -> anyhow::Result<SuiteReport> {
         .flatten();
     results.push(record("identical_repeat_first", &first, answered));
     let mut second_result = record("identical_repeat_second", &second, answered);
-    if let (Some(min), "pass") = (args.min_cache_speedup, second_result.status) {
+    if let (Some(min), "PASS") = (args.min_cache_speedup, second_result.status) {
         if cache_speedup.is_none_or(|s| s < min) {
-            second_result.status = "fail";
+            second_result.status = "FAIL";
             second_result.error = Some(format!("cache speedup {cache_speedup:?} below {min}"));
         }
     }
@@ -378,7 +380,7 @@ fn build_report(
     cache_speedup: Option<f64>,
     prefix_speedup: Option<f64>,
 ) -> SuiteReport {
-    let passed = scenarios.iter().filter(|s| s.status == "pass").count();
+    let passed = scenarios.iter().filter(|s| s.status == "PASS").count();
     let lat: Vec<f64> = scenarios.iter().map(|s| s.latency_ms).collect();
     let ttft: Vec<f64> = scenarios.iter().filter_map(|s| s.ttft_ms).collect();
     let total = scenarios.len();
@@ -399,7 +401,7 @@ fn build_report(
             cache_speedup,
             prefix_speedup,
         },
-        scenarios,
+        tests: scenarios,
     }
 }
 
@@ -424,20 +426,20 @@ mod tests {
         o.error = Some((ErrorKind::Http(400), "bad".into()));
         assert_eq!(
             record_with("error_case", &o, openai_client_error, true).status,
-            "pass"
+            "PASS"
         );
         let mut o5 = outcome(500, json!({"error": {"message": "x"}}));
         o5.error = Some((ErrorKind::Http(500), "x".into()));
         assert_eq!(
             record_with("error_case", &o5, openai_client_error, true).status,
-            "fail"
+            "FAIL"
         );
         let plain = outcome(422, json!({"detail": "x"}));
         assert_eq!(
             record_with("error_case", &plain, openai_client_error, true).status,
-            "fail"
+            "FAIL"
         );
-        assert_eq!(record("simple_chat", &o, answered).status, "fail");
+        assert_eq!(record("simple_chat", &o, answered).status, "FAIL");
     }
 
     #[test]
@@ -445,7 +447,7 @@ mod tests {
         let mut o = outcome(503, json!({}));
         o.error = Some((ErrorKind::Http(503), "busy".into()));
         let r = record("simple_chat", &o, answered);
-        assert_eq!(r.status, "fail");
+        assert_eq!(r.status, "FAIL");
         assert!(r.error.unwrap().contains("http_503"));
     }
 
