@@ -371,9 +371,10 @@ pub fn function_tools(tools: &[Value]) -> Result<Vec<Value>, ApiError> {
     for (i, tool) in tools.iter().enumerate() {
         let kind = tool.get("type").and_then(Value::as_str).unwrap_or("");
         if kind != "function" {
+            let name = tool.get("name").and_then(Value::as_str).unwrap_or("");
             tracing::info!(
                 tool_type = kind,
-                name = tool.get("name").and_then(Value::as_str),
+                name,
                 "tool of an unsupported type left out of the prompt"
             );
             continue;
