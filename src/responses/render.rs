@@ -44,17 +44,11 @@ pub fn base_response(req: &ResponsesRequest, request: &GenerateRequest) -> Respo
             .unwrap_or_else(|| Value::String("auto".into())),
         tools: req.tools.clone().unwrap_or_default(),
         top_p: request.sampling.top_p,
-        truncation: req
-            .truncation
-            .clone()
-            .unwrap_or_else(|| "disabled".into()),
+        truncation: req.truncation.clone().unwrap_or_else(|| "disabled".into()),
         usage: None,
         user: req.user.clone(),
         metadata: req.metadata.clone().unwrap_or_else(|| json!({})),
-        service_tier: req
-            .service_tier
-            .clone()
-            .unwrap_or_else(|| "default".into()),
+        service_tier: req.service_tier.clone().unwrap_or_else(|| "default".into()),
     }
 }
 

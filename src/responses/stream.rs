@@ -185,9 +185,7 @@ impl ResponseStream {
                 let index = self.response.output.len();
                 let item = OutputItem::FunctionCall {
                     id: new_id("fc"),
-                    call_id: id
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| new_id("call")),
+                    call_id: id.map(str::to_owned).unwrap_or_else(|| new_id("call")),
                     name: name.unwrap_or_default().to_owned(),
                     arguments: String::new(),
                     status: "in_progress",

@@ -48,7 +48,10 @@ fn run(inputs: &[In<'_>], reason: FinishReason) -> (Vec<Value>, ResponseObject) 
 }
 
 fn types(events: &[Value]) -> Vec<&str> {
-    events.iter().map(|e| e["type"].as_str().unwrap_or("")).collect()
+    events
+        .iter()
+        .map(|e| e["type"].as_str().unwrap_or(""))
+        .collect()
 }
 
 /// What the official SDK's accumulator does: items from `output_item.added`, text and
@@ -71,12 +74,20 @@ fn accumulate(events: &[Value]) -> Vec<Value> {
             "response.output_text.delta" => {
                 let i = e["output_index"].as_u64().expect("index") as usize;
                 let part = &mut output[i]["content"][0]["text"];
-                *part = json!(format!("{}{}", part.as_str().unwrap_or(""), e["delta"].as_str().unwrap_or("")));
+                *part = json!(format!(
+                    "{}{}",
+                    part.as_str().unwrap_or(""),
+                    e["delta"].as_str().unwrap_or("")
+                ));
             }
             "response.function_call_arguments.delta" => {
                 let i = e["output_index"].as_u64().expect("index") as usize;
                 let args = &mut output[i]["arguments"];
-                *args = json!(format!("{}{}", args.as_str().unwrap_or(""), e["delta"].as_str().unwrap_or("")));
+                *args = json!(format!(
+                    "{}{}",
+                    args.as_str().unwrap_or(""),
+                    e["delta"].as_str().unwrap_or("")
+                ));
             }
             "response.output_item.done" => {
                 let i = e["output_index"].as_u64().expect("index") as usize;
@@ -129,7 +140,10 @@ fn a_text_reply_streams_the_documented_sequence() {
                "total_tokens": 13})
     );
     assert_eq!(events.last().expect("last")["response"], json);
-    assert_eq!(accumulate(&events), json["output"].as_array().cloned().expect("output"));
+    assert_eq!(
+        accumulate(&events),
+        json["output"].as_array().cloned().expect("output")
+    );
 }
 
 #[test]
@@ -167,7 +181,10 @@ fn a_tool_call_after_whitespace_is_one_function_call_item() {
     assert_eq!(item["arguments"], "{\"command\":[\"ls\"]}");
     assert_eq!(item["status"], "completed");
     assert_eq!(events[5]["arguments"], "{\"command\":[\"ls\"]}");
-    assert_eq!(accumulate(&events), json["output"].as_array().cloned().expect("output"));
+    assert_eq!(
+        accumulate(&events),
+        json["output"].as_array().cloned().expect("output")
+    );
 }
 
 #[test]
@@ -189,7 +206,10 @@ fn text_then_two_calls_keep_their_order() {
         .collect();
     assert_eq!(kinds, ["message", "function_call", "function_call"]);
     assert_eq!(json["output"][2]["call_id"], "call_b");
-    assert_eq!(accumulate(&events), json["output"].as_array().cloned().expect("output"));
+    assert_eq!(
+        accumulate(&events),
+        json["output"].as_array().cloned().expect("output")
+    );
 }
 
 #[test]
@@ -198,7 +218,10 @@ fn running_out_of_tokens_is_incomplete() {
     assert_eq!(types(&events).last().copied(), Some("response.incomplete"));
     assert_eq!(response.status, "incomplete");
     let json = serde_json::to_value(&response).expect("serializes");
-    assert_eq!(json["incomplete_details"], json!({"reason": "max_output_tokens"}));
+    assert_eq!(
+        json["incomplete_details"],
+        json!({"reason": "max_output_tokens"})
+    );
     assert_eq!(json["output"][0]["status"], "incomplete");
 }
 
@@ -232,7 +255,10 @@ fn frames_name_their_event_on_the_event_line() {
     let mut m = machine();
     let frames = m.begin();
     let text = String::from_utf8(frames[0].to_bytes().to_vec()).expect("utf-8");
-    assert!(text.starts_with("event: response.created\ndata: {"), "{text}");
+    assert!(
+        text.starts_with("event: response.created\ndata: {"),
+        "{text}"
+    );
     assert!(text.ends_with("\n\n"));
     assert!(text.contains("\"sequence_number\":0"));
 }

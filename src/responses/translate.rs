@@ -186,7 +186,12 @@ fn item_turn(i: usize, item: &InputItem) -> Result<Option<Turn>, ApiError> {
                         ),
                     ))
                 }
-                None => return Err(ApiError::invalid(format!("{at}.role"), "a message needs `role`")),
+                None => {
+                    return Err(ApiError::invalid(
+                        format!("{at}.role"),
+                        "a message needs `role`",
+                    ))
+                }
             };
             let Some(content) = &item.content else {
                 return Err(ApiError::invalid(
@@ -312,9 +317,8 @@ pub fn chat_messages(instructions: Option<&str>, turns: &[Turn]) -> Vec<ChatMess
     for turn in turns {
         match turn {
             Turn::Message { role, text } => {
-                let leading_system = role == "system"
-                    && !out.is_empty()
-                    && out.iter().all(|m| m.role == "system");
+                let leading_system =
+                    role == "system" && !out.is_empty() && out.iter().all(|m| m.role == "system");
                 match out.last_mut() {
                     Some(prev) if leading_system => {
                         prev.content.push_str("\n\n");

@@ -41,7 +41,10 @@ fn a_string_input_is_one_user_message_after_the_instructions() {
     let t = run(json!({"input": "Hi", "instructions": "Be brief."})).expect("ok");
     let m = messages(&t);
     assert_eq!(m.len(), 2);
-    assert_eq!((m[0].role.as_str(), m[0].content.as_str()), ("system", "Be brief."));
+    assert_eq!(
+        (m[0].role.as_str(), m[0].content.as_str()),
+        ("system", "Be brief.")
+    );
     assert_eq!((m[1].role.as_str(), m[1].content.as_str()), ("user", "Hi"));
 }
 
@@ -173,16 +176,23 @@ fn flat_function_tools_take_the_chat_shape_and_others_are_dropped() {
 fn tool_choice_names_a_function_in_the_responses_shape() {
     let body = json!({"input": "hi", "tools": [{"type": "function", "name": "f"}],
                       "tool_choice": {"type": "function", "name": "f"}});
-    assert_eq!(run(body).expect("ok").tools.choice, ToolChoice::Function("f".into()));
-    let e = run(json!({"input": "hi", "tools": [{"type": "function", "name": "f"}],
-                       "tool_choice": {"type": "function", "name": "g"}}))
+    assert_eq!(
+        run(body).expect("ok").tools.choice,
+        ToolChoice::Function("f".into())
+    );
+    let e = run(
+        json!({"input": "hi", "tools": [{"type": "function", "name": "f"}],
+                       "tool_choice": {"type": "function", "name": "g"}}),
+    )
     .expect_err("unknown function");
     assert_eq!(param(e).as_deref(), Some("tool_choice"));
     let e = run(json!({"input": "hi", "tool_choice": {"type": "web_search_preview"}}))
         .expect_err("hosted tool");
     assert_eq!(param(e).as_deref(), Some("tool_choice"));
-    let t = run(json!({"input": "hi", "tools": [{"type": "function", "name": "f"}],
-                       "tool_choice": "none"}))
+    let t = run(
+        json!({"input": "hi", "tools": [{"type": "function", "name": "f"}],
+                       "tool_choice": "none"}),
+    )
     .expect("ok");
     assert!(tools(&t).is_empty(), "none keeps tools out of the prompt");
 }
@@ -214,14 +224,31 @@ fn limits_and_sampling_are_validated() {
 fn bad_items_name_their_field() {
     for (input, at) in [
         (json!([]), "input"),
-        (json!([{"type": "message", "role": "tool", "content": "x"}]), "input[0].role"),
-        (json!([{"type": "message", "role": "user"}]), "input[0].content"),
-        (json!([{"type": "item_reference", "id": "msg_1"}]), "input[0].type"),
-        (json!([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]),
-         "input[0].content[0].type"),
-        (json!([{"type": "function_call", "call_id": "c", "arguments": "{}"}]), "input[0].name"),
-        (json!([{"type": "function_call", "call_id": "c", "name": "f"},
-                {"type": "function_call_output", "call_id": "c"}]), "input[1].output"),
+        (
+            json!([{"type": "message", "role": "tool", "content": "x"}]),
+            "input[0].role",
+        ),
+        (
+            json!([{"type": "message", "role": "user"}]),
+            "input[0].content",
+        ),
+        (
+            json!([{"type": "item_reference", "id": "msg_1"}]),
+            "input[0].type",
+        ),
+        (
+            json!([{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]),
+            "input[0].content[0].type",
+        ),
+        (
+            json!([{"type": "function_call", "call_id": "c", "arguments": "{}"}]),
+            "input[0].name",
+        ),
+        (
+            json!([{"type": "function_call", "call_id": "c", "name": "f"},
+                {"type": "function_call_output", "call_id": "c"}]),
+            "input[1].output",
+        ),
     ] {
         let e = run(json!({"input": input})).expect_err("rejected");
         assert_eq!(param(e).as_deref(), Some(at), "{input}");

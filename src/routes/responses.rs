@@ -15,8 +15,8 @@ use crate::pipeline::cache::CacheScope;
 use crate::pipeline::stream::{sse_response, StreamPlan};
 use crate::pipeline::{start, Event, RequestContext, Source};
 use crate::responses::{
-    base_response, translate, ResponseObject, ResponseStream, ResponsesRenderer,
-    ResponsesRequest, Saver, Turn,
+    base_response, translate, ResponseObject, ResponseStream, ResponsesRenderer, ResponsesRequest,
+    Saver, Turn,
 };
 use crate::state::AppState;
 

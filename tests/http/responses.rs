@@ -77,11 +77,17 @@ async fn a_text_reply_is_a_response_object() {
     let (status, r) = t
         .post_json(
             "/v1/responses",
-            body(json!("Hello world"), json!({"instructions": "Be brief.", "metadata": {"k": "v"}})),
+            body(
+                json!("Hello world"),
+                json!({"instructions": "Be brief.", "metadata": {"k": "v"}}),
+            ),
         )
         .await;
     assert_eq!(status, 200, "{r}");
-    assert!(r["id"].as_str().is_some_and(|id| id.starts_with("resp_")), "{r}");
+    assert!(
+        r["id"].as_str().is_some_and(|id| id.starts_with("resp_")),
+        "{r}"
+    );
     assert_eq!(r["object"], "response");
     assert_eq!(r["status"], "completed");
     assert_eq!(r["model"], MODEL);
@@ -163,14 +169,21 @@ async fn a_tool_call_is_a_function_call_item_in_both_replies() {
     assert!(call["call_id"].as_str().is_some_and(|id| !id.is_empty()));
     assert_eq!(call["name"], "get_weather");
     assert_eq!(call["status"], "completed");
-    let args: Value = serde_json::from_str(call["arguments"].as_str().expect("string")).expect("json");
+    let args: Value =
+        serde_json::from_str(call["arguments"].as_str().expect("string")).expect("json");
     assert_eq!(args, json!({"city": "Paris"}));
     assert_eq!(plain["tools"], tools(), "tools echoed as sent");
 
     let events = stream(&t, request).await;
     let n = names(&events);
-    assert!(n.contains(&"response.function_call_arguments.delta"), "{n:?}");
-    assert!(n.contains(&"response.function_call_arguments.done"), "{n:?}");
+    assert!(
+        n.contains(&"response.function_call_arguments.delta"),
+        "{n:?}"
+    );
+    assert!(
+        n.contains(&"response.function_call_arguments.done"),
+        "{n:?}"
+    );
     assert!(!n.contains(&"response.output_text.delta"), "{n:?}");
     let added = events
         .iter()
@@ -178,17 +191,26 @@ async fn a_tool_call_is_a_function_call_item_in_both_replies() {
         .expect("added");
     assert_eq!(added.1["item"]["type"], "function_call");
     assert_eq!(added.1["item"]["name"], "get_weather");
-    assert_eq!(without_ids(&final_response(&events)["output"]), without_ids(&plain["output"]));
+    assert_eq!(
+        without_ids(&final_response(&events)["output"]),
+        without_ids(&plain["output"])
+    );
 }
 
 #[actix_rt::test]
 async fn previous_response_id_continues_a_stored_conversation() {
     let t = server().await;
     let (_, first) = t
-        .post_json("/v1/responses", body(json!(CALL), json!({"tools": tools()})))
+        .post_json(
+            "/v1/responses",
+            body(json!(CALL), json!({"tools": tools()})),
+        )
         .await;
     let id = first["id"].as_str().expect("id").to_owned();
-    let call_id = first["output"][0]["call_id"].as_str().expect("call id").to_owned();
+    let call_id = first["output"][0]["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_owned();
     // The second turn answers the first turn's call: its call id is only in the stored history.
     let (status, second) = t
         .post_json(
@@ -233,7 +255,11 @@ async fn an_unknown_or_unstored_previous_response_is_a_404() {
     assert_eq!(status, 404, "{e}");
     assert_eq!(
         error_of(&e),
-        ("invalid_request_error", Some("previous_response_id"), Some("previous_response_not_found"))
+        (
+            "invalid_request_error",
+            Some("previous_response_id"),
+            Some("previous_response_not_found")
+        )
     );
     let (_, unstored) = t
         .post_json("/v1/responses", body(json!("hi"), json!({"store": false})))
@@ -241,7 +267,10 @@ async fn an_unknown_or_unstored_previous_response_is_a_404() {
     assert_eq!(unstored["store"], false);
     let id = unstored["id"].as_str().expect("id");
     let (status, _) = t
-        .post_json("/v1/responses", body(json!("again"), json!({"previous_response_id": id})))
+        .post_json(
+            "/v1/responses",
+            body(json!("again"), json!({"previous_response_id": id})),
+        )
         .await;
     assert_eq!(status, 404);
 }
@@ -267,9 +296,12 @@ async fn another_api_key_cannot_continue_or_read_a_response() {
         .await
         .expect("json");
     let id = first["id"].as_str().expect("id").to_owned();
-    let r = post("sk-bob", body(json!("hi"), json!({"previous_response_id": id})))
-        .await
-        .expect("sent");
+    let r = post(
+        "sk-bob",
+        body(json!("hi"), json!({"previous_response_id": id})),
+    )
+    .await
+    .expect("sent");
     assert_eq!(r.status(), 404);
     let r = t
         .client
@@ -279,9 +311,12 @@ async fn another_api_key_cannot_continue_or_read_a_response() {
         .await
         .expect("sent");
     assert_eq!(r.status(), 404);
-    let r = post("sk-alice", body(json!("hi"), json!({"previous_response_id": id})))
-        .await
-        .expect("sent");
+    let r = post(
+        "sk-alice",
+        body(json!("hi"), json!({"previous_response_id": id})),
+    )
+    .await
+    .expect("sent");
     assert_eq!(r.status(), 200);
 }
 
@@ -298,11 +333,17 @@ async fn bad_input_is_a_400_naming_the_field() {
             "input[1].call_id",
         ),
         (
-            body(json!("hi"), json!({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}})),
+            body(
+                json!("hi"),
+                json!({"text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}),
+            ),
             "text.format",
         ),
         (body(json!([{"type": "bogus"}]), json!({})), "input[0].type"),
-        (body(json!("hi"), json!({"max_output_tokens": 0})), "max_output_tokens"),
+        (
+            body(json!("hi"), json!({"max_output_tokens": 0})),
+            "max_output_tokens",
+        ),
     ] {
         let (status, e) = t.post_json("/v1/responses", b.clone()).await;
         assert_eq!(status, 400, "{b} → {e}");
@@ -320,7 +361,10 @@ async fn max_output_tokens_makes_an_incomplete_response() {
     let request = body(json!("one two three four"), json!({"max_output_tokens": 2}));
     let (_, r) = t.post_json("/v1/responses", request.clone()).await;
     assert_eq!(r["status"], "incomplete", "{r}");
-    assert_eq!(r["incomplete_details"], json!({"reason": "max_output_tokens"}));
+    assert_eq!(
+        r["incomplete_details"],
+        json!({"reason": "max_output_tokens"})
+    );
     assert_eq!(r["output"][0]["content"][0]["text"], "one two");
     let events = stream(&t, request).await;
     assert_eq!(names(&events).last().copied(), Some("response.incomplete"));
@@ -334,7 +378,9 @@ async fn a_failure_mid_stream_is_an_error_event_then_response_failed() {
     assert_eq!(n[n.len() - 2..], ["error", "response.failed"], "{n:?}");
     let failed = final_response(&events);
     assert_eq!(failed["status"], "failed");
-    assert!(failed["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(failed["error"]["message"]
+        .as_str()
+        .is_some_and(|m| !m.is_empty()));
 }
 
 #[actix_rt::test]
