@@ -22,7 +22,8 @@ pub struct MessagesRequest {
     /// System prompt: a string or an array of text blocks.
     #[serde(default)]
     pub system: Option<MessageContent>,
-    /// Conversation turns, alternating `user` and `assistant`.
+    /// Conversation turns: `user` and `assistant`, and `system` turns anywhere (current Claude
+    /// Code sends one after the first user turn).
     #[serde(default)]
     pub messages: Vec<InputMessage>,
     /// Tools the model may call.
@@ -55,6 +56,25 @@ pub struct MessagesRequest {
     /// Anthropic capacity tier; accepted and ignored.
     #[serde(default)]
     pub service_tier: Option<Value>,
+    /// Output settings: `effort` is accepted and ignored (the served models have no effort
+    /// levels); `format` asks for structured output.
+    #[serde(default)]
+    pub output_config: Option<OutputConfig>,
+    /// Server-side context editing (Claude Code sends it); accepted and ignored: the server
+    /// keeps no conversation state to edit.
+    #[serde(default)]
+    pub context_management: Option<Value>,
+}
+
+/// `output_config` of a `/v1/messages` request.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OutputConfig {
+    /// `low`, `medium`, `high`, …; accepted and ignored.
+    #[serde(default)]
+    pub effort: Option<Value>,
+    /// Structured output (`{"type": "json_schema", "schema": …}`).
+    #[serde(default)]
+    pub format: Option<Value>,
 }
 
 /// Body of `POST /v1/messages/count_tokens`: the prompt-shaping subset of [`MessagesRequest`].
@@ -83,7 +103,8 @@ pub struct CountTokensRequest {
 /// One conversation turn.
 #[derive(Debug, Clone, Deserialize)]
 pub struct InputMessage {
-    /// `user` or `assistant` (validated during translation, so the error names the message).
+    /// `user`, `assistant`, or `system` / `developer` (validated during translation, so the error
+    /// names the message).
     pub role: String,
     /// A string or an array of content blocks.
     pub content: MessageContent,

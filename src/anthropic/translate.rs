@@ -58,6 +58,17 @@ pub fn to_generate(req: &MessagesRequest) -> Result<Translated, AnthropicError> 
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
+    if req
+        .output_config
+        .as_ref()
+        .is_some_and(|c| c.format.as_ref().is_some_and(|f| !f.is_null()))
+    {
+        // Answering a schema'd request with free prose would break the caller silently.
+        return Err(AnthropicError::field(
+            "output_config.format",
+            "structured outputs are not supported by this server yet",
+        ));
+    }
     let prompt = to_prompt(req.system.as_ref(), &req.messages, req.tools.as_deref())?;
     let (tool_mode, parallel_tool_calls) = tool_mode(
         req.tool_choice.as_ref(),
@@ -127,10 +138,19 @@ pub fn to_prompt(
                 }
                 push_merged(&mut out, turn);
             }
+            // Current Claude Code sends its environment block as a `system` turn after the user
+            // turn. Kept in place; the chat template merges it into the system prompt when it
+            // renders only one.
+            "system" | "developer" => {
+                let text = text_only(&m.content, &format!("{at}.content"))?;
+                if !text.trim().is_empty() {
+                    out.push(chat("system", text));
+                }
+            }
             other => {
                 return Err(AnthropicError::field(
                     format!("{at}.role"),
-                    format!("must be `user` or `assistant`, got `{other}`"),
+                    format!("must be `user`, `assistant` or `system`, got `{other}`"),
                 ))
             }
         }
@@ -193,6 +213,7 @@ fn user_turn(
     for (j, block) in blocks.iter().enumerate() {
         let at = format!("{at}.content[{j}]");
         match block {
+            ContentBlock::Text { text } if text.is_empty() => {}
             ContentBlock::Text { text } => texts.push(text.as_str()),
             ContentBlock::ToolResult {
                 tool_use_id,
@@ -240,6 +261,7 @@ fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, Ant
     for (j, block) in blocks.iter().enumerate() {
         let at = format!("{at}.content[{j}]");
         match block {
+            ContentBlock::Text { text } if text.is_empty() => {}
             ContentBlock::Text { text } => texts.push(text.as_str()),
             ContentBlock::ToolUse { id, name, input } => {
                 let input = if input.is_null() {
@@ -290,6 +312,7 @@ fn text_only(content: &MessageContent, at: &str) -> Result<String, AnthropicErro
             let mut texts = Vec::with_capacity(blocks.len());
             for (j, block) in blocks.iter().enumerate() {
                 match block {
+                    ContentBlock::Text { text } if text.is_empty() => {}
                     ContentBlock::Text { text } => texts.push(text.as_str()),
                     other => return Err(unsupported(other, &format!("{at}[{j}]"))),
                 }
