@@ -417,3 +417,31 @@ async fn codex_first_request_shape_is_accepted() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["output"][0]["content"][0]["text"], "say hi");
 }
+
+#[actix_rt::test]
+async fn text_before_a_call_is_a_message_then_a_function_call_in_both_replies() {
+    let t = server().await;
+    let request = body(
+        json!(format!("Let me look. {CALL}")),
+        json!({"tools": tools()}),
+    );
+    let (_, plain) = t.post_json("/v1/responses", request.clone()).await;
+    let kinds: Vec<&str> = plain["output"]
+        .as_array()
+        .expect("output")
+        .iter()
+        .map(|i| i["type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["message", "function_call"], "{plain}");
+    assert_eq!(
+        plain["output"][0]["content"][0]["text"]
+            .as_str()
+            .map(str::trim),
+        Some("Let me look.")
+    );
+    let events = stream(&t, request).await;
+    assert_eq!(
+        without_ids(&final_response(&events)["output"]),
+        without_ids(&plain["output"])
+    );
+}

@@ -12,8 +12,8 @@ the function tool `exec_command` (`{"cmd": "…"}`).
   the "model" call the tool, and the next reply echoes the command's output.
 
 Each run must create the files, finish with the expected text, and the server must answer no
-request with a 4xx or 5xx. Codex is installed by the test with npm into target/codex-test/
-(once); the tests skip with a message when MLX_SERVE_BIN or npm is missing.
+request with a 4xx or 5xx. Codex is installed with npm on first use (`real_clients.py`, under
+target/real-clients/); the tests skip with a message when MLX_SERVE_BIN or npm is missing.
 """
 
 import json
@@ -28,40 +28,20 @@ from pathlib import Path
 import pytest
 
 from conftest import start_server, stop_server
+from real_clients import CLIENTS, CODEX_VERSION, npm_install
 
 BIN = os.environ.get("MLX_SERVE_BIN")
-CODEX_VERSION = "0.169.0"
-ROOT = Path(__file__).resolve().parents[2]
-CODEX_DIR = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "codex-test"
 FINAL = "All done: marker created by mlx-serve."
 
 pytestmark = pytest.mark.skipif(not BIN, reason="MLX_SERVE_BIN is not set")
 
 
-def codex_binary():
-    """Codex from target/codex-test/ (installed on first use); None without npm."""
-    binary = CODEX_DIR / "node_modules" / ".bin" / "codex"
-    if binary.exists():
-        return binary
-    npm = shutil.which("npm")
-    if npm is None:
-        return None
-    CODEX_DIR.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        [npm, "install", "--no-audit", "--no-fund", "--prefix", str(CODEX_DIR),
-         f"@openai/codex@{CODEX_VERSION}"],
-        check=True,
-        timeout=600,
-    )
-    return binary
-
-
 @pytest.fixture(scope="module")
 def codex():
-    binary = codex_binary()
-    if binary is None:
-        print("npm is not installed: skipping the Codex CLI tests")
-        pytest.skip("npm is not installed: cannot install @openai/codex")
+    """The pinned Codex CLI, installed from npm on first use (skips when npm is missing)."""
+    binary = npm_install("@openai/codex", CODEX_VERSION) / ".bin" / "codex"
+    if not binary.exists():
+        pytest.skip(f"@openai/codex@{CODEX_VERSION} installed no `codex` binary")
     return binary
 
 
@@ -84,9 +64,9 @@ def run_codex(codex, url, prompt, work):
     """`codex exec` in `work` against the server at `url`; returns the completed process."""
     with urllib.request.urlopen(url + "/v1/models", timeout=10) as r:
         model = json.load(r)["data"][0]["id"]
-    CODEX_DIR.mkdir(parents=True, exist_ok=True)
+    CLIENTS.mkdir(parents=True, exist_ok=True)
     # Under target/, not /tmp: Codex refuses to put its helper binaries under a temp dir.
-    home = Path(tempfile.mkdtemp(prefix="home-", dir=CODEX_DIR))
+    home = Path(tempfile.mkdtemp(prefix="codex-home-", dir=CLIENTS))
     try:
         (home / "config.toml").write_text(
             f'model = "{model}"\n'
