@@ -59,6 +59,16 @@ pub enum ApiError {
         /// Request path.
         path: String,
     },
+    /// A stored response (Responses API) that does not exist or belongs to another key.
+    #[error("{what} with id '{id}' not found.")]
+    ResponseNotFound {
+        /// The id asked for.
+        id: String,
+        /// `Previous response` or `Response`.
+        what: &'static str,
+        /// `previous_response_id` when the id came from that field.
+        param: Option<&'static str>,
+    },
     /// A bug or an engine failure.
     #[error("{0}")]
     Internal(String),
@@ -107,7 +117,8 @@ impl ApiError {
             | Self::ContextLength(_)
             | Self::PayloadTooLarge { .. }
             | Self::InvalidApiKey
-            | Self::NotFound { .. } => "invalid_request_error",
+            | Self::NotFound { .. }
+            | Self::ResponseNotFound { .. } => "invalid_request_error",
             Self::QueueFull { .. } => "rate_limit_error",
             Self::Unavailable(_) | Self::Timeout(_) | Self::Internal(_) => "server_error",
             Self::ToolChoiceUnsatisfied(_) => "invalid_response_error",
@@ -125,6 +136,8 @@ impl ApiError {
             Self::Unavailable(_) => Some("engine_unavailable"),
             Self::Timeout(_) => Some("timeout"),
             Self::NotFound { .. } => Some("unknown_url"),
+            Self::ResponseNotFound { param: Some(_), .. } => Some("previous_response_not_found"),
+            Self::ResponseNotFound { .. } => Some("response_not_found"),
             Self::Internal(_) => None,
             Self::ToolChoiceUnsatisfied(_) => Some("tool_choice_not_satisfied"),
         }
@@ -136,6 +149,7 @@ impl ApiError {
             Self::ModelNotFound(_) => Some("model".to_owned()),
             Self::ContextLength(_) => Some("messages".to_owned()),
             Self::ToolChoiceUnsatisfied(_) => Some("tool_choice".to_owned()),
+            Self::ResponseNotFound { param, .. } => param.map(str::to_owned),
             _ => None,
         }
     }
@@ -162,7 +176,9 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::InvalidRequest { .. } | Self::ContextLength(_) => StatusCode::BAD_REQUEST,
-            Self::ModelNotFound(_) | Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::NotFound { .. } | Self::ResponseNotFound { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,

@@ -3,7 +3,8 @@
 //! - [`config`]: `Settings` from `config.toml`, environment and flags.
 //! - [`server`]: `run_server(settings, factory)`; [`state`]: what handlers share.
 //! - [`pipeline`]: the one request pipeline (cache, model, tool-parser and metrics seams) and
-//!   its SSE driver; [`routes`] render it per API; [`openai`]: wire types; [`error`]: `ApiError`.
+//!   its SSE driver; [`routes`] render it per API; [`openai`], [`anthropic`], [`responses`]: wire
+//!   types and translation per API; [`error`]: `ApiError`.
 //! - [`cli`]: clap subcommands.
 
 pub mod anthropic;
@@ -15,6 +16,7 @@ pub mod logging;
 pub mod metrics;
 pub mod openai;
 pub mod pipeline;
+pub mod responses;
 pub mod routes;
 pub mod server;
 pub mod sse;

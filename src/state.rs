@@ -10,6 +10,7 @@ use crate::anthropic::ModelAliases;
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::pipeline::seams::Seams;
+use crate::responses::ResponseStore;
 
 /// Shared by all handlers (wrapped in `web::Data`).
 pub struct AppState {
@@ -30,6 +31,8 @@ pub struct AppState {
     pub fingerprint: String,
     /// Model-name patterns from `[aliases]`.
     pub aliases: ModelAliases,
+    /// Stored Responses API responses (`previous_response_id`).
+    pub responses: Arc<ResponseStore>,
 }
 
 /// Unix seconds now.
@@ -51,6 +54,7 @@ impl AppState {
         let aliases = ModelAliases::new(settings.aliases.0.clone());
         Self {
             aliases,
+            responses: Arc::new(ResponseStore::default()),
             settings: Arc::new(settings),
             model: RwLock::new(model),
             factory,

@@ -131,7 +131,7 @@ impl From<crate::error::ApiError> for AnthropicError {
             ),
             A::QueueFull { .. } => Self::RateLimit(message),
             A::Unavailable(_) => Self::Overloaded(message),
-            A::NotFound { .. } => Self::NotFound(message),
+            A::NotFound { .. } | A::ResponseNotFound { .. } => Self::NotFound(message),
             A::Timeout(_) | A::Internal(_) => Self::Api(message),
         }
     }

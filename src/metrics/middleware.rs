@@ -84,6 +84,7 @@ fn route_label(pattern: Option<&str>) -> &'static str {
         Some("/v1/completions") => "/v1/completions",
         Some("/v1/messages") => "/v1/messages",
         Some("/v1/messages/count_tokens") => "/v1/messages/count_tokens",
+        Some("/v1/responses") => "/v1/responses",
         _ => "other",
     }
 }

@@ -111,6 +111,7 @@ pub fn route_of(api: &'static str) -> &'static str {
         "chat" => "/v1/chat/completions",
         "completions" => "/v1/completions",
         "messages" | "anthropic" => "/v1/messages",
+        "responses" => "/v1/responses",
         _ => "other",
     }
 }

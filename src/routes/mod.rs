@@ -10,6 +10,7 @@ pub mod health;
 pub mod messages;
 pub mod metrics;
 pub mod models;
+pub mod responses;
 
 use actix_web::{web, HttpRequest};
 
@@ -27,6 +28,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         "/v1/messages/count_tokens",
         web::post().to(messages::count_tokens),
     )
+    .route("/v1/responses", web::post().to(responses::create))
+    .route("/v1/responses/{id}", web::get().to(responses::get))
+    .route("/v1/responses/{id}", web::delete().to(responses::delete))
     .route("/v1/models", web::get().to(models::list))
     .route("/v1/models/{id:.+}", web::get().to(models::get))
     .route("/v1/cache/stats", web::get().to(cache::stats))

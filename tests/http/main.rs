@@ -9,6 +9,7 @@ mod cache;
 mod cli;
 mod errors;
 mod metrics;
+mod responses;
 mod runtime;
 mod seams;
 mod streaming;

@@ -1,0 +1,187 @@
+//! `POST /v1/responses`, `GET /v1/responses/{id}`, `DELETE /v1/responses/{id}`: the OpenAI
+//! Responses API through the same pipeline as chat completions and messages (response cache,
+//! model queue, tool parser, metrics, API keys), rendered by the Responses output machine as
+//! a `response` object or as Responses SSE events. Errors are in OpenAI's shape.
+
+use std::time::Duration;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::disconnect::PeerSocket;
+use super::extract::{request_id, ApiJson, Authorized};
+use crate::error::ApiError;
+use crate::pipeline::cache::CacheScope;
+use crate::pipeline::stream::{sse_response, StreamPlan};
+use crate::pipeline::{start, Event, RequestContext, Source};
+use crate::responses::{
+    base_response, translate, ResponseObject, ResponseStream, ResponsesRenderer, ResponsesRequest,
+    Saver, Turn,
+};
+use crate::state::AppState;
+
+/// `POST /v1/responses`.
+#[tracing::instrument(skip_all, fields(request_id))]
+pub async fn create(
+    _auth: Authorized,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: ApiJson<ResponsesRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let rid = request_id(&req);
+    tracing::Span::current().record("request_id", rid.as_str());
+    state.resolve_model(&body.model)?;
+    let scope = CacheScope::from_request(&req, &state.settings.server.api_keys);
+    let history = match &body.previous_response_id {
+        None => Vec::new(),
+        Some(id) => previous(&state, &scope.tenant, id)?,
+    };
+    let translated = translate(&body, &history, &state.settings.model)?;
+    let scope = CacheScope {
+        // The translated choice: the same prompt with another choice or parallelism may not
+        // share an answer.
+        tool_choice: Some(json!(format!(
+            "{:?}/{}",
+            translated.tools.choice, translated.tools.parallel
+        ))),
+        ..scope
+    };
+    let saver = body.storing().then(|| Saver {
+        store: state.responses.clone(),
+        tenant: scope.tenant.clone(),
+        conversation: translated.conversation.clone(),
+    });
+    let machine = ResponseStream::new(base_response(&body, &translated.request));
+    let mut ctx = RequestContext::new(rid, "responses", body.streaming()).with_cache(scope);
+    ctx.tools = translated.tools.clone();
+    let mut source = start(&state, translated.request, ctx.clone()).await?;
+    let cache_status = source.cache_status();
+    if body.streaming() {
+        // An early failure (prompt too long, engine down) still gets a proper status.
+        source
+            .prime(Duration::from_secs_f64(state.settings.server.keep_alive_s))
+            .await?;
+        let plan = StreamPlan {
+            first: source,
+            rest: Vec::new(),
+            ctx,
+        };
+        let renderer = ResponsesRenderer::new(machine, saver);
+        let mut resp = sse_response(state, plan, Box::new(renderer));
+        cache_status.apply(&mut resp);
+        return Ok(resp);
+    }
+    let response = drain_for(source, machine, req.conn_data::<PeerSocket>().copied()).await?;
+    if let Some(saver) = saver {
+        saver.save(&response);
+    }
+    let mut resp = HttpResponse::Ok().json(response);
+    cache_status.apply(&mut resp);
+    Ok(resp)
+}
+
+/// The conversation of a stored response; an unknown id (or another key's) is a 404.
+fn previous(state: &AppState, tenant: &str, id: &str) -> Result<Vec<Turn>, ApiError> {
+    state
+        .responses
+        .get(tenant, id)
+        .map(|(_, conversation)| conversation)
+        .ok_or_else(|| ApiError::ResponseNotFound {
+            id: id.to_owned(),
+            what: "Previous response",
+            param: Some("previous_response_id"),
+        })
+}
+
+/// Run `source` to its end through the output machine: the JSON reply is the machine's final
+/// response, the same object a streamed reply ends with. Abandoned (and the generation
+/// cancelled) when the client disconnects first.
+async fn drain_for(
+    source: Source,
+    machine: ResponseStream,
+    peer: Option<PeerSocket>,
+) -> Result<ResponseObject, ApiError> {
+    let Some(peer) = peer else {
+        return drain(source, machine).await;
+    };
+    tokio::select! {
+        result = drain(source, machine) => result,
+        () = peer.gone(Duration::from_millis(50)) => {
+            tracing::info!("client disconnected; generation cancelled");
+            Err(ApiError::invalid("input", "client disconnected"))
+        }
+    }
+}
+
+async fn drain(
+    mut source: Source,
+    mut machine: ResponseStream,
+) -> Result<ResponseObject, ApiError> {
+    machine.begin();
+    while let Some(ev) = source.next().await {
+        match ev {
+            Event::Started { .. } => {}
+            Event::Text { text, .. } => {
+                machine.text(&text);
+            }
+            Event::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
+                machine.call(index, id.as_deref(), name.as_deref(), &arguments);
+            }
+            Event::Finished { reason, usage, .. } => {
+                machine.finish(reason, usage);
+                return Ok(machine.response().clone());
+            }
+            Event::Error(e) => return Err(e),
+        }
+    }
+    Err(ApiError::Internal(
+        "generation ended without a result".into(),
+    ))
+}
+
+fn tenant(req: &HttpRequest, state: &AppState) -> String {
+    CacheScope::from_request(req, &state.settings.server.api_keys).tenant
+}
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::ResponseNotFound {
+        id: id.to_owned(),
+        what: "Response",
+        param: None,
+    }
+}
+
+/// `GET /v1/responses/{id}`: a stored response of the caller's key.
+#[tracing::instrument(skip_all)]
+pub async fn get(
+    _auth: Authorized,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let (response, _) = state
+        .responses
+        .get(&tenant(&req, &state), &id)
+        .ok_or_else(|| not_found(&id))?;
+    Ok(HttpResponse::Ok().json(response))
+}
+
+/// `DELETE /v1/responses/{id}`: forget a stored response of the caller's key.
+#[tracing::instrument(skip_all)]
+pub async fn delete(
+    _auth: Authorized,
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    if !state.responses.delete(&tenant(&req, &state), &id) {
+        return Err(not_found(&id));
+    }
+    Ok(HttpResponse::Ok().json(json!({"id": id.as_str(), "object": "response", "deleted": true})))
+}
