@@ -4,6 +4,7 @@
 //! - [`server`]: `run_server(settings, factory)`; [`state`]: what handlers share.
 //! - [`pipeline`]: the one request pipeline (cache, model, tool-parser and metrics seams) and
 //!   its SSE driver; [`routes`] render it per API; [`openai`]: wire types; [`error`]: `ApiError`.
+//! - [`limits`]: per-client limits (requests in flight per peer IP).
 //! - [`cli`]: clap subcommands.
 
 pub mod anthropic;
@@ -11,6 +12,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod openai;
