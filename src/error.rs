@@ -45,6 +45,14 @@ pub enum ApiError {
         /// Seconds for `Retry-After`.
         retry_after_s: u64,
     },
+    /// This client IP already has `server.max_inflight_per_ip` requests in flight.
+    #[error("Too many concurrent requests from your address (the limit is {limit}). Retry after {retry_after_s} s.")]
+    PeerLimit {
+        /// The configured limit.
+        limit: usize,
+        /// Seconds for `Retry-After`.
+        retry_after_s: u64,
+    },
     /// The engine is loading, failed or restarting.
     #[error("The model is unavailable: {0}")]
     Unavailable(String),
@@ -69,6 +77,25 @@ pub enum ApiError {
         /// `previous_response_id` when the id came from that field.
         param: Option<&'static str>,
     },
+    /// The route exists but not for this method.
+    #[error("Method {method} is not allowed on {path}; allowed: {allow}.")]
+    MethodNotAllowed {
+        /// HTTP method.
+        method: String,
+        /// Request path.
+        path: String,
+        /// The `Allow` header value.
+        allow: &'static str,
+    },
+    /// The key is valid but may not do this (clearing the cache without an admin key).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The body is not JSON (`Content-Type`) or is encoded in a way this server cannot decode.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The client took longer than `server.body_timeout_s` to send the body.
+    #[error("The request body was not received within {0} s.")]
+    BodyTimeout(u64),
     /// A bug or an engine failure.
     #[error("{0}")]
     Internal(String),
@@ -118,8 +145,12 @@ impl ApiError {
             | Self::PayloadTooLarge { .. }
             | Self::InvalidApiKey
             | Self::NotFound { .. }
-            | Self::ResponseNotFound { .. } => "invalid_request_error",
-            Self::QueueFull { .. } => "rate_limit_error",
+            | Self::ResponseNotFound { .. }
+            | Self::MethodNotAllowed { .. }
+            | Self::Forbidden(_)
+            | Self::UnsupportedMediaType(_)
+            | Self::BodyTimeout(_) => "invalid_request_error",
+            Self::QueueFull { .. } | Self::PeerLimit { .. } => "rate_limit_error",
             Self::Unavailable(_) | Self::Timeout(_) | Self::Internal(_) => "server_error",
             Self::ToolChoiceUnsatisfied(_) => "invalid_response_error",
         }
@@ -132,12 +163,16 @@ impl ApiError {
             Self::ContextLength(_) => Some("context_length_exceeded"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::InvalidApiKey => Some("invalid_api_key"),
-            Self::QueueFull { .. } => Some("rate_limit_exceeded"),
+            Self::QueueFull { .. } | Self::PeerLimit { .. } => Some("rate_limit_exceeded"),
             Self::Unavailable(_) => Some("engine_unavailable"),
             Self::Timeout(_) => Some("timeout"),
             Self::NotFound { .. } => Some("unknown_url"),
             Self::ResponseNotFound { param: Some(_), .. } => Some("previous_response_not_found"),
             Self::ResponseNotFound { .. } => Some("response_not_found"),
+            Self::MethodNotAllowed { .. } => Some("method_not_allowed"),
+            Self::Forbidden(_) => Some("insufficient_permissions"),
+            Self::UnsupportedMediaType(_) => Some("unsupported_media_type"),
+            Self::BodyTimeout(_) => Some("request_timeout"),
             Self::Internal(_) => None,
             Self::ToolChoiceUnsatisfied(_) => Some("tool_choice_not_satisfied"),
         }
@@ -181,7 +216,11 @@ impl ResponseError for ApiError {
             }
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::QueueFull { .. } | Self::PeerLimit { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Unavailable(_) | Self::Timeout(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::ToolChoiceUnsatisfied(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -190,11 +229,19 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let mut resp = HttpResponse::build(self.status_code());
-        if let Self::QueueFull { retry_after_s, .. } = self {
+        if let Self::QueueFull { retry_after_s, .. } | Self::PeerLimit { retry_after_s, .. } = self
+        {
             resp.insert_header((header::RETRY_AFTER, retry_after_s.to_string()));
         }
         if let Self::InvalidApiKey = self {
             resp.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        }
+        if let Self::MethodNotAllowed { allow, .. } = self {
+            resp.insert_header((header::ALLOW, *allow));
+        }
+        if let Self::BodyTimeout(_) = self {
+            // The rest of a half-received body cannot be told from the next request.
+            resp.force_close();
         }
         resp.json(self.body())
     }

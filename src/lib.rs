@@ -5,6 +5,7 @@
 //! - [`pipeline`]: the one request pipeline (cache, model, tool-parser and metrics seams) and
 //!   its SSE driver; [`routes`] render it per API; [`openai`], [`anthropic`], [`responses`]: wire
 //!   types and translation per API; [`error`]: `ApiError`.
+//! - [`limits`]: per-client limits (requests in flight per peer IP).
 //! - [`cli`]: clap subcommands.
 
 pub mod anthropic;
@@ -12,6 +13,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod openai;

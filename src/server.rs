@@ -14,6 +14,7 @@ use futures_util::future::{ready, Either};
 use mlx_serve_actors::model::actor::{EngineFactory, ModelHandle};
 
 use crate::config::{EngineFailurePolicy, Settings};
+use crate::limits::{Guarded, PeerLimiter};
 use crate::pipeline::seams::Seams;
 use crate::routes::{self, extract::RequestId};
 use crate::state::AppState;
@@ -58,11 +59,33 @@ pub async fn start_server(
     let state = web::Data::new(AppState::new(settings, model, factory, seams));
     let s = state.settings.server.clone();
     let cors = Arc::new(s.cors_origins.clone());
+    let limiter = PeerLimiter::new(s.max_inflight_per_ip, s.retry_after_s);
     let app_state = state.clone();
     let server = HttpServer::new(move || {
         let cors = cors.clone();
+        let limiter = limiter.clone();
         App::new()
             .app_data(app_state.clone())
+            .wrap_fn(move |req, srv| {
+                // Probes stay answerable while a client is at its limit.
+                let exempt = matches!(req.path(), "/health" | "/version" | "/metrics");
+                let peer = req.peer_addr().map(|a| a.ip()).filter(|_| !exempt);
+                match limiter.enter(peer) {
+                    Err(e) => {
+                        let resp = routes::error_for(req.request(), e);
+                        Either::Left(ready(Ok(req.into_response(resp).map_into_right_body())))
+                    }
+                    Ok(guard) => {
+                        let fut = srv.call(req);
+                        Either::Right(async move {
+                            let res = fut.await?;
+                            Ok(res
+                                .map_body(|_, body| Guarded::new(body, guard))
+                                .map_into_left_body())
+                        })
+                    }
+                }
+            })
             .wrap_fn(move |req, srv| {
                 let origin = req.headers().get(header::ORIGIN).cloned();
                 let allow = origin.filter(|o| {

@@ -358,3 +358,40 @@ fn profile_charges_prefill_and_decode_to_operation_groups() {
     );
     assert!(prefill.iter().chain(&decode).all(|(_, d, _)| !d.is_zero()));
 }
+
+#[test]
+fn logit_bias_bans_the_greedy_token_and_token_prompts_match_text() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engine = MlxEngine::load(&EngineOptions {
+        prefix_cache_bytes: 0,
+        ..options(ModelSource::Gguf(default_model()))
+    })
+    .expect("load");
+    let question = || chat("What is the capital of France?");
+    let free = generate(&mut engine, 1, question(), SamplingParams::default(), 1);
+    let first = engine
+        .tokenizer()
+        .encode(&free.text, false)
+        .expect("encode")[0];
+    let banned = generate(
+        &mut engine,
+        2,
+        question(),
+        SamplingParams {
+            logit_bias: vec![(first, -100.0)],
+            ..SamplingParams::default()
+        },
+        1,
+    );
+    assert_ne!(banned.text, free.text, "token {first} was not banned");
+    // The same prompt as token ids continues exactly like the rendered chat.
+    let ids = engine.tokenize_prompt(&question()).expect("tokenize");
+    let by_ids = generate(
+        &mut engine,
+        3,
+        Prompt::Tokens(ids),
+        SamplingParams::default(),
+        1,
+    );
+    assert_eq!(by_ids.text, free.text);
+}

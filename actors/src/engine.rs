@@ -54,6 +54,8 @@ pub enum Prompt {
     },
     /// Raw text, tokenized as is (legacy completions, `generate --raw`).
     Text(String),
+    /// Token ids, run as given (legacy completions' `"prompt": [1, 2, 3]`).
+    Tokens(Vec<u32>),
 }
 
 /// Sampling settings; the defaults are greedy decoding with no penalties.
@@ -75,6 +77,10 @@ pub struct SamplingParams {
     pub frequency_penalty: f32,
     /// Makes sampling reproducible.
     pub seed: Option<u64>,
+    /// Added to a token's logit before sampling (OpenAI's `logit_bias`): `(token id, bias)`,
+    /// sorted by id; ids outside the vocabulary are ignored. -100 effectively bans a token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logit_bias: Vec<(u32, f32)>,
 }
 
 impl Default for SamplingParams {
@@ -88,6 +94,7 @@ impl Default for SamplingParams {
             presence_penalty: 0.0,
             frequency_penalty: 0.0,
             seed: None,
+            logit_bias: Vec::new(),
         }
     }
 }

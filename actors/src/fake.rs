@@ -161,6 +161,14 @@ struct FakeSeq {
     stall: Option<Duration>,
 }
 
+/// Token ids as the fake's words: `[1, 2]` is `"t1 t2"`.
+fn token_words(ids: &[u32]) -> String {
+    ids.iter()
+        .map(|id| format!("t{id}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// The deterministic engine. See the module docs for what it generates.
 pub struct FakeEngine {
     config: FakeConfig,
@@ -179,6 +187,7 @@ impl FakeEngine {
     fn render(prompt: &Prompt) -> String {
         match prompt {
             Prompt::Text(text) => text.clone(),
+            Prompt::Tokens(ids) => token_words(ids),
             Prompt::Chat {
                 messages,
                 tools,
@@ -207,6 +216,7 @@ impl FakeEngine {
     fn echo_source(prompt: &Prompt) -> String {
         match prompt {
             Prompt::Text(text) => text.clone(),
+            Prompt::Tokens(ids) => token_words(ids),
             Prompt::Chat { messages, .. } => messages
                 .last()
                 .map(|m| m.content.clone())

@@ -129,9 +129,14 @@ impl From<crate::error::ApiError> for AnthropicError {
                  `Authorization: Bearer`"
                     .to_owned(),
             ),
-            A::QueueFull { .. } => Self::RateLimit(message),
+            A::QueueFull { .. } | A::PeerLimit { .. } => Self::RateLimit(message),
             A::Unavailable(_) => Self::Overloaded(message),
             A::NotFound { .. } | A::ResponseNotFound { .. } => Self::NotFound(message),
+            A::Forbidden(_) => Self::Permission(message),
+            // Their own statuses (405, 415, 408) are kept by the route's error wrapper.
+            A::MethodNotAllowed { .. } | A::UnsupportedMediaType(_) | A::BodyTimeout(_) => {
+                Self::InvalidRequest(message)
+            }
             A::Timeout(_) | A::Internal(_) => Self::Api(message),
         }
     }

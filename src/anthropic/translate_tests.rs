@@ -23,7 +23,7 @@ fn chat_of(t: &Translated) -> (&[ChatMessage], &[Value]) {
             assert!(add_generation_prompt);
             (messages, tools)
         }
-        Prompt::Text(_) => panic!("expected a chat prompt"),
+        Prompt::Text(_) | Prompt::Tokens(_) => panic!("expected a chat prompt"),
     }
 }
 

@@ -87,6 +87,12 @@ pub struct ServerSettings {
     pub on_engine_failure: EngineFailurePolicy,
     /// Restarts allowed before giving up and exiting.
     pub max_engine_restarts: u32,
+    /// Longest a client may take to send a request body once its headers are in, seconds;
+    /// 0 disables. Slower bodies get 408 and the connection is closed.
+    pub body_timeout_s: u64,
+    /// Requests one client IP may have in flight at once (from headers received until the
+    /// response body ends); more get 429. 0 disables.
+    pub max_inflight_per_ip: usize,
 }
 
 impl Default for ServerSettings {
@@ -107,6 +113,8 @@ impl Default for ServerSettings {
             engine_wedge_timeout_s: 120.0,
             on_engine_failure: EngineFailurePolicy::Restart,
             max_engine_restarts: 3,
+            body_timeout_s: 30,
+            max_inflight_per_ip: 256,
         }
     }
 }
@@ -366,6 +374,18 @@ impl Settings {
             "server.shutdown_grace_s",
             s.shutdown_grace_s,
             "0 ..= 3600",
+        )?;
+        check(
+            s.body_timeout_s <= 3600,
+            "server.body_timeout_s",
+            s.body_timeout_s,
+            "0 ..= 3600 (0 disables)",
+        )?;
+        check(
+            s.max_inflight_per_ip <= 1_000_000,
+            "server.max_inflight_per_ip",
+            s.max_inflight_per_ip,
+            "0 ..= 1000000 (0 disables)",
         )?;
         check(
             (1..=64).contains(&s.workers),

@@ -1,11 +1,15 @@
 //! `POST /v1/chat/completions` wire types and their normalization into a `GenerateRequest`.
 
+use std::collections::BTreeMap;
+
 use mlx_serve_actors::engine::{ChatMessage, GenerateRequest, Prompt, TokenLogprob, ToolCall};
 use mlx_serve_actors::tool_parser::ToolChoice;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::common::{check_max_tokens, check_n, Envelope, SamplingInput, StopSpec, StreamOptions};
+use super::common::{
+    check_max_tokens, check_n, opt_int, Envelope, SamplingInput, StopSpec, StreamOptions,
+};
 use crate::config::ModelSettings;
 use crate::error::ApiError;
 use crate::pipeline::seams::ToolOptions;
@@ -18,10 +22,10 @@ pub struct ChatCompletionRequest {
     /// The conversation.
     pub messages: Vec<ChatMessageIn>,
     /// Legacy name of `max_completion_tokens`.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub max_tokens: Option<i64>,
     /// Upper bound on generated tokens.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub max_completion_tokens: Option<i64>,
     /// Sampling temperature, 0..=2.
     #[serde(default)]
@@ -30,13 +34,13 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub top_p: Option<f32>,
     /// Top-k (extension).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub top_k: Option<i64>,
     /// Min-p (extension).
     #[serde(default)]
     pub min_p: Option<f32>,
     /// Sampling seed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub seed: Option<i64>,
     /// Stop strings.
     #[serde(default)]
@@ -54,10 +58,10 @@ pub struct ChatCompletionRequest {
     #[serde(default)]
     pub logprobs: Option<bool>,
     /// Alternatives per position, 0..=20 (needs `logprobs`).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub top_logprobs: Option<i64>,
     /// Choices to generate; only 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub n: Option<i64>,
     /// End-user id (logged, not used).
     #[serde(default)]
@@ -68,6 +72,9 @@ pub struct ChatCompletionRequest {
     /// Streaming options.
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    /// Token id (as a string key) to a bias in [-100, 100] added to its logit.
+    #[serde(default)]
+    pub logit_bias: Option<BTreeMap<String, f64>>,
     /// Tool definitions, rendered into the prompt.
     #[serde(default)]
     pub tools: Option<Vec<Value>>,
@@ -99,6 +106,9 @@ pub struct ChatMessageIn {
     /// The call a `tool` message answers.
     #[serde(default)]
     pub tool_call_id: Option<String>,
+    /// The call of an assistant turn in the older functions protocol (before `tool_calls`).
+    #[serde(default)]
+    pub function_call: Option<FunctionCallIn>,
 }
 
 /// `content`: a string or parts.
@@ -142,7 +152,15 @@ pub struct FunctionCallIn {
     pub arguments: String,
 }
 
-const ROLES: [&str; 5] = ["system", "developer", "user", "assistant", "tool"];
+/// `function` is the role of a function result in conversations from before tool calls.
+const ROLES: [&str; 6] = [
+    "system",
+    "developer",
+    "user",
+    "assistant",
+    "tool",
+    "function",
+];
 
 fn content_text(i: usize, content: Option<MessageContent>) -> Result<String, ApiError> {
     match content {
@@ -209,20 +227,24 @@ impl ChatCompletionRequest {
                 return Err(ApiError::invalid(
                     format!("messages[{i}].role"),
                     format!(
-                        "invalid role `{}`: expected one of system, developer, user, assistant, tool",
+                        "invalid role `{}`: expected one of system, developer, user, assistant, \
+                         tool, function",
                         m.role
                     ),
                 ));
             }
+            let legacy_call = m.function_call.iter().map(|f| (None, f));
             let tool_calls = m
                 .tool_calls
                 .iter()
                 .flatten()
+                .map(|c| (c.id.clone(), &c.function))
+                .chain(legacy_call)
                 .enumerate()
-                .map(|(k, c)| ToolCall {
-                    id: c.id.clone().unwrap_or_else(|| format!("call_{i}_{k}")),
-                    name: c.function.name.clone(),
-                    arguments: c.function.arguments.clone(),
+                .map(|(k, (id, f))| ToolCall {
+                    id: id.unwrap_or_else(|| format!("call_{i}_{k}")),
+                    name: f.name.clone(),
+                    arguments: f.arguments.clone(),
                 })
                 .collect::<Vec<_>>();
             if m.content.is_none() && tool_calls.is_empty() && m.role != "assistant" {
@@ -231,11 +253,12 @@ impl ChatCompletionRequest {
                     format!("messages[{i}] with role `{}` needs `content`", m.role),
                 ));
             }
-            // `developer` is OpenAI's newer name for `system`; chat templates only know `system`.
-            let role = if m.role == "developer" {
-                "system"
-            } else {
-                m.role.as_str()
+            // `developer` is OpenAI's newer name for `system`, and a `function` message is a
+            // tool result in the older protocol; chat templates know only `system` and `tool`.
+            let role = match m.role.as_str() {
+                "developer" => "system",
+                "function" => "tool",
+                other => other,
             };
             messages.push(ChatMessage {
                 role: role.to_owned(),
@@ -245,20 +268,9 @@ impl ChatCompletionRequest {
                 name: m.name.clone(),
             });
         }
-        let mut tools = Vec::new();
-        for (i, t) in self.tools.iter().flatten().enumerate() {
-            if t.get("function")
-                .and_then(|f| f.get("name"))
-                .and_then(Value::as_str)
-                .is_none()
-            {
-                return Err(ApiError::invalid(
-                    format!("tools[{i}].function.name"),
-                    "each tool needs `function.name`",
-                ));
-            }
-            tools.push(t.clone());
-        }
+        let mut tools = self.tools.clone().unwrap_or_default();
+        super::tools::check_tools(&tools)?;
+        super::common::check_response_format(self.response_format.as_ref())?;
         // `none` leaves the tools out of the prompt too, so the model is not tempted to call.
         if self.tool_options()?.choice == ToolChoice::None {
             tools.clear();
@@ -295,6 +307,7 @@ impl ChatCompletionRequest {
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             repetition_penalty: self.repetition_penalty,
+            logit_bias: self.logit_bias.clone(),
         }
         .resolve(&model.sampling)?;
         Ok(GenerateRequest {

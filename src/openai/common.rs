@@ -42,10 +42,146 @@ impl StopSpec {
 
 /// `stream_options`.
 #[derive(Debug, Clone, Default, Deserialize)]
+#[serde(from = "ObjectOnly<StreamOptionsFields>")]
 pub struct StreamOptions {
     /// Send a final chunk with `usage` and empty `choices` before `[DONE]`.
     #[serde(default)]
     pub include_usage: Option<bool>,
+}
+
+/// The fields of `stream_options` (serde's derived struct form, which would also take an array).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StreamOptionsFields {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+impl From<ObjectOnly<StreamOptionsFields>> for StreamOptions {
+    fn from(o: ObjectOnly<StreamOptionsFields>) -> Self {
+        Self {
+            include_usage: o.0.include_usage,
+        }
+    }
+}
+
+/// A struct that must arrive as a JSON object: serde's derived `Deserialize` for structs also
+/// accepts an array of the fields in order (`"stream_options": []`), which OpenAI refuses.
+#[derive(Debug, Clone)]
+pub struct ObjectOnly<T>(pub T);
+
+impl<'de, T: serde::de::DeserializeOwned> Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let v = serde_json::Value::deserialize(d)?;
+        if !v.is_object() {
+            return Err(D::Error::custom(format!(
+                "invalid type: {}, expected an object",
+                json_kind(&v)
+            )));
+        }
+        serde_json::from_value(v)
+            .map(ObjectOnly)
+            .map_err(D::Error::custom)
+    }
+}
+
+/// The JSON type of a value, as error messages name it.
+pub fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "boolean",
+        serde_json::Value::Number(_) => "number",
+        serde_json::Value::String(_) => "string",
+        serde_json::Value::Array(_) => "array",
+        serde_json::Value::Object(_) => "object",
+    }
+}
+
+/// `Option<i64>` that also takes whole-number floats (`16.0`), as JSON Schema's `integer` does.
+pub fn opt_int<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(Some(i));
+            }
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Some(f as i64)),
+                _ => Err(D::Error::custom(format!(
+                    "invalid value: {n}, expected an integer"
+                ))),
+            }
+        }
+    }
+}
+
+/// Most `logit_bias` entries accepted.
+pub const MAX_LOGIT_BIAS: usize = 1024;
+
+/// `logit_bias`: token ids (as JSON object keys) to a bias in [-100, 100].
+pub fn logit_bias(
+    bias: Option<&std::collections::BTreeMap<String, f64>>,
+) -> Result<Vec<(u32, f32)>, ApiError> {
+    let Some(bias) = bias else {
+        return Ok(Vec::new());
+    };
+    if bias.len() > MAX_LOGIT_BIAS {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            format!("logit_bias accepts at most {MAX_LOGIT_BIAS} tokens"),
+        ));
+    }
+    let mut out = Vec::with_capacity(bias.len());
+    for (k, &v) in bias {
+        let Ok(id) = k.trim().parse::<u32>() else {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("logit_bias keys must be token ids (integers), got `{k}`"),
+            ));
+        };
+        if !(-100.0..=100.0).contains(&v) {
+            return Err(ApiError::invalid(
+                "logit_bias",
+                format!("logit_bias values must be between -100 and 100, got {v} for token {id}"),
+            ));
+        }
+        out.push((id, v as f32));
+    }
+    out.sort_by_key(|&(id, _)| id);
+    out.dedup_by_key(|&mut (id, _)| id);
+    Ok(out)
+}
+
+/// `response_format`: an object whose `type` is `text`, `json_object` or `json_schema`.
+pub fn check_response_format(v: Option<&serde_json::Value>) -> Result<(), ApiError> {
+    let Some(v) = v else { return Ok(()) };
+    if v.is_null() {
+        return Ok(());
+    }
+    let Some(obj) = v.as_object() else {
+        return Err(ApiError::invalid(
+            "response_format",
+            format!(
+                "response_format must be an object such as {{\"type\": \"text\"}}, got {}",
+                json_kind(v)
+            ),
+        ));
+    };
+    match obj.get("type").and_then(serde_json::Value::as_str) {
+        Some("text" | "json_object") => Ok(()),
+        Some("json_schema") => match obj.get("json_schema") {
+            Some(s) if s.is_object() => Ok(()),
+            _ => Err(ApiError::invalid(
+                "response_format.json_schema",
+                "response_format of type `json_schema` needs a `json_schema` object",
+            )),
+        },
+        _ => Err(ApiError::invalid(
+            "response_format.type",
+            "response_format.type must be one of `text`, `json_object`, `json_schema`",
+        )),
+    }
 }
 
 /// `usage.prompt_tokens_details`.
@@ -138,6 +274,8 @@ pub struct SamplingInput {
     pub frequency_penalty: Option<f32>,
     /// `repetition_penalty`.
     pub repetition_penalty: Option<f32>,
+    /// `logit_bias`.
+    pub logit_bias: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 fn in_range(name: &str, v: f32, ok: bool, range: &str) -> Result<f32, ApiError> {
@@ -162,12 +300,13 @@ impl SamplingInput {
             "between 0 and 2",
         )?;
         let p = self.top_p.unwrap_or(d.top_p);
-        let top_p = in_range(
-            "top_p",
-            p,
-            p > 0.0 && p <= 1.0,
-            "greater than 0 and at most 1",
-        )?;
+        let top_p = in_range("top_p", p, (0.0..=1.0).contains(&p), "between 0 and 1")?;
+        // A nucleus of mass 0 keeps only the most likely token: greedy decoding.
+        let (temperature, top_p) = if top_p == 0.0 {
+            (0.0, 1.0)
+        } else {
+            (temperature, top_p)
+        };
         let min_p = self.min_p.unwrap_or(d.min_p);
         let min_p = in_range(
             "min_p",
@@ -214,6 +353,7 @@ impl SamplingInput {
             frequency_penalty,
             // Negative seeds are legal in OpenAI's API; reinterpret the bits.
             seed: self.seed.map(|s| s as u64),
+            logit_bias: logit_bias(self.logit_bias.as_ref())?,
         })
     }
 }

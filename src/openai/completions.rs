@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, TokenLogprob};
 use serde::{Deserialize, Serialize};
 
-use super::common::{check_max_tokens, check_n, Envelope, SamplingInput, StopSpec, StreamOptions};
+use super::common::{
+    check_max_tokens, check_n, opt_int, Envelope, SamplingInput, StopSpec, StreamOptions,
+};
 use crate::config::ModelSettings;
 use crate::error::ApiError;
 
@@ -14,7 +16,7 @@ pub const DEFAULT_MAX_TOKENS: usize = 16;
 /// Most prompts served from one request (they run one after another).
 pub const MAX_PROMPTS: usize = 64;
 
-/// `prompt`: a string or a list of strings (token arrays are not accepted).
+/// `prompt`: a string, a list of strings, token ids, or a list of token-id lists.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum PromptIn {
@@ -22,6 +24,10 @@ pub enum PromptIn {
     One(String),
     /// Several prompts; one choice each.
     Many(Vec<String>),
+    /// One prompt as token ids.
+    Tokens(Vec<u32>),
+    /// Several prompts as token ids; one choice each.
+    TokenLists(Vec<Vec<u32>>),
 }
 
 /// The request body. Unknown fields are ignored.
@@ -32,7 +38,7 @@ pub struct CompletionRequest {
     /// Prompt(s).
     pub prompt: PromptIn,
     /// Upper bound on generated tokens (default 16).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub max_tokens: Option<i64>,
     /// Sampling temperature.
     #[serde(default)]
@@ -41,13 +47,13 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub top_p: Option<f32>,
     /// Top-k (extension).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub top_k: Option<i64>,
     /// Min-p (extension).
     #[serde(default)]
     pub min_p: Option<f32>,
     /// Sampling seed.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub seed: Option<i64>,
     /// Stop strings.
     #[serde(default)]
@@ -62,19 +68,19 @@ pub struct CompletionRequest {
     #[serde(default)]
     pub repetition_penalty: Option<f32>,
     /// Alternatives per token to return, 0..=5.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub logprobs: Option<i64>,
     /// Prepend the prompt to the text.
     #[serde(default)]
     pub echo: Option<bool>,
-    /// Only `null` or empty is supported.
+    /// Fill-in-the-middle text after the completion; only `null` or empty is supported.
     #[serde(default)]
     pub suffix: Option<String>,
     /// Completions per prompt; only 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub n: Option<i64>,
     /// Only 1.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "opt_int")]
     pub best_of: Option<i64>,
     /// End-user id.
     #[serde(default)]
@@ -85,6 +91,9 @@ pub struct CompletionRequest {
     /// Streaming options.
     #[serde(default)]
     pub stream_options: Option<StreamOptions>,
+    /// Token id (as a string key) to a bias in [-100, 100] added to its logit.
+    #[serde(default)]
+    pub logit_bias: Option<BTreeMap<String, f64>>,
 }
 
 impl CompletionRequest {
@@ -101,11 +110,22 @@ impl CompletionRequest {
             .unwrap_or(false)
     }
 
-    /// The prompts, in order.
+    /// The text prompts, in order (none for token-id prompts).
     pub fn prompts(&self) -> Vec<String> {
         match &self.prompt {
             PromptIn::One(p) => vec![p.clone()],
             PromptIn::Many(v) => v.clone(),
+            PromptIn::Tokens(_) | PromptIn::TokenLists(_) => Vec::new(),
+        }
+    }
+
+    /// The engine prompts, in order.
+    fn engine_prompts(&self) -> Vec<Prompt> {
+        match &self.prompt {
+            PromptIn::One(p) => vec![Prompt::Text(p.clone())],
+            PromptIn::Many(v) => v.iter().cloned().map(Prompt::Text).collect(),
+            PromptIn::Tokens(ids) => vec![Prompt::Tokens(ids.clone())],
+            PromptIn::TokenLists(v) => v.iter().cloned().map(Prompt::Tokens).collect(),
         }
     }
 
@@ -114,9 +134,28 @@ impl CompletionRequest {
         check_n("n", self.n)?;
         check_n("best_of", self.best_of)?;
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::invalid("suffix", "suffix is not supported"));
+            return Err(ApiError::invalid(
+                "suffix",
+                "suffix (fill-in-the-middle) is not supported by this server; leave it out",
+            ));
         }
-        let prompts = self.prompts();
+        let prompts = self.engine_prompts();
+        let token_ids = matches!(self.prompt, PromptIn::Tokens(_) | PromptIn::TokenLists(_));
+        if token_ids && self.echo.unwrap_or(false) {
+            return Err(ApiError::invalid(
+                "echo",
+                "echo is not supported with token-id prompts; send the prompt as text",
+            ));
+        }
+        if prompts
+            .iter()
+            .any(|p| matches!(p, Prompt::Tokens(ids) if ids.is_empty()))
+        {
+            return Err(ApiError::invalid(
+                "prompt",
+                "a token-id prompt must not be empty",
+            ));
+        }
         if prompts.is_empty() {
             return Err(ApiError::invalid(
                 "prompt",
@@ -150,13 +189,14 @@ impl CompletionRequest {
             presence_penalty: self.presence_penalty,
             frequency_penalty: self.frequency_penalty,
             repetition_penalty: self.repetition_penalty,
+            logit_bias: self.logit_bias.clone(),
         }
         .resolve(&model.sampling)?;
         let stop = StopSpec::into_list(self.stop.clone())?;
         Ok(prompts
             .into_iter()
-            .map(|p| GenerateRequest {
-                prompt: Prompt::Text(p),
+            .map(|prompt| GenerateRequest {
+                prompt,
                 sampling: sampling.clone(),
                 max_tokens: Some(max_tokens),
                 stop: stop.clone(),

@@ -23,6 +23,96 @@ pub fn tool_choice(value: Option<&Value>, tools: &[Value]) -> Result<ToolChoice,
     Ok(choice)
 }
 
+/// OpenAI's rule for function names: `^[a-zA-Z0-9_-]{1,64}$`.
+pub fn valid_function_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The request's `tools`, checked as OpenAI checks them: each is
+/// `{"type": "function", "function": {"name", "description"?, "parameters"?}}` with a valid
+/// name and, when given, `parameters` that is a JSON Schema object (`"type": "object"`).
+pub fn check_tools(tools: &[Value]) -> Result<(), ApiError> {
+    for (i, t) in tools.iter().enumerate() {
+        let Some(tool) = t.as_object() else {
+            return Err(ApiError::invalid(
+                format!("tools[{i}]"),
+                "each tool must be an object",
+            ));
+        };
+        match tool.get("type") {
+            None => {}
+            Some(Value::String(k)) if k == "function" => {}
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].type"),
+                    format!("tool type must be `function`, got {other}"),
+                ))
+            }
+        }
+        let Some(function) = tool.get("function").and_then(Value::as_object) else {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].function"),
+                "each tool needs a `function` object",
+            ));
+        };
+        let name = match function.get("name") {
+            Some(Value::String(n)) => n,
+            _ => {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].function.name"),
+                    "each tool needs `function.name` (a string)",
+                ))
+            }
+        };
+        if !valid_function_name(name) {
+            return Err(ApiError::invalid(
+                format!("tools[{i}].function.name"),
+                format!(
+                    "invalid function name {name:?}: use 1 to 64 characters from a-z, A-Z, \
+                     0-9, `_` and `-`"
+                ),
+            ));
+        }
+        if let Some(d) = function.get("description") {
+            if !d.is_string() && !d.is_null() {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].function.description"),
+                    "`description` must be a string",
+                ));
+            }
+        }
+        match function.get("parameters") {
+            None | Some(Value::Null) => {}
+            Some(Value::Object(schema)) => match schema.get("type") {
+                None => {}
+                Some(Value::String(k)) if k == "object" => {}
+                Some(other) => {
+                    return Err(ApiError::invalid(
+                        format!("tools[{i}].function.parameters"),
+                        format!(
+                            "invalid schema for function {name:?}: parameters must be a JSON \
+                             Schema of `\"type\": \"object\"`, got `\"type\": {other}`"
+                        ),
+                    ))
+                }
+            },
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    format!("tools[{i}].function.parameters"),
+                    format!(
+                        "invalid schema for function {name:?}: parameters must be a JSON Schema \
+                         object"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
 fn invalid(e: &ToolChoiceError) -> ApiError {
     let message = match e {
         ToolChoiceError::Invalid(v) => format!(
@@ -63,6 +153,34 @@ mod tests {
             Ok(ToolChoice::Function("get_weather".into()))
         );
         assert_eq!(tool_choice(Some(&json!("none")), &[]), Ok(ToolChoice::None));
+    }
+
+    #[test]
+    fn malformed_tools_name_the_field() {
+        let f = |function: Value| json!([{"type": "function", "function": function}]);
+        for (tools, param) in [
+            (f(json!({"name": ""})), "tools[0].function.name"),
+            (f(json!({"name": "get weather"})), "tools[0].function.name"),
+            (f(json!({"name": "x".repeat(65)})), "tools[0].function.name"),
+            (
+                f(json!({"name": "ok", "parameters": "{}"})),
+                "tools[0].function.parameters",
+            ),
+            (
+                f(json!({"name": "ok", "parameters": {"type": "banana"}})),
+                "tools[0].function.parameters",
+            ),
+            (json!(["x"]), "tools[0]"),
+            (
+                json!([{"type": "retrieval", "function": {"name": "a"}}]),
+                "tools[0].type",
+            ),
+        ] {
+            let e = check_tools(tools.as_array().unwrap()).expect_err("rejected");
+            assert_eq!(param_of(e).as_deref(), Some(param), "{tools}");
+        }
+        let good = f(json!({"name": "get_weather-2", "parameters": {"type": "object"}}));
+        assert!(check_tools(good.as_array().unwrap()).is_ok());
     }
 
     #[test]

@@ -430,7 +430,7 @@ pub struct Collected {
 /// [`collect`], abandoned (and the generation cancelled) if the client disconnects first.
 pub async fn collect_for(
     source: Source,
-    peer: Option<crate::routes::disconnect::PeerSocket>,
+    peer: Option<crate::routes::disconnect::PeerWatch>,
 ) -> Result<Collected, ApiError> {
     let Some(peer) = peer else {
         return collect(source).await;

@@ -40,20 +40,20 @@ pub async fn stats(
 
 /// `DELETE /v1/cache`: empties memory, disk and this deployment's Redis namespace. Needs an
 /// admin key when `server.admin_keys` is set, else any valid API key (none when no keys are
-/// configured).
+/// configured). A request that is authenticated but not as an admin gets 403; one without a
+/// valid key at all gets 401.
 pub async fn clear(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let server = &state.settings.server;
-    let allowed = if server.admin_keys.is_empty() {
-        &server.api_keys
-    } else {
-        &server.admin_keys
-    };
-    if !allowed.is_empty()
-        && !presented_keys(req.headers())
-            .into_iter()
-            .any(|k| key_matches(k, allowed))
-    {
+    let presented = presented_keys(req.headers());
+    let any_of = |keys: &[String]| presented.iter().any(|k| key_matches(k, keys));
+    let admin = any_of(&server.admin_keys);
+    if !(admin || server.api_keys.is_empty() || any_of(&server.api_keys)) {
         return Err(ApiError::InvalidApiKey);
+    }
+    if !server.admin_keys.is_empty() && !admin {
+        return Err(ApiError::Forbidden(
+            "Clearing the response cache needs an admin key (server.admin_keys).".into(),
+        ));
     }
     let removed = match &state.seams.cache {
         None => 0,

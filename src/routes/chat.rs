@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
-use super::disconnect::PeerSocket;
+use super::disconnect::PeerWatch;
 use super::extract::{request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::chat::{
@@ -105,7 +105,7 @@ pub async fn chat_completions(
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
-    let collected = collect_for(source, req.conn_data::<PeerSocket>().copied()).await?;
+    let collected = collect_for(source, PeerWatch::of(&req)).await?;
     let mut resp = HttpResponse::Ok().json(render(meta, collected, want_logprobs));
     cache_status.apply(&mut resp);
     Ok(resp)

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::chat::ResponseMeta;
-use super::disconnect::PeerSocket;
+use super::disconnect::PeerWatch;
 use super::extract::{request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::common::{add_usage, finish_reason, UsageOut};
@@ -74,7 +74,7 @@ pub async fn completions(
     let mut index = 0;
     loop {
         let Some(source) = next.take() else { break };
-        let c = collect_for(source, req.conn_data::<PeerSocket>().copied()).await?;
+        let c = collect_for(source, PeerWatch::of(&req)).await?;
         let prefix = echo_prompts.get(index).cloned().unwrap_or_default();
         let logprobs = want_logprobs.then(|| {
             let mut lp = CompletionLogprobs::default();

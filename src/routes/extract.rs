@@ -1,8 +1,10 @@
 //! Extractors shared by the API routes: the JSON body (size limit, errors naming the field),
 //! API-key authentication and the request id.
 
-use actix_web::dev::Payload;
-use actix_web::http::header;
+use std::time::Duration;
+
+use actix_web::dev::{Decompress, Payload};
+use actix_web::http::header::{self, ContentEncoding};
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use bytes::BytesMut;
 use futures_util::future::{ready, LocalBoxFuture, Ready};
@@ -11,6 +13,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::disconnect::PeerSocket;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -22,35 +25,108 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
     type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req
+        let server = req
             .app_data::<web::Data<AppState>>()
-            .map(|s| s.settings.server.body_limit)
-            .unwrap_or(4 * 1024 * 1024);
+            .map(|s| s.settings.server.clone())
+            .unwrap_or_default();
+        let (limit, timeout_s) = (server.body_limit, server.body_timeout_s);
+        let checked = check_content_type(req.headers()).and_then(|()| encoding(req.headers()));
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
-        let mut payload = payload.take();
+        let payload = payload.take();
+        let socket = req.conn_data::<PeerSocket>().copied();
         Box::pin(async move {
-            if declared.is_some_and(|n| n > limit) {
+            let encoding = checked?;
+            // A compressed body's declared length says nothing about its decoded size.
+            if encoding == ContentEncoding::Identity && declared.is_some_and(|n| n > limit) {
                 return Err(ApiError::PayloadTooLarge { limit });
             }
-            let mut body = BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::InvalidRequest {
-                    message: format!("could not read the request body: {e}"),
-                    param: None,
-                    code: None,
-                })?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::PayloadTooLarge { limit });
-                }
-                body.extend_from_slice(&chunk);
-            }
+            let read = read_body(Decompress::new(payload, encoding), limit);
+            let body = match timeout_s {
+                0 => read.await?,
+                s => match tokio::time::timeout(Duration::from_secs(s), read).await {
+                    Ok(body) => body?,
+                    Err(_) => {
+                        // The rest of the body would otherwise keep the connection open.
+                        if let Some(socket) = socket {
+                            socket.stop_reading();
+                        }
+                        return Err(ApiError::BodyTimeout(s));
+                    }
+                },
+            };
             parse_json(&body).map(ApiJson)
         })
     }
+}
+
+/// Reads a (decoded) body, refusing it as soon as it passes `limit` bytes.
+async fn read_body(mut payload: Decompress<Payload>, limit: usize) -> Result<BytesMut, ApiError> {
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::InvalidRequest {
+            message: format!("could not read the request body: {e}"),
+            param: None,
+            code: None,
+        })?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// The JSON routes take `application/json` (any `+json` type too). A request without
+/// `Content-Type` is read as JSON as well: `curl --data-binary` users and some scripts leave it
+/// out, and nothing else could be meant. Anything else (a form, plain text) is a 415.
+fn check_content_type(headers: &header::HeaderMap) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return Ok(());
+    }
+    Err(ApiError::UnsupportedMediaType(format!(
+        "Unsupported Content-Type {:?}: send the body as JSON with \
+         `Content-Type: application/json`.",
+        value.to_str().unwrap_or("(not text)")
+    )))
+}
+
+/// `Content-Encoding`: gzip, deflate, br and zstd are decoded (the body limit applies to the
+/// decoded bytes); any other coding is a 415 rather than bytes parsed as JSON.
+fn encoding(headers: &header::HeaderMap) -> Result<ContentEncoding, ApiError> {
+    let Some(value) = headers.get(header::CONTENT_ENCODING) else {
+        return Ok(ContentEncoding::Identity);
+    };
+    let text = value.to_str().unwrap_or("").trim().to_ascii_lowercase();
+    let parsed = match text.as_str() {
+        "" | "identity" => Some(ContentEncoding::Identity),
+        "gzip" | "x-gzip" => Some(ContentEncoding::Gzip),
+        "deflate" => Some(ContentEncoding::Deflate),
+        "br" => Some(ContentEncoding::Brotli),
+        "zstd" => Some(ContentEncoding::Zstd),
+        _ => None,
+    };
+    parsed.ok_or_else(|| {
+        ApiError::UnsupportedMediaType(format!(
+            "Unsupported Content-Encoding {:?}: send the body uncompressed or as gzip, deflate, \
+             br or zstd.",
+            value.to_str().unwrap_or("(not text)")
+        ))
+    })
 }
 
 /// serde_json's messages end with " at line L column C"; the field path says more.
@@ -63,6 +139,25 @@ fn strip_position(msg: &str) -> &str {
 
 /// Parse a body, turning serde errors into a 400 whose `param` is the field's path.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde's derived structs also take arrays (`["m", [...]]` as a whole request); every body
+    // of these APIs is an object.
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        None => {
+            return Err(ApiError::InvalidRequest {
+                message: "The request body is empty: send a JSON object.".into(),
+                param: None,
+                code: None,
+            })
+        }
+        Some(_) => {
+            return Err(ApiError::InvalidRequest {
+                message: "The request body must be a JSON object.".into(),
+                param: None,
+                code: None,
+            })
+        }
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let parsed: Result<T, serde_path_to_error::Error<serde_json::Error>> =
         serde_path_to_error::deserialize(&mut de);

@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, ToolCall};
 use mlx_serve_actors::tool_parser::ToolChoice as ParserChoice;
 
-use super::disconnect::PeerSocket;
+use super::disconnect::PeerWatch;
 use super::extract::{request_id, ApiJson, Authorized};
 use crate::anthropic::translate::tool_mode;
 use crate::anthropic::{
@@ -30,6 +30,8 @@ use crate::state::AppState;
 pub struct MessagesError {
     error: AnthropicError,
     retry_after_s: Option<u64>,
+    /// A status Anthropic's error classes have no variant for (405, 408, 415), with its headers.
+    http: Option<ApiError>,
 }
 
 impl From<AnthropicError> for MessagesError {
@@ -37,6 +39,7 @@ impl From<AnthropicError> for MessagesError {
         Self {
             error,
             retry_after_s: None,
+            http: None,
         }
     }
 }
@@ -44,25 +47,48 @@ impl From<AnthropicError> for MessagesError {
 impl From<ApiError> for MessagesError {
     fn from(e: ApiError) -> Self {
         let retry_after_s = match &e {
-            ApiError::QueueFull { retry_after_s, .. } => Some(*retry_after_s),
+            ApiError::QueueFull { retry_after_s, .. }
+            | ApiError::PeerLimit { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         };
+        let http = matches!(
+            e,
+            ApiError::MethodNotAllowed { .. }
+                | ApiError::UnsupportedMediaType(_)
+                | ApiError::BodyTimeout(_)
+        )
+        .then(|| e.clone());
         Self {
             error: e.into(),
             retry_after_s,
+            http,
         }
     }
 }
 
 impl ResponseError for MessagesError {
     fn status_code(&self) -> StatusCode {
-        self.error.status()
+        match &self.http {
+            Some(e) => e.status_code(),
+            None => self.error.status(),
+        }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let mut resp = HttpResponse::build(self.error.status());
+        let mut resp = HttpResponse::build(self.status_code());
         if let Some(s) = self.retry_after_s {
             resp.insert_header((header::RETRY_AFTER, s.to_string()));
+        }
+        if let Some(e) = &self.http {
+            // The same headers the OpenAI rendering sends (`Allow`).
+            for (name, value) in e.error_response().headers() {
+                if name != header::CONTENT_TYPE {
+                    resp.insert_header((name.clone(), value.clone()));
+                }
+            }
+            if let ApiError::BodyTimeout(_) = e {
+                resp.force_close();
+            }
         }
         resp.json(self.error.body())
     }
@@ -113,7 +139,7 @@ pub async fn messages(
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
-    let collected = collect_for(source, req.conn_data::<PeerSocket>().copied()).await?;
+    let collected = collect_for(source, PeerWatch::of(&req)).await?;
     let mut calls: Vec<ToolCall> = collected
         .tool_calls
         .into_iter()
@@ -255,7 +281,7 @@ mod tests {
             Prompt::Chat {
                 messages, tools, ..
             } => (messages, tools.len()),
-            Prompt::Text(_) => panic!("chat prompt expected"),
+            Prompt::Text(_) | Prompt::Tokens(_) => panic!("chat prompt expected"),
         }
     }
 

@@ -51,7 +51,10 @@ pub struct Stats {
 }
 
 /// `GET /v1/stats`.
-pub async fn stats(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+pub async fn stats(
+    _auth: super::extract::Authorized,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
     let Some(m) = &state.seams.metrics else {
         return Err(disabled("/v1/stats"));
     };

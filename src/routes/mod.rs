@@ -12,39 +12,84 @@ pub mod metrics;
 pub mod models;
 pub mod responses;
 
-use actix_web::{web, HttpRequest};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError, Route};
 
 use crate::error::ApiError;
 
-/// Register every route.
+/// Register every route. Each path answers other methods with 405 and `Allow`.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route(
+    let post = |path: &'static str, route: Route| resource(path, "POST", route);
+    let get = |path: &'static str, route: Route| resource(path, "GET", route);
+    cfg.service(post(
         "/v1/chat/completions",
         web::post().to(chat::chat_completions),
-    )
-    .route("/v1/completions", web::post().to(completions::completions))
-    .route("/v1/messages", web::post().to(messages::messages))
-    .route(
+    ))
+    .service(post(
+        "/v1/completions",
+        web::post().to(completions::completions),
+    ))
+    .service(post("/v1/messages", web::post().to(messages::messages)))
+    .service(post(
         "/v1/messages/count_tokens",
         web::post().to(messages::count_tokens),
+    ))
+    .service(post("/v1/responses", web::post().to(responses::create)))
+    .service(
+        resource(
+            "/v1/responses/{id}",
+            "GET, DELETE",
+            web::get().to(responses::get),
+        )
+        .route(web::delete().to(responses::delete)),
     )
-    .route("/v1/responses", web::post().to(responses::create))
-    .route("/v1/responses/{id}", web::get().to(responses::get))
-    .route("/v1/responses/{id}", web::delete().to(responses::delete))
-    .route("/v1/models", web::get().to(models::list))
-    .route("/v1/models/{id:.+}", web::get().to(models::get))
-    .route("/v1/cache/stats", web::get().to(cache::stats))
-    .route("/v1/cache", web::delete().to(cache::clear))
-    .route("/health", web::get().to(health::health))
-    .route("/version", web::get().to(health::version))
-    .route("/metrics", web::get().to(metrics::metrics))
-    .route("/v1/stats", web::get().to(metrics::stats));
+    .service(get("/v1/models", web::get().to(models::list)))
+    .service(get("/v1/models/{id:.+}", web::get().to(models::get)))
+    .service(get("/v1/cache/stats", web::get().to(cache::stats)))
+    .service(resource(
+        "/v1/cache",
+        "DELETE",
+        web::delete().to(cache::clear),
+    ))
+    .service(get("/health", web::get().to(health::health)))
+    .service(get("/version", web::get().to(health::version)))
+    .service(get("/metrics", web::get().to(metrics::metrics)))
+    .service(get("/v1/stats", web::get().to(metrics::stats)));
 }
 
-/// Unknown routes get OpenAI's error shape rather than an empty 404.
-pub async fn not_found(req: HttpRequest) -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::NotFound {
+/// One path with its route; any other method is a 405 naming `allow`.
+fn resource(path: &'static str, allow: &'static str, route: Route) -> actix_web::Resource {
+    web::resource(path)
+        .route(route)
+        .default_service(web::to(move |req: HttpRequest| async move {
+            let e = ApiError::MethodNotAllowed {
+                method: req.method().to_string(),
+                path: req.path().to_owned(),
+                allow,
+            };
+            error_for(&req, e)
+        }))
+}
+
+/// True for the Anthropic API's paths, whose errors take Anthropic's shape.
+pub fn is_anthropic_path(path: &str) -> bool {
+    path == "/v1/messages" || path.starts_with("/v1/messages/")
+}
+
+/// An error rendered in the shape of the API the path belongs to.
+pub fn error_for(req: &HttpRequest, e: ApiError) -> HttpResponse {
+    if is_anthropic_path(req.path()) {
+        messages::MessagesError::from(e).error_response()
+    } else {
+        e.error_response()
+    }
+}
+
+/// Unknown routes get the error shape of their API (OpenAI's, or Anthropic's under
+/// `/v1/messages`) rather than an empty 404.
+pub async fn not_found(req: HttpRequest) -> HttpResponse {
+    let e = ApiError::NotFound {
         method: req.method().to_string(),
         path: req.path().to_owned(),
-    })
+    };
+    error_for(&req, e)
 }

@@ -347,7 +347,9 @@ async fn clearing_needs_a_valid_key_and_an_admin_key_when_configured() {
         async move { r.send().await.expect("sent").status().as_u16() }
     };
     assert_eq!(delete(None).await, 401);
-    assert_eq!(delete(Some("sk-user")).await, 401);
+    // A valid key that is not an admin key is authenticated but not allowed.
+    assert_eq!(delete(Some("sk-user")).await, 403);
+    assert_eq!(delete(Some("sk-nobody")).await, 401);
     assert_eq!(delete(Some("sk-admin")).await, 200);
     // The stats route is an ordinary authenticated route.
     let r =

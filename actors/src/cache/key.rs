@@ -95,11 +95,15 @@ impl fmt::Display for CacheKey {
 /// penalized logits, which `top_p`, `top_k`, `min_p` (they always keep the best token) and the
 /// seed cannot change; dropping them lets greedy requests that differ only there share entries.
 fn sampling_value(sampling: &SamplingParams) -> Value {
-    let penalties = json!({
+    let mut penalties = json!({
         "repetition_penalty": sampling.repetition_penalty,
         "presence_penalty": sampling.presence_penalty,
         "frequency_penalty": sampling.frequency_penalty,
     });
+    // Only when set, so keys of requests without a bias stay what they were.
+    if !sampling.logit_bias.is_empty() {
+        penalties["logit_bias"] = json!(sampling.logit_bias);
+    }
     if sampling.temperature <= 0.0 {
         return json!({ "greedy": true, "penalties": penalties });
     }

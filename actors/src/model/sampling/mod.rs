@@ -6,7 +6,7 @@
 //!
 //! 1. penalties, written back into the row: repetition (HF: over prompt and output tokens,
 //!    positive logits divided, others multiplied), then frequency and presence (OpenAI: output
-//!    tokens only, `logit -= count·frequency + presence`);
+//!    tokens only, `logit -= count·frequency + presence`), then `logit_bias` (added as is);
 //! 2. temperature 0 (or `top_k == 1`): greedy argmax, lowest id on ties, no RNG touched;
 //! 3. otherwise softmax at the temperature, then `top_k`, then `top_p` over what `top_k` kept
 //!    (smallest most-likely prefix whose mass reaches `top_p`), then `min_p` (drop tokens below
@@ -146,6 +146,11 @@ impl Sampler {
                 if let Some(l) = logits.get_mut(t as usize) {
                     *l -= count as f32 * freq + pres;
                 }
+            }
+        }
+        for &(t, bias) in &self.params.logit_bias {
+            if let Some(l) = logits.get_mut(t as usize) {
+                *l += bias;
             }
         }
     }

@@ -365,3 +365,20 @@ fn bench_sampling_at_qwen_vocab() {
         println!("{name:>50}: {per:?} per token (incl. 600 KB row copy)");
     }
 }
+
+#[test]
+fn logit_bias_bans_and_forces_tokens() {
+    let logits = [0.1, 3.0, -2.0, 2.9];
+    let mut banned = Sampler::new(&SamplingParams {
+        logit_bias: vec![(1, -100.0)],
+        ..params(0.0)
+    });
+    assert_eq!(banned.sample(&mut logits.clone()), 3);
+    let mut forced = Sampler::new(&SamplingParams {
+        logit_bias: vec![(2, 100.0), (99, 100.0)],
+        ..params(1.0)
+    });
+    for _ in 0..50 {
+        assert_eq!(forced.sample(&mut logits.clone()), 2);
+    }
+}

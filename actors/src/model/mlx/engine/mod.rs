@@ -190,6 +190,11 @@ impl MlxEngine {
     fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
         match prompt {
             Prompt::Text(text) => Ok(text.clone()),
+            Prompt::Tokens(ids) => self
+                .tokenizer
+                .tokenizer
+                .decode(ids, false)
+                .map_err(|e| EngineError::InvalidRequest(format!("prompt tokens: {e}"))),
             Prompt::Chat {
                 messages,
                 tools,
@@ -206,6 +211,18 @@ impl MlxEngine {
     }
 
     fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
+        if let Prompt::Tokens(ids) = prompt {
+            let vocab = self.tokenizer.tokenizer.get_vocab_size(true) as u32;
+            if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
+                return Err(EngineError::InvalidRequest(format!(
+                    "prompt token {bad} is outside the vocabulary (0..{vocab})"
+                )));
+            }
+            if ids.is_empty() {
+                return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+            }
+            return Ok(ids.clone());
+        }
         let text = self.render(prompt)?;
         // A rendered chat already carries its special tokens; raw text gets BOS when the model
         // wants one.
