@@ -8,7 +8,7 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::disconnect::PeerSocket;
+use super::disconnect::PeerWatch;
 use super::extract::{request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::pipeline::cache::CacheScope;
@@ -72,7 +72,7 @@ pub async fn create(
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
-    let response = drain_for(source, machine, req.conn_data::<PeerSocket>().copied()).await?;
+    let response = drain_for(source, machine, PeerWatch::of(&req)).await?;
     if let Some(saver) = saver {
         saver.save(&response);
     }
@@ -100,7 +100,7 @@ fn previous(state: &AppState, tenant: &str, id: &str) -> Result<Vec<Turn>, ApiEr
 async fn drain_for(
     source: Source,
     machine: ResponseStream,
-    peer: Option<PeerSocket>,
+    peer: Option<PeerWatch>,
 ) -> Result<ResponseObject, ApiError> {
     let Some(peer) = peer else {
         return drain(source, machine).await;
