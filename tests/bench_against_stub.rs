@@ -116,11 +116,7 @@ async fn suite_passes_every_scenario_against_a_conforming_server() {
         .await
         .expect("suite runs");
     let json = serde_json::to_value(&report).expect("serializes");
-    let failures: Vec<_> = report
-        .tests
-        .iter()
-        .filter(|s| s.status != "PASS")
-        .collect();
+    let failures: Vec<_> = report.tests.iter().filter(|s| s.status != "PASS").collect();
     assert!(failures.is_empty(), "{failures:#?}");
     assert_eq!(report.model, "stub-model", "model comes from /v1/models");
     for name in [
