@@ -55,6 +55,12 @@ pub async fn start_server(
         seams.tool_parser = Some(Arc::new(crate::tools::ToolCalling::start(&settings.tools)));
     }
     let seams = crate::metrics::attach(seams, &settings)?;
+    if let (Some(cache), Some(to)) = (
+        &seams.cache,
+        seams.metrics.as_ref().and_then(|m| m.cache_reporter()),
+    ) {
+        cache.report_to(to);
+    }
     let model = ModelHandle::start(factory.clone(), settings.server.queue_size);
     let state = web::Data::new(AppState::new(settings, model, factory, seams));
     let s = state.settings.server.clone();

@@ -265,9 +265,6 @@ pub trait Engine {
     /// Render and tokenize a prompt without queuing it (for `count_tokens` and validation).
     fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError>;
 
-    /// The text the chat template renders for a prompt (cache keys, debugging).
-    fn render_prompt(&mut self, prompt: &Prompt) -> Result<String, EngineError>;
-
     /// Validate, tokenize and admit a sequence. Errors here concern this request only.
     fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError>;
 

@@ -374,10 +374,6 @@ impl Engine for FakeEngine {
         Ok(Self::render(prompt).split_whitespace().count())
     }
 
-    fn render_prompt(&mut self, prompt: &Prompt) -> Result<String, EngineError> {
-        Ok(Self::render(prompt))
-    }
-
     fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {
         let rendered = Self::render(&request.prompt);
         let prompt_tokens = rendered.split_whitespace().count();

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use actix::{Actor, Addr};
 use actix_web::web;
 use futures_util::future::BoxFuture;
+use mlx_serve_actors::cache::CacheReporter;
 use mlx_serve_actors::metrics::{
     LatencySummary, MetricsActor, MetricsState, ModelLoaded, PrefixCacheState, QueueState, Render,
     RequestFinished, Summary,
@@ -75,10 +76,6 @@ impl MetricsSeam for MetricsSink {
         self.addr.do_send(finished_event(record));
     }
 
-    // Refused requests never reach the pipeline's record; the HTTP middleware counts them with
-    // their status, so counting here too would count them twice.
-    fn rejected(&self, _api: &'static str, _reason: &'static str) {}
-
     fn render(&self) -> BoxFuture<'static, Option<String>> {
         let addr = self.addr.clone();
         Box::pin(async move { addr.send(Render).await.ok() })
@@ -123,6 +120,13 @@ impl MetricsSeam for MetricsSink {
 
     fn wants_prompts(&self) -> bool {
         self.include_prompt
+    }
+
+    fn cache_reporter(&self) -> Option<CacheReporter> {
+        Some(CacheReporter {
+            state: self.addr.clone().recipient(),
+            tier_errors: self.addr.clone().recipient(),
+        })
     }
 }
 

@@ -15,8 +15,9 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 use futures_util::future::BoxFuture;
 use mlx_serve_actors::cache::{
-    should_cache, CacheActor, CacheDirectives, CacheKey, CachePolicy, CacheSettings, CacheStats,
-    CacheTier, CachedResponse, Clear, KeyInput, LeaderGuard, Lookup, LookupOutcome, Stats, Store,
+    should_cache, CacheActor, CacheDirectives, CacheKey, CachePolicy, CacheReporter, CacheSettings,
+    CacheStats, CacheTier, CachedResponse, Clear, KeyInput, LeaderGuard, Lookup, LookupOutcome,
+    ReportTo, Stats, Store,
 };
 use mlx_serve_actors::engine::{GenerateRequest, SeqEvent};
 use serde_json::Value;
@@ -314,6 +315,10 @@ impl ResponseCacheSeam for ActorCache {
     fn clear(&self) -> BoxFuture<'static, Option<usize>> {
         let sent = self.addr.send(Clear);
         Box::pin(async move { sent.await.ok() })
+    }
+
+    fn report_to(&self, to: CacheReporter) {
+        self.addr.do_send(ReportTo(to));
     }
 }
 

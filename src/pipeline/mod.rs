@@ -149,15 +149,11 @@ pub async fn start(
         None => match state.model().submit(request) {
             Ok(generation) => Origin::Live(generation),
             Err(e) => {
-                let err = ApiError::from_submit(e, state.settings.server.retry_after_s);
-                if let Some(m) = &state.seams.metrics {
-                    let reason = match err {
-                        ApiError::QueueFull { .. } => "queue_full",
-                        _ => "unavailable",
-                    };
-                    m.rejected(ctx.api, reason);
-                }
-                return Err(err);
+                // Not recorded here: the HTTP middleware counts refused requests with their status.
+                return Err(ApiError::from_submit(
+                    e,
+                    state.settings.server.retry_after_s,
+                ));
             }
         },
     };

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
-use mlx_serve_actors::cache::{CacheKey, CachePolicy, CacheStats, LookupOutcome};
+use mlx_serve_actors::cache::{CacheKey, CachePolicy, CacheReporter, CacheStats, LookupOutcome};
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, Usage};
 use mlx_serve_actors::metrics::{CacheOutcome, LatencySummary, ToolCallOutcome};
 use mlx_serve_actors::model::actor::HealthSnapshot;
@@ -34,6 +34,8 @@ pub trait ResponseCacheSeam: Send + Sync {
     fn stats(&self) -> BoxFuture<'static, Option<CacheStats>>;
     /// Empty every tier; the number of in-memory entries removed, `None` when unreachable.
     fn clear(&self) -> BoxFuture<'static, Option<usize>>;
+    /// Report occupancy and tier failures to `to` from now on (the metrics, at start-up).
+    fn report_to(&self, _to: CacheReporter) {}
 }
 
 /// What a tool parser turns model text into.
@@ -190,8 +192,6 @@ pub struct RequestRecord {
 pub trait MetricsSeam: Send + Sync {
     /// A request ended (finished, failed or was cancelled).
     fn record(&self, record: RequestRecord);
-    /// A request was refused at admission (`queue_full`, `unavailable`).
-    fn rejected(&self, api: &'static str, reason: &'static str);
     /// The Prometheus text exposition (`GET /metrics`); `None` when this sink has none.
     fn render(&self) -> BoxFuture<'static, Option<String>> {
         Box::pin(std::future::ready(None))
@@ -205,6 +205,11 @@ pub trait MetricsSeam: Send + Sync {
     /// Whether the trace wants prompt text in [`RequestRecord::prompt_text`].
     fn wants_prompts(&self) -> bool {
         false
+    }
+    /// Where the response cache should report its occupancy and tier failures; `None` when
+    /// this sink keeps no cache metrics.
+    fn cache_reporter(&self) -> Option<CacheReporter> {
+        None
     }
 }
 

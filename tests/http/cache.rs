@@ -30,9 +30,6 @@ impl Engine for Counting {
     fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError> {
         self.inner.count_prompt_tokens(prompt)
     }
-    fn render_prompt(&mut self, prompt: &Prompt) -> Result<String, EngineError> {
-        self.inner.render_prompt(prompt)
-    }
     fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {
         self.adds.fetch_add(1, Ordering::SeqCst);
         self.inner.add(id, request)

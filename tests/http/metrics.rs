@@ -1,8 +1,11 @@
 //! `/metrics`, `/v1/stats`, `latency` in `/health` and the trace, over the fake engine with the
 //! real metrics actor (attached by default).
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
+use mlx_serve::pipeline::cache::ActorCache;
+use mlx_serve::pipeline::seams::Seams;
 use mlx_serve_actors::fake::FakeConfig;
 use serde_json::{json, Value};
 
@@ -242,4 +245,158 @@ async fn disabled_metrics_serve_no_metrics_route() {
     assert_eq!(r.status(), 404);
     assert!(t.health().await.get("latency").is_none());
     t.server.handle.stop(true).await;
+}
+
+/// Every `mlx_serve_…` name the Grafana dashboards (`grafana/dashboards/*.json`) query, as
+/// written (histograms with their `_bucket`/`_sum`/`_count` suffix).
+fn dashboard_names() -> BTreeSet<String> {
+    fn exprs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => map.iter().for_each(|(k, v)| match (k.as_str(), v) {
+                ("expr", Value::String(q)) => out.push(q.clone()),
+                _ => exprs(v, out),
+            }),
+            Value::Array(items) => items.iter().for_each(|i| exprs(i, out)),
+            _ => {}
+        }
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("grafana/dashboards");
+    let mut queries = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("grafana/dashboards") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).expect("dashboard");
+            exprs(
+                &serde_json::from_str(&text).expect("dashboard JSON"),
+                &mut queries,
+            );
+        }
+    }
+    let mut names = BTreeSet::new();
+    for query in &queries {
+        let mut rest = query.as_str();
+        while let Some(i) = rest.find("mlx_serve_") {
+            let tail = &rest[i..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_owned());
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
+/// The family a sample name belongs to in `text` (a histogram's series map to its base name).
+fn family<'a>(text: &str, name: &'a str) -> &'a str {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| {
+            name.strip_suffix(suffix)
+                .filter(|base| text.contains(&format!("# TYPE {base} histogram")))
+        })
+        .unwrap_or(name)
+}
+
+#[actix_rt::test]
+async fn every_dashboard_metric_is_exported_and_response_cache_metrics_follow_the_cache() {
+    let mut settings = test_settings();
+    // One entry: the second distinct answer evicts the first.
+    settings.cache.max_entries = 1;
+    let seams = Seams {
+        cache: Some(ActorCache::start(&settings.cache)),
+        ..Seams::default()
+    };
+    let factory = fake_factory(FakeConfig {
+        model_id: MODEL.into(),
+        ..FakeConfig::default()
+    });
+    let server = mlx_serve::start_server(settings, factory, seams)
+        .await
+        .expect("server starts");
+    let t = TestServer::new(server);
+    wait_health(&t, Duration::from_secs(5), |h| h["status"] == "ok").await;
+
+    // Before any request the tier counters already have their series at 0.
+    let text = scrape_until(&t, |m| m.contains("mlx_serve_response_cache_entries ")).await;
+    for tier in ["disk", "redis"] {
+        let series = format!("mlx_serve_response_cache_tier_errors_total{{tier=\"{tier}\"}} 0");
+        assert!(
+            text.lines().any(|l| l == series),
+            "{tier} tier errors start at 0:\n{text}"
+        );
+    }
+    assert_eq!(sample(&text, "mlx_serve_response_cache_entries", &[]), 0.0);
+
+    // An insert moves the occupancy gauges.
+    let greedy = |text: &str| chat_with(text, json!({"temperature": 0}));
+    let (s, _) = t.post_json("/v1/chat/completions", greedy("first")).await;
+    assert_eq!(s, 200);
+    let text = scrape_until(&t, |m| {
+        sample(m, "mlx_serve_response_cache_entries", &[]) == 1.0
+    })
+    .await;
+    assert!(
+        sample(&text, "mlx_serve_response_cache_bytes", &[]) > 0.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "mlx_serve_response_cache_evictions_total", &[]),
+        0.0
+    );
+
+    // A second answer does not fit beside the first: an eviction.
+    let (s, _) = t.post_json("/v1/chat/completions", greedy("second")).await;
+    assert_eq!(s, 200);
+    let text = scrape_until(&t, |m| {
+        sample(m, "mlx_serve_response_cache_evictions_total", &[]) >= 1.0
+    })
+    .await;
+    assert_eq!(sample(&text, "mlx_serve_response_cache_entries", &[]), 1.0);
+
+    // Clearing empties the gauges; the evictions counter keeps its count.
+    let r = t
+        .client
+        .delete(t.url("/v1/cache"))
+        .send()
+        .await
+        .expect("sent");
+    assert!(r.status().is_success(), "{}", r.status());
+    let text = scrape_until(&t, |m| {
+        sample(m, "mlx_serve_response_cache_entries", &[]) == 0.0
+    })
+    .await;
+    assert_eq!(sample(&text, "mlx_serve_response_cache_bytes", &[]), 0.0);
+    assert_eq!(
+        sample(&text, "mlx_serve_response_cache_evictions_total", &[]),
+        1.0
+    );
+
+    // After answers, an error and a publication of the engine state, every family the
+    // dashboard charts is exported. Tool-call counters are labelled by a format only a parsed
+    // reply names, so they appear with the first tool call (tests/http/tools.rs).
+    let (s, _) = t
+        .post_json(
+            "/v1/chat/completions",
+            json!({"model": "no-such-model", "messages": []}),
+        )
+        .await;
+    assert_eq!(s, 404);
+    let text = scrape_until(&t, |m| {
+        m.contains("mlx_serve_errors_total{")
+            && m.contains("mlx_serve_model_load_duration_seconds{")
+    })
+    .await;
+    let names = dashboard_names();
+    assert!(names.len() >= 15, "too few dashboard metrics: {names:?}");
+    for name in &names {
+        let family = family(&text, name);
+        if family.starts_with("mlx_serve_tool_calls_") {
+            continue;
+        }
+        assert!(
+            text.contains(&format!("# TYPE {family} ")),
+            "{name} (dashboard) is not exported:\n{text}"
+        );
+    }
 }

@@ -67,7 +67,6 @@ impl MetricsSeam for Recorder {
     fn record(&self, record: RequestRecord) {
         self.0.lock().unwrap().push(record);
     }
-    fn rejected(&self, _api: &'static str, _reason: &'static str) {}
 }
 
 #[derive(Default)]

@@ -351,7 +351,6 @@ impl MetricsSeam for Outcomes {
             v.push(record.tool_calls);
         }
     }
-    fn rejected(&self, _api: &'static str, _reason: &'static str) {}
 }
 
 #[actix_rt::test]

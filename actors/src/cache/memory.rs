@@ -11,6 +11,7 @@ use super::disk::{DiskGet, DiskTier};
 use super::entry::{unix_now, CachedResponse};
 use super::inflight::{Inflight, Join, LeaderId, Waiter};
 use super::key::CacheKey;
+use super::report::Snapshot;
 use super::settings::CacheSettings;
 use super::stats::{CacheStats, CacheTier, Counters};
 
@@ -165,6 +166,17 @@ impl ResponseCache {
     /// Counts entries dropped as corrupt by another tier.
     pub fn record_corrupt(&mut self, n: u64) {
         self.counters.corrupt_dropped += n;
+    }
+
+    /// Occupancy and failure counts for the metrics (Redis failures are the actor's).
+    pub(crate) fn report_snapshot(&self) -> Snapshot {
+        Snapshot {
+            entries: self.lru.len() as u64,
+            bytes: self.bytes,
+            evictions_total: self.counters.evictions,
+            disk_failures: self.counters.disk_failures,
+            redis_failures: 0,
+        }
     }
 
     /// A snapshot of counters and occupancy (Redis fields left at their defaults).

@@ -31,6 +31,7 @@ mod inflight;
 mod key;
 mod memory;
 mod redis_tier;
+mod report;
 mod settings;
 mod stats;
 
@@ -49,10 +50,12 @@ pub use inflight::{LeaderId, Waiter};
 pub use key::{CacheKey, KeyInput};
 pub use memory::{LocalLookup, ResponseCache};
 pub use redis_tier::RedisOpError;
+pub use report::CacheReporter;
 pub use settings::{should_cache, CachePolicy, CacheSettings, DiskSettings, RedisSettings};
 pub use stats::{CacheStats, CacheTier};
 
 use redis_tier::RedisTier;
+use report::Reporting;
 
 /// The cache actor: a thin shell over [`ResponseCache`] that adds the Redis tier.
 pub struct CacheActor {
@@ -60,6 +63,7 @@ pub struct CacheActor {
     ttl_seconds: Option<u64>,
     cache: ResponseCache,
     redis: Option<RedisTier>,
+    reporting: Option<Reporting>,
 }
 
 impl CacheActor {
@@ -99,7 +103,19 @@ impl CacheActor {
             ttl_seconds: settings.ttl_seconds,
             cache,
             redis,
+            reporting: None,
         }
+    }
+
+    /// Tells the reporter (if any) what changed: call after anything that may change memory
+    /// occupancy or count a tier failure.
+    fn report(&mut self) {
+        let Some(reporting) = self.reporting.as_mut() else {
+            return;
+        };
+        let mut now = self.cache.report_snapshot();
+        now.redis_failures = self.redis.as_ref().map_or(0, RedisTier::failures);
+        reporting.report(now);
     }
 
     fn maybe_connect(&mut self, ctx: &mut Context<Self>) {
@@ -117,6 +133,7 @@ impl CacheActor {
                     if let Some(tier) = act.redis.as_mut() {
                         tier.connected(result, Instant::now());
                     }
+                    act.report();
                 },
             ),
         );
@@ -145,24 +162,28 @@ impl CacheActor {
                     if let Some(tier) = act.redis.as_mut() {
                         tier.record(result, Instant::now());
                     }
+                    act.report();
                 }),
             );
         }
         if let Some(disk) = disk {
             let write = tokio::task::spawn_blocking(move || disk.put(&key, &encoded));
-            ctx.spawn(actix::fut::wrap_future::<_, Self>(write).map(
-                |joined, act, _| match joined {
-                    Ok(Ok(_evicted)) => {}
-                    Ok(Err(e)) => {
-                        act.cache.record_disk_failure();
-                        tracing::warn!(error = %e, "disk cache write failed");
+            ctx.spawn(
+                actix::fut::wrap_future::<_, Self>(write).map(|joined, act, _| {
+                    match joined {
+                        Ok(Ok(_evicted)) => {}
+                        Ok(Err(e)) => {
+                            act.cache.record_disk_failure();
+                            tracing::warn!(error = %e, "disk cache write failed");
+                        }
+                        Err(e) => {
+                            act.cache.record_disk_failure();
+                            tracing::warn!(error = %e, "disk cache write task failed");
+                        }
                     }
-                    Err(e) => {
-                        act.cache.record_disk_failure();
-                        tracing::warn!(error = %e, "disk cache write task failed");
-                    }
-                },
-            ));
+                    act.report();
+                }),
+            );
         }
     }
 }
@@ -255,7 +276,10 @@ impl Handler<Lookup> for CacheActor {
         if !self.enabled {
             return ActorResponse::reply(LookupOutcome::Miss(LeaderGuard::detached(key)));
         }
-        let leader = match self.cache.lookup(&key) {
+        let local = self.cache.lookup(&key);
+        // Expiry or a disk hit's promotion may have changed memory.
+        self.report();
+        let leader = match local {
             LocalLookup::Hit(value, tier) => {
                 return ActorResponse::reply(LookupOutcome::Hit { value, tier })
             }
@@ -294,7 +318,7 @@ impl Handler<Lookup> for CacheActor {
                         None
                     }
                 };
-                match found.map(|bytes| decode(&bytes)) {
+                let outcome = match found.map(|bytes| decode(&bytes)) {
                     // Redis expires by its own TTL; a shorter local TTL still applies.
                     Some(Ok(value)) if disk::is_expired(value.created_at, act.ttl_seconds) => {
                         act.cache.record_miss();
@@ -320,7 +344,9 @@ impl Handler<Lookup> for CacheActor {
                         act.cache.record_miss();
                         LookupOutcome::Miss(guard)
                     }
-                }
+                };
+                act.report();
+                outcome
             }),
         )
     }
@@ -345,6 +371,7 @@ impl Handler<Store> for CacheActor {
         }
         let value = Arc::new(msg.value);
         if self.cache.store(&msg.key, Arc::clone(&value)) {
+            self.report();
             self.write_through(msg.key, &value, ctx);
         }
     }
@@ -399,6 +426,7 @@ impl Handler<Clear> for CacheActor {
 
     fn handle(&mut self, _: Clear, ctx: &mut Self::Context) -> usize {
         let removed = self.cache.clear();
+        self.report();
         if let Some(tier) = &self.redis {
             if let Some(conn) = tier.connection(Instant::now()) {
                 let op =
@@ -411,10 +439,25 @@ impl Handler<Clear> for CacheActor {
                         if let Some(tier) = act.redis.as_mut() {
                             tier.record(result, Instant::now());
                         }
+                        act.report();
                     }),
                 );
             }
         }
         removed
+    }
+}
+
+/// Report occupancy and tier failures to `0` from now on, starting with the current state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReportTo(pub CacheReporter);
+
+impl Handler<ReportTo> for CacheActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ReportTo, _: &mut Self::Context) {
+        self.reporting = Some(Reporting::new(msg.0));
+        self.report();
     }
 }

@@ -115,7 +115,7 @@ pub struct QueueState {
 }
 
 /// Response-cache occupancy, sent by the cache after inserts and evictions.
-#[derive(Debug, Clone, Default, Message)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct CacheState {
     /// Entries stored.
@@ -140,7 +140,7 @@ pub struct ModelLoaded {
 
 /// A response-cache tier failed an operation (e.g. Redis unreachable); the request went on
 /// without it.
-#[derive(Debug, Clone, Default, Message)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Message)]
 #[rtype(result = "()")]
 pub struct CacheTierError {
     /// Tier that failed (`disk`, `redis`).

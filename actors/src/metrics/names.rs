@@ -147,6 +147,10 @@ pub const LABEL_CACHE: &str = "cache";
 pub const LABEL_REASON: &str = "reason";
 /// Response-cache tier (`memory`, `disk`, `redis`).
 pub const LABEL_TIER: &str = "tier";
+/// Every `tier` value of the tier-hits counter.
+pub const CACHE_TIERS: &[&str] = &["memory", "disk", "redis", "coalesced"];
+/// Every `tier` value of the tier-errors counter.
+pub const FAILING_CACHE_TIERS: &[&str] = &["disk", "redis"];
 /// Tool-call format (`hermes`, `llama3_json`, …).
 pub const LABEL_FORMAT: &str = "format";
 /// Error type as the API reports it (`invalid_request_error`, …).

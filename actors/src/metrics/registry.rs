@@ -141,7 +141,7 @@ impl Metrics {
             &m,
         )?;
         r.register(Box::new(model_load.clone()))?;
-        Ok(Metrics {
+        Ok(Self {
             requests: counter(
                 &r,
                 n::REQUESTS_TOTAL,
@@ -348,7 +348,20 @@ impl Metrics {
             last_prefix_evictions: HashMap::new(),
             hits_since_start: 0,
             misses_since_start: 0,
-        })
+        }
+        .seeded())
+    }
+
+    /// Labelled counters whose label values are all known up front start at 0, so a dashboard
+    /// shows 0 rather than "no data" for what has not happened yet.
+    fn seeded(self) -> Self {
+        for tier in n::CACHE_TIERS {
+            self.cache_tier_hits.with_label_values(&[tier]);
+        }
+        for tier in n::FAILING_CACHE_TIERS {
+            self.cache_tier_errors.with_label_values(&[tier]);
+        }
+        self
     }
 
     /// The registry, for callers that want to add their own collectors.

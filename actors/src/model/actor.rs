@@ -87,11 +87,6 @@ pub struct Step;
 #[rtype(result = "Result<usize, EngineError>")]
 pub struct CountTokens(pub Prompt);
 
-/// Render a prompt through the chat template.
-#[derive(Message)]
-#[rtype(result = "Result<String, EngineError>")]
-pub struct RenderPrompt(pub Prompt);
-
 fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -220,17 +215,6 @@ impl Handler<CountTokens> for ModelActor {
     }
 }
 
-impl Handler<RenderPrompt> for ModelActor {
-    type Result = Result<String, EngineError>;
-
-    fn handle(&mut self, msg: RenderPrompt, _: &mut SyncContext<Self>) -> Self::Result {
-        match self.engine.as_deref_mut() {
-            Some(engine) => engine.render_prompt(&msg.0),
-            None => Err(self.unavailable()),
-        }
-    }
-}
-
 /// The HTTP side's handle on one running model actor. Cheap to clone.
 #[derive(Clone)]
 pub struct ModelHandle {
@@ -257,11 +241,6 @@ impl ModelHandle {
     /// Shared engine state.
     pub fn health(&self) -> &Arc<EngineHealth> {
         &self.health
-    }
-
-    /// The actor's address, for messages not wrapped here.
-    pub fn addr(&self) -> &Addr<ModelActor> {
-        &self.addr
     }
 
     /// Queue a request without waiting for the model thread.
@@ -300,14 +279,6 @@ impl ModelHandle {
     pub async fn count_tokens(&self, prompt: Prompt) -> Result<usize, EngineError> {
         self.addr
             .send(CountTokens(prompt))
-            .await
-            .map_err(|e| EngineError::Internal(e.to_string()))?
-    }
-
-    /// Render a prompt on the model thread.
-    pub async fn render_prompt(&self, prompt: Prompt) -> Result<String, EngineError> {
-        self.addr
-            .send(RenderPrompt(prompt))
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))?
     }

@@ -488,10 +488,6 @@ impl Engine for MlxEngine {
         self.tokenize(prompt).map(|t| t.len())
     }
 
-    fn render_prompt(&mut self, prompt: &Prompt) -> Result<String, EngineError> {
-        self.render(prompt)
-    }
-
     fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {
         let seq = self.admit(id, request)?;
         self.waiting.push_back(seq);
