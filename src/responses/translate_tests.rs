@@ -18,14 +18,14 @@ fn run(body: Value) -> Result<Translated, ApiError> {
 fn messages(t: &Translated) -> &[ChatMessage] {
     match &t.request.prompt {
         Prompt::Chat { messages, .. } => messages,
-        Prompt::Text(_) => panic!("chat prompt expected"),
+        _ => panic!("chat prompt expected"),
     }
 }
 
 fn tools(t: &Translated) -> &[Value] {
     match &t.request.prompt {
         Prompt::Chat { tools, .. } => tools,
-        Prompt::Text(_) => panic!("chat prompt expected"),
+        _ => panic!("chat prompt expected"),
     }
 }
 
