@@ -55,6 +55,13 @@ pub struct MessagesRequest {
     /// Anthropic capacity tier; accepted and ignored.
     #[serde(default)]
     pub service_tier: Option<Value>,
+    /// Output settings: `format` (`{"type": "json_schema", "schema"}`) is enforced by
+    /// constrained decoding; `effort` is accepted and ignored.
+    #[serde(default)]
+    pub output_config: Option<Value>,
+    /// The structured-outputs beta's spelling of `output_config.format`.
+    #[serde(default)]
+    pub output_format: Option<Value>,
 }
 
 /// Body of `POST /v1/messages/count_tokens`: the prompt-shaping subset of [`MessagesRequest`].

@@ -12,4 +12,5 @@ mod metrics;
 mod runtime;
 mod seams;
 mod streaming;
+mod structured;
 mod tools;
