@@ -160,3 +160,57 @@ fn context_overflow_is_a_400_naming_both_numbers() {
     let msg = body["error"]["message"].as_str().unwrap_or_default();
     assert!(msg.contains("64"), "{msg}");
 }
+
+/// Words that tokenize to roughly one token each, varied so nothing collapses.
+fn long_question(words: usize) -> String {
+    let vocab = [
+        "river", "stone", "garden", "window", "engine", "copper", "lantern", "meadow", "harbor",
+        "violet", "summit", "canvas", "orbit", "timber", "velvet", "signal",
+    ];
+    let mut out = String::from("Summarize this list in one word: ");
+    for i in 0..words {
+        out.push_str(vocab[(i * 7 + i / 16) % vocab.len()]);
+        out.push(' ');
+    }
+    out
+}
+
+#[test]
+fn prefill_cut_off_by_the_client_keeps_its_prefix_for_the_retry() {
+    // Small chunks make a ~3,000-token prompt take many steps, so the client's timeout lands in
+    // the middle of the prefill, as Claude Code's does on a long first prompt.
+    let server = start(&[("MLX_SERVE__MODEL__PREFILL_CHUNK", "64")]);
+    let body = chat_body(&long_question(3000), 4, false);
+    let cut = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(1500))
+        .build()
+        .expect("client");
+    let first = cut
+        .post(format!("{}/v1/chat/completions", server.base))
+        .json(&body)
+        .send();
+    assert!(
+        first.is_err(),
+        "the first request should time out mid-prefill"
+    );
+    // The retry (no-cache: the response cache must not answer it) starts from what the
+    // cancelled prefill computed.
+    let r = http()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .header("cache-control", "no-cache")
+        .json(&body)
+        .send()
+        .expect("retry");
+    assert_eq!(r.status(), 200);
+    let json: Value = r.json().expect("json");
+    let usage = &json["usage"];
+    let prompt = usage["prompt_tokens"].as_u64().expect("prompt_tokens");
+    let cached = usage["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .expect("cached_tokens");
+    assert!(prompt > 2500, "{usage}");
+    assert!(
+        cached >= 64 && cached < prompt,
+        "the retry reuses the cut-off prefill's chunks: {usage}"
+    );
+}

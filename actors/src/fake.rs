@@ -13,13 +13,18 @@
 //!   `__stall_ms=N__` makes the sequence's first step take N ms (a wedged engine),
 //!   `__ignore_constraint__` makes it echo even when the request has a constraint (a model that
 //!   ignores its grammar, for tests of the checks behind constrained decoding).
-//! - A request with a constraint gets text its grammar accepts instead of the echo (see
-//!   [`constrained_text`]), emitted in pieces of up to four bytes, one piece per token, ending
+//! - Scripted mode ([`Script`]): replies are played in order instead of the echo, one per
+//!   request, as raw model text (tool-call markup included, so the real tool parser sees it).
+//!   Real-client tests use it to drive an agent's loop with known replies.
+//! - An unscripted request with a constraint gets text its grammar accepts instead of the echo
+//!   (see [`constrained_text`]), in pieces of up to four bytes, one piece per token, ending
 //!   with `Stop` once the grammar is complete (or `Length` when `max_tokens` runs out first).
 
 use std::collections::VecDeque;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use serde::Deserialize;
 
 use crate::engine::{
     Constraint, Engine, EngineError, EngineInfo, FinishReason, GenerateRequest, Prompt, SeqEvent,
@@ -38,6 +43,99 @@ pub struct FakeConfig {
     pub token_delay: Duration,
     /// Sequences it runs at once.
     pub max_running: usize,
+    /// Canned replies played instead of the echo; shared so an engine restart keeps its place.
+    pub script: Option<Script>,
+}
+
+/// One canned reply of a [`Script`].
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum ScriptEntry {
+    /// The reply, for whatever request comes next.
+    Reply(String),
+    /// The reply, only for a request whose rendered prompt contains `match`; other requests are
+    /// echoed and leave the entry in place (clients send side requests, e.g. titles, in between).
+    Matched {
+        /// Text the rendered prompt must contain.
+        #[serde(rename = "match")]
+        matches: String,
+        /// The reply.
+        reply: String,
+    },
+}
+
+/// Replies played in order, one per request, as raw model text.
+#[derive(Debug, Clone, Default)]
+pub struct Script {
+    pending: Arc<Mutex<VecDeque<ScriptEntry>>>,
+}
+
+impl Script {
+    /// A script from its entries.
+    pub fn new(entries: Vec<ScriptEntry>) -> Self {
+        Self {
+            pending: Arc::new(Mutex::new(entries.into())),
+        }
+    }
+
+    /// Parses a script file's JSON: an array of strings or `{"match", "reply"}` objects.
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str::<Vec<ScriptEntry>>(json).map(Self::new)
+    }
+
+    /// Entries not yet played.
+    pub fn remaining(&self) -> usize {
+        self.pending.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    /// The next reply if it applies to this prompt, taking it off the script.
+    fn take(&self, rendered: &str) -> Option<String> {
+        let mut queue = self.pending.lock().ok()?;
+        let applies = match queue.front()? {
+            ScriptEntry::Reply(_) => true,
+            ScriptEntry::Matched { matches, .. } => rendered.contains(matches.as_str()),
+        };
+        if !applies {
+            return None;
+        }
+        match queue.pop_front()? {
+            ScriptEntry::Reply(reply) | ScriptEntry::Matched { reply, .. } => Some(reply),
+        }
+    }
+}
+
+/// A scripted reply as tokens: each piece is a word with the whitespace that follows it, so the
+/// pieces join back into the exact text.
+fn script_pieces(reply: &str) -> VecDeque<String> {
+    let mut pieces = VecDeque::new();
+    let mut current = String::new();
+    let mut in_space = false;
+    for c in reply.chars() {
+        if !c.is_whitespace() && in_space {
+            pieces.push_back(std::mem::take(&mut current));
+        }
+        in_space = c.is_whitespace();
+        current.push(c);
+    }
+    if !current.is_empty() {
+        pieces.push_back(current);
+    }
+    pieces
+}
+
+/// The echo as tokens: the words of the source, the first as is and the others after a space.
+fn echo_pieces(source: &str) -> VecDeque<String> {
+    source
+        .split_whitespace()
+        .enumerate()
+        .map(|(i, w)| {
+            if i == 0 {
+                w.to_owned()
+            } else {
+                format!(" {w}")
+            }
+        })
+        .collect()
 }
 
 impl Default for FakeConfig {
@@ -47,6 +145,7 @@ impl Default for FakeConfig {
             context_length: 2048,
             token_delay: Duration::ZERO,
             max_running: 1,
+            script: None,
         }
     }
 }
@@ -59,8 +158,6 @@ struct FakeSeq {
     stop: Vec<String>,
     logprobs: Option<usize>,
     generated: usize,
-    /// Pieces are emitted as they are (constrained output), not joined with spaces.
-    verbatim: bool,
     text: String,
     emitted: usize,
     started: bool,
@@ -192,15 +289,10 @@ impl FakeSeq {
             events.push(finished(self, FinishReason::Length, None));
             return (events, true);
         }
-        let Some(word) = self.words.pop_front() else {
+        let Some(piece) = self.words.pop_front() else {
             self.flush(&mut events, 0, Vec::new());
             events.push(finished(self, FinishReason::Stop, None));
             return (events, true);
-        };
-        let piece = if self.generated == 0 || self.verbatim {
-            word
-        } else {
-            format!(" {word}")
         };
         let logprobs = match self.logprobs {
             Some(n) => vec![FakeEngine::token_logprob(&piece, self.generated, n)],
@@ -296,7 +388,7 @@ impl Engine for FakeEngine {
                 requested: prompt_tokens + max_tokens,
             });
         }
-        let source = Self::echo_source(&request.prompt);
+        let scripted = self.config.script.as_ref().and_then(|s| s.take(&rendered));
         let stall = rendered.split_whitespace().find_map(|w| {
             w.strip_prefix("__stall_ms=")
                 .and_then(|r| r.strip_suffix("__"))
@@ -308,9 +400,11 @@ impl Engine for FakeEngine {
             .constraint
             .as_ref()
             .filter(|_| !rendered.contains("__ignore_constraint__"));
-        let words: VecDeque<String> = match constraint {
-            Some(c) => pieces(&constrained_text(c, &source, max_tokens.saturating_mul(4))?),
-            None => source.split_whitespace().map(str::to_owned).collect(),
+        let source = Self::echo_source(&request.prompt);
+        let words = match (scripted, constraint) {
+            (Some(reply), _) => script_pieces(&reply),
+            (None, Some(c)) => pieces(&constrained_text(c, &source, max_tokens.saturating_mul(4))?),
+            (None, None) => echo_pieces(&source),
         };
         self.seqs.push(FakeSeq {
             id,
@@ -320,7 +414,6 @@ impl Engine for FakeEngine {
             stop: request.stop.into_iter().filter(|s| !s.is_empty()).collect(),
             logprobs: request.logprobs,
             generated: 0,
-            verbatim: constraint.is_some(),
             text: String::new(),
             emitted: 0,
             started: false,
@@ -597,5 +690,50 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn script_replies_in_order_with_exact_whitespace_then_echoes() {
+        let reply = "<tool_call>\n{\"name\": \"f\",  \"arguments\": {}}\n</tool_call>";
+        let script = Script::new(vec![
+            ScriptEntry::Reply(reply.to_owned()),
+            ScriptEntry::Reply("done".to_owned()),
+        ]);
+        let config = FakeConfig {
+            script: Some(script.clone()),
+            ..FakeConfig::default()
+        };
+        let mut e = FakeEngine::new(config.clone());
+        e.add(1, request("hi there", None, &[])).unwrap();
+        assert_eq!(run(&mut e, 1).0, reply);
+        // A new engine (as after a restart) continues the same script.
+        let mut e = FakeEngine::new(config);
+        e.add(2, request("hi there", None, &[])).unwrap();
+        assert_eq!(run(&mut e, 2).0, "done");
+        assert_eq!(script.remaining(), 0);
+        e.add(3, request("hi there", None, &[])).unwrap();
+        assert_eq!(run(&mut e, 3).0, "hi there");
+    }
+
+    #[test]
+    fn matched_script_entry_waits_for_its_prompt() {
+        let script = Script::from_json(r#"[{"match": "tool result", "reply": "final"}]"#).unwrap();
+        let mut e = FakeEngine::new(FakeConfig {
+            script: Some(script.clone()),
+            ..FakeConfig::default()
+        });
+        e.add(1, request("a title please", None, &[])).unwrap();
+        assert_eq!(run(&mut e, 1).0, "a title please");
+        assert_eq!(script.remaining(), 1);
+        e.add(2, request("the tool result is 4", None, &[]))
+            .unwrap();
+        assert_eq!(run(&mut e, 2).0, "final");
+        assert_eq!(script.remaining(), 0);
+    }
+
+    #[test]
+    fn script_json_rejects_other_shapes() {
+        assert!(Script::from_json(r#"{"reply": "x"}"#).is_err());
+        assert!(Script::from_json(r#"[1]"#).is_err());
     }
 }

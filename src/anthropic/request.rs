@@ -22,7 +22,8 @@ pub struct MessagesRequest {
     /// System prompt: a string or an array of text blocks.
     #[serde(default)]
     pub system: Option<MessageContent>,
-    /// Conversation turns, alternating `user` and `assistant`.
+    /// Conversation turns: `user` and `assistant`, and `system` turns anywhere (current Claude
+    /// Code sends one after the first user turn).
     #[serde(default)]
     pub messages: Vec<InputMessage>,
     /// Tools the model may call.
@@ -55,13 +56,29 @@ pub struct MessagesRequest {
     /// Anthropic capacity tier; accepted and ignored.
     #[serde(default)]
     pub service_tier: Option<Value>,
-    /// Output settings: `format` (`{"type": "json_schema", "schema"}`) is enforced by
-    /// constrained decoding; `effort` is accepted and ignored.
+    /// Output settings: `effort` is accepted and ignored (the served models have no effort
+    /// levels); `format` is enforced by
+    /// constrained decoding.
     #[serde(default)]
-    pub output_config: Option<Value>,
+    pub output_config: Option<OutputConfig>,
+    /// Server-side context editing (Claude Code sends it); accepted and ignored: the server
+    /// keeps no conversation state to edit.
+    #[serde(default)]
+    pub context_management: Option<Value>,
     /// The structured-outputs beta's spelling of `output_config.format`.
     #[serde(default)]
     pub output_format: Option<Value>,
+}
+
+/// `output_config` of a `/v1/messages` request.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OutputConfig {
+    /// `low`, `medium`, `high`, …; accepted and ignored.
+    #[serde(default)]
+    pub effort: Option<Value>,
+    /// Structured output (`{"type": "json_schema", "schema": …}`).
+    #[serde(default)]
+    pub format: Option<Value>,
 }
 
 /// Body of `POST /v1/messages/count_tokens`: the prompt-shaping subset of [`MessagesRequest`].
@@ -90,7 +107,8 @@ pub struct CountTokensRequest {
 /// One conversation turn.
 #[derive(Debug, Clone, Deserialize)]
 pub struct InputMessage {
-    /// `user` or `assistant` (validated during translation, so the error names the message).
+    /// `user`, `assistant`, or `system` / `developer` (validated during translation, so the error
+    /// names the message).
     pub role: String,
     /// A string or an array of content blocks.
     pub content: MessageContent,

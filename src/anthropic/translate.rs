@@ -131,10 +131,19 @@ pub fn to_prompt(
                 }
                 push_merged(&mut out, turn);
             }
+            // Current Claude Code sends its environment block as a `system` turn after the user
+            // turn. Kept in place; the chat template merges it into the system prompt when it
+            // renders only one.
+            "system" | "developer" => {
+                let text = text_only(&m.content, &format!("{at}.content"))?;
+                if !text.trim().is_empty() {
+                    out.push(chat("system", text));
+                }
+            }
             other => {
                 return Err(AnthropicError::field(
                     format!("{at}.role"),
-                    format!("must be `user` or `assistant`, got `{other}`"),
+                    format!("must be `user`, `assistant` or `system`, got `{other}`"),
                 ))
             }
         }
@@ -197,6 +206,7 @@ fn user_turn(
     for (j, block) in blocks.iter().enumerate() {
         let at = format!("{at}.content[{j}]");
         match block {
+            ContentBlock::Text { text } if text.is_empty() => {}
             ContentBlock::Text { text } => texts.push(text.as_str()),
             ContentBlock::ToolResult {
                 tool_use_id,
@@ -244,6 +254,7 @@ fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, Ant
     for (j, block) in blocks.iter().enumerate() {
         let at = format!("{at}.content[{j}]");
         match block {
+            ContentBlock::Text { text } if text.is_empty() => {}
             ContentBlock::Text { text } => texts.push(text.as_str()),
             ContentBlock::ToolUse { id, name, input } => {
                 let input = if input.is_null() {
@@ -294,6 +305,7 @@ fn text_only(content: &MessageContent, at: &str) -> Result<String, AnthropicErro
             let mut texts = Vec::with_capacity(blocks.len());
             for (j, block) in blocks.iter().enumerate() {
                 match block {
+                    ContentBlock::Text { text } if text.is_empty() => {}
                     ContentBlock::Text { text } => texts.push(text.as_str()),
                     other => return Err(unsupported(other, &format!("{at}[{j}]"))),
                 }
@@ -374,7 +386,7 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, Anthro
     let config_format = req
         .output_config
         .as_ref()
-        .and_then(|c| c.get("format"))
+        .and_then(|c| c.format.as_ref())
         .filter(|f| !f.is_null());
     let beta = req.output_format.as_ref().filter(|f| !f.is_null());
     let (at, format) = match (config_format, beta) {

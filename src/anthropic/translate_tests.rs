@@ -245,8 +245,8 @@ fn missing_or_bad_fields_are_400s_naming_the_field() {
         "messages: at least one",
     );
     assert_invalid(
-        base(json!([{"role": "system", "content": "x"}])),
-        "messages[0].role: must be `user` or `assistant`, got `system`",
+        base(json!([{"role": "bogus", "content": "x"}])),
+        "messages[0].role: must be `user`, `assistant` or `system`, got `bogus`",
     );
     let mut v = base(msgs.clone());
     v["temperature"] = json!(1.5);
@@ -273,6 +273,103 @@ fn missing_or_bad_fields_are_400s_naming_the_field() {
     v["tools"] = json!([{"name": "ls", "input_schema": {"type": "object"}}]);
     v["tool_choice"] = json!({"type": "tool", "name": "rm"});
     assert_invalid(v, "tool_choice.name: no tool named `rm`");
+}
+
+/// The shape of current Claude Code's first request (2.1.328): a `system` turn after the user
+/// turn, adaptive thinking, output effort, context management, metadata, cache_control on blocks,
+/// an empty text block, and a huge `max_tokens`.
+fn claude_code_first_request() -> Value {
+    json!({
+        "model": "claude-opus-5-5",
+        "max_tokens": 128000,
+        "stream": true,
+        "system": [
+            {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral", "ttl": "1h"}}
+        ],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+                {"type": "text", "text": ""},
+                {"type": "text", "text": "Fix the bug", "cache_control": {"type": "ephemeral"}}
+            ]},
+            {"role": "system", "content": [
+                {"type": "text", "text": "Working directory: /tmp/repo", "cache_control": {"type": "ephemeral"}}
+            ]}
+        ],
+        "tools": [{"name": "Edit", "description": "Edit a file",
+                   "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}},
+                   "cache_control": {"type": "ephemeral"}}],
+        "metadata": {"user_id": "user_abc_account__session_123"},
+        "thinking": {"type": "adaptive", "display": "omitted"},
+        "output_config": {"effort": "medium"},
+        "context_management": {"edits": [{"type": "clear_thinking_20251015", "keep": "all"}]},
+        "some_future_field": {"x": 1}
+    })
+}
+
+#[test]
+fn claude_code_first_request_is_accepted_with_its_system_turn_in_place() {
+    let t = translate(claude_code_first_request());
+    assert!(t.stream);
+    assert_eq!(t.request.max_tokens, Some(128000));
+    let (msgs, tools) = chat_of(&t);
+    let turns: Vec<_> = msgs
+        .iter()
+        .map(|m| (m.role.as_str(), m.content.as_str()))
+        .collect();
+    assert_eq!(
+        turns,
+        [
+            ("system", "You are Claude Code.\nBe brief."),
+            (
+                "user",
+                "<system-reminder>ctx</system-reminder>\nFix the bug"
+            ),
+            ("system", "Working directory: /tmp/repo"),
+        ]
+    );
+    assert_eq!(tools.len(), 1);
+    let counted = count_tokens_prompt(
+        &serde_json::from_value::<CountTokensRequest>(claude_code_first_request()).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        counted, t.request.prompt,
+        "count_tokens sees the same prompt"
+    );
+}
+
+#[test]
+fn developer_turns_are_system_turns_and_empty_ones_vanish() {
+    let t = translate(base(json!([
+        {"role": "developer", "content": "rules"},
+        {"role": "user", "content": "q"},
+        {"role": "system", "content": [{"type": "text", "text": ""}]},
+        {"role": "assistant", "content": "a"},
+        {"role": "system", "content": "later"},
+        {"role": "user", "content": "q2"}
+    ])));
+    let (msgs, _) = chat_of(&t);
+    let roles: Vec<_> = msgs.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["system", "user", "assistant", "system", "user"]);
+    assert_eq!(msgs[3].content, "later");
+}
+
+#[test]
+fn tool_result_with_several_text_blocks_is_joined() {
+    let t = translate(base(json!([
+        {"role": "user", "content": "x"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "ls", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [
+            {"type": "text", "text": "a.txt"},
+            {"type": "text", "text": "", "cache_control": {"type": "ephemeral"}},
+            {"type": "text", "text": "b.txt"}
+        ]}]}
+    ])));
+    let (msgs, _) = chat_of(&t);
+    assert_eq!(msgs[2].role, "tool");
+    assert_eq!(msgs[2].content, "a.txt\nb.txt");
 }
 
 #[test]

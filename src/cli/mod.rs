@@ -64,6 +64,14 @@ pub enum CliError {
     /// `serve` without `--fake` in a build that has no real engine.
     #[error("this build has no model engine (feature `mlx` is off); run `serve --fake`")]
     NoEngine,
+    /// `serve --fake --script FILE` with a file that cannot be read or parsed.
+    #[error("script {path}: {why}")]
+    Script {
+        /// The script file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        why: String,
+    },
 }
 
 /// Engines main.rs can provide (the MLX loader with feature `mlx`).

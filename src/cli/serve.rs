@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Args;
 use mlx_serve_actors::engine::Engine;
-use mlx_serve_actors::fake::{FakeConfig, FakeEngine};
+use mlx_serve_actors::fake::{FakeConfig, FakeEngine, Script};
 use mlx_serve_actors::model::actor::EngineFactory;
 
 use super::CliError;
@@ -36,10 +36,19 @@ pub struct ServeArgs {
     /// With --fake: milliseconds per generated token.
     #[arg(long, default_value_t = 0)]
     pub fake_token_delay_ms: u64,
+    /// With --fake: play the replies of this JSON file in order (an array of strings, or of
+    /// `{"match": TEXT, "reply": TEXT}` objects applied only to a prompt containing TEXT), as raw
+    /// model text; requests after the last reply are echoed.
+    #[arg(long, requires = "fake")]
+    pub script: Option<PathBuf>,
 }
 
 /// A factory for the fake engine, configured from the settings.
-pub fn fake_factory(settings: &Settings, token_delay: Duration) -> EngineFactory {
+pub fn fake_factory(
+    settings: &Settings,
+    token_delay: Duration,
+    script: Option<Script>,
+) -> EngineFactory {
     let m = &settings.model;
     let config = FakeConfig {
         model_id: if m.id.is_empty() {
@@ -54,6 +63,7 @@ pub fn fake_factory(settings: &Settings, token_delay: Duration) -> EngineFactory
         },
         token_delay,
         max_running: 1,
+        script,
     };
     Arc::new(move || Ok(Box::new(FakeEngine::new(config.clone())) as Box<dyn Engine>))
 }
@@ -68,7 +78,24 @@ pub fn run(args: ServeArgs, real: Option<EngineLoader>) -> Result<(), CliError> 
     })?;
     crate::logging::init(&settings.logging);
     let factory = if args.fake {
-        fake_factory(&settings, Duration::from_millis(args.fake_token_delay_ms))
+        let script = match &args.script {
+            Some(path) => {
+                let json = std::fs::read_to_string(path).map_err(|e| CliError::Script {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?;
+                Some(Script::from_json(&json).map_err(|e| CliError::Script {
+                    path: path.clone(),
+                    why: e.to_string(),
+                })?)
+            }
+            None => None,
+        };
+        fake_factory(
+            &settings,
+            Duration::from_millis(args.fake_token_delay_ms),
+            script,
+        )
     } else {
         match real {
             Some(load) => load(&settings),

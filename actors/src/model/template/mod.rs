@@ -115,7 +115,41 @@ impl ChatTemplate {
     /// `tool_calls: [{"id", "type": "function", "function": {"name", "arguments"}}]` with the
     /// arguments parsed from their JSON text (kept as a string when not valid JSON); tool
     /// results keep `tool_call_id` and `name`. Empty `tools` is passed as none.
+    ///
+    /// System turns after the first message are rendered where they stand when the template
+    /// allows it; a template that refuses them (raises) or silently drops their text gets them
+    /// merged, in order, into one leading system message instead, so no system text is lost.
     pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
+        let later_system: Vec<&ChatMessage> = messages
+            .iter()
+            .skip(1)
+            .filter(|m| m.role == "system")
+            .collect();
+        if later_system.is_empty() {
+            return self.render_as_is(messages, tools, add_generation_prompt);
+        }
+        match self.render_as_is(messages, tools, add_generation_prompt) {
+            Ok(text)
+                if later_system
+                    .iter()
+                    .all(|m| text.contains(m.content.as_str())) =>
+            {
+                Ok(text)
+            }
+            in_place => {
+                let merged = merge_system_turns(messages);
+                self.render_as_is(&merged, tools, add_generation_prompt)
+                    .or_else(|e| in_place.map_err(|_| e))
+            }
+        }
+    }
+
+    fn render_as_is(
         &self,
         messages: &[ChatMessage],
         tools: &[serde_json::Value],
@@ -167,6 +201,23 @@ impl ChatTemplate {
     pub fn supports_tools(&self) -> bool {
         self.source.contains("tools")
     }
+}
+
+/// All system turns joined, in order, into one leading system message; the rest unchanged.
+fn merge_system_turns(messages: &[ChatMessage]) -> Vec<ChatMessage> {
+    let system: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.role == "system")
+        .map(|m| m.content.as_str())
+        .collect();
+    let mut out = Vec::with_capacity(messages.len());
+    out.push(ChatMessage {
+        role: "system".to_owned(),
+        content: system.join("\n\n"),
+        ..ChatMessage::default()
+    });
+    out.extend(messages.iter().filter(|m| m.role != "system").cloned());
+    out
 }
 
 fn message_value(m: &ChatMessage) -> serde_json::Value {

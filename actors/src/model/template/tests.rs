@@ -210,3 +210,55 @@ fn generation_tags_are_ignored_and_syntax_errors_reported() {
         Err(TemplateError::Syntax(_))
     ));
 }
+
+fn system(text: &str) -> ChatMessage {
+    ChatMessage {
+        role: "system".into(),
+        content: text.into(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn later_system_turn_stays_in_place_when_the_template_renders_it() {
+    let t = ChatTemplate::chatml(None, None);
+    let out = t
+        .render(&[user("fix it"), system("cwd: /repo")], &[], true)
+        .unwrap();
+    let (u, s) = (out.find("fix it").unwrap(), out.find("cwd: /repo").unwrap());
+    assert!(u < s, "{out}");
+    assert!(
+        out.contains("<|im_start|>system\ncwd: /repo<|im_end|>"),
+        "{out}"
+    );
+}
+
+#[test]
+fn later_system_turn_is_merged_when_the_template_refuses_or_drops_it() {
+    // Raises on any system turn but the first, as Llama 2 / Mistral style templates do.
+    let strict = ChatTemplate::new(
+        "{% for m in messages %}{% if m.role == 'system' and not loop.first %}\
+         {{ raise_exception('system only first') }}{% endif %}[{{ m.role }}]{{ m.content }}\
+         {% endfor %}",
+        None,
+        None,
+    )
+    .unwrap();
+    // Renders only the first system message and silently skips the others.
+    let dropping = ChatTemplate::new(
+        "{% for m in messages %}{% if m.role != 'system' or loop.first %}\
+         [{{ m.role }}]{{ m.content }}{% endif %}{% endfor %}",
+        None,
+        None,
+    )
+    .unwrap();
+    let msgs = [system("base"), user("q"), system("env")];
+    for t in [&strict, &dropping] {
+        let out = t.render(&msgs, &[], false).unwrap();
+        assert_eq!(out, "[system]base\n\nenv[user]q");
+    }
+    let out = strict
+        .render(&[user("q"), system("env")], &[], false)
+        .unwrap();
+    assert_eq!(out, "[system]env[user]q");
+}
