@@ -411,7 +411,7 @@ fn constrained_sequences_share_a_batch_with_an_unchanged_greedy_one() {
             .expect("admit");
     }
     let mut texts = vec![String::new(); 3];
-    let mut reasons = vec![None; 3];
+    let mut reasons = [None; 3];
     while engine.has_work() {
         for (id, event) in engine.step() {
             match event {
