@@ -36,7 +36,7 @@ venv=target/pyenv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest
+"$venv/bin/pip" install --quiet --disable-pip-version-check openai anthropic pytest jsonschema
 set +e
 MLX_SERVE_BIN="$PWD/target/debug/mlx-serve" "$venv/bin/python" -m pytest tests/python -q -p no:cacheprovider
 py_status=$?

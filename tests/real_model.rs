@@ -67,6 +67,7 @@ fn generate(
                 max_tokens: Some(max_tokens),
                 stop: Vec::new(),
                 logprobs: None,
+                constraint: None,
             },
         )
         .expect("admit");
@@ -268,6 +269,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
                     max_tokens: Some(16),
                     stop: Vec::new(),
                     logprobs: None,
+                    constraint: None,
                 },
             )
             .expect("admit");
@@ -282,6 +284,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
                 max_tokens: Some(200),
                 stop: Vec::new(),
                 logprobs: None,
+                constraint: None,
             },
         )
         .expect("admit");
@@ -394,4 +397,78 @@ fn logit_bias_bans_the_greedy_token_and_token_prompts_match_text() {
         1,
     );
     assert_eq!(by_ids.text, free.text);
+}
+
+/// Constrained decoding on the real vocabulary, inside one batch with an unconstrained request:
+/// the JSON-schema answer parses with its required keys and enum, the regex answer matches, the
+/// sequences end with `Stop` when their grammar is complete, and the unconstrained neighbour's
+/// greedy text is the same as when it runs alone.
+#[test]
+fn constrained_sequences_share_a_batch_with_an_unchanged_greedy_one() {
+    use mlx_serve_actors::engine::Constraint;
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engine = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
+    let plain = "What is the capital of France?";
+    let alone = generate(&mut engine, 50, chat(plain), SamplingParams::default(), 16).text;
+
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "maxLength": 20},
+            "country": {"enum": ["France", "Spain", "Italy"]},
+            "population_millions": {"type": "number"}
+        },
+        "required": ["city", "country", "population_millions"],
+        "additionalProperties": false
+    });
+    let requests = [
+        (chat(plain), None),
+        (
+            chat("Describe Paris as JSON."),
+            Some(Constraint::JsonSchema(schema)),
+        ),
+        (
+            chat("Is Paris in France? Answer yes or no."),
+            Some(Constraint::Regex("(yes|no)".into())),
+        ),
+    ];
+    for (i, (prompt, constraint)) in requests.into_iter().enumerate() {
+        engine
+            .add(
+                i as u64,
+                GenerateRequest {
+                    prompt,
+                    sampling: SamplingParams::default(),
+                    max_tokens: Some(64),
+                    stop: Vec::new(),
+                    logprobs: None,
+                    constraint,
+                },
+            )
+            .expect("admit");
+    }
+    let mut texts = vec![String::new(); 3];
+    let mut reasons = [None; 3];
+    while engine.has_work() {
+        for (id, event) in engine.step() {
+            match event {
+                SeqEvent::Text { text, .. } => texts[id as usize].push_str(&text),
+                SeqEvent::Finished { reason, .. } => reasons[id as usize] = Some(reason),
+                SeqEvent::Failed(e) => panic!("generation {id} failed: {e}"),
+                SeqEvent::Started { .. } => {}
+            }
+        }
+    }
+    assert_eq!(texts[0], alone, "the unconstrained neighbour changed");
+    let doc: serde_json::Value =
+        serde_json::from_str(&texts[1]).unwrap_or_else(|e| panic!("{:?}: {e}", texts[1]));
+    assert!(doc["city"].is_string(), "{doc}");
+    assert!(
+        ["France", "Spain", "Italy"].contains(&doc["country"].as_str().unwrap_or_default()),
+        "{doc}"
+    );
+    assert!(doc["population_millions"].is_number(), "{doc}");
+    assert!(texts[2] == "yes" || texts[2] == "no", "{:?}", texts[2]);
+    assert_eq!(reasons[1], Some(FinishReason::Stop));
+    assert_eq!(reasons[2], Some(FinishReason::Stop));
 }

@@ -10,21 +10,27 @@
 //!   (`EngineError::ContextLength`), cancellation and logprobs behave as a real engine's do.
 //! - Words in the prompt trigger faults, for tests of the failure paths:
 //!   `__fail__` fails the sequence after its first token, `__panic__` panics inside `step`,
-//!   `__stall_ms=N__` makes the sequence's first step take N ms (a wedged engine).
+//!   `__stall_ms=N__` makes the sequence's first step take N ms (a wedged engine),
+//!   `__ignore_constraint__` makes it echo even when the request has a constraint (a model that
+//!   ignores its grammar, for tests of the checks behind constrained decoding).
 //! - Scripted mode ([`Script`]): replies are played in order instead of the echo, one per
 //!   request, as raw model text (tool-call markup included, so the real tool parser sees it).
 //!   Real-client tests use it to drive an agent's loop with known replies.
+//! - An unscripted request with a constraint gets text its grammar accepts instead of the echo
+//!   (see [`constrained_text`]), in pieces of up to four bytes, one piece per token, ending
+//!   with `Stop` once the grammar is complete (or `Length` when `max_tokens` runs out first).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::engine::{
-    Engine, EngineError, EngineInfo, FinishReason, GenerateRequest, Prompt, SeqEvent, SeqId,
-    SeqTimings, TokenLogprob, Usage,
+    Constraint, Engine, EngineError, EngineInfo, FinishReason, GenerateRequest, Prompt, SeqEvent,
+    SeqId, SeqTimings, TokenLogprob, Usage,
 };
+use crate::guided::{ConstraintError, GuideFactory};
 
 /// How the fake behaves.
 #[derive(Debug, Clone)]
@@ -388,21 +394,29 @@ impl Engine for FakeEngine {
                 requested: prompt_tokens + max_tokens,
             });
         }
-        let words = match self.config.script.as_ref().and_then(|s| s.take(&rendered)) {
-            Some(reply) => script_pieces(&reply),
-            None => echo_pieces(&Self::echo_source(&request.prompt)),
-        };
+        let scripted = self.config.script.as_ref().and_then(|s| s.take(&rendered));
         let stall = rendered.split_whitespace().find_map(|w| {
             w.strip_prefix("__stall_ms=")
                 .and_then(|r| r.strip_suffix("__"))
                 .and_then(|n| n.parse::<u64>().ok())
                 .map(Duration::from_millis)
         });
+        let max_tokens = request.max_tokens.unwrap_or(room).min(room);
+        let constraint = request
+            .constraint
+            .as_ref()
+            .filter(|_| !rendered.contains("__ignore_constraint__"));
+        let source = Self::echo_source(&request.prompt);
+        let words = match (scripted, constraint) {
+            (Some(reply), _) => script_pieces(&reply),
+            (None, Some(c)) => pieces(&constrained_text(c, &source, max_tokens.saturating_mul(4))?),
+            (None, None) => echo_pieces(&source),
+        };
         self.seqs.push(FakeSeq {
             id,
             words,
             prompt_tokens,
-            max_tokens: request.max_tokens.unwrap_or(room).min(room),
+            max_tokens,
             stop: request.stop.into_iter().filter(|s| !s.is_empty()).collect(),
             logprobs: request.logprobs,
             generated: 0,
@@ -458,6 +472,71 @@ impl Engine for FakeEngine {
     }
 }
 
+/// Text the constraint accepts, byte by byte on a one-byte-per-token vocabulary, like a model
+/// that wants to finish: end as soon as the grammar allows; else the next byte of `echo` when
+/// allowed; else, inside a JSON string, its closing `"`; outside one, `}`, `]` or `0`; else the
+/// lowest allowed byte that is not whitespace. At most `budget` bytes (cut at a character
+/// boundary). Deterministic.
+pub fn constrained_text(
+    constraint: &Constraint,
+    echo: &str,
+    budget: usize,
+) -> Result<String, EngineError> {
+    static FACTORY: OnceLock<Result<GuideFactory, ConstraintError>> = OnceLock::new();
+    let invalid =
+        |e: ConstraintError| EngineError::InvalidRequest(format!("invalid constraint: {e}"));
+    let factory = FACTORY
+        .get_or_init(GuideFactory::byte_level)
+        .as_ref()
+        .map_err(|e| invalid(e.clone()))?;
+    let mut guide = factory.guide(constraint).map_err(invalid)?;
+    let eos = 256;
+    let mut echo = echo.bytes().peekable();
+    let mut out: Vec<u8> = Vec::new();
+    let mut in_string = false;
+    while out.len() < budget {
+        let allowed = guide.allowed().map_err(invalid)?;
+        if allowed.is_allowed(eos) {
+            break;
+        }
+        let ok = |b: u8| allowed.is_allowed(u32::from(b));
+        let next_echo = echo.peek().copied().filter(|&b| ok(b));
+        let closers: &[u8] = if in_string { b"\"" } else { b"}]0" };
+        let pick = next_echo
+            .or_else(|| closers.iter().copied().find(|&b| ok(b)))
+            .or_else(|| (0..=255u8).find(|&b| ok(b) && !b.is_ascii_whitespace()))
+            .or_else(|| (0..=255u8).find(|&b| ok(b)))
+            .ok_or_else(|| invalid(ConstraintError("no byte allowed".into())))?;
+        if next_echo.is_some() {
+            echo.next();
+        }
+        if pick == b'"' && out.last() != Some(&b'\\') {
+            in_string = !in_string;
+        }
+        out.push(pick);
+        if guide.advance(u32::from(pick)).map_err(invalid)? {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    Ok(text.trim_end_matches('\u{FFFD}').to_owned())
+}
+
+/// `text` in pieces of up to four bytes, cut at character boundaries.
+fn pieces(text: &str) -> VecDeque<String> {
+    let mut out = VecDeque::new();
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + 4).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
+        out.push_back(text[start..end].to_owned());
+        start = end;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -470,6 +549,7 @@ mod tests {
             max_tokens,
             stop: stop.iter().map(|s| s.to_string()).collect(),
             logprobs: None,
+            constraint: None,
         }
     }
 
@@ -492,6 +572,32 @@ mod tests {
             SeqEvent::Finished { reason, .. } => *reason,
             other => panic!("not finished: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_constrained_request_gets_text_its_grammar_accepts() {
+        let mut engine = FakeEngine::new(FakeConfig::default());
+        let mut req = request("Paris is nice", Some(64), &[]);
+        req.constraint = Some(Constraint::JsonSchema(serde_json::json!({
+            "type": "object",
+            "properties": {"city": {"type": "string"}, "n": {"type": "integer"}},
+            "required": ["city", "n"]
+        })));
+        engine.add(1, req).expect("add");
+        let (text, end) = run(&mut engine, 1);
+        assert_eq!(text, "{\"city\": \"Paris is nice\", \"n\": 0}");
+        assert_eq!(reason(&end), FinishReason::Stop);
+    }
+
+    #[test]
+    fn a_constrained_request_that_runs_out_of_tokens_ends_with_length() {
+        let mut engine = FakeEngine::new(FakeConfig::default());
+        let mut req = request("a long echo that will not fit", Some(3), &[]);
+        req.constraint = Some(Constraint::Regex("[a-z ]+!".into()));
+        engine.add(1, req).expect("add");
+        let (text, end) = run(&mut engine, 1);
+        assert_eq!(text, "a long echo ");
+        assert_eq!(reason(&end), FinishReason::Length);
     }
 
     #[test]

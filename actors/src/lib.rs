@@ -11,6 +11,7 @@
 pub mod cache;
 pub mod engine;
 pub mod fake;
+pub mod guided;
 pub mod metrics;
 pub mod model;
 pub mod tool_parser;

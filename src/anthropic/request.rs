@@ -57,13 +57,17 @@ pub struct MessagesRequest {
     #[serde(default)]
     pub service_tier: Option<Value>,
     /// Output settings: `effort` is accepted and ignored (the served models have no effort
-    /// levels); `format` asks for structured output.
+    /// levels); `format` is enforced by
+    /// constrained decoding.
     #[serde(default)]
     pub output_config: Option<OutputConfig>,
     /// Server-side context editing (Claude Code sends it); accepted and ignored: the server
     /// keeps no conversation state to edit.
     #[serde(default)]
     pub context_management: Option<Value>,
+    /// The structured-outputs beta's spelling of `output_config.format`.
+    #[serde(default)]
+    pub output_format: Option<Value>,
 }
 
 /// `output_config` of a `/v1/messages` request.

@@ -3,7 +3,10 @@
 
 use std::collections::HashMap;
 
-use mlx_serve_actors::engine::{ChatMessage, GenerateRequest, Prompt, SamplingParams, ToolCall};
+use mlx_serve_actors::engine::{
+    ChatMessage, Constraint, GenerateRequest, Prompt, SamplingParams, ToolCall,
+};
+use mlx_serve_actors::guided;
 use serde_json::{json, Value};
 
 use super::error::AnthropicError;
@@ -58,17 +61,6 @@ pub fn to_generate(req: &MessagesRequest) -> Result<Translated, AnthropicError> 
         }
         Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
     };
-    if req
-        .output_config
-        .as_ref()
-        .is_some_and(|c| c.format.as_ref().is_some_and(|f| !f.is_null()))
-    {
-        // Answering a schema'd request with free prose would break the caller silently.
-        return Err(AnthropicError::field(
-            "output_config.format",
-            "structured outputs are not supported by this server yet",
-        ));
-    }
     let prompt = to_prompt(req.system.as_ref(), &req.messages, req.tools.as_deref())?;
     let (tool_mode, parallel_tool_calls) = tool_mode(
         req.tool_choice.as_ref(),
@@ -81,6 +73,7 @@ pub fn to_generate(req: &MessagesRequest) -> Result<Translated, AnthropicError> 
             max_tokens: Some(max_tokens),
             stop: stop_sequences(req.stop_sequences.as_deref().unwrap_or_default())?,
             logprobs: None,
+            constraint: output_constraint(req)?,
         },
         tool_mode,
         parallel_tool_calls,
@@ -386,6 +379,93 @@ fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, AnthropicError> 
         .collect()
 }
 
+/// The constraint of `output_config.format` or the beta `output_format` (`{"type":
+/// "json_schema", "schema"}`), compiled once here: a schema that cannot be enforced is a 400
+/// naming the field.
+fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, AnthropicError> {
+    let config_format = req
+        .output_config
+        .as_ref()
+        .and_then(|c| c.format.as_ref())
+        .filter(|f| !f.is_null());
+    let beta = req.output_format.as_ref().filter(|f| !f.is_null());
+    let (at, format) = match (config_format, beta) {
+        (Some(_), Some(_)) => {
+            return Err(AnthropicError::field(
+                "output_format",
+                "use either output_config.format or output_format, not both",
+            ))
+        }
+        (Some(f), None) => ("output_config.format", f),
+        (None, Some(f)) => ("output_format", f),
+        (None, None) => return Ok(None),
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => {}
+        Some(other) => {
+            return Err(AnthropicError::field(
+                format!("{at}.type"),
+                format!("format type `{other}` is not supported; use `json_schema`"),
+            ))
+        }
+        None => {
+            return Err(AnthropicError::field(
+                format!("{at}.type"),
+                "Field required",
+            ))
+        }
+    }
+    let schema = match format.get("schema") {
+        Some(s) if s.is_object() => s.clone(),
+        Some(_) => {
+            return Err(AnthropicError::field(
+                format!("{at}.schema"),
+                "must be a JSON Schema object",
+            ))
+        }
+        None => {
+            return Err(AnthropicError::field(
+                format!("{at}.schema"),
+                "Field required",
+            ))
+        }
+    };
+    let constraint = Constraint::JsonSchema(schema);
+    guided::check(&constraint).map_err(|e| {
+        AnthropicError::field(
+            format!("{at}.schema"),
+            format!("the schema cannot be enforced: {e}"),
+        )
+    })?;
+    Ok(Some(constraint))
+}
+
+/// A forced call is generated under the tool's `input_schema`: one that cannot be enforced is
+/// a 400 naming that tool.
+fn check_forced_schemas(
+    tools: &[ToolDefinition],
+    only: Option<&str>,
+) -> Result<(), AnthropicError> {
+    for (i, t) in tools.iter().enumerate() {
+        if only.is_some_and(|name| name != t.name) {
+            continue;
+        }
+        let Some(schema) = t.input_schema.as_ref().filter(|s| s.is_object()) else {
+            continue;
+        };
+        guided::check(&Constraint::JsonSchema(schema.clone())).map_err(|e| {
+            AnthropicError::field(
+                format!("tools[{i}].input_schema"),
+                format!(
+                    "the schema of tool `{}` cannot be enforced for tool_choice: {e}",
+                    t.name
+                ),
+            )
+        })?;
+    }
+    Ok(())
+}
+
 /// The tool policy `tool_choice` asks for (validated against `tools`) and whether parallel
 /// calls are allowed.
 pub fn tool_mode(
@@ -418,6 +498,7 @@ pub fn tool_mode(
             if tools.is_empty() {
                 return Err(needs_tools("any"));
             }
+            check_forced_schemas(tools, None)?;
             (ToolMode::Required, !d.unwrap_or(false))
         }
         Some(ToolChoice::Tool {
@@ -433,6 +514,7 @@ pub fn tool_mode(
                     format!("no tool named `{name}` in `tools`"),
                 ));
             }
+            check_forced_schemas(tools, Some(name))?;
             (ToolMode::Function(name.clone()), !d.unwrap_or(false))
         }
     })

@@ -357,16 +357,6 @@ fn developer_turns_are_system_turns_and_empty_ones_vanish() {
 }
 
 #[test]
-fn output_config_format_is_refused_until_structured_outputs_exist() {
-    let mut v = base(json!([{"role": "user", "content": "x"}]));
-    v["output_config"] = json!({"format": {"type": "json_schema", "schema": {"type": "object"}}});
-    assert_invalid(
-        v,
-        "output_config.format: structured outputs are not supported",
-    );
-}
-
-#[test]
 fn tool_result_with_several_text_blocks_is_joined() {
     let t = translate(base(json!([
         {"role": "user", "content": "x"},
@@ -471,4 +461,65 @@ fn count_tokens_uses_the_same_prompt_as_messages() {
     let empty: CountTokensRequest =
         serde_json::from_value(json!({"model": "m", "messages": []})).expect("parses");
     assert!(count_tokens_prompt(&empty).is_err());
+}
+
+#[test]
+fn output_config_format_and_the_beta_output_format_become_a_json_schema_constraint() {
+    let schema = json!({"type": "object", "properties": {"a": {"type": "integer"}}});
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let mut v = base(user.clone());
+    v["output_config"] =
+        json!({"effort": "low", "format": {"type": "json_schema", "schema": schema}});
+    assert_eq!(
+        translate(v).request.constraint,
+        Some(Constraint::JsonSchema(schema.clone()))
+    );
+    let mut v = base(user.clone());
+    v["output_format"] = json!({"type": "json_schema", "schema": schema});
+    assert_eq!(
+        translate(v).request.constraint,
+        Some(Constraint::JsonSchema(schema))
+    );
+    // `effort` alone constrains nothing.
+    let mut v = base(user);
+    v["output_config"] = json!({"effort": "medium"});
+    assert_eq!(translate(v).request.constraint, None);
+}
+
+#[test]
+fn output_formats_that_cannot_be_enforced_name_the_field() {
+    let user = json!([{"role": "user", "content": "hi"}]);
+    let with = |key: &str, value: Value| {
+        let mut v = base(user.clone());
+        v[key] = value;
+        v
+    };
+    assert_invalid(
+        with(
+            "output_config",
+            json!({"format": {"type": "json_schema", "schema": {"type": "strng"}}}),
+        ),
+        "output_config.format.schema",
+    );
+    assert_invalid(
+        with("output_format", json!({"type": "text"})),
+        "output_format.type",
+    );
+    assert_invalid(
+        with("output_format", json!({"type": "json_schema"})),
+        "output_format.schema",
+    );
+}
+
+#[test]
+fn forced_tools_with_schemas_that_cannot_be_enforced_name_the_tool() {
+    let mut v = base(json!([{"role": "user", "content": "hi"}]));
+    v["tools"] = json!([
+        {"name": "ok", "input_schema": {"type": "object"}},
+        {"name": "bad", "input_schema": {"type": "strng"}}
+    ]);
+    v["tool_choice"] = json!({"type": "any"});
+    assert_invalid(v.clone(), "tools[1].input_schema");
+    v["tool_choice"] = json!({"type": "tool", "name": "ok"});
+    assert!(to_generate(&req(v)).is_ok());
 }

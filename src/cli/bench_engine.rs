@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use clap::Args;
 use mlx_serve_actors::engine::{
-    ChatMessage, Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent,
+    ChatMessage, Constraint, Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent,
 };
 use mlx_serve_actors::model::mlx::engine::MlxEngine;
 use mlx_serve_actors::model::mlx::profile::Profile;
@@ -39,12 +39,28 @@ pub struct EngineBenchArgs {
     /// goes, per group of operations (evaluating after each group).
     #[arg(long)]
     pub profile: bool,
+    /// Also decode the same prompt under a JSON-schema constraint (an object with one long
+    /// string) and report its decode rate next to the unconstrained one.
+    #[arg(long)]
+    pub constrained: bool,
+}
+
+/// The schema `--constrained` decodes under: the story goes into one string field, so the
+/// grammar stays open for as long as the unconstrained run.
+fn story_schema() -> serde_json::Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {"title": {"type": "string", "maxLength": 60}, "story": {"type": "string"}},
+        "required": ["title", "story"],
+        "additionalProperties": false
+    })
 }
 
 struct Run {
     ttft_s: f64,
     prompt_tokens: usize,
     cached_tokens: usize,
+    completion_tokens: usize,
     decode_tok_s: f64,
 }
 
@@ -61,6 +77,16 @@ fn chat(text: &str) -> Prompt {
 }
 
 fn run_once(engine: &mut MlxEngine, id: u64, prompt: Prompt, tokens: usize) -> anyhow::Result<Run> {
+    run_with(engine, id, prompt, tokens, None)
+}
+
+fn run_with(
+    engine: &mut MlxEngine,
+    id: u64,
+    prompt: Prompt,
+    tokens: usize,
+    constraint: Option<Constraint>,
+) -> anyhow::Result<Run> {
     let start = Instant::now();
     engine.add(
         id,
@@ -70,6 +96,7 @@ fn run_once(engine: &mut MlxEngine, id: u64, prompt: Prompt, tokens: usize) -> a
             max_tokens: Some(tokens),
             stop: Vec::new(),
             logprobs: None,
+            constraint,
         },
     )?;
     let mut ttft = None;
@@ -85,6 +112,7 @@ fn run_once(engine: &mut MlxEngine, id: u64, prompt: Prompt, tokens: usize) -> a
                         ttft_s: ttft.unwrap_or_default(),
                         prompt_tokens: usage.prompt_tokens,
                         cached_tokens: usage.cached_tokens,
+                        completion_tokens: usage.completion_tokens,
                         decode_tok_s: decoded / timings.decode_s.max(1e-9),
                     });
                 }
@@ -194,8 +222,24 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
         chat(&format!("{filler}\nHow many times does 'fox' appear?")),
         8,
     )?;
+    let constrained = if args.constrained {
+        let prompt = chat(&format!(
+            "{story}\nAnswer as JSON with a title and the story."
+        ));
+        let plain = run_once(&mut engine, 4, prompt.clone(), args.tokens)?;
+        let guided = run_with(
+            &mut engine,
+            5,
+            prompt,
+            args.tokens,
+            Some(Constraint::JsonSchema(story_schema())),
+        )?;
+        Some((plain, guided))
+    } else {
+        None
+    };
     let engine_per_token = 1.0 / short.decode_tok_s.max(1e-9);
-    let report = serde_json::json!({
+    let mut report = serde_json::json!({
         "model": info.model_id,
         "dtype": info.dtype,
         "backend": info.backend,
@@ -222,6 +266,15 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
             "shared_prefix_cached_tokens": long_warm.cached_tokens,
         },
     });
+    if let Some((plain, guided)) = &constrained {
+        report["constrained"] = serde_json::json!({
+            "unconstrained_decode_tok_s": plain.decode_tok_s,
+            "unconstrained_tokens": plain.completion_tokens,
+            "constrained_decode_tok_s": guided.decode_tok_s,
+            "constrained_tokens": guided.completion_tokens,
+            "ratio": guided.decode_tok_s / plain.decode_tok_s.max(1e-9),
+        });
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -268,5 +321,17 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
         "| TTFT, same prefix + new question | {:.3} s ({} tokens reused) |",
         long_warm.ttft_s, long_warm.cached_tokens
     );
+    if let Some((plain, guided)) = &constrained {
+        println!(
+            "| decode, JSON prompt, unconstrained | {:.1} tok/s ({} tokens) |",
+            plain.decode_tok_s, plain.completion_tokens
+        );
+        println!(
+            "| decode, same prompt, JSON-schema constrained | {:.1} tok/s ({} tokens, {:.0}% of unconstrained) |",
+            guided.decode_tok_s,
+            guided.completion_tokens,
+            guided.decode_tok_s / plain.decode_tok_s.max(1e-9) * 100.0
+        );
+    }
     Ok(())
 }

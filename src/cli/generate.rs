@@ -75,6 +75,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         max_tokens: Some(args.max_tokens),
         stop: args.stop.clone(),
         logprobs: None,
+        constraint: None,
     };
     let _ = mlx_rs::memory::reset_peak_memory();
     let start = Instant::now();

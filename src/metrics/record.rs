@@ -146,6 +146,7 @@ mod tests {
             max_tokens: Some(4),
             stop: Vec::new(),
             logprobs: None,
+            constraint: None,
         }
     }
 

@@ -84,9 +84,13 @@ pub struct ChatCompletionRequest {
     /// `false`: at most one tool call per reply (default `true`).
     #[serde(default)]
     pub parallel_tool_calls: Option<bool>,
-    /// `{"type": "text" | "json_object" | "json_schema", …}`; part of the response-cache key.
+    /// `{"type": "text" | "json_object" | "json_schema", …}`: enforced by constrained
+    /// decoding; part of the response-cache key.
     #[serde(default)]
     pub response_format: Option<Value>,
+    /// vLLM's extension: one of `json`, `regex`, `choice`, `grammar` (Lark), `json_object`.
+    #[serde(default)]
+    pub structured_outputs: Option<Value>,
 }
 
 /// One message of the request.
@@ -320,6 +324,10 @@ impl ChatCompletionRequest {
             max_tokens,
             stop: StopSpec::into_list(self.stop.clone())?,
             logprobs,
+            constraint: super::structured::request_constraint(
+                self.response_format.as_ref(),
+                self.structured_outputs.as_ref(),
+            )?,
         })
     }
 }

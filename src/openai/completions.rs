@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, TokenLogprob};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use super::common::{
     check_max_tokens, check_n, opt_int, Envelope, SamplingInput, StopSpec, StreamOptions,
@@ -82,6 +83,12 @@ pub struct CompletionRequest {
     /// Only 1.
     #[serde(default, deserialize_with = "opt_int")]
     pub best_of: Option<i64>,
+    /// `{"type": "text" | "json_object" | "json_schema", …}`, enforced by constrained decoding.
+    #[serde(default)]
+    pub response_format: Option<Value>,
+    /// vLLM's extension: one of `json`, `regex`, `choice`, `grammar` (Lark), `json_object`.
+    #[serde(default)]
+    pub structured_outputs: Option<Value>,
     /// End-user id.
     #[serde(default)]
     pub user: Option<String>,
@@ -193,6 +200,10 @@ impl CompletionRequest {
         }
         .resolve(&model.sampling)?;
         let stop = StopSpec::into_list(self.stop.clone())?;
+        let constraint = super::structured::request_constraint(
+            self.response_format.as_ref(),
+            self.structured_outputs.as_ref(),
+        )?;
         Ok(prompts
             .into_iter()
             .map(|prompt| GenerateRequest {
@@ -201,6 +212,7 @@ impl CompletionRequest {
                 max_tokens: Some(max_tokens),
                 stop: stop.clone(),
                 logprobs,
+                constraint: constraint.clone(),
             })
             .collect())
     }

@@ -13,6 +13,7 @@ fn machine() -> ResponseStream {
         max_tokens: None,
         stop: Vec::new(),
         logprobs: None,
+        constraint: None,
     };
     ResponseStream::new(base_response(&req, &engine))
 }

@@ -112,6 +112,7 @@ pub fn translate(
             max_tokens,
             stop: Vec::new(),
             logprobs: None,
+            constraint: None,
         },
         tools: options,
         conversation,

@@ -199,6 +199,7 @@ pub async fn count_tokens(
         max_tokens: None,
         stop: Vec::new(),
         logprobs: None,
+        constraint: None,
     };
     let _ = tool_prep::prepare(&state, &mut request, &tool_options(&mode, parallel)).await;
     let input_tokens = state

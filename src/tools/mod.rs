@@ -9,10 +9,10 @@
 mod prompt;
 
 use actix::{Actor, Addr};
-use mlx_serve_actors::engine::{GenerateRequest, Prompt};
+use mlx_serve_actors::engine::{Constraint, GenerateRequest, Prompt};
 use mlx_serve_actors::tool_parser::{
-    ParseOptions, RecordStreamStats, StreamEvent, StreamParser, ToolChoice, ToolFormat,
-    ToolParserActor,
+    forced_call_grammar, ParseOptions, RecordStreamStats, StreamEvent, StreamParser, ToolChoice,
+    ToolFormat, ToolParserActor, ToolSet,
 };
 use serde_json::Value;
 
@@ -110,7 +110,15 @@ impl ToolParserSeam for ToolCalling {
             &options.choice,
             template_renders_tools(chat_template),
         );
-        self.build(tools, options, format)
+        let parser = self.build(tools, options, format);
+        // A forced call is guaranteed by constraining the reply to the call markup; the
+        // instruction stays (it helps the model pick arguments) and so does the check after
+        // the reply, for formats without a grammar.
+        let set = ToolSet::from_definitions(tools);
+        if let Some(lark) = forced_call_grammar(format, &set, &options.choice, options.parallel) {
+            request.constraint = Some(Constraint::Lark(lark));
+        }
+        parser
     }
 }
 

@@ -33,6 +33,7 @@ fn request(text: &str) -> GenerateRequest {
         max_tokens: None,
         stop: Vec::new(),
         logprobs: None,
+        constraint: None,
     }
 }
 

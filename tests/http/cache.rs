@@ -357,3 +357,31 @@ async fn clearing_needs_a_valid_key_and_an_admin_key_when_configured() {
             .expect("sent");
     assert_eq!(r.status(), 401);
 }
+
+#[actix_rt::test]
+async fn a_constrained_answer_replays_exactly_and_response_formats_never_share_entries() {
+    let c = start_cached(|_| {}, Duration::ZERO).await;
+    let schema = json!({"type": "json_schema", "json_schema": {"name": "c", "schema": {
+        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}});
+    let body = |format: Value| {
+        chat_with(
+            "Paris",
+            json!({"temperature": 0, "response_format": format}),
+        )
+    };
+    let (x1, first) = c.chat_json(body(schema.clone()), &[]).await;
+    let (x2, again) = c.chat_json(body(schema), &[]).await;
+    assert_eq!((x1.as_str(), x2.as_str()), ("MISS", "HIT"));
+    assert_eq!(first["choices"], again["choices"]);
+    assert_eq!(
+        first["choices"][0]["message"]["content"],
+        "{\"city\": \"Paris\"}"
+    );
+    // Differing only in response_format: never another's entry.
+    let (x3, object) = c.chat_json(body(json!({"type": "json_object"})), &[]).await;
+    assert_eq!(x3, "MISS");
+    assert_eq!(object["choices"][0]["message"]["content"], "{}");
+    let (x4, _) = c.chat_json(body(json!({"type": "text"})), &[]).await;
+    assert_eq!(x4, "MISS");
+    assert_eq!(c.runs(), 3);
+}

@@ -15,4 +15,5 @@ mod responses;
 mod runtime;
 mod seams;
 mod streaming;
+mod structured;
 mod tools;

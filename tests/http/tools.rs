@@ -15,6 +15,12 @@ use crate::common::*;
 
 const CALL: &str = r#"<tool_call>{"name":"get_weather","arguments":{"city":"Paris"}}</tool_call>"#;
 
+/// `text` with the fake's word for "ignore the constraint": the model disobeys, so the checks
+/// behind constrained decoding (the 422) are what answers.
+fn ignoring(text: &str) -> String {
+    format!("{text} __ignore_constraint__")
+}
+
 fn tools() -> Value {
     json!([
         {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
@@ -211,7 +217,10 @@ async fn required_choice_without_a_call_is_a_422_naming_tool_choice() {
     let (status, body) = t
         .post_json(
             "/v1/chat/completions",
-            tool_chat("It is sunny.", json!({"tool_choice": "required"})),
+            tool_chat(
+                "It is sunny. __ignore_constraint__",
+                json!({"tool_choice": "required"}),
+            ),
         )
         .await;
     assert_eq!(status, 422, "{body}");
@@ -236,7 +245,7 @@ async fn named_choice_with_another_call_fails_and_streams_end_in_an_error_event(
     let (status, body) = t
         .post_json(
             "/v1/chat/completions",
-            tool_chat(CALL, json!({"tool_choice": named})),
+            tool_chat(&ignoring(CALL), json!({"tool_choice": named})),
         )
         .await;
     assert_eq!(status, 422, "{body}");
@@ -247,7 +256,7 @@ async fn named_choice_with_another_call_fails_and_streams_end_in_an_error_event(
     let (events, text) = stream_events(
         &t,
         tool_chat(
-            "no call here",
+            "no call here __ignore_constraint__",
             json!({"tool_choice": named, "stream": true}),
         ),
     )
@@ -379,7 +388,10 @@ async fn finished_records_carry_the_tool_call_outcome() {
         .await;
     t.post_json(
         "/v1/chat/completions",
-        tool_chat("hi", json!({"tool_choice": "required"})),
+        tool_chat(
+            "hi __ignore_constraint__",
+            json!({"tool_choice": "required"}),
+        ),
     )
     .await;
     t.post_json("/v1/chat/completions", chat("no tools")).await;
@@ -445,4 +457,60 @@ fn tools_parse_cli_prints_content_and_calls() {
     let v = run(&["--tools", path], &other);
     assert_eq!(v["tool_calls"], json!([]));
     assert_eq!(v["content"], other.as_str());
+}
+
+#[actix_rt::test]
+async fn required_choice_is_guaranteed_by_the_constraint() {
+    let t = server().await;
+    for stream in [false, true] {
+        let body = tool_chat(
+            "It is sunny.",
+            json!({"tool_choice": "required", "stream": stream}),
+        );
+        if stream {
+            let (events, text) = stream_events(&t, body).await;
+            assert!(text.contains("\"tool_calls\""), "{text}");
+            assert!(
+                events
+                    .iter()
+                    .any(|e| e["choices"][0]["finish_reason"] == "tool_calls"),
+                "{text}"
+            );
+            continue;
+        }
+        let (status, body) = t.post_json("/v1/chat/completions", body).await;
+        assert_eq!(status, 200, "{body}");
+        let choice = &body["choices"][0];
+        assert_eq!(choice["finish_reason"], "tool_calls", "{body}");
+        let call = &choice["message"]["tool_calls"][0]["function"];
+        let name = call["name"].as_str().unwrap_or_default();
+        assert!(["get_weather", "get_time"].contains(&name), "{body}");
+        assert!(args(&call["arguments"]).is_object(), "{body}");
+    }
+    // A named function: that one, with arguments that follow its schema.
+    let named = json!({"type": "function", "function": {"name": "get_weather"}});
+    let (status, body) = t
+        .post_json(
+            "/v1/chat/completions",
+            tool_chat("Paris", json!({"tool_choice": named})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let call = &body["choices"][0]["message"]["tool_calls"][0]["function"];
+    assert_eq!(call["name"], "get_weather");
+    assert!(args(&call["arguments"])["city"].is_string(), "{body}");
+}
+
+#[actix_rt::test]
+async fn a_forced_tool_whose_schema_cannot_be_enforced_is_a_400_naming_it() {
+    let t = server().await;
+    let mut body = tool_chat("hi", json!({"tool_choice": "required"}));
+    body["tools"][1]["function"]["parameters"] = json!({"type": "strng"});
+    let (status, body) = t.post_json("/v1/chat/completions", body).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        error_of(&body).1,
+        Some("tools[1].function.parameters"),
+        "{body}"
+    );
 }

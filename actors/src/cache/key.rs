@@ -43,7 +43,7 @@ impl CacheKey {
     /// The canonical key of a request.
     pub fn compute(input: &KeyInput<'_>) -> Self {
         let request = input.request;
-        let document = json!({
+        let mut document = json!({
             "tenant": input.tenant,
             "model": input.model,
             "prompt": request.prompt,
@@ -55,6 +55,10 @@ impl CacheKey {
             "response_format": input.response_format,
             "extra": input.extra,
         });
+        // Only when present, so the keys of unconstrained requests stay what they were.
+        if let Some(c) = &request.constraint {
+            document["constraint"] = json!(c);
+        }
         let mut canonical = String::with_capacity(256);
         write_canonical(&document, &mut canonical);
         let mut hasher = Sha256::new();
@@ -206,6 +210,7 @@ mod tests {
             max_tokens: Some(64),
             stop: vec![],
             logprobs: None,
+            constraint: None,
         }
     }
 

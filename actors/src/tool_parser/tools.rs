@@ -39,6 +39,11 @@ impl ToolSet {
         self.tools.iter().map(|(n, _)| n.as_str())
     }
 
+    /// `(name, parameters schema)` of each offered tool, in request order.
+    pub fn iter(&self) -> impl Iterator<Item = &(String, Value)> {
+        self.tools.iter()
+    }
+
     /// Whether no tool was offered.
     pub fn is_empty(&self) -> bool {
         self.tools.is_empty()

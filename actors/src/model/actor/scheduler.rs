@@ -147,6 +147,7 @@ mod tests {
             max_tokens: None,
             stop: vec![],
             logprobs: None,
+            constraint: None,
         }
     }
 

@@ -1,6 +1,9 @@
 //! `MlxEngine`: the real `Engine`. Renders and tokenizes prompts, prefills in chunks, decodes one
 //! token per step with one MLX evaluation each, samples on the host, assembles text (UTF-8-safe,
-//! stop strings) and reuses KV state across requests through the prefix cache.
+//! stop strings) and reuses KV state across requests through the prefix cache. A sequence with
+//! a constraint carries its own grammar matcher (`crate::guided`): its logits are masked before
+//! each sample, in the batched path too, and it ends once the grammar is complete. Constraints
+//! play no part in prefix reuse: the KV state of a prompt is the same whatever follows it.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use crate::engine::{
     Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt,
     SamplingParams, SeqEvent, SeqId, SeqTimings, TokenLogprob, Usage,
 };
+use crate::guided::{self, Guide, GuideFactory};
 use crate::model::detok::IncrementalDecoder;
 use crate::model::sampling::{logprobs, Sampler};
 use crate::model::stops::StopMatcher;
@@ -60,6 +64,8 @@ struct Running {
     max_tokens: usize,
     logprobs: Option<usize>,
     sampler: Sampler,
+    /// The grammar the output follows, if the request has a constraint.
+    guide: Option<Guide>,
     detok: IncrementalDecoder<Arc<Tokenizer>>,
     stops: StopMatcher,
     started: Instant,
@@ -85,6 +91,9 @@ pub struct MlxEngine {
     running: Vec<Running>,
     waiting: VecDeque<Running>,
     prefix: PrefixCache,
+    /// Compiles request constraints against this vocabulary; `Err` says why this tokenizer
+    /// cannot be constrained (requests with a constraint then fail with that message).
+    guides: Result<GuideFactory, String>,
 }
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
@@ -144,6 +153,12 @@ impl MlxEngine {
             weight_bytes: weight_bytes as u64,
         };
         let shared_tokenizer = Arc::new(tokenizer.tokenizer.clone());
+        let guides = guided::vocab_bytes(&tokenizer.tokenizer, config.vocab_size)
+            .and_then(|bytes| GuideFactory::new(&bytes, &eos))
+            .map_err(|e| e.to_string());
+        if let Err(e) = &guides {
+            tracing::warn!(error = %e, "constrained decoding is unavailable for this model");
+        }
         let mut engine = Self {
             model,
             tokenizer,
@@ -158,6 +173,7 @@ impl MlxEngine {
             running: Vec::new(),
             waiting: VecDeque::new(),
             prefix: PrefixCache::new(options.prefix_cache_bytes),
+            guides,
         };
         // One tiny forward pass so the first request does not pay for MLX's lazy start-up.
         let mut warm = KvCache::new(engine.model.num_layers());
@@ -327,6 +343,9 @@ impl MlxEngine {
         mut events: Vec<SeqEvent>,
     ) -> Result<Vec<SeqEvent>, EngineError> {
         let lp = seq.logprobs.map(|n| (n, host.clone()));
+        if let Some(guide) = seq.guide.as_mut() {
+            guide.mask(&mut host).map_err(constraint_failed)?;
+        }
         let token = seq.sampler.sample(&mut host);
         if seq.first_token_at.is_none() {
             seq.first_token_at = Some(Instant::now());
@@ -334,6 +353,10 @@ impl MlxEngine {
         if self.eos.contains(&token) {
             return self.finish(seq, FinishReason::Stop, None, events);
         }
+        let complete = match seq.guide.as_mut() {
+            Some(guide) => guide.advance(token).map_err(constraint_failed)?,
+            None => false,
+        };
         seq.output.push(token);
         let logprob = lp.map(|(n, raw)| self.token_logprob(&raw, token, n));
         let piece = seq.detok.push(token).map_err(internal)?.unwrap_or_default();
@@ -347,6 +370,10 @@ impl MlxEngine {
         }
         if let Some(stop) = outcome.stop {
             return self.finish_now(seq, FinishReason::StopSequence, Some(stop), events);
+        }
+        if complete {
+            // Only end-of-sequence can follow: it would be the next token, so end now.
+            return self.finish(seq, FinishReason::Stop, None, events);
         }
         let total = seq.prompt.len() + seq.output.len();
         if seq.output.len() >= seq.max_tokens || total >= self.context_length {
@@ -437,6 +464,18 @@ impl MlxEngine {
             }
             None => room,
         };
+        let guide =
+            match &request.constraint {
+                None => None,
+                Some(c) => {
+                    let factory = self.guides.as_ref().map_err(|e| {
+                        EngineError::InvalidRequest(format!("constrained decoding: {e}"))
+                    })?;
+                    Some(factory.guide(c).map_err(|e| {
+                        EngineError::InvalidRequest(format!("invalid constraint: {e}"))
+                    })?)
+                }
+            };
         let mut sampler = Sampler::new(&request.sampling);
         sampler.add_prompt(&prompt);
         Ok(Running {
@@ -450,6 +489,7 @@ impl MlxEngine {
             max_tokens,
             logprobs: request.logprobs,
             sampler,
+            guide,
             detok: IncrementalDecoder::new(self.shared_tokenizer.clone()),
             stops: StopMatcher::new(&request.stop),
             started: Instant::now(),
@@ -457,6 +497,10 @@ impl MlxEngine {
             cancelled: false,
         })
     }
+}
+
+fn constraint_failed(e: guided::ConstraintError) -> EngineError {
+    EngineError::Internal(format!("constrained decoding: {e}"))
 }
 
 fn eos_ids(config: &ModelConfig, tokenizer: &TokenizerBundle) -> Vec<u32> {
