@@ -316,7 +316,8 @@ fn tier_hits_and_tier_errors_are_counted_by_tier() {
     );
     assert_eq!(
         sample(&t, n::RESPONSE_CACHE_TIER_HITS_TOTAL, &["tier=\"memory\""]),
-        None
+        Some(0.0),
+        "known tiers start at 0"
     );
     assert_eq!(
         sample(&t, n::RESPONSE_CACHE_TIER_ERRORS_TOTAL, &["tier=\"redis\""]),
