@@ -14,18 +14,20 @@ use bytes::Bytes;
 
 use crate::error::ApiError;
 
+/// Requests in flight per peer IP, shared by every worker.
+type InFlight = Arc<Mutex<HashMap<IpAddr, usize>>>;
 /// Counts in-flight requests per peer IP; shared by every worker.
 #[derive(Debug, Clone)]
 pub struct PeerLimiter {
     limit: usize,
     retry_after_s: u64,
-    inflight: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    inflight: InFlight,
 }
 
 /// One admitted request; dropping it (when the response body is done) frees its slot.
 #[derive(Debug)]
 pub struct PeerGuard {
-    peer: Option<(IpAddr, Arc<Mutex<HashMap<IpAddr, usize>>>)>,
+    peer: Option<(IpAddr, InFlight)>,
 }
 
 impl PeerLimiter {
