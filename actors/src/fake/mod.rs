@@ -51,8 +51,6 @@ pub struct FakeConfig {
     pub script: Option<Script>,
 }
 
-/// One canned reply of a [`Script`].
-
 impl Default for FakeConfig {
     fn default() -> Self {
         Self {

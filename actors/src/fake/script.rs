@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Deserialize;
 
+/// One canned reply of a [`Script`].
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
 pub enum ScriptEntry {
