@@ -7,6 +7,8 @@
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
+pub mod fewrow;
+
 /// The MLX backend this crate was built against: `cpu`, `cuda` or `metal`.
 pub const BACKEND: &str = env!("MLX_SERVE_MLX_BACKEND");
 /// The MLX version of the prebuilt library.
@@ -118,6 +120,28 @@ mod gemv_dispatch {
             sgemm_(
                 &ta, &tb, &m, &n, &k, &alpha, a, &lda, b, &ldb, &beta, c, &ldc,
             );
+            return;
+        }
+        if trans_a == NO_TRANS && crate::fewrow::serves(m as usize, n as usize, k as usize) {
+            let layout = if trans_b == NO_TRANS {
+                crate::fewrow::BLayout::NoTrans
+            } else {
+                crate::fewrow::BLayout::Trans
+            };
+            crate::fewrow::run(&crate::fewrow::Product {
+                m: m as usize,
+                n: n as usize,
+                k: k as usize,
+                alpha,
+                a,
+                lda: lda as usize,
+                b,
+                ldb: ldb as usize,
+                layout,
+                beta,
+                c,
+                ldc: ldc as usize,
+            });
             return;
         }
         if m == 1 {

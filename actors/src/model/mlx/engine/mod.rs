@@ -21,6 +21,7 @@ use super::device::{self, DeviceChoice};
 use super::kv_cache::KvCache;
 use super::loader::{self, dtype_name, LoadedModel, ModelSource};
 use super::prefix_cache::{PrefixCache, PrefixStats};
+use super::slot_kv::SlotKv;
 use crate::engine::{
     Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt,
     SamplingParams, SeqEvent, SeqId, SeqTimings, TokenLogprob, Usage,
@@ -86,10 +87,15 @@ pub struct MlxEngine {
     context_length: usize,
     prefill_chunk: usize,
     max_batch: usize,
+    /// Weight and KV dtype.
+    dtype: Dtype,
     /// Admitted sequences, oldest first: at most one of them prefills per step, all of them with
     /// a pending token decode together.
     running: Vec<Running>,
     waiting: VecDeque<Running>,
+    /// KV state of the decoding sequences (a sequence moves here from its own cache once its
+    /// prompt is in).
+    slots: SlotKv,
     prefix: PrefixCache,
     /// Compiles request constraints against this vocabulary; `Err` says why this tokenizer
     /// cannot be constrained (requests with a constraint then fail with that message).
@@ -170,8 +176,15 @@ impl MlxEngine {
             context_length,
             prefill_chunk: options.prefill_chunk.max(1),
             max_batch: options.max_batch.max(1),
+            dtype,
             running: Vec::new(),
             waiting: VecDeque::new(),
+            slots: SlotKv::new(
+                config.num_hidden_layers,
+                config.kv_heads(),
+                config.head_dim(),
+                dtype,
+            ),
             prefix: PrefixCache::new(options.prefix_cache_bytes),
             guides,
         };
@@ -308,26 +321,37 @@ impl MlxEngine {
         if tokens.len() != batch.len() {
             return Err(internal("decode step without a pending token"));
         }
-        let rows: Vec<Vec<f32>> = if let [seq] = batch {
-            // One sequence: the single-sequence pass (matrix-vector products).
-            let logits = self
-                .model
-                .forward_last(&tokens, &mut seq.cache)
-                .map_err(internal)?;
-            logits.eval().map_err(internal)?;
-            vec![logits.as_slice::<f32>().to_vec()]
-        } else {
-            let mut caches: Vec<&mut KvCache> = batch.iter_mut().map(|s| &mut s.cache).collect();
-            let logits = self
-                .model
-                .forward_batch(&tokens, &mut caches)
-                .map_err(internal)?;
-            logits.eval().map_err(internal)?;
-            let host = logits.as_slice::<f32>();
-            host.chunks(host.len() / batch.len())
-                .map(<[f32]>::to_vec)
-                .collect()
-        };
+        // Sequences whose prompt just finished join the decode slots.
+        for seq in batch.iter_mut() {
+            if self.slots.slot_of(seq.id).is_none() {
+                self.slots.insert(seq.id, &seq.cache).map_err(internal)?;
+                seq.cache = KvCache::new(0);
+            }
+        }
+        if self.slots.len() != batch.len() {
+            return Err(internal("decode slots out of step with the batch"));
+        }
+        let mut by_slot = vec![0u32; batch.len()];
+        let mut slot_of = Vec::with_capacity(batch.len());
+        for (seq, token) in batch.iter().zip(&tokens) {
+            let slot = self
+                .slots
+                .slot_of(seq.id)
+                .ok_or_else(|| internal("decoding sequence without a slot"))?;
+            by_slot[slot] = *token;
+            slot_of.push(slot);
+        }
+        let logits = self
+            .model
+            .forward_batch(&by_slot, &mut self.slots)
+            .map_err(internal)?;
+        logits.eval().map_err(internal)?;
+        let host = logits.as_slice::<f32>();
+        let vocab = host.len() / batch.len();
+        let rows: Vec<Vec<f32>> = slot_of
+            .iter()
+            .map(|&s| host[s * vocab..(s + 1) * vocab].to_vec())
+            .collect();
         Ok(batch
             .iter_mut()
             .zip(rows)
@@ -432,11 +456,14 @@ impl MlxEngine {
             },
         });
         // The cache holds the prompt and every output token fed back so far.
-        let held = seq.cache.offset();
+        let cache = match self.slots.remove(seq.id).map_err(internal)? {
+            Some(cache) => cache,
+            None => std::mem::replace(&mut seq.cache, KvCache::new(0)),
+        };
+        let held = cache.offset();
         let mut tokens = seq.prompt.clone();
         tokens.extend_from_slice(&seq.output);
         tokens.truncate(held);
-        let cache = std::mem::replace(&mut seq.cache, KvCache::new(0));
         self.prefix.insert(tokens, cache);
         Ok(events)
     }
@@ -595,6 +622,10 @@ impl Engine for MlxEngine {
             }
         }
         keep.sort_by_key(|s| s.started);
+        // Slots of sequences that failed (not finished) are freed here.
+        if let Err(e) = self.slots.retain(|id| keep.iter().any(|s| s.id == id)) {
+            tracing::error!(error = %e, "freeing decode slots failed");
+        }
         self.running = keep;
         out
     }
