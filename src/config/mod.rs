@@ -19,6 +19,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Tool calling.
     pub tools: ToolsSettings,
+    /// Admission order and preemption.
+    pub scheduler: SchedulerSettings,
     /// Prometheus metrics and the latency window.
     pub metrics: crate::metrics::MetricsSettings,
     /// The per-request JSONL trace.
@@ -228,6 +230,33 @@ pub struct ToolsSettings {
     pub format: mlx_serve_actors::tool_parser::ToolFormat,
     /// Turn calls to functions the request did not offer into `tool_calls` anyway.
     pub allow_unknown_tools: bool,
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// `fcfs` (default): requests wait for a free slot, best `priority` first, then arrival.
+    /// `priority`: a request that outranks a running one while every slot is busy pauses it.
+    pub policy: SchedulerPolicy,
+}
+
+/// How `[scheduler] policy` is spelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerPolicy {
+    #[default]
+    Fcfs,
+    Priority,
+}
+
+impl SchedulerPolicy {
+    pub fn engine_policy(self) -> mlx_serve_actors::model::actor::Policy {
+        match self {
+            Self::Fcfs => mlx_serve_actors::model::actor::Policy::Fcfs,
+            Self::Priority => mlx_serve_actors::model::actor::Policy::Priority,
+        }
+    }
 }
 
 /// Why the configuration was rejected.

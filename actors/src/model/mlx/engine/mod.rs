@@ -72,6 +72,8 @@ struct Running {
     started: Instant,
     first_token_at: Option<Instant>,
     cancelled: bool,
+    /// Admitted by preempting another sequence (runs before paused ones).
+    preempting: bool,
 }
 
 pub struct MlxEngine {
@@ -93,6 +95,10 @@ pub struct MlxEngine {
     /// a pending token decode together.
     running: Vec<Running>,
     waiting: VecDeque<Running>,
+    /// Sequences paused for a higher-priority one, oldest first; they resume before `waiting`.
+    paused: VecDeque<Running>,
+    last_batch: usize,
+    preemptions: u64,
     /// KV state of the decoding sequences (a sequence moves here from its own cache once its
     /// prompt is in).
     slots: SlotKv,
@@ -179,6 +185,9 @@ impl MlxEngine {
             dtype,
             running: Vec::new(),
             waiting: VecDeque::new(),
+            paused: VecDeque::new(),
+            last_batch: 0,
+            preemptions: 0,
             slots: SlotKv::new(
                 config.num_hidden_layers,
                 config.kv_heads(),
@@ -331,6 +340,7 @@ impl MlxEngine {
         if self.slots.len() != batch.len() {
             return Err(internal("decode slots out of step with the batch"));
         }
+        self.last_batch = batch.len();
         let mut by_slot = vec![0u32; batch.len()];
         let mut slot_of = Vec::with_capacity(batch.len());
         for (seq, token) in batch.iter().zip(&tokens) {
@@ -468,6 +478,17 @@ impl MlxEngine {
         Ok(events)
     }
 
+    /// Moves an admitted sequence into the running set, resuming from the longest cached prefix.
+    fn start_running(&mut self, mut seq: Running) {
+        if let Some(hit) = self.prefix.lookup(&seq.prompt) {
+            seq.cache = hit.cache;
+            seq.prefilled = hit.tokens;
+            seq.cached_tokens = hit.tokens;
+        }
+        seq.started = Instant::now();
+        self.running.push(seq);
+    }
+
     fn admit(&mut self, id: SeqId, request: GenerateRequest) -> Result<Running, EngineError> {
         let prompt = self.tokenize(&request.prompt)?;
         let room = self.context_length.saturating_sub(prompt.len());
@@ -522,6 +543,7 @@ impl MlxEngine {
             started: Instant::now(),
             first_token_at: None,
             cancelled: false,
+            preempting: false,
         })
     }
 }
@@ -552,6 +574,10 @@ impl Engine for MlxEngine {
             prefix_entries: p.entries as u64,
             prefix_bytes: p.bytes as u64,
             prefix_evictions: p.evictions,
+            last_batch: self.last_batch as u64,
+            slots_used: self.slots.len() as u64,
+            slots_total: self.max_batch as u64,
+            preemptions: self.preemptions,
         }
     }
 
@@ -567,25 +593,58 @@ impl Engine for MlxEngine {
 
     fn free_slots(&self) -> usize {
         self.max_batch
-            .saturating_sub(self.running.len() + self.waiting.len())
+            .saturating_sub(self.running.len() + self.waiting.len() + self.paused.len())
     }
 
     fn has_work(&self) -> bool {
-        !self.running.is_empty() || !self.waiting.is_empty()
+        !self.running.is_empty() || !self.waiting.is_empty() || !self.paused.is_empty()
+    }
+
+    fn add_preempting(
+        &mut self,
+        victim: SeqId,
+        id: SeqId,
+        request: GenerateRequest,
+    ) -> Result<bool, EngineError> {
+        let Some(at) = self.running.iter().position(|s| s.id == victim) else {
+            return Ok(false);
+        };
+        // Validate the newcomer before touching the victim: a bad request must not pause anyone.
+        let seq = self.admit(id, request)?;
+        let mut paused = self.running.remove(at);
+        // Its KV leaves the decode slots for a cache of its own (kept, not recomputed).
+        if let Some(cache) = self.slots.remove(victim).map_err(internal)? {
+            paused.cache = cache;
+        }
+        self.paused.push_back(paused);
+        self.preemptions += 1;
+        // The newcomer goes first, ahead of anything admitted normally.
+        let mut seq = seq;
+        seq.preempting = true;
+        self.waiting.push_front(seq);
+        Ok(true)
     }
 
     fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
+        // A preempting newcomer first, then paused sequences, then the rest in arrival order.
         while self.running.len() < self.max_batch {
-            let Some(mut seq) = self.waiting.pop_front() else {
+            if let Some(seq) = self.waiting.front() {
+                if seq.preempting {
+                    let Some(seq) = self.waiting.pop_front() else {
+                        break;
+                    };
+                    self.start_running(seq);
+                    continue;
+                }
+            }
+            if let Some(seq) = self.paused.pop_front() {
+                self.running.push(seq);
+                continue;
+            }
+            let Some(seq) = self.waiting.pop_front() else {
                 break;
             };
-            if let Some(hit) = self.prefix.lookup(&seq.prompt) {
-                seq.cache = hit.cache;
-                seq.prefilled = hit.tokens;
-                seq.cached_tokens = hit.tokens;
-            }
-            seq.started = Instant::now();
-            self.running.push(seq);
+            self.start_running(seq);
         }
         let mut out = Vec::new();
         let mut keep = Vec::with_capacity(self.running.len());
@@ -632,6 +691,10 @@ impl Engine for MlxEngine {
 
     fn cancel(&mut self, id: SeqId) {
         if let Some(seq) = self.running.iter_mut().find(|s| s.id == id) {
+            seq.cancelled = true;
+        }
+        if let Some(seq) = self.paused.iter_mut().find(|s| s.id == id) {
+            // Resumes only to report its end.
             seq.cancelled = true;
         }
         self.waiting.retain(|s| s.id != id);
