@@ -165,9 +165,9 @@ pub struct ModelSettings {
     pub context_length: usize,
     /// Prompt tokens per prefill step.
     pub prefill_chunk: usize,
-    /// Requests decoded together, one token each per step; more wait in the queue. 1 (the
-    /// default) serves one at a time: on the CPU backend a batched step costs about as much per
-    /// sequence as separate steps (see docs/benchmarks.md).
+    /// Requests decoded together, one token each per step; more wait in the queue. 8 by default:
+    /// on the CPU backend a step of 8 costs well under twice a step of one (few-row products and
+    /// one attention call for the batch; see docs/benchmarks.md), so throughput grows with it.
     pub max_batch: usize,
     /// `max_tokens` for chat requests that do not set it; 0 means up to the context.
     pub default_max_tokens: usize,
@@ -190,7 +190,7 @@ impl Default for ModelSettings {
             dtype: "auto".to_owned(),
             context_length: 0,
             prefill_chunk: 512,
-            max_batch: 1,
+            max_batch: 8,
             default_max_tokens: 0,
             device: "auto".to_owned(),
             prefix_cache_bytes: 512 << 20,
