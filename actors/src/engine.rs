@@ -282,6 +282,20 @@ pub struct EngineStats {
     pub slots_total: u64,
     /// Running sequences paused for a higher-priority one.
     pub preemptions: u64,
+    /// Decode steps so far by batch size: entry `i` counts steps of at most
+    /// `metrics::names::BATCH_BUCKETS[i]` sequences (and more than the bucket before).
+    pub batch_hist: [u64; 8],
+}
+
+impl EngineStats {
+    /// Counts one decode step of `batch` sequences in `batch_hist`.
+    pub fn count_batch(hist: &mut [u64; 8], batch: usize) {
+        let i = crate::metrics::names::BATCH_BUCKETS
+            .iter()
+            .position(|&b| batch as f64 <= b)
+            .unwrap_or(hist.len() - 1);
+        hist[i] += 1;
+    }
 }
 
 /// A token generator driven one step at a time by the `ModelActor`.

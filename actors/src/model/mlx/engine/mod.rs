@@ -98,6 +98,7 @@ pub struct MlxEngine {
     paused: VecDeque<Running>,
     last_batch: usize,
     preemptions: u64,
+    batch_hist: [u64; 8],
     /// KV state of the decoding sequences (a sequence moves here from its own cache once its
     /// prompt is in).
     slots: SlotKv,
@@ -187,6 +188,7 @@ impl MlxEngine {
             paused: VecDeque::new(),
             last_batch: 0,
             preemptions: 0,
+            batch_hist: [0; 8],
             slots: SlotKv::new(
                 config.num_hidden_layers,
                 config.kv_heads(),

@@ -25,6 +25,7 @@ impl Engine for MlxEngine {
             slots_used: self.slots.len() as u64,
             slots_total: self.max_batch as u64,
             preemptions: self.preemptions,
+            batch_hist: self.batch_hist,
         }
     }
 

@@ -75,6 +75,7 @@ impl MlxEngine {
             return Err(internal("decode slots out of step with the batch"));
         }
         self.last_batch = batch.len();
+        crate::engine::EngineStats::count_batch(&mut self.batch_hist, batch.len());
         let mut by_slot = vec![0u32; batch.len()];
         let mut slot_of = Vec::with_capacity(batch.len());
         for (seq, token) in batch.iter().zip(&tokens) {
