@@ -82,12 +82,9 @@ impl SlotKv {
 
     /// Grows the buffers to at least `slots` slots of `capacity` positions, keeping their data.
     fn reserve(&mut self, slots: i32, capacity: i32) -> Result<(), Exception> {
-        let want_slots = if slots > self.slots {
-            // Doubling keeps re-allocation rare as a batch fills up.
-            slots.max(self.slots * 2).max(2)
-        } else {
-            self.slots
-        };
+        // Exactly what is needed: a slot costs its whole capacity (hundreds of MB at long
+        // contexts), and growth happens at most `max_batch` times per busy period.
+        let want_slots = slots.max(self.slots);
         let want_cap = if capacity > self.capacity {
             (capacity + GROW_STEP - 1) / GROW_STEP * GROW_STEP
         } else {
@@ -194,6 +191,12 @@ impl SlotKv {
         }
         self.lengths.swap_remove(slot);
         self.owners.swap_remove(slot);
+        if self.lengths.is_empty() {
+            // Idle: give the buffers back rather than hold the busiest moment's size for ever.
+            self.layers.clear();
+            self.slots = 0;
+            self.capacity = 0;
+        }
         Ok(Some(KvCache::from_layers(out, len as usize)))
     }
 
