@@ -149,7 +149,12 @@ pub fn attach(mut seams: Seams, settings: &Settings) -> io::Result<Seams> {
 /// Publish the engine's gauges now.
 pub fn publish_now(state: &AppState) {
     if let Some(m) = &state.seams.metrics {
-        m.engine_state(&state.primary_model_id(), &state.health());
+        for status in state.model_status() {
+            if let Some(health) = &status.health {
+                m.engine_state(&status.id, health);
+            }
+            m.model_residency(&status);
+        }
     }
 }
 

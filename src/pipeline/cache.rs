@@ -183,6 +183,7 @@ impl Resolution {
 /// request in flight (coalescing). Never fails: an unreachable cache means generate.
 pub(crate) async fn resolve(
     state: &AppState,
+    model: &str,
     request: &GenerateRequest,
     scope: &CacheScope,
 ) -> Resolution {
@@ -192,7 +193,7 @@ pub(crate) async fn resolve(
     if !should_cache(&request.sampling, cache.policy()) || !scope.directives.store_allowed() {
         return Resolution::bypass(None);
     }
-    let key = scope.key(&state.primary_model_id(), request);
+    let key = scope.key(model, request);
     if !scope.directives.lookup_allowed() {
         return Resolution::bypass(Some(StoreTicket {
             key,

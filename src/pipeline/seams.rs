@@ -11,6 +11,7 @@ use mlx_serve_actors::cache::{CacheKey, CachePolicy, CacheReporter, CacheStats, 
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, Usage};
 use mlx_serve_actors::metrics::{CacheOutcome, LatencySummary, ToolCallOutcome};
 use mlx_serve_actors::model::actor::HealthSnapshot;
+use mlx_serve_actors::model::registry::ModelStatus;
 use mlx_serve_actors::tool_parser::ToolChoice;
 
 use crate::error::ApiError;
@@ -202,6 +203,9 @@ pub trait MetricsSeam: Send + Sync {
     }
     /// The engine's state now (queue, running, load facts, prefix cache), published periodically.
     fn engine_state(&self, _model: &str, _health: &HealthSnapshot) {}
+    /// A model's residency now (loaded or not, bytes, load and unload counts), published
+    /// periodically for every configured model.
+    fn model_residency(&self, _status: &ModelStatus) {}
     /// Whether the trace wants prompt text in [`RequestRecord::prompt_text`].
     fn wants_prompts(&self) -> bool {
         false

@@ -26,7 +26,7 @@ pub use events::{
     CacheOutcome, CacheState, CacheTierError, ModelLoaded, PrefixCacheState, QueueState,
     RequestFinished, ToolCallOutcome,
 };
-pub use registry::{Metrics, MetricsError};
+pub use registry::{resident_memory_bytes, Metrics, MetricsError};
 pub use trace::{TraceError, TraceRecord, TraceSettings, TraceWriter};
 pub use window::{LatencySummary, LatencyWindow, Percentiles, WindowSettings};
 

@@ -383,7 +383,7 @@ impl Metrics {
 }
 
 /// Resident set size from `/proc/self/status` (Linux); `None` elsewhere.
-fn resident_memory_bytes() -> Option<u64> {
+pub fn resident_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
