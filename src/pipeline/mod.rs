@@ -142,7 +142,7 @@ pub struct Source {
     ended: bool,
     facts: crate::metrics::record::RecordFacts,
     /// Keeps the model resident (and counted busy) until the request ends.
-    _lease: Lease,
+    lease: Lease,
 }
 
 /// Start a generation: response cache first, else the model's queue.
@@ -221,7 +221,7 @@ pub async fn start_on(
         tool_calls: false,
         ended: false,
         facts,
-        _lease: lease,
+        lease,
     })
 }
 
@@ -326,7 +326,20 @@ impl Source {
                 });
                 self.finish(reason, stop_sequence, usage);
             }
-            SeqEvent::Failed(e) => self.fail(e.into(), "error"),
+            SeqEvent::Failed(e) => {
+                let e = self.engine_error(e);
+                self.fail(e, "error")
+            }
+        }
+    }
+
+    /// Requests queued behind a load that then failed are not server bugs (500) but an
+    /// unavailable model (503, which clients retry), with the load's reason.
+    fn engine_error(&self, e: mlx_serve_actors::engine::EngineError) -> ApiError {
+        let h = self.lease.handle().health().snapshot(Duration::MAX);
+        match (h.loaded, h.failure) {
+            (false, Some(why)) => ApiError::Unavailable(why),
+            _ => e.into(),
         }
     }
 
