@@ -11,6 +11,7 @@ pub mod engine_loader;
 #[cfg(feature = "mlx")]
 pub mod generate;
 pub mod model_args;
+pub mod ps;
 pub mod pull;
 pub mod serve;
 pub mod tools;
@@ -38,6 +39,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Fetch a model from the catalog (see --list).
     Pull(pull::PullArgs),
+    /// List the models a running server has loaded, their size and idle time.
+    Ps(ps::PsArgs),
     /// Write a model as a Hugging Face directory (config.json, safetensors, tokenizer).
     #[cfg(feature = "mlx")]
     Convert(convert::ConvertArgs),
@@ -88,6 +91,7 @@ pub fn run(cli: Cli, engines: Engines) -> Result<(), CliError> {
         #[cfg(feature = "mlx")]
         Command::Generate(args) => Ok(generate::run(args)?),
         Command::Pull(args) => Ok(pull::run(args)?),
+        Command::Ps(args) => Ok(ps::run(args)?),
         #[cfg(feature = "mlx")]
         Command::Convert(args) => Ok(convert::run(args)?),
         Command::Tools(args) => Ok(tools::run(args)?),

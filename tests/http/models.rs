@@ -368,3 +368,37 @@ async fn a_catalog_model_that_is_not_pulled_is_a_404_saying_how_to_pull() {
         .unwrap()
         .contains("mlx-serve pull qwen2.5-coder-0.5b-instruct"));
 }
+
+#[actix_rt::test]
+async fn metrics_count_loads_and_unloads_per_model() {
+    let fleet = Fleet::new();
+    let t = start_fleet(&fleet, |s| {
+        s.server.max_loaded_models = 1;
+        s.metrics.publish_interval_ms = 20;
+    })
+    .await;
+    assert_eq!(answer(&t, "echo", "a").await, "a");
+    assert_eq!(answer(&t, "upper", "a").await, "A");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let text = t
+            .client
+            .get(t.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let has = |line: &str| text.lines().any(|l| l == line);
+        if has("mlx_serve_model_unloads_total{model=\"echo\"} 1")
+            && has("mlx_serve_model_loads_total{model=\"upper\"} 1")
+            && has("mlx_serve_model_loaded{model=\"echo\"} 0")
+            && has("mlx_serve_model_loaded{model=\"upper\"} 1")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{text}");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+}

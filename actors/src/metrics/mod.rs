@@ -23,8 +23,8 @@ pub use analyze::{
     AnalyzeOptions,
 };
 pub use events::{
-    CacheOutcome, CacheState, CacheTierError, ModelLoaded, PrefixCacheState, QueueState,
-    RequestFinished, ToolCallOutcome,
+    CacheOutcome, CacheState, CacheTierError, ModelLoaded, ModelResidency, PrefixCacheState,
+    QueueState, RequestFinished, ToolCallOutcome,
 };
 pub use registry::{resident_memory_bytes, Metrics, MetricsError};
 pub use trace::{TraceError, TraceRecord, TraceSettings, TraceWriter};
@@ -134,6 +134,13 @@ impl Handler<PrefixCacheState> for MetricsActor {
     type Result = ();
     fn handle(&mut self, ev: PrefixCacheState, _: &mut Context<Self>) {
         self.state.metrics.record_prefix_cache(&ev);
+    }
+}
+
+impl Handler<ModelResidency> for MetricsActor {
+    type Result = ();
+    fn handle(&mut self, ev: ModelResidency, _: &mut Context<Self>) {
+        self.state.metrics.record_model_residency(&ev);
     }
 }
 
