@@ -238,6 +238,9 @@ async fn sweeper(state: web::Data<AppState>) {
     loop {
         tokio::time::sleep(SWEEP_PERIOD).await;
         state.registry.sweep();
+        for model in state.registry.take_unloaded() {
+            crate::pipeline::cache::forget_model(&state, &model).await;
+        }
     }
 }
 

@@ -42,6 +42,8 @@ pub struct AppState {
     pub aliases: ModelAliases,
     /// Stored Responses API responses (`previous_response_id`).
     pub responses: Arc<ResponseStore>,
+    /// Response-cache keys per model, dropped with the model.
+    pub cache_keys: crate::pipeline::cache::ModelKeys,
 }
 
 /// Unix seconds now.
@@ -108,6 +110,7 @@ impl AppState {
         Self {
             aliases,
             responses: Arc::new(ResponseStore::default()),
+            cache_keys: crate::pipeline::cache::ModelKeys::new(settings.cache.max_entries),
             settings: Arc::new(settings),
             models,
             registry,

@@ -35,6 +35,11 @@ pub trait ResponseCacheSeam: Send + Sync {
     fn stats(&self) -> BoxFuture<'static, Option<CacheStats>>;
     /// Empty every tier; the number of in-memory entries removed, `None` when unreachable.
     fn clear(&self) -> BoxFuture<'static, Option<usize>>;
+    /// Drop these keys from the memory tier (their model was unloaded); the number removed,
+    /// `None` when unreachable or unsupported.
+    fn forget(&self, _keys: Vec<CacheKey>) -> BoxFuture<'static, Option<usize>> {
+        Box::pin(std::future::ready(None))
+    }
     /// Report occupancy and tier failures to `to` from now on (the metrics, at start-up).
     fn report_to(&self, _to: CacheReporter) {}
 }

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use mlx_serve::config::{ModelSettings, Settings};
+use mlx_serve::pipeline::cache::with_configured_cache;
 use mlx_serve::pipeline::seams::Seams;
 use mlx_serve::start_server_with_loader;
 use mlx_serve::state::ModelLoader;
@@ -110,8 +111,10 @@ impl Fleet {
 async fn start_fleet(fleet: &Fleet, adjust: impl FnOnce(&mut Settings)) -> TestServer {
     let mut s = test_settings();
     s.models = vec![entry("echo"), entry("upper"), entry("broken")];
+    s.cache.enabled = false;
     adjust(&mut s);
-    let server = start_server_with_loader(s, fleet.loader(), Seams::default())
+    let seams = with_configured_cache(Seams::default(), &s.cache);
+    let server = start_server_with_loader(s, fleet.loader(), seams)
         .await
         .expect("server starts");
     let t = TestServer::new(server);
@@ -401,4 +404,39 @@ async fn metrics_count_loads_and_unloads_per_model() {
         assert!(Instant::now() < deadline, "{text}");
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
+}
+
+#[actix_rt::test]
+async fn an_unloaded_model_takes_its_response_cache_entries_with_it() {
+    let fleet = Fleet::new();
+    let t = start_fleet(&fleet, |s| s.cache.enabled = true).await;
+    let x_cache = |r: &reqwest::Response| r.headers()["x-cache"].to_str().unwrap().to_owned();
+    let first = t.post("/v1/chat/completions", ask("echo", "same")).await;
+    assert_eq!(x_cache(&first), "MISS");
+    let other = t.post("/v1/chat/completions", ask("upper", "same")).await;
+    assert_eq!(x_cache(&other), "MISS", "keys are per model");
+    let again = t.post("/v1/chat/completions", ask("echo", "same")).await;
+    assert_eq!(x_cache(&again), "HIT");
+    let r = t
+        .client
+        .post(t.url("/v1/models/echo/unload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The sweeper drops the entries shortly after the unload.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let (_, stats) = t.get_json("/v1/cache/stats").await;
+        if stats["cached_items"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = t.post("/v1/chat/completions", ask("echo", "same")).await;
+    assert_eq!(x_cache(&after), "MISS");
+    let kept = t.post("/v1/chat/completions", ask("upper", "same")).await;
+    assert_eq!(x_cache(&kept), "HIT", "the other model's entries stay");
+    assert_eq!(fleet.loads(0), 2);
 }

@@ -129,6 +129,8 @@ struct Inner {
     /// Engines of unloaded models whose threads may still be finishing.
     draining: Mutex<Vec<Weak<EngineHealth>>>,
     on_released: Option<ReleaseHook>,
+    /// Ids unloaded since the last [`ModelRegistry::take_unloaded`].
+    unloaded: Mutex<Vec<String>>,
 }
 
 /// The shared registry. Cheap to clone.
@@ -160,6 +162,7 @@ impl ModelRegistry {
                 notify: Notify::new(),
                 draining: Mutex::new(Vec::new()),
                 on_released,
+                unloaded: Mutex::new(Vec::new()),
             }),
         }
     }
@@ -201,6 +204,7 @@ impl ModelRegistry {
         };
         tracing::info!(model = %t.slots[i].config.id, reason = why, "unloading model");
         lock(&self.inner.draining).push(Arc::downgrade(handle.health()));
+        lock(&self.inner.unloaded).push(t.slots[i].config.id.clone());
         drop(handle);
         self.inner.notify.notify_waiters();
         true
@@ -343,6 +347,11 @@ impl ModelRegistry {
         }
         // A model that finished loading is now idle and may be unloaded for a waiter.
         self.inner.notify.notify_waiters();
+    }
+
+    /// The ids unloaded since the last call (the front drops their response-cache entries).
+    pub fn take_unloaded(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.inner.unloaded))
     }
 
     /// Engines unloaded whose threads have not finished yet.
