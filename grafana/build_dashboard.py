@@ -230,6 +230,14 @@ def build():
     p.add(timeseries("Model load time",
                      [(f"max by (model) (mlx_serve_model_load_duration_seconds{{{M}}})",
                        "{{model}}")], "s"), 12, 8)
+    p.add(timeseries("Resident models",
+                     [(f"max by (model) (mlx_serve_model_resident_bytes{{{M}}})",
+                       "{{model}}")], "bytes"), 12, 8)
+    p.add(timeseries("Model loads and unloads",
+                     [(rate("mlx_serve_model_loads_total", "model"), "loads {{model}}"),
+                      (rate("mlx_serve_model_unloads_total", "model"), "unloads {{model}}"),
+                      (f"sum(mlx_serve_model_loaded{{{M}}})", "resident models")],
+                     "short"), 12, 8)
 
     return {
         "__requires": [

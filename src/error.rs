@@ -23,8 +23,21 @@ pub enum ApiError {
         code: Option<&'static str>,
     },
     /// The requested model is not served here.
-    #[error("The model `{0}` does not exist or you do not have access to it.")]
-    ModelNotFound(String),
+    #[error("The model `{model}` does not exist or you do not have access to it. Available models: {}.", available.join(", "))]
+    ModelNotFound {
+        /// The name asked for.
+        model: String,
+        /// The ids this server serves.
+        available: Vec<String>,
+    },
+    /// A configured catalog model that has not been pulled (and `server.pull_on_demand` is off).
+    #[error("The model `{model}` is configured but not downloaded yet: run `mlx-serve pull {name}`, or set `server.pull_on_demand = true`.")]
+    ModelNotPulled {
+        /// The id asked for.
+        model: String,
+        /// Its catalog name.
+        name: String,
+    },
     /// Prompt plus completion do not fit the context.
     #[error("{0}")]
     ContextLength(String),
@@ -140,7 +153,8 @@ impl ApiError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::InvalidRequest { .. }
-            | Self::ModelNotFound(_)
+            | Self::ModelNotFound { .. }
+            | Self::ModelNotPulled { .. }
             | Self::ContextLength(_)
             | Self::PayloadTooLarge { .. }
             | Self::InvalidApiKey
@@ -159,7 +173,8 @@ impl ApiError {
     fn code(&self) -> Option<&'static str> {
         match self {
             Self::InvalidRequest { code, .. } => *code,
-            Self::ModelNotFound(_) => Some("model_not_found"),
+            Self::ModelNotFound { .. } => Some("model_not_found"),
+            Self::ModelNotPulled { .. } => Some("model_not_pulled"),
             Self::ContextLength(_) => Some("context_length_exceeded"),
             Self::PayloadTooLarge { .. } => Some("request_too_large"),
             Self::InvalidApiKey => Some("invalid_api_key"),
@@ -181,7 +196,7 @@ impl ApiError {
     fn param(&self) -> Option<String> {
         match self {
             Self::InvalidRequest { param, .. } => param.clone(),
-            Self::ModelNotFound(_) => Some("model".to_owned()),
+            Self::ModelNotFound { .. } | Self::ModelNotPulled { .. } => Some("model".to_owned()),
             Self::ContextLength(_) => Some("messages".to_owned()),
             Self::ToolChoiceUnsatisfied(_) => Some("tool_choice".to_owned()),
             Self::ResponseNotFound { param, .. } => param.map(str::to_owned),
@@ -211,9 +226,10 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::InvalidRequest { .. } | Self::ContextLength(_) => StatusCode::BAD_REQUEST,
-            Self::ModelNotFound(_) | Self::NotFound { .. } | Self::ResponseNotFound { .. } => {
-                StatusCode::NOT_FOUND
-            }
+            Self::ModelNotFound { .. }
+            | Self::ModelNotPulled { .. }
+            | Self::NotFound { .. }
+            | Self::ResponseNotFound { .. } => StatusCode::NOT_FOUND,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidApiKey => StatusCode::UNAUTHORIZED,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

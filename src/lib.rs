@@ -13,6 +13,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod keep_alive;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
@@ -26,4 +27,7 @@ pub mod state;
 pub mod tools;
 
 pub use mlx_serve_actors::model::actor::EngineFactory;
-pub use server::{run_server, run_server_with, start_server, RunningServer};
+pub use server::{
+    run_server, run_server_models, run_server_with, start_server, start_server_with_loader,
+    RunningServer,
+};

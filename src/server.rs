@@ -11,13 +11,14 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::Method;
 use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use futures_util::future::{ready, Either};
-use mlx_serve_actors::model::actor::{EngineFactory, ModelHandle};
+use mlx_serve_actors::model::actor::EngineFactory;
+use mlx_serve_actors::model::registry::ReleaseHook;
 
 use crate::config::{EngineFailurePolicy, Settings};
 use crate::limits::{Guarded, PeerLimiter};
 use crate::pipeline::seams::Seams;
 use crate::routes::{self, extract::RequestId};
-use crate::state::AppState;
+use crate::state::{AppState, ModelLoader};
 
 /// A started server.
 pub struct RunningServer {
@@ -42,10 +43,52 @@ impl RunningServer {
     }
 }
 
-/// Start the model thread and the HTTP server; call inside an actix system.
+/// Start the HTTP server with every table entry built by `factory`; call inside an actix
+/// system.
 pub async fn start_server(
     settings: Settings,
     factory: EngineFactory,
+    seams: Seams,
+) -> io::Result<RunningServer> {
+    let loader: ModelLoader = Arc::new(move |_, _| factory.clone());
+    start_server_with_loader(settings, loader, seams).await
+}
+
+/// Hand memory freed by unloaded engines back to the system: MLX keeps freed buffers for
+/// reuse, and glibc keeps freed heap in its arenas (the model thread had its own).
+fn release_memory() {
+    #[cfg(feature = "mlx")]
+    // SAFETY: takes no arguments; MLX's allocator locks its own cache.
+    unsafe {
+        mlx_sys::mlx_clear_cache();
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free memory to the system; it is thread-safe.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Load the models marked `preload`; one that cannot load is reported, the others still load.
+fn preload(state: &AppState) {
+    for entry in state.models.iter().filter(|e| e.preload) {
+        let started = state.check_pulled(entry).and_then(|()| {
+            state
+                .registry
+                .load(&entry.id)
+                .map_err(|e| state.acquire_error(e))
+        });
+        if let Err(e) = started {
+            tracing::error!(model = %entry.id, error = %e, "preloading failed");
+        }
+    }
+}
+
+/// Start the HTTP server; each model's engine is built by `loader` when it is first loaded
+/// (at start-up for `preload` entries). Call inside an actix system.
+pub async fn start_server_with_loader(
+    settings: Settings,
+    loader: ModelLoader,
     seams: Seams,
 ) -> io::Result<RunningServer> {
     let mut seams = seams;
@@ -61,12 +104,9 @@ pub async fn start_server(
     ) {
         cache.report_to(to);
     }
-    let model = ModelHandle::start_with(
-        factory.clone(),
-        settings.server.queue_size,
-        settings.scheduler.policy.engine_policy(),
-    );
-    let state = web::Data::new(AppState::new(settings, model, factory, seams));
+    let hook: ReleaseHook = Arc::new(release_memory);
+    let state = web::Data::new(AppState::with_loader(settings, loader, seams, Some(hook)));
+    preload(&state);
     let s = state.settings.server.clone();
     let cors = Arc::new(s.cors_origins.clone());
     let limiter = PeerLimiter::new(s.max_inflight_per_ip, s.retry_after_s);
@@ -182,7 +222,8 @@ pub async fn start_server(
     let fatal = Arc::new(Mutex::new(None));
     actix_rt::spawn(watchdog(state.clone(), handle.clone(), fatal.clone()));
     actix_rt::spawn(crate::metrics::publish_engine_state(state.clone()));
-    tracing::info!(%addr, model = %state.settings.model.name, "mlx-serve listening");
+    actix_rt::spawn(sweeper(state.clone()));
+    tracing::info!(%addr, models = ?state.model_ids(), "mlx-serve listening");
     Ok(RunningServer {
         addr,
         handle,
@@ -192,7 +233,22 @@ pub async fn start_server(
     })
 }
 
-/// Watch the engine: restart it or stop the server (non-zero exit) when it dies or wedges.
+/// Unload idle models whose keep-alive ran out, and release the memory of unloaded ones.
+async fn sweeper(state: web::Data<AppState>) {
+    loop {
+        tokio::time::sleep(SWEEP_PERIOD).await;
+        state.registry.sweep();
+        for model in state.registry.take_unloaded() {
+            crate::pipeline::cache::forget_model(&state, &model).await;
+        }
+    }
+}
+
+const SWEEP_PERIOD: Duration = Duration::from_millis(200);
+
+/// Watch the resident engines: restart one (or stop the server, non-zero exit) when it dies
+/// or wedges while serving. A model that failed to load is left failed: its requests get 503
+/// with the reason and the other models keep serving; `POST /v1/models/{id}/load` retries it.
 async fn watchdog(
     state: web::Data<AppState>,
     handle: ServerHandle,
@@ -202,32 +258,40 @@ async fn watchdog(
     let period = Duration::from_secs_f64((s.engine_wedge_timeout_s / 4.0).clamp(0.02, 1.0));
     loop {
         tokio::time::sleep(period).await;
-        let h = state.health();
-        if !(h.wedged || h.failure.is_some()) {
-            continue;
+        for entry in &state.models {
+            let Some(model) = state.registry.handle(&entry.id) else {
+                continue;
+            };
+            let h = model.health().snapshot(state.wedge_timeout());
+            // Only a loaded engine that then died or wedged: load failures stay visible.
+            if !(h.wedged || (h.loaded && h.failure.is_some())) {
+                continue;
+            }
+            let why = if h.wedged {
+                "the engine is wedged: a step exceeded server.engine_wedge_timeout_s".to_owned()
+            } else {
+                h.failure.unwrap_or_default()
+            };
+            let restarts = state.restarts.load(std::sync::atomic::Ordering::Relaxed);
+            if s.on_engine_failure == EngineFailurePolicy::Restart
+                && restarts < s.max_engine_restarts
+            {
+                tracing::error!(model = %entry.id, %why, restart = restarts + 1, "restarting the model engine");
+                // A wedged thread cannot be killed; its handle is dropped and it exits when it
+                // returns.
+                let _ = state.registry.restart(&entry.id);
+                state
+                    .restarts
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                continue;
+            }
+            tracing::error!(model = %entry.id, %why, "model engine failed; shutting down");
+            if let Ok(mut f) = fatal.lock() {
+                *f = Some(format!("model engine failed: {why}"));
+            }
+            handle.stop(true).await;
+            return;
         }
-        let why = if h.wedged {
-            "the engine is wedged: a step exceeded server.engine_wedge_timeout_s".to_owned()
-        } else {
-            h.failure.unwrap_or_default()
-        };
-        let restarts = state.restarts.load(std::sync::atomic::Ordering::Relaxed);
-        if s.on_engine_failure == EngineFailurePolicy::Restart && restarts < s.max_engine_restarts {
-            tracing::error!(%why, restart = restarts + 1, "restarting the model engine");
-            // A wedged thread cannot be killed; its handle is dropped and it exits when it returns.
-            state.replace_model(ModelHandle::start_with(
-                state.factory.clone(),
-                s.queue_size,
-                state.settings.scheduler.policy.engine_policy(),
-            ));
-            continue;
-        }
-        tracing::error!(%why, "model engine failed; shutting down");
-        if let Ok(mut f) = fatal.lock() {
-            *f = Some(format!("model engine failed: {why}"));
-        }
-        handle.stop(true).await;
-        return;
     }
 }
 
@@ -238,9 +302,15 @@ pub fn run_server(settings: Settings, factory: EngineFactory) -> io::Result<()> 
 
 /// [`run_server`] with cache, tool-parser and metrics seams plugged in.
 pub fn run_server_with(settings: Settings, factory: EngineFactory, seams: Seams) -> io::Result<()> {
+    let loader: ModelLoader = Arc::new(move |_, _| factory.clone());
+    run_server_models(settings, loader, seams)
+}
+
+/// Run a server whose models are built by `loader` (one engine factory per table entry).
+pub fn run_server_models(settings: Settings, loader: ModelLoader, seams: Seams) -> io::Result<()> {
     actix_rt::System::new().block_on(async move {
         let seams = crate::pipeline::cache::with_configured_cache(seams, &settings.cache);
-        let server = start_server(settings, factory, seams).await?;
+        let server = start_server_with_loader(settings, loader, seams).await?;
         server.wait().await
     })
 }

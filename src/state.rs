@@ -1,29 +1,38 @@
-//! `AppState`: what every handler shares: settings, the model handle, the seams.
+//! `AppState`: what every handler shares: settings, the model table and its registry, the seams.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU32;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mlx_serve_actors::model::actor::{EngineFactory, HealthSnapshot, ModelHandle};
+use mlx_serve_actors::model::catalog;
+use mlx_serve_actors::model::registry::{
+    AcquireError, Lease, Limits, ModelRegistry, ModelSpec, ModelStatus, ReleaseHook, SlotConfig,
+};
 
 use crate::anthropic::ModelAliases;
-use crate::config::Settings;
+use crate::config::{ModelEntry, Settings};
 use crate::error::ApiError;
 use crate::pipeline::seams::Seams;
 use crate::responses::ResponseStore;
+
+/// Builds a model's engine factory from its table entry (called when the model is loaded).
+pub type ModelLoader = Arc<dyn Fn(&ModelEntry, &Settings) -> EngineFactory + Send + Sync>;
 
 /// Shared by all handlers (wrapped in `web::Data`).
 pub struct AppState {
     /// The validated configuration.
     pub settings: Arc<Settings>,
-    model: RwLock<ModelHandle>,
-    /// Builds engines (first start and restarts).
-    pub factory: EngineFactory,
+    /// The served models, in configuration order; the first is the default one.
+    pub models: Vec<Arc<ModelEntry>>,
+    /// Which models are resident, loading them on demand.
+    pub registry: ModelRegistry,
     /// Server start.
     pub started: Instant,
     /// Server start, Unix seconds (`created` of the model objects).
     pub created: u64,
-    /// Engine restarts so far.
+    /// Engine restarts so far (all models).
     pub restarts: AtomicU32,
     /// Cache, tool-parser and metrics plug-ins.
     pub seams: Seams,
@@ -33,6 +42,8 @@ pub struct AppState {
     pub aliases: ModelAliases,
     /// Stored Responses API responses (`previous_response_id`).
     pub responses: Arc<ResponseStore>,
+    /// Response-cache keys per model, dropped with the model.
+    pub cache_keys: crate::pipeline::cache::ModelKeys,
 }
 
 /// Unix seconds now.
@@ -43,21 +54,67 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A request's `model`, resolved to a served model.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The name as requested (echoed in responses).
+    pub requested: String,
+    /// The model that answers it.
+    pub entry: Arc<ModelEntry>,
+}
+
 impl AppState {
-    /// State around a started model.
+    /// State around one already started model; every table entry is built with `factory`
+    /// (tests and single-engine callers).
     pub fn new(
         settings: Settings,
         model: ModelHandle,
         factory: EngineFactory,
         seams: Seams,
     ) -> Self {
+        let loader: ModelLoader = Arc::new(move |_, _| factory.clone());
+        let state = Self::with_loader(settings, loader, seams, None);
+        let _ = state.registry.adopt(&state.models[0].id, model);
+        state
+    }
+
+    /// State whose models are built by `loader` when first needed; nothing is loaded yet.
+    pub fn with_loader(
+        settings: Settings,
+        loader: ModelLoader,
+        seams: Seams,
+        on_released: Option<ReleaseHook>,
+    ) -> Self {
+        let models: Vec<Arc<ModelEntry>> =
+            settings.model_table().into_iter().map(Arc::new).collect();
+        let s = &settings.server;
+        let specs = models
+            .iter()
+            .map(|e| ModelSpec {
+                config: SlotConfig {
+                    id: e.id.clone(),
+                    keep_alive: e.keep_alive,
+                    kv_reserve_bytes: e.settings.prefix_cache_bytes as u64,
+                    estimated_weight_bytes: estimated_weight_bytes(e),
+                },
+                factory: loader(e, &settings),
+                queue_capacity: s.queue_size,
+                policy: settings.scheduler.policy.engine_policy(),
+            })
+            .collect();
+        let limits = Limits {
+            max_models: s.max_loaded_models,
+            max_bytes: s.max_loaded_bytes,
+        };
+        let registry = ModelRegistry::new(specs, limits, on_released);
         let aliases = ModelAliases::new(settings.aliases.0.clone());
         Self {
             aliases,
             responses: Arc::new(ResponseStore::default()),
+            cache_keys: crate::pipeline::cache::ModelKeys::new(settings.cache.max_entries),
             settings: Arc::new(settings),
-            model: RwLock::new(model),
-            factory,
+            models,
+            registry,
             started: Instant::now(),
             created: unix_now(),
             restarts: AtomicU32::new(0),
@@ -69,21 +126,9 @@ impl AppState {
         }
     }
 
-    /// The current model handle (replaced when the engine restarts).
-    pub fn model(&self) -> ModelHandle {
-        match self.model.read() {
-            Ok(m) => m.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Swap in a freshly started model.
-    pub fn replace_model(&self, handle: ModelHandle) {
-        match self.model.write() {
-            Ok(mut m) => *m = handle,
-            Err(poisoned) => *poisoned.into_inner() = handle,
-        }
-        self.restarts.fetch_add(1, Ordering::Relaxed);
+    /// The default model: the first of the table.
+    pub fn primary(&self) -> &Arc<ModelEntry> {
+        &self.models[0]
     }
 
     /// A step longer than this means the engine is wedged.
@@ -91,69 +136,158 @@ impl AppState {
         Duration::from_secs_f64(self.settings.server.engine_wedge_timeout_s)
     }
 
-    /// The engine's state now.
+    /// A model's engine state now; the default (not loaded) while it is not resident.
+    pub fn model_health(&self, id: &str) -> HealthSnapshot {
+        match self.registry.handle(id) {
+            Some(h) => h.health().snapshot(self.wedge_timeout()),
+            None => mlx_serve_actors::model::actor::EngineHealth::default()
+                .snapshot(self.wedge_timeout()),
+        }
+    }
+
+    /// The default model's engine state now.
     pub fn health(&self) -> HealthSnapshot {
-        self.model().health().snapshot(self.wedge_timeout())
+        self.model_health(&self.primary().id)
     }
 
-    /// The id listed first in `/v1/models`.
+    /// Every model's residency.
+    pub fn model_status(&self) -> Vec<ModelStatus> {
+        self.registry.status(self.wedge_timeout())
+    }
+
+    /// The default model's id.
     pub fn primary_model_id(&self) -> String {
-        let m = &self.settings.model;
-        if !m.id.is_empty() {
-            return m.id.clone();
-        }
-        match self.health().info {
-            Some(info) => info.model_id,
-            None => m.name.clone(),
+        self.primary().id.clone()
+    }
+
+    /// Every served id, in table order.
+    pub fn model_ids(&self) -> Vec<String> {
+        self.models.iter().map(|e| e.id.clone()).collect()
+    }
+
+    fn not_found(&self, requested: &str) -> ApiError {
+        ApiError::ModelNotFound {
+            model: requested.to_owned(),
+            available: self.model_ids(),
         }
     }
 
-    /// The ids listed in `/v1/models`: the primary id, then the aliases.
-    pub fn listed_model_ids(&self) -> Vec<String> {
-        let mut ids = vec![self.primary_model_id()];
-        for a in &self.settings.model.aliases {
-            if !ids.contains(a) {
-                ids.push(a.clone());
-            }
-        }
-        ids
+    /// The entry that accepts `name` (its id, name or one of its aliases, or the id its
+    /// loaded engine reports).
+    fn entry_named(&self, name: &str) -> Option<&Arc<ModelEntry>> {
+        self.models.iter().find(|e| e.accepts(name)).or_else(|| {
+            self.models.iter().find(|e| {
+                self.registry
+                    .handle(&e.id)
+                    .and_then(|h| h.health().snapshot(Duration::MAX).info)
+                    .is_some_and(|i| i.model_id == name)
+            })
+        })
     }
 
-    /// Check a request's `model`; the engine's own id and the configured name are accepted too.
-    pub fn resolve_model(&self, requested: &str) -> Result<String, ApiError> {
-        let mut accepted = self.listed_model_ids();
-        accepted.push(self.settings.model.name.clone());
-        if let Some(info) = self.health().info {
-            accepted.push(info.model_id);
-        }
-        if accepted.iter().any(|id| id == requested) {
-            return Ok(requested.to_owned());
+    /// Resolve a request's `model`: a served model's id, name or alias, or an `[aliases]`
+    /// pattern (whose empty target means the default model).
+    pub fn resolve_model(&self, requested: &str) -> Result<Resolved, ApiError> {
+        let found = |entry: &Arc<ModelEntry>| Resolved {
+            requested: requested.to_owned(),
+            entry: entry.clone(),
+        };
+        if let Some(e) = self.entry_named(requested) {
+            return Ok(found(e));
         }
         match self.aliases.resolve(requested) {
-            Some(target) if target.is_empty() || accepted.iter().any(|id| id == target) => {
-                tracing::info!(requested, served = %self.primary_model_id(), "model alias used");
-                Ok(requested.to_owned())
+            Some("") => {
+                tracing::info!(requested, served = %self.primary().id, "model alias used");
+                Ok(found(self.primary()))
             }
-            Some(target) => {
-                tracing::warn!(
-                    requested,
-                    target,
-                    "model alias points at a model that is not served"
-                );
-                Err(ApiError::ModelNotFound(requested.to_owned()))
-            }
-            None => Err(ApiError::ModelNotFound(requested.to_owned())),
+            Some(target) => match self.entry_named(target) {
+                Some(e) => {
+                    tracing::info!(requested, served = %e.id, "model alias used");
+                    Ok(found(e))
+                }
+                None => {
+                    tracing::warn!(
+                        requested,
+                        target,
+                        "model alias points at a model that is not served"
+                    );
+                    Err(self.not_found(requested))
+                }
+            },
+            None => Err(self.not_found(requested)),
         }
     }
 
-    /// The `[aliases]` patterns that lead to the served model, for `/v1/models`.
-    pub fn alias_patterns(&self) -> Vec<String> {
-        let mut accepted = self.listed_model_ids();
-        accepted.push(self.settings.model.name.clone());
+    /// The `[aliases]` patterns that lead to `entry`, for `/v1/models`.
+    pub fn alias_patterns(&self, entry: &ModelEntry) -> Vec<String> {
+        let primary = entry.id == self.primary().id;
         self.aliases
             .entries()
-            .filter(|(_, target)| target.is_empty() || accepted.iter().any(|id| id == target))
+            .filter(|(_, target)| {
+                (target.is_empty() && primary)
+                    || (!target.is_empty()
+                        && self.entry_named(target).is_some_and(|e| e.id == entry.id))
+            })
             .map(|(pattern, _)| pattern.to_owned())
             .collect()
     }
+
+    /// Where catalog models live.
+    pub fn models_dir(&self, entry: &ModelEntry) -> PathBuf {
+        if entry.settings.models_dir.is_empty() {
+            catalog::default_models_dir()
+        } else {
+            PathBuf::from(&entry.settings.models_dir)
+        }
+    }
+
+    /// A catalog model of the table that is not on disk and may not be pulled on demand.
+    /// (The single `[model]` section is pulled when it loads, as it always was.)
+    pub fn check_pulled(&self, entry: &ModelEntry) -> Result<(), ApiError> {
+        if entry.legacy || self.settings.server.pull_on_demand {
+            return Ok(());
+        }
+        let name = &entry.settings.name;
+        if catalog::find(name).is_some()
+            && catalog::local_path(name, &self.models_dir(entry)).is_none()
+        {
+            return Err(ApiError::ModelNotPulled {
+                model: entry.id.clone(),
+                name: name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A lease on a model for one request, loading it first if it is not resident.
+    pub async fn lease(&self, entry: &ModelEntry) -> Result<Lease, ApiError> {
+        self.check_pulled(entry)?;
+        let wait = Duration::from_secs(self.settings.server.request_timeout_s);
+        self.registry
+            .acquire(&entry.id, wait)
+            .await
+            .map_err(|e| self.acquire_error(e))
+    }
+
+    /// A registry refusal as an API error.
+    pub fn acquire_error(&self, e: AcquireError) -> ApiError {
+        match e {
+            AcquireError::Unknown(id) => self.not_found(&id),
+            AcquireError::Failed { .. } | AcquireError::Busy { .. } => {
+                ApiError::Unavailable(e.to_string())
+            }
+        }
+    }
+}
+
+/// Weight bytes to budget for a model before its first load: the size of its file or catalog
+/// entry (quantized weights dequantized at load can take more; the real size replaces this
+/// estimate once it has loaded).
+fn estimated_weight_bytes(e: &ModelEntry) -> u64 {
+    if let Some(m) = catalog::find(&e.settings.name) {
+        return m.size;
+    }
+    std::fs::metadata(&e.settings.name)
+        .map(|m| if m.is_file() { m.len() } else { 0 })
+        .unwrap_or(0)
 }

@@ -121,7 +121,11 @@ impl From<crate::error::ApiError> for AnthropicError {
         match e {
             // The model ignored `tool_choice` (`any`/`tool`); generation is not constrained.
             A::InvalidRequest { .. } | A::ToolChoiceUnsatisfied(_) => Self::InvalidRequest(message),
-            A::ModelNotFound(model) => Self::NotFound(format!("model: {model}")),
+            A::ModelNotFound { model, available } => Self::NotFound(format!(
+                "model: {model} (available: {})",
+                available.join(", ")
+            )),
+            A::ModelNotPulled { .. } => Self::NotFound(message),
             A::ContextLength(_) => Self::InvalidRequest(format!("prompt is too long: {message}")),
             A::PayloadTooLarge { .. } => Self::RequestTooLarge(message),
             A::InvalidApiKey => Self::Authentication(

@@ -15,6 +15,9 @@ pub struct MessagesRequest {
     /// Model name as sent by the client (resolved through [`super::ModelAliases`] by the caller).
     #[serde(default)]
     pub model: String,
+    /// How long the model stays loaded after this request (Ollama's `keep_alive`).
+    #[serde(default)]
+    pub keep_alive: Option<crate::keep_alive::KeepAlive>,
     /// Most tokens to generate. Required by Anthropic; kept optional here so a missing or
     /// negative value is reported by validation with a message naming the field.
     #[serde(default)]

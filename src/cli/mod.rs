@@ -12,6 +12,7 @@ pub mod engine_loader;
 #[cfg(feature = "mlx")]
 pub mod generate;
 pub mod model_args;
+pub mod ps;
 pub mod pull;
 pub mod serve;
 pub mod tools;
@@ -39,6 +40,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Fetch a model from the catalog (see --list).
     Pull(pull::PullArgs),
+    /// List the models a running server has loaded, their size and idle time.
+    Ps(ps::PsArgs),
     /// Write a model as a Hugging Face directory (config.json, safetensors, tokenizer).
     #[cfg(feature = "mlx")]
     Convert(convert::ConvertArgs),
@@ -89,6 +92,7 @@ pub fn run(cli: Cli, engines: Engines) -> Result<(), CliError> {
         #[cfg(feature = "mlx")]
         Command::Generate(args) => Ok(generate::run(args)?),
         Command::Pull(args) => Ok(pull::run(args)?),
+        Command::Ps(args) => Ok(ps::run(args)?),
         #[cfg(feature = "mlx")]
         Command::Convert(args) => Ok(convert::run(args)?),
         Command::Tools(args) => Ok(tools::run(args)?),

@@ -10,10 +10,11 @@ use mlx_serve_actors::fake::{FakeConfig, FakeEngine, Script};
 use mlx_serve_actors::model::actor::EngineFactory;
 
 use super::CliError;
-use crate::config::{Overrides, Settings};
+use crate::config::{ModelEntry, Overrides, Settings};
+use crate::state::ModelLoader;
 
-/// Builds the real engine's factory from the settings (wired by main.rs).
-pub type EngineLoader = fn(&Settings) -> EngineFactory;
+/// Builds the real engine's factory for one model of the table (wired by main.rs).
+pub type EngineLoader = fn(&ModelEntry, &Settings) -> EngineFactory;
 
 /// `serve` flags; they override `config.toml` and the environment.
 #[derive(Debug, Clone, Args)]
@@ -43,19 +44,15 @@ pub struct ServeArgs {
     pub script: Option<PathBuf>,
 }
 
-/// A factory for the fake engine, configured from the settings.
+/// A factory for the fake engine, configured from one model's entry.
 pub fn fake_factory(
-    settings: &Settings,
+    entry: &ModelEntry,
     token_delay: Duration,
     script: Option<Script>,
 ) -> EngineFactory {
-    let m = &settings.model;
+    let m = &entry.settings;
     let config = FakeConfig {
-        model_id: if m.id.is_empty() {
-            m.name.clone()
-        } else {
-            m.id.clone()
-        },
+        model_id: entry.id.clone(),
         context_length: if m.context_length == 0 {
             2048
         } else {
@@ -77,7 +74,7 @@ pub fn run(args: ServeArgs, real: Option<EngineLoader>) -> Result<(), CliError> 
         model: args.model,
     })?;
     crate::logging::init(&settings.logging);
-    let factory = if args.fake {
+    let loader: ModelLoader = if args.fake {
         let script = match &args.script {
             Some(path) => {
                 let json = std::fs::read_to_string(path).map_err(|e| CliError::Script {
@@ -91,17 +88,14 @@ pub fn run(args: ServeArgs, real: Option<EngineLoader>) -> Result<(), CliError> 
             }
             None => None,
         };
-        fake_factory(
-            &settings,
-            Duration::from_millis(args.fake_token_delay_ms),
-            script,
-        )
+        let delay = Duration::from_millis(args.fake_token_delay_ms);
+        Arc::new(move |entry, _| fake_factory(entry, delay, script.clone()))
     } else {
         match real {
-            Some(load) => load(&settings),
+            Some(load) => Arc::new(load),
             None => return Err(CliError::NoEngine),
         }
     };
-    crate::server::run_server(settings, factory)?;
+    crate::server::run_server_models(settings, loader, Default::default())?;
     Ok(())
 }

@@ -7,14 +7,19 @@ use std::path::{Path, PathBuf};
 use mlx_serve_actors::cache::CacheSettings;
 use serde::{Deserialize, Serialize};
 
+mod models;
+pub use models::{default_model_id, keep_alive_of, ModelEntry, ModelSettings};
+
 /// Everything the server is configured with.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// HTTP server and request handling.
     pub server: ServerSettings,
-    /// The model and its defaults.
+    /// The model and its defaults (a one-entry model table when `[[models]]` is absent).
     pub model: ModelSettings,
+    /// `[[models]]`: several models behind one server; when present, `[model]` is not served.
+    pub models: Vec<ModelSettings>,
     /// Log output.
     pub logging: LoggingSettings,
     /// Tool calling.
@@ -95,6 +100,16 @@ pub struct ServerSettings {
     /// Requests one client IP may have in flight at once (from headers received until the
     /// response body ends); more get 429. 0 disables.
     pub max_inflight_per_ip: usize,
+    /// Models resident at once (0: no bound); the least recently used idle one is unloaded
+    /// to make room.
+    pub max_loaded_models: usize,
+    /// Bytes of weights plus KV reserve (`prefix_cache_bytes`) of all resident models
+    /// (0: no bound).
+    pub max_loaded_bytes: u64,
+    /// Pull a configured catalog model that is not on disk when a request first needs it;
+    /// off: such requests get a 404 that says how to pull it. (In `[server]` because TOML
+    /// cannot have both `[[models]]` entries and a `[models]` table.)
+    pub pull_on_demand: bool,
 }
 
 impl Default for ServerSettings {
@@ -117,6 +132,9 @@ impl Default for ServerSettings {
             max_engine_restarts: 3,
             body_timeout_s: 30,
             max_inflight_per_ip: 256,
+            max_loaded_models: 3,
+            max_loaded_bytes: 0,
+            pull_on_demand: false,
         }
     }
 }
@@ -145,57 +163,6 @@ impl Default for SamplingDefaults {
             top_k: 0,
             min_p: 0.0,
             repetition_penalty: 1.0,
-        }
-    }
-}
-
-/// `[model]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ModelSettings {
-    /// Catalog name or path of the model to load.
-    pub name: String,
-    /// Id served under `/v1/models`; empty uses the engine's id.
-    pub id: String,
-    /// Other ids accepted in the `model` field.
-    pub aliases: Vec<String>,
-    /// Compute dtype: `auto`, `float32`, `float16` or `bfloat16`.
-    pub dtype: String,
-    /// Context length; 0 uses the model's own.
-    pub context_length: usize,
-    /// Prompt tokens per prefill step.
-    pub prefill_chunk: usize,
-    /// Requests decoded together, one token each per step; more wait in the queue. 8 by default:
-    /// on the CPU backend a step of 8 costs well under twice a step of one (few-row products and
-    /// one attention call for the batch; see docs/benchmarks.md), so throughput grows with it.
-    pub max_batch: usize,
-    /// `max_tokens` for chat requests that do not set it; 0 means up to the context.
-    pub default_max_tokens: usize,
-    /// `auto` (GPU when the build has one), `cpu` or `gpu`.
-    pub device: String,
-    /// Bytes of KV state kept for prompt-prefix reuse; 0 disables it.
-    pub prefix_cache_bytes: usize,
-    /// Where catalog models are pulled to; empty: `$MLX_SERVE_MODELS` or the user's cache dir.
-    pub models_dir: String,
-    /// Default sampling.
-    pub sampling: SamplingDefaults,
-}
-
-impl Default for ModelSettings {
-    fn default() -> Self {
-        Self {
-            name: "smollm2-135m-instruct".to_owned(),
-            id: String::new(),
-            aliases: Vec::new(),
-            dtype: "auto".to_owned(),
-            context_length: 0,
-            prefill_chunk: 512,
-            max_batch: 8,
-            default_max_tokens: 0,
-            device: "auto".to_owned(),
-            prefix_cache_bytes: 512 << 20,
-            models_dir: String::new(),
-            sampling: SamplingDefaults::default(),
         }
     }
 }
@@ -265,6 +232,16 @@ pub enum ConfigError {
     /// The file or an override could not be read or has the wrong type.
     #[error("configuration: {0}")]
     Load(#[from] config::ConfigError),
+    /// A value of a model-table entry is outside its accepted range.
+    #[error("configuration: `{key}` = {value} is invalid: expected {expected}")]
+    InvalidModel {
+        /// Dotted key (`models[1].dtype`).
+        key: String,
+        /// The rejected value.
+        value: String,
+        /// The accepted range.
+        expected: &'static str,
+    },
     /// A value is outside its accepted range.
     #[error("configuration: `{key}` = {value} is invalid: expected {expected}")]
     Invalid {
@@ -337,7 +314,11 @@ impl Settings {
         if let Some(m) = &o.model {
             builder = builder.set_override("model.name", m.as_str())?;
         }
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        if o.model.is_some() {
+            // `--model` serves that one model, whatever table the file has.
+            settings.models.clear();
+        }
         settings.validate()?;
         Ok(settings)
     }
@@ -434,73 +415,13 @@ impl Settings {
             "\"\"",
             "non-empty keys",
         )?;
-        let m = &self.model;
-        check(
-            !m.name.is_empty(),
-            "model.name",
-            "\"\"",
-            "a catalog name or a path",
-        )?;
-        check(
-            ["auto", "float32", "float16", "bfloat16"].contains(&m.dtype.as_str()),
-            "model.dtype",
-            &m.dtype,
-            "one of auto, float32, float16, bfloat16",
-        )?;
-        check(
-            m.context_length <= 1 << 24,
-            "model.context_length",
-            m.context_length,
-            "0 (the model's own) ..= 16777216",
-        )?;
-        check(
-            (1..=65_536).contains(&m.prefill_chunk),
-            "model.prefill_chunk",
-            m.prefill_chunk,
-            "1 ..= 65536",
-        )?;
-        check(
-            (1..=256).contains(&m.max_batch),
-            "model.max_batch",
-            m.max_batch,
-            "1 ..= 256",
-        )?;
-        check(
-            ["auto", "cpu", "gpu"].contains(&m.device.as_str()),
-            "model.device",
-            &m.device,
-            "one of auto, cpu, gpu",
-        )?;
+        models::validate_model("model", &self.model)?;
+        models::validate_table(self)?;
         check(
             self.aliases.0.keys().all(|p| !p.trim().is_empty()),
             "aliases",
             "\"\"",
             "non-empty model-name patterns",
-        )?;
-        let d = &m.sampling;
-        check(
-            (0.0..=2.0).contains(&d.temperature),
-            "model.sampling.temperature",
-            d.temperature,
-            "0 ..= 2",
-        )?;
-        check(
-            d.top_p > 0.0 && d.top_p <= 1.0,
-            "model.sampling.top_p",
-            d.top_p,
-            "0 < top_p <= 1",
-        )?;
-        check(
-            (0.0..=1.0).contains(&d.min_p),
-            "model.sampling.min_p",
-            d.min_p,
-            "0 ..= 1",
-        )?;
-        check(
-            d.repetition_penalty > 0.0 && d.repetition_penalty <= 10.0,
-            "model.sampling.repetition_penalty",
-            d.repetition_penalty,
-            "0 < value <= 10",
         )?;
         check(
             s.admin_keys.iter().all(|k| !k.is_empty()),

@@ -144,3 +144,67 @@ fn bad_dtype_lists_accepted_values() {
         "{msg}"
     );
 }
+
+#[test]
+fn the_single_model_section_is_a_preloaded_one_entry_table() {
+    let f = file("[model]\nname = \"/m/tiny.gguf\"\naliases = [\"t\"]\n");
+    let s = load(f.path(), &Overrides::default()).expect("loads");
+    let table = s.model_table();
+    assert_eq!(table.len(), 1);
+    assert_eq!(table[0].id, "tiny");
+    assert!(table[0].preload && table[0].legacy);
+    assert_eq!(table[0].keep_alive, None);
+    assert!(table[0].accepts("t") && table[0].accepts("/m/tiny.gguf"));
+}
+
+#[test]
+fn models_entries_form_the_table_with_their_own_settings() {
+    let f = file(
+        "[server]\nmax_loaded_models = 1\nmax_loaded_bytes = 1000000\n\
+         [[models]]\nname = \"smollm2-135m-instruct\"\npreload = true\n\
+         [[models]]\nname = \"/m/coder.gguf\"\nid = \"coder\"\nkeep_alive = 0\n\
+         prefill_chunk = 64\n[models.sampling]\ntemperature = 0.2\n",
+    );
+    let s = load(f.path(), &Overrides::default()).expect("loads");
+    assert_eq!(
+        (s.server.max_loaded_models, s.server.max_loaded_bytes),
+        (1, 1_000_000)
+    );
+    let t = s.model_table();
+    let ids: Vec<&str> = t.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["smollm2-135m-instruct", "coder"]);
+    assert!(t[0].preload && !t[1].preload && !t[0].legacy);
+    assert_eq!(t[1].keep_alive, Some(std::time::Duration::ZERO));
+    assert_eq!(t[1].settings.prefill_chunk, 64);
+    assert_eq!(t[1].settings.sampling.temperature, 0.2);
+    // `--model` serves that one model instead of the table.
+    let o = Overrides {
+        model: Some("x.gguf".into()),
+        ..Overrides::default()
+    };
+    let s = load(f.path(), &o).expect("loads");
+    assert_eq!(s.model_table().len(), 1);
+    assert_eq!(s.model_table()[0].id, "x");
+}
+
+#[test]
+fn model_entries_are_validated_by_index_and_ids_must_be_unique() {
+    let f = file("[[models]]\nname = \"a\"\n[[models]]\nname = \"b\"\ndtype = \"int3\"\n");
+    let msg = load(f.path(), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("models[1].dtype"), "{msg}");
+    let f = file("[[models]]\nname = \"a\"\n[[models]]\nname = \"b\"\naliases = [\"a\"]\n");
+    let msg = load(f.path(), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("models[1].id") && msg.contains("\"a\""),
+        "{msg}"
+    );
+    let f = file("[[models]]\nname = \"\"\n");
+    let msg = load(f.path(), &Overrides::default())
+        .unwrap_err()
+        .to_string();
+    assert!(msg.contains("models[0].name"), "{msg}");
+}

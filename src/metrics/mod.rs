@@ -15,10 +15,11 @@ use actix_web::web;
 use futures_util::future::BoxFuture;
 use mlx_serve_actors::cache::CacheReporter;
 use mlx_serve_actors::metrics::{
-    LatencySummary, MetricsActor, MetricsState, ModelLoaded, PrefixCacheState, QueueState, Render,
-    RequestFinished, Summary,
+    LatencySummary, MetricsActor, MetricsState, ModelLoaded, ModelResidency, PrefixCacheState,
+    QueueState, Render, RequestFinished, Summary,
 };
 use mlx_serve_actors::model::actor::HealthSnapshot;
+use mlx_serve_actors::model::registry::{ModelState, ModelStatus};
 
 use crate::config::Settings;
 use crate::pipeline::seams::{MetricsSeam, RequestRecord, Seams};
@@ -84,6 +85,16 @@ impl MetricsSeam for MetricsSink {
     fn summary(&self) -> BoxFuture<'static, Option<LatencySummary>> {
         let addr = self.addr.clone();
         Box::pin(async move { addr.send(Summary).await.ok() })
+    }
+
+    fn model_residency(&self, status: &ModelStatus) {
+        self.addr.do_send(ModelResidency {
+            model: status.id.clone(),
+            loaded: matches!(status.state, ModelState::Ready | ModelState::Loading),
+            resident_bytes: status.resident_bytes,
+            loads_total: status.loads,
+            unloads_total: status.unloads,
+        });
     }
 
     fn engine_state(&self, model: &str, health: &HealthSnapshot) {
@@ -157,7 +168,12 @@ pub fn attach(mut seams: Seams, settings: &Settings) -> io::Result<Seams> {
 /// Publish the engine's gauges now.
 pub fn publish_now(state: &AppState) {
     if let Some(m) = &state.seams.metrics {
-        m.engine_state(&state.primary_model_id(), &state.health());
+        for status in state.model_status() {
+            if let Some(health) = &status.health {
+                m.engine_state(&status.id, health);
+            }
+            m.model_residency(&status);
+        }
     }
 }
 

@@ -53,13 +53,18 @@ pub struct RecordFacts {
 
 impl RecordFacts {
     /// Facts known at the start; the hash and prompt are computed only when metrics are on.
-    pub fn new(state: &AppState, request: &GenerateRequest, cache: CacheOutcome) -> Self {
+    pub fn new(
+        state: &AppState,
+        model: &str,
+        request: &GenerateRequest,
+        cache: CacheOutcome,
+    ) -> Self {
         let Some(metrics) = &state.seams.metrics else {
             return Self::default();
         };
         Self {
             cache,
-            model: state.primary_model_id(),
+            model: model.to_owned(),
             request_hash: Some(request_hash(request)),
             prompt_text: metrics
                 .wants_prompts()

@@ -19,6 +19,9 @@ use crate::pipeline::seams::ToolOptions;
 pub struct ChatCompletionRequest {
     /// Model id.
     pub model: String,
+    /// How long the model stays loaded after this request (Ollama's `keep_alive`).
+    #[serde(default)]
+    pub keep_alive: Option<crate::keep_alive::KeepAlive>,
     /// The conversation.
     pub messages: Vec<ChatMessageIn>,
     /// Legacy name of `max_completion_tokens`.

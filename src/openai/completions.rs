@@ -36,6 +36,9 @@ pub enum PromptIn {
 pub struct CompletionRequest {
     /// Model id.
     pub model: String,
+    /// How long the model stays loaded after this request (Ollama's `keep_alive`).
+    #[serde(default)]
+    pub keep_alive: Option<crate::keep_alive::KeepAlive>,
     /// Prompt(s).
     pub prompt: PromptIn,
     /// Upper bound on generated tokens (default 16).

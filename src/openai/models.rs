@@ -1,5 +1,6 @@
 //! `GET /v1/models` and `GET /v1/models/{id}` wire types.
 
+use mlx_serve_actors::model::registry::ModelState;
 use serde::Serialize;
 
 /// One model.
@@ -16,6 +17,10 @@ pub struct ModelObject {
     /// `[aliases]` patterns answered by this model (an mlx-serve extension; absent when none).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Whether the model is resident now (an mlx-serve extension, like Ollama's `ps`).
+    pub loaded: bool,
+    /// `unloaded`, `loading`, `ready` or `failed` (mlx-serve extension).
+    pub state: ModelState,
 }
 
 impl ModelObject {
@@ -27,6 +32,8 @@ impl ModelObject {
             created,
             owned_by: "mlx-serve",
             aliases: Vec::new(),
+            loaded: false,
+            state: ModelState::Unloaded,
         }
     }
 }

@@ -16,8 +16,8 @@ use actix_web::{HttpRequest, HttpResponse};
 use futures_util::future::BoxFuture;
 use mlx_serve_actors::cache::{
     should_cache, CacheActor, CacheDirectives, CacheKey, CachePolicy, CacheReporter, CacheSettings,
-    CacheStats, CacheTier, CachedResponse, Clear, KeyInput, LeaderGuard, Lookup, LookupOutcome,
-    ReportTo, Stats, Store,
+    CacheStats, CacheTier, CachedResponse, Clear, Forget, KeyInput, LeaderGuard, Lookup,
+    LookupOutcome, ReportTo, Stats, Store,
 };
 use mlx_serve_actors::engine::{GenerateRequest, SeqEvent};
 use serde_json::Value;
@@ -82,6 +82,61 @@ impl CacheScope {
             extra: self.extra.as_ref(),
         })
     }
+}
+
+/// The response-cache keys each model's requests may have stored, so a model's entries can
+/// be dropped from memory when it is unloaded (keys are hashes: the cache cannot tell models
+/// apart). At most `capacity` keys per model are remembered, the newest: the memory tier
+/// holds no more entries than that anyway.
+pub struct ModelKeys {
+    keys: std::sync::Mutex<std::collections::HashMap<String, hashlink::LinkedHashSet<CacheKey>>>,
+    capacity: usize,
+}
+
+impl ModelKeys {
+    /// Remember up to `capacity` keys per model.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            keys: Default::default(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// `key` may be stored for `model`.
+    pub fn note(&self, model: &str, key: CacheKey) {
+        let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        let set = map.entry(model.to_owned()).or_default();
+        set.remove(&key);
+        set.insert(key);
+        while set.len() > self.capacity {
+            set.pop_front();
+        }
+    }
+
+    /// Every key remembered for `model`, forgotten here.
+    pub fn take(&self, model: &str) -> Vec<CacheKey> {
+        let mut map = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        map.remove(model)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Drop an unloaded model's entries from the response cache's memory tier.
+pub async fn forget_model(state: &AppState, model: &str) {
+    let keys = state.cache_keys.take(model);
+    let Some(cache) = &state.seams.cache else {
+        return;
+    };
+    if keys.is_empty() {
+        return;
+    }
+    let removed = cache.forget(keys).await;
+    tracing::debug!(
+        model,
+        ?removed,
+        "response-cache entries of an unloaded model dropped"
+    );
 }
 
 /// A tenant id: a domain-separated SHA-256 of the API key, so neither memory, disk nor Redis
@@ -183,6 +238,7 @@ impl Resolution {
 /// request in flight (coalescing). Never fails: an unreachable cache means generate.
 pub(crate) async fn resolve(
     state: &AppState,
+    model: &str,
     request: &GenerateRequest,
     scope: &CacheScope,
 ) -> Resolution {
@@ -192,7 +248,8 @@ pub(crate) async fn resolve(
     if !should_cache(&request.sampling, cache.policy()) || !scope.directives.store_allowed() {
         return Resolution::bypass(None);
     }
-    let key = scope.key(&state.primary_model_id(), request);
+    let key = scope.key(model, request);
+    state.cache_keys.note(model, key);
     if !scope.directives.lookup_allowed() {
         return Resolution::bypass(Some(StoreTicket {
             key,
@@ -314,6 +371,11 @@ impl ResponseCacheSeam for ActorCache {
 
     fn clear(&self) -> BoxFuture<'static, Option<usize>> {
         let sent = self.addr.send(Clear);
+        Box::pin(async move { sent.await.ok() })
+    }
+
+    fn forget(&self, keys: Vec<CacheKey>) -> BoxFuture<'static, Option<usize>> {
+        let sent = self.addr.send(Forget(keys));
         Box::pin(async move { sent.await.ok() })
     }
 

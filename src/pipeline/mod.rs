@@ -11,16 +11,19 @@ pub mod stream;
 pub mod tool_prep;
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
 use mlx_serve_actors::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage};
 use mlx_serve_actors::metrics::CacheOutcome;
 use mlx_serve_actors::model::actor::Generation;
+use mlx_serve_actors::model::registry::Lease;
 use tokio::time::timeout_at;
 
+use crate::config::ModelEntry;
 use crate::error::ApiError;
-use crate::state::AppState;
+use crate::state::{AppState, Resolved};
 use cache::{CacheScope, CacheStatus, StoreTicket};
 use seams::{CachedResponse, ParsedDelta, RequestRecord, StreamingToolParser, ToolOptions};
 
@@ -82,6 +85,11 @@ pub struct RequestContext {
     pub cache: CacheScope,
     /// Lower runs sooner (body `priority` or header `x-priority`; 0 by default).
     pub priority: i32,
+    /// The model that answers (`None`: the default model).
+    pub model: Option<Resolved>,
+    /// The request's own `keep_alive`: `Some(None)` keeps the model for ever, `Some(Some(0))`
+    /// unloads it after this request; `None` leaves the model's configured keep-alive.
+    pub keep_alive: Option<Option<Duration>>,
 }
 
 impl RequestContext {
@@ -95,7 +103,16 @@ impl RequestContext {
             tools: ToolOptions::default(),
             cache: CacheScope::default(),
             priority: 0,
+            model: None,
+            keep_alive: None,
         }
+    }
+
+    /// This context for a resolved model and the request's `keep_alive`.
+    pub fn with_model(mut self, model: Resolved, keep_alive: Option<Option<Duration>>) -> Self {
+        self.model = Some(model);
+        self.keep_alive = keep_alive;
+        self
     }
 
     /// This context with the request's cache scope.
@@ -127,16 +144,45 @@ pub struct Source {
     tool_calls: bool,
     ended: bool,
     facts: crate::metrics::record::RecordFacts,
+    /// Keeps the model resident (and counted busy) until the request ends.
+    lease: Lease,
 }
 
 /// Start a generation: response cache first, else the model's queue.
 pub async fn start(
     state: &web::Data<AppState>,
+    request: GenerateRequest,
+    ctx: RequestContext,
+) -> Result<Source, ApiError> {
+    start_on(state, None, request, ctx).await
+}
+
+/// The model a context names: its resolved entry, else the default model.
+pub fn entry_of(state: &AppState, ctx: &RequestContext) -> Arc<ModelEntry> {
+    match &ctx.model {
+        Some(r) => r.entry.clone(),
+        None => state.primary().clone(),
+    }
+}
+
+/// [`start`] on a lease the route already holds (it needed the loaded model first), or on a
+/// fresh one: the model is loaded here when it is not resident.
+pub async fn start_on(
+    state: &web::Data<AppState>,
+    lease: Option<Lease>,
     mut request: GenerateRequest,
     ctx: RequestContext,
 ) -> Result<Source, ApiError> {
-    let parser = tool_prep::prepare(state, &mut request, &ctx.tools).await;
-    let resolution = cache::resolve(state, &request, &ctx.cache).await;
+    let entry = entry_of(state, &ctx);
+    let mut lease = match lease {
+        Some(l) => l,
+        None => state.lease(&entry).await?,
+    };
+    if let Some(keep_alive) = ctx.keep_alive {
+        lease.set_keep_alive(keep_alive);
+    }
+    let parser = tool_prep::prepare(state, lease.handle(), &mut request, &ctx.tools).await;
+    let resolution = cache::resolve(state, &entry.id, &request, &ctx.cache).await;
     let raw_logprobs = request.logprobs.map(|_| Vec::new());
     let kept = state.settings.logging.log_prompts.then(|| request.clone());
     let cache_outcome = match resolution.status {
@@ -145,11 +191,11 @@ pub async fn start(
         CacheStatus::Bypass if state.seams.cache.is_some() => CacheOutcome::Bypass,
         CacheStatus::Bypass => CacheOutcome::Uncacheable,
     };
-    let facts = crate::metrics::record::RecordFacts::new(state, &request, cache_outcome);
+    let facts = crate::metrics::record::RecordFacts::new(state, &entry.id, &request, cache_outcome);
     let origin = match &resolution.hit {
         Some(hit) => Origin::Replay(cache::replay_events(hit)),
         // A failed submit drops the store ticket, which releases coalesced waiters.
-        None => match state.model().submit_with_priority(request, ctx.priority) {
+        None => match lease.handle().submit_with_priority(request, ctx.priority) {
             Ok(generation) => Origin::Live(generation),
             Err(e) => {
                 // Not recorded here: the HTTP middleware counts refused requests with their status.
@@ -178,6 +224,7 @@ pub async fn start(
         tool_calls: false,
         ended: false,
         facts,
+        lease,
     })
 }
 
@@ -282,7 +329,20 @@ impl Source {
                 });
                 self.finish(reason, stop_sequence, usage);
             }
-            SeqEvent::Failed(e) => self.fail(e.into(), "error"),
+            SeqEvent::Failed(e) => {
+                let e = self.engine_error(e);
+                self.fail(e, "error")
+            }
+        }
+    }
+
+    /// Requests queued behind a load that then failed are not server bugs (500) but an
+    /// unavailable model (503, which clients retry), with the load's reason.
+    fn engine_error(&self, e: mlx_serve_actors::engine::EngineError) -> ApiError {
+        let h = self.lease.handle().health().snapshot(Duration::MAX);
+        match (h.loaded, h.failure) {
+            (false, Some(why)) => ApiError::Unavailable(why),
+            _ => e.into(),
         }
     }
 

@@ -11,6 +11,7 @@ use mlx_serve_actors::cache::{CacheKey, CachePolicy, CacheReporter, CacheStats, 
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, Usage};
 use mlx_serve_actors::metrics::{CacheOutcome, LatencySummary, ToolCallOutcome};
 use mlx_serve_actors::model::actor::HealthSnapshot;
+use mlx_serve_actors::model::registry::ModelStatus;
 use mlx_serve_actors::tool_parser::ToolChoice;
 
 use crate::error::ApiError;
@@ -34,6 +35,11 @@ pub trait ResponseCacheSeam: Send + Sync {
     fn stats(&self) -> BoxFuture<'static, Option<CacheStats>>;
     /// Empty every tier; the number of in-memory entries removed, `None` when unreachable.
     fn clear(&self) -> BoxFuture<'static, Option<usize>>;
+    /// Drop these keys from the memory tier (their model was unloaded); the number removed,
+    /// `None` when unreachable or unsupported.
+    fn forget(&self, _keys: Vec<CacheKey>) -> BoxFuture<'static, Option<usize>> {
+        Box::pin(std::future::ready(None))
+    }
     /// Report occupancy and tier failures to `to` from now on (the metrics, at start-up).
     fn report_to(&self, _to: CacheReporter) {}
 }
@@ -202,6 +208,9 @@ pub trait MetricsSeam: Send + Sync {
     }
     /// The engine's state now (queue, running, load facts, prefix cache), published periodically.
     fn engine_state(&self, _model: &str, _health: &HealthSnapshot) {}
+    /// A model's residency now (loaded or not, bytes, load and unload counts), published
+    /// periodically for every configured model.
+    fn model_residency(&self, _status: &ModelStatus) {}
     /// Whether the trace wants prompt text in [`RequestRecord::prompt_text`].
     fn wants_prompts(&self) -> bool {
         false

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use actix_web::web;
-use mlx_serve_actors::engine::{GenerateRequest, Prompt};
+use mlx_serve_actors::engine::{EngineInfo, GenerateRequest, Prompt};
+use mlx_serve_actors::model::actor::ModelHandle;
 
 use super::seams::{StreamingToolParser, ToolOptions};
 use crate::state::AppState;
@@ -18,28 +19,31 @@ const LOAD_POLL: Duration = Duration::from_millis(50);
 /// offers no tools or no tool parser is plugged in.
 pub async fn prepare(
     state: &web::Data<AppState>,
+    model: &ModelHandle,
     request: &mut GenerateRequest,
     options: &ToolOptions,
 ) -> Option<Box<dyn StreamingToolParser>> {
     let seam = state.seams.tool_parser.as_ref()?;
     let has_tools = matches!(&request.prompt, Prompt::Chat { tools, .. } if !tools.is_empty());
     let template = if has_tools {
-        loaded_chat_template(state).await
+        loaded_info(state, model)
+            .await
+            .and_then(|i| i.chat_template)
     } else {
         None
     };
     seam.prepare(request, options, template.as_deref())
 }
 
-/// The chat template once the model has loaded; `None` when it has none, or when it failed to
-/// load or did not load within the request timeout (the request then fails in the queue).
-async fn loaded_chat_template(state: &web::Data<AppState>) -> Option<String> {
+/// The model's facts once it has loaded; `None` when it failed to load or did not load within
+/// the request timeout (the request then fails in the queue).
+pub async fn loaded_info(state: &AppState, model: &ModelHandle) -> Option<EngineInfo> {
     let timeout = Duration::from_secs(state.settings.server.request_timeout_s);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        let health = state.health();
+        let health = model.health().snapshot(Duration::MAX);
         if let Some(info) = health.info {
-            return info.chat_template;
+            return Some(info);
         }
         if health.failure.is_some() || tokio::time::Instant::now() >= deadline {
             return None;

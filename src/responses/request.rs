@@ -9,6 +9,9 @@ use serde_json::Value;
 pub struct ResponsesRequest {
     /// Model id.
     pub model: String,
+    /// How long the model stays loaded after this request (Ollama's `keep_alive`).
+    #[serde(default)]
+    pub keep_alive: Option<crate::keep_alive::KeepAlive>,
     /// A user message as a string, or a list of input items.
     #[serde(default)]
     pub input: Option<Input>,

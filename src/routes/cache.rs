@@ -38,11 +38,9 @@ pub async fn stats(
     }
 }
 
-/// `DELETE /v1/cache`: empties memory, disk and this deployment's Redis namespace. Needs an
-/// admin key when `server.admin_keys` is set, else any valid API key (none when no keys are
-/// configured). A request that is authenticated but not as an admin gets 403; one without a
-/// valid key at all gets 401.
-pub async fn clear(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+/// Operator actions need an admin key when `server.admin_keys` is set, else any valid API key
+/// (none when no keys are configured): 401 without a valid key, 403 with a non-admin one.
+pub fn require_admin(req: &HttpRequest, state: &AppState, what: &str) -> Result<(), ApiError> {
     let server = &state.settings.server;
     let presented = presented_keys(req.headers());
     let any_of = |keys: &[String]| presented.iter().any(|k| key_matches(k, keys));
@@ -51,10 +49,19 @@ pub async fn clear(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         return Err(ApiError::InvalidApiKey);
     }
     if !server.admin_keys.is_empty() && !admin {
-        return Err(ApiError::Forbidden(
-            "Clearing the response cache needs an admin key (server.admin_keys).".into(),
-        ));
+        return Err(ApiError::Forbidden(format!(
+            "{what} needs an admin key (server.admin_keys)."
+        )));
     }
+    Ok(())
+}
+
+/// `DELETE /v1/cache`: empties memory, disk and this deployment's Redis namespace. Needs an
+/// admin key when `server.admin_keys` is set, else any valid API key (none when no keys are
+/// configured). A request that is authenticated but not as an admin gets 403; one without a
+/// valid key at all gets 401.
+pub async fn clear(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    require_admin(&req, &state, "Clearing the response cache")?;
     let removed = match &state.seams.cache {
         None => 0,
         Some(cache) => cache

@@ -75,19 +75,22 @@ pub async fn chat_completions(
     let rid = request_id(&req);
     tracing::Span::current().record("request_id", rid.as_str());
     let model = state.resolve_model(&body.model)?;
-    let request = body.normalize(&state.settings.model)?;
+    let keep_alive = crate::keep_alive::residency(&body.keep_alive)?;
+    let request = body.normalize(&model.entry.settings)?;
     let want_logprobs = request.logprobs.is_some();
     let scope = CacheScope {
         tool_choice: body.tool_choice.clone(),
         response_format: body.response_format.clone(),
         ..CacheScope::from_request(&req, &state.settings.server.api_keys)
     };
-    let mut ctx = RequestContext::new(rid, "chat", body.streaming()).with_cache(scope);
+    let mut ctx = RequestContext::new(rid, "chat", body.streaming())
+        .with_cache(scope)
+        .with_model(model.clone(), keep_alive);
     ctx.tools = body.tool_options()?;
     ctx.priority = priority(&req, body.priority)?;
     let mut source = start(&state, request, ctx.clone()).await?;
     let cache_status = source.cache_status();
-    let meta = ResponseMeta::new("chatcmpl", model, &state);
+    let meta = ResponseMeta::new("chatcmpl", model.requested, &state);
     if body.streaming() {
         source
             .prime(Duration::from_secs_f64(state.settings.server.keep_alive_s))

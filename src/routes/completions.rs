@@ -32,7 +32,8 @@ pub async fn completions(
     let rid = request_id(&req);
     tracing::Span::current().record("request_id", rid.as_str());
     let model = state.resolve_model(&body.model)?;
-    let mut requests = body.normalize(&state.settings.model)?.into_iter();
+    let keep_alive = crate::keep_alive::residency(&body.keep_alive)?;
+    let mut requests = body.normalize(&model.entry.settings)?.into_iter();
     let want_logprobs = body.logprobs.is_some();
     let echo_prompts = if body.echo.unwrap_or(false) {
         body.prompts()
@@ -40,9 +41,11 @@ pub async fn completions(
         Vec::new()
     };
     let scope = CacheScope::from_request(&req, &state.settings.server.api_keys);
-    let mut ctx = RequestContext::new(rid, "completions", body.streaming()).with_cache(scope);
+    let mut ctx = RequestContext::new(rid, "completions", body.streaming())
+        .with_cache(scope)
+        .with_model(model.clone(), keep_alive);
     ctx.priority = priority(&req, body.priority)?;
-    let meta = ResponseMeta::new("cmpl", model, &state);
+    let meta = ResponseMeta::new("cmpl", model.requested, &state);
     let Some(first) = requests.next() else {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
     };

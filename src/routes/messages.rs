@@ -7,6 +7,7 @@ use std::time::Duration;
 use actix_web::http::{header, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, ToolCall};
+use mlx_serve_actors::model::registry::Lease;
 use mlx_serve_actors::tool_parser::ToolChoice as ParserChoice;
 
 use super::disconnect::PeerWatch;
@@ -21,8 +22,8 @@ use crate::pipeline::cache::CacheScope;
 use crate::pipeline::seams::ToolOptions;
 use crate::pipeline::stream::{sse_response, StreamPlan};
 use crate::pipeline::tool_prep;
-use crate::pipeline::{collect_for, start, RequestContext};
-use crate::state::AppState;
+use crate::pipeline::{collect_for, start_on, RequestContext};
+use crate::state::{AppState, Resolved};
 
 /// An Anthropic error plus the `Retry-After` a full queue tells the client.
 #[derive(Debug, thiserror::Error)]
@@ -107,10 +108,11 @@ pub async fn messages(
     let rid = request_id(&req);
     tracing::Span::current().record("request_id", rid.as_str());
     let translated = to_generate(&body)?;
-    state.resolve_model(&body.model)?;
+    let model = state.resolve_model(&body.model)?;
+    let keep_alive = crate::keep_alive::residency(&body.keep_alive)?;
     let mut request = translated.request;
     apply_tool_mode(&mut request.prompt, &translated.tool_mode);
-    fit_max_tokens(&state, &mut request).await?;
+    let lease = fit_max_tokens(&state, &model, &mut request).await?;
     let scope = CacheScope {
         // The translated choice: Anthropic's and OpenAI's spellings of the same choice may then
         // share entries.
@@ -120,10 +122,12 @@ pub async fn messages(
         ))),
         ..CacheScope::from_request(&req, &state.settings.server.api_keys)
     };
-    let mut ctx = RequestContext::new(rid, "messages", translated.stream).with_cache(scope);
+    let mut ctx = RequestContext::new(rid, "messages", translated.stream)
+        .with_cache(scope)
+        .with_model(model, keep_alive);
     ctx.tools = tool_options(&translated.tool_mode, translated.parallel_tool_calls);
     ctx.priority = priority(&req, None)?;
-    let mut source = start(&state, request, ctx.clone()).await?;
+    let mut source = start_on(&state, lease, request, ctx.clone()).await?;
     let cache_status = source.cache_status();
     if translated.stream {
         // An early failure (prompt too long, engine down) still gets a proper status.
@@ -189,7 +193,8 @@ pub async fn count_tokens(
     auth?;
     let body = body.map_err(MessagesError::from)?.0;
     let mut prompt = count_tokens_prompt(&body)?;
-    state.resolve_model(&body.model)?;
+    let model = state.resolve_model(&body.model)?;
+    let lease = state.lease(&model.entry).await?;
     let tools = body.tools.as_deref().unwrap_or_default();
     let (mode, parallel) = tool_mode(body.tool_choice.as_ref(), tools)?;
     apply_tool_mode(&mut prompt, &mode);
@@ -202,9 +207,10 @@ pub async fn count_tokens(
         logprobs: None,
         constraint: None,
     };
-    let _ = tool_prep::prepare(&state, &mut request, &tool_options(&mode, parallel)).await;
-    let input_tokens = state
-        .model()
+    let options = tool_options(&mode, parallel);
+    let _ = tool_prep::prepare(&state, lease.handle(), &mut request, &options).await;
+    let input_tokens = lease
+        .handle()
         .count_tokens(request.prompt)
         .await
         .map_err(|e| MessagesError::from(ApiError::from(e)))?;
@@ -223,24 +229,32 @@ fn apply_tool_mode(prompt: &mut Prompt, mode: &ToolMode) {
 /// context; Anthropic's models have the room, ours do not. When the prompt fits but prompt plus
 /// `max_tokens` does not, generate up to the end of the context instead (the reply then stops
 /// with `max_tokens`). A prompt that does not fit at all still fails: "prompt is too long".
+///
+/// Knowing the context needs the loaded model, so this takes the request's lease (loading the
+/// model) and hands it on to the pipeline.
 async fn fit_max_tokens(
     state: &AppState,
+    model: &Resolved,
     request: &mut GenerateRequest,
-) -> Result<(), MessagesError> {
+) -> Result<Option<Lease>, MessagesError> {
     let Some(max_tokens) = request.max_tokens else {
-        return Ok(());
+        return Ok(None);
     };
-    let Some(context) = state.health().info.map(|i| i.context_length) else {
-        return Ok(());
+    let lease = state.lease(&model.entry).await?;
+    let Some(context) = tool_prep::loaded_info(state, lease.handle())
+        .await
+        .map(|i| i.context_length)
+    else {
+        return Ok(Some(lease));
     };
     // A budget of at most half the context can only overflow with a prompt over the other half:
     // then the prompt, not the budget, is the problem, and counting is not worth a model-thread
     // round trip.
     if context == 0 || max_tokens.saturating_mul(2) <= context {
-        return Ok(());
+        return Ok(Some(lease));
     }
-    let prompt = state
-        .model()
+    let prompt = lease
+        .handle()
         .count_tokens(request.prompt.clone())
         .await
         .map_err(|e| MessagesError::from(ApiError::from(e)))?;
@@ -253,7 +267,7 @@ async fn fit_max_tokens(
         );
         request.max_tokens = None;
     }
-    Ok(())
+    Ok(Some(lease))
 }
 
 #[cfg(test)]

@@ -43,6 +43,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route(web::delete().to(responses::delete)),
     )
     .service(get("/v1/models", web::get().to(models::list)))
+    // Before `/v1/models/{id}`, whose pattern would take these paths too.
+    .service(post(
+        "/v1/models/{id:.+}/load",
+        web::post().to(models::load),
+    ))
+    .service(post(
+        "/v1/models/{id:.+}/unload",
+        web::post().to(models::unload),
+    ))
     .service(get("/v1/models/{id:.+}", web::get().to(models::get)))
     .service(get("/v1/cache/stats", web::get().to(cache::stats)))
     .service(resource(

@@ -31,13 +31,14 @@ pub async fn create(
     let body = body.0;
     let rid = request_id(&req);
     tracing::Span::current().record("request_id", rid.as_str());
-    state.resolve_model(&body.model)?;
+    let model = state.resolve_model(&body.model)?;
+    let keep_alive = crate::keep_alive::residency(&body.keep_alive)?;
     let scope = CacheScope::from_request(&req, &state.settings.server.api_keys);
     let history = match &body.previous_response_id {
         None => Vec::new(),
         Some(id) => previous(&state, &scope.tenant, id)?,
     };
-    let translated = translate(&body, &history, &state.settings.model)?;
+    let translated = translate(&body, &history, &model.entry.settings)?;
     let scope = CacheScope {
         // The translated choice: the same prompt with another choice or parallelism may not
         // share an answer.
@@ -53,7 +54,9 @@ pub async fn create(
         conversation: translated.conversation.clone(),
     });
     let machine = ResponseStream::new(base_response(&body, &translated.request));
-    let mut ctx = RequestContext::new(rid, "responses", body.streaming()).with_cache(scope);
+    let mut ctx = RequestContext::new(rid, "responses", body.streaming())
+        .with_cache(scope)
+        .with_model(model, keep_alive);
     ctx.tools = translated.tools.clone();
     ctx.priority = priority(&req, None)?;
     let mut source = start(&state, translated.request, ctx.clone()).await?;

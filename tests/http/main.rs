@@ -10,6 +10,7 @@ mod cli;
 mod errors;
 mod hostile;
 mod metrics;
+mod models;
 mod priority;
 mod reliability;
 mod responses;

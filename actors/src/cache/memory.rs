@@ -144,6 +144,19 @@ impl ResponseCache {
         self.inflight.release(key, leader);
     }
 
+    /// Drops these keys from memory (a model was unloaded); returns how many were held. The
+    /// persistent tiers keep theirs: they are keyed by model and meant to outlive the process.
+    pub fn forget(&mut self, keys: &[CacheKey]) -> usize {
+        let mut removed = 0;
+        for key in keys {
+            if let Some(old) = self.lru.remove(key) {
+                self.bytes -= old.bytes;
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// Empties memory and disk; returns entries removed from memory. Counters are kept.
     pub fn clear(&mut self) -> usize {
         let removed = self.lru.len();

@@ -448,6 +448,21 @@ impl Handler<Clear> for CacheActor {
     }
 }
 
+/// Drop these keys from the memory tier (their model was unloaded); the number removed.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Forget(pub Vec<CacheKey>);
+
+impl Handler<Forget> for CacheActor {
+    type Result = usize;
+
+    fn handle(&mut self, msg: Forget, _: &mut Self::Context) -> usize {
+        let removed = self.cache.forget(&msg.0);
+        self.report();
+        removed
+    }
+}
+
 /// Report occupancy and tier failures to `0` from now on, starting with the current state.
 #[derive(Message)]
 #[rtype(result = "()")]

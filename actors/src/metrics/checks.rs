@@ -39,6 +39,13 @@ fn busy_metrics() -> Metrics {
         ..Default::default()
     };
     m.record_request(&base);
+    m.record_model_residency(&crate::metrics::ModelResidency {
+        model: "qwen".into(),
+        loaded: true,
+        resident_bytes: 5,
+        loads_total: 2,
+        unloads_total: 1,
+    });
     m.record_request(&RequestFinished {
         cache: CacheOutcome::Hit,
         cache_tier: Some("memory".into()),

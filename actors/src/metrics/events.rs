@@ -138,6 +138,22 @@ pub struct ModelLoaded {
     pub weight_bytes: u64,
 }
 
+/// A model's residency, published periodically for every configured model.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Message)]
+#[rtype(result = "()")]
+pub struct ModelResidency {
+    /// Model id.
+    pub model: String,
+    /// Resident (loading or ready).
+    pub loaded: bool,
+    /// Bytes counted against the residency budget; 0 when unloaded.
+    pub resident_bytes: u64,
+    /// Loads since start (a running total; the metrics turn it into increments).
+    pub loads_total: u64,
+    /// Unloads since start (a running total).
+    pub unloads_total: u64,
+}
+
 /// A response-cache tier failed an operation (e.g. Redis unreachable); the request went on
 /// without it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Message)]

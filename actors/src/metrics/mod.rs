@@ -24,10 +24,10 @@ pub use analyze::{
     AnalyzeOptions,
 };
 pub use events::{
-    CacheOutcome, CacheState, CacheTierError, ModelLoaded, PrefixCacheState, QueueState,
-    RequestFinished, ToolCallOutcome,
+    CacheOutcome, CacheState, CacheTierError, ModelLoaded, ModelResidency, PrefixCacheState,
+    QueueState, RequestFinished, ToolCallOutcome,
 };
-pub use registry::{Metrics, MetricsError};
+pub use registry::{resident_memory_bytes, Metrics, MetricsError};
 pub use trace::{TraceError, TraceRecord, TraceSettings, TraceWriter};
 pub use window::{LatencySummary, LatencyWindow, Percentiles, WindowSettings};
 
@@ -142,6 +142,13 @@ impl Handler<events::BatchState> for MetricsActor {
     type Result = ();
     fn handle(&mut self, ev: events::BatchState, _: &mut Context<Self>) {
         self.state.metrics.record_batch(&ev);
+    }
+}
+
+impl Handler<ModelResidency> for MetricsActor {
+    type Result = ();
+    fn handle(&mut self, ev: ModelResidency, _: &mut Context<Self>) {
+        self.state.metrics.record_model_residency(&ev);
     }
 }
 

@@ -89,6 +89,15 @@ pub const TOOL_CALLS_FAILED_TOTAL: &str = "mlx_serve_tool_calls_failed_total";
 pub const MODEL_LOAD_DURATION_SECONDS: &str = "mlx_serve_model_load_duration_seconds";
 /// Gauge: bytes of model weights in memory. Labels: `model`.
 pub const MODEL_WEIGHTS_BYTES: &str = "mlx_serve_model_weights_bytes";
+/// Counter: loads of a model started (on demand, preload, operator or restart). Labels: `model`.
+pub const MODEL_LOADS_TOTAL: &str = "mlx_serve_model_loads_total";
+/// Counter: unloads of a model (keep-alive, room for another, operator). Labels: `model`.
+pub const MODEL_UNLOADS_TOTAL: &str = "mlx_serve_model_unloads_total";
+/// Gauge: bytes a resident model counts against `server.max_loaded_bytes` (weights plus KV
+/// reserve); 0 when unloaded. Labels: `model`.
+pub const MODEL_RESIDENT_BYTES: &str = "mlx_serve_model_resident_bytes";
+/// Gauge: 1 while a model is resident (loading or ready), else 0. Labels: `model`.
+pub const MODEL_LOADED: &str = "mlx_serve_model_loaded";
 /// Gauge: resident memory of the server process, read at scrape time.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "mlx_serve_process_resident_memory_bytes";
 
@@ -141,6 +150,10 @@ pub const ALL: &[&str] = &[
     TOOL_CALLS_FAILED_TOTAL,
     MODEL_LOAD_DURATION_SECONDS,
     MODEL_WEIGHTS_BYTES,
+    MODEL_LOADS_TOTAL,
+    MODEL_UNLOADS_TOTAL,
+    MODEL_RESIDENT_BYTES,
+    MODEL_LOADED,
     PROCESS_RESIDENT_MEMORY_BYTES,
     BATCH_SIZE,
     KV_SLOTS_USED,

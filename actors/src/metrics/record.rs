@@ -4,8 +4,8 @@ use prometheus::HistogramVec;
 
 use super::Metrics;
 use crate::metrics::events::{
-    CacheOutcome, CacheState, CacheTierError, ModelLoaded, PrefixCacheState, QueueState,
-    RequestFinished,
+    CacheOutcome, CacheState, CacheTierError, ModelLoaded, ModelResidency, PrefixCacheState,
+    QueueState, RequestFinished,
 };
 
 /// Finish reasons kept as label values; anything else is folded into `other` so a misbehaving
@@ -201,6 +201,26 @@ impl Metrics {
             .with_label_values(&[model.as_str()])
             .set(saturating_i64(ev.weight_bytes));
         self.init_series(model.as_str());
+    }
+
+    /// A model's residency: gauges set, running load/unload totals turned into increments.
+    pub fn record_model_residency(&mut self, ev: &ModelResidency) {
+        let model = clean_label(&ev.model);
+        let m = [model.as_str()];
+        self.model_loaded
+            .with_label_values(&m)
+            .set(i64::from(ev.loaded));
+        self.model_resident_bytes
+            .with_label_values(&m)
+            .set(saturating_i64(ev.resident_bytes));
+        let last = self.last_residency.entry(model.clone()).or_default();
+        self.model_loads
+            .with_label_values(&m)
+            .inc_by(ev.loads_total.saturating_sub(last.0));
+        self.model_unloads
+            .with_label_values(&m)
+            .inc_by(ev.unloads_total.saturating_sub(last.1));
+        *last = (last.0.max(ev.loads_total), last.1.max(ev.unloads_total));
     }
 
     /// Creates the model's series at zero so dashboards show 0, not "No data", and `rate()`

@@ -57,6 +57,12 @@ pub struct Metrics {
     tool_failed: IntCounterVec,
     model_load: GaugeVec,
     weights_bytes: IntGaugeVec,
+    model_loads: IntCounterVec,
+    model_unloads: IntCounterVec,
+    model_resident_bytes: IntGaugeVec,
+    model_loaded: IntGaugeVec,
+    /// Last load and unload totals each model reported, to turn them into increments.
+    last_residency: HashMap<String, (u64, u64)>,
     rss_bytes: IntGauge,
     pub(super) batching: super::batching::BatchingMetrics,
     /// Last `evictions_total` the cache reported, to turn its running total into increments.
@@ -339,6 +345,16 @@ impl Metrics {
                 "Bytes of model weights in memory",
                 &m,
             )?,
+            model_loads: counter(&r, n::MODEL_LOADS_TOTAL, "Model loads started", &m)?,
+            model_unloads: counter(&r, n::MODEL_UNLOADS_TOTAL, "Model unloads", &m)?,
+            model_resident_bytes: int_gauge_vec(
+                &r,
+                n::MODEL_RESIDENT_BYTES,
+                "Bytes a resident model counts against server.max_loaded_bytes",
+                &m,
+            )?,
+            model_loaded: int_gauge_vec(&r, n::MODEL_LOADED, "1 while the model is resident", &m)?,
+            last_residency: HashMap::new(),
             rss_bytes: int_gauge(
                 &r,
                 n::PROCESS_RESIDENT_MEMORY_BYTES,
@@ -385,7 +401,7 @@ impl Metrics {
 }
 
 /// Resident set size from `/proc/self/status` (Linux); `None` elsewhere.
-fn resident_memory_bytes() -> Option<u64> {
+pub fn resident_memory_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

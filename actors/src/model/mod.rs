@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod dequant;
 pub mod detok;
 pub mod gguf;
+pub mod registry;
 pub mod sampling;
 pub mod stops;
 pub mod template;
