@@ -202,6 +202,20 @@ pub(crate) fn scan_value(s: &str) -> Prefix {
     }
 }
 
+/// [`scan_value`], with the offset of the byte that made the text invalid (for an invalid one:
+/// everything before it is a valid JSON prefix).
+pub(crate) fn scan_prefix(s: &str) -> (Prefix, usize) {
+    let mut c = Cursor {
+        b: s.as_bytes(),
+        pos: 0,
+    };
+    match c.value(0) {
+        Ok(()) => (Prefix::Complete(c.pos), c.pos),
+        Err(Stop::Eof) => (Prefix::Incomplete, c.pos),
+        Err(Stop::Bad) => (Prefix::Invalid, c.pos),
+    }
+}
+
 /// Drops whitespace outside strings and escapes raw control characters inside them; `s` must
 /// be a complete value as found by [`scan_value`]. Key order is kept as the model wrote it.
 pub(crate) fn minify(s: &str) -> String {

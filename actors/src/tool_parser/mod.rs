@@ -28,6 +28,7 @@ mod format;
 mod formats;
 mod grammar;
 mod json;
+mod partial;
 mod scan;
 mod stream;
 #[cfg(test)]

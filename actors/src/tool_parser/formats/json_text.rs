@@ -6,6 +6,7 @@
 //! rules it out), must carry its arguments, and must name an offered tool.
 
 use crate::tool_parser::json::{scan_value, Prefix};
+use crate::tool_parser::partial::{json_call_at, BlockEnd, ObjectStep, Partial};
 use crate::tool_parser::scan::{
     calls_from_json, json_at, lit, object_arguments, skip_ws, Lit, RawCall, Scan, ScanCtx,
 };
@@ -23,6 +24,21 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
         },
         Prefix::Incomplete => ctx.more_or(Scan::NotCall { skip: 1 }),
         Prefix::Invalid => Scan::NotCall { skip: 1 },
+    }
+}
+
+/// A bare call object streamed once committed (fences and arrays are taken whole).
+pub(crate) fn partial(text: &str, ctx: &ScanCtx) -> Option<Partial> {
+    match json_call_at(text, 0, ctx) {
+        ObjectStep::NotYet => None,
+        ObjectStep::Call { call, end, broken } => {
+            let end = match (broken, end) {
+                (Some(at), _) => BlockEnd::Broken(at),
+                (None, Some(e)) => BlockEnd::Done(e),
+                (None, None) => BlockEnd::Open,
+            };
+            Some(Partial::new(vec![call], end))
+        }
     }
 }
 

@@ -9,6 +9,7 @@ mod mistral;
 mod pythonic;
 mod qwen3_coder;
 
+use super::partial::Partial;
 use super::scan::{Scan, ScanCtx};
 use super::tools::ToolSet;
 
@@ -51,6 +52,18 @@ impl ScannerKind {
             Self::DeepSeek => deepseek::scan(text, ctx),
             Self::JsonText => json_text::scan(text, ctx),
             Self::NameCall => json_text::scan_name_call(text, ctx),
+        }
+    }
+
+    /// The committed calls of the block at `text` (which starts with a trigger), as far as they
+    /// are written; `None` while no call is committed or for shapes this format sends whole.
+    pub fn partial(self, text: &str, ctx: &ScanCtx) -> Option<Partial> {
+        match self {
+            Self::Hermes => hermes::partial(text, ctx),
+            Self::Qwen3Coder => qwen3_coder::partial(text, ctx),
+            Self::Llama => llama::partial(text, ctx),
+            Self::JsonText => json_text::partial(text, ctx),
+            Self::Mistral | Self::Pythonic | Self::DeepSeek | Self::NameCall => None,
         }
     }
 
