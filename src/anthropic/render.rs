@@ -50,6 +50,16 @@ pub fn tool_input(call: &ToolCall) -> Result<Value, AnthropicError> {
     }
     match serde_json::from_str::<Value>(&call.arguments) {
         Ok(v @ Value::Object(_)) => Ok(v),
+        // A call cut off by max_tokens: its whole members, as the streaming client reads the
+        // same `input_json` fragments.
+        _ if call.arguments.trim_start().starts_with('{') => {
+            mlx_serve_actors::tool_parser::close_json_prefix(&call.arguments).ok_or_else(|| {
+                AnthropicError::Api(format!(
+                    "the model called `{}` with broken arguments",
+                    call.name
+                ))
+            })
+        }
         Ok(_) | Err(_) => Err(AnthropicError::Api(format!(
             "the model called `{}` with arguments that are not a JSON object",
             call.name

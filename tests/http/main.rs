@@ -16,4 +16,5 @@ mod runtime;
 mod seams;
 mod streaming;
 mod structured;
+mod tool_stream;
 mod tools;
