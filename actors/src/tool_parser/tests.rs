@@ -26,6 +26,11 @@ fn corpus() -> Vec<String> {
         "Truncated <tool_call>{\"name\": \"get_weather\", \"argu".into(),
         "<tool_call>{\"name\": \"unknown_tool\", \"arguments\": {}}</tool_call>".into(),
         "a < b and c <tool d [TOOL x <|py".into(),
+        "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{\"city\": \"Kyoto\"}<|tool_call_end|><|tool_calls_section_end|>".into(),
+        "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Lima</arg_value>\n<arg_key>days</arg_key>\n<arg_value>4</arg_value>\n</tool_call>".into(),
+        "<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{}<|call|>".into(),
+        "<minimax:tool_call>\n<invoke name=\"get_weather\">\n<parameter name=\"city\">Quito</parameter>\n</invoke>\n</minimax:tool_call>".into(),
+        "<start_function_call>call:get_weather{city:<escape>Oslo<escape>}<end_function_call>".into(),
     ]
 }
 
@@ -40,6 +45,11 @@ fn every_chunking_matches_the_whole_parse_in_every_format() {
         ToolFormat::Pythonic,
         ToolFormat::DeepseekV3,
         ToolFormat::Json,
+        ToolFormat::KimiK2,
+        ToolFormat::Glm45,
+        ToolFormat::GptOss,
+        ToolFormat::MinimaxM2,
+        ToolFormat::Functiongemma,
     ];
     for text in corpus() {
         for format in formats {
@@ -54,7 +64,10 @@ fn auto_finds_calls_of_every_format_in_the_corpus() {
         .iter()
         .map(|t| parse(t, &options(ToolFormat::Auto)).tool_calls.len())
         .collect();
-    assert_eq!(found, [0, 2, 1, 1, 1, 1, 2, 2, 1, 1, 2, 0, 0, 0]);
+    assert_eq!(
+        found,
+        [0, 2, 1, 1, 1, 1, 2, 2, 1, 1, 2, 0, 0, 0, 1, 1, 1, 1, 1]
+    );
 }
 
 #[test]

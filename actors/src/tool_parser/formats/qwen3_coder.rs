@@ -219,7 +219,7 @@ fn value_end(text: &str, pos: usize) -> Result<(usize, usize), usize> {
 }
 
 /// The JSON text for a raw value, typed by the schema; what does not fit stays a string.
-fn typed_value(raw: &str, schema_type: Option<&str>) -> String {
+pub(crate) fn typed_value(raw: &str, schema_type: Option<&str>) -> String {
     let as_string = || serde_json::Value::String(raw.to_string()).to_string();
     let t = raw.trim();
     match schema_type {
@@ -349,6 +349,37 @@ mod tests {
                 "\"}"
             ]
         );
+    }
+
+    /// The hard cases other servers' parser suites pin (vLLM, SGLang): indented and multi-line
+    /// values, nested JSON, quotes and markup inside strings, every schema type, several calls.
+    #[test]
+    fn qwen3_coder_real_model_shapes() {
+        let tools = vec![
+            serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {
+                "s": {"type": "string"}, "i": {"type": "integer"}, "n": {"type": "number"},
+                "b": {"type": "boolean"}, "o": {"type": "object"}, "a": {"type": "array"},
+                "z": {"type": ["null", "integer"]}, "u": {}}}}}),
+        ];
+        let opts = crate::tool_parser::ParseOptions {
+            tools,
+            format: ToolFormat::Qwen3Coder,
+            ..Default::default()
+        };
+        let text = "Sure.\n<tool_call>\n<function=f>\n<parameter=s>\n  indented \"quoted\" <b>\n    second line\n</parameter>\n<parameter=i>\n -7 \n</parameter>\n<parameter=n>\n2.5\n</parameter>\n<parameter=b>\nfalse\n</parameter>\n<parameter=o>\n{\n  \"k\": {\"x\": [1, \"</parameter>\"]}\n}\n</parameter>\n<parameter=a>\n[1, 2]\n</parameter>\n<parameter=z>\n5\n</parameter>\n<parameter=u>\nfree text\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=f>\n<parameter=i>\nnot a number\n</parameter>\n</function>\n</tool_call>";
+        let out = crate::tool_parser::testutil::assert_chunking_invariant(&opts, text);
+        assert_eq!(
+            calls(&out),
+            [
+                (
+                    "f",
+                    r#"{"s":"  indented \"quoted\" <b>\n    second line","i":-7,"n":2.5,"b":false,"o":{"k":{"x":[1,"</parameter>"]}},"a":[1,2],"z":5,"u":"free text"}"#
+                ),
+                ("f", r#"{"i":"not a number"}"#),
+            ]
+        );
+        assert_eq!(out.content, "Sure.");
     }
 
     #[test]
