@@ -41,7 +41,7 @@ use std::collections::BTreeMap;
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 
-pub use cli::run_parse_cli;
+pub use cli::{run_parse_cli, run_parse_stream_cli};
 pub use format::{detect_format, ToolFormat, UnknownFormat};
 pub use grammar::{call_schema, forced_call_grammar, MAX_PARALLEL_CALLS};
 pub use json::close_json_prefix;

@@ -44,7 +44,7 @@ impl ScannerKind {
             Self::Hermes | Self::Qwen3Coder => &[hermes::OPEN],
             Self::Mistral => &[mistral::OPEN],
             Self::Llama => &[llama::PYTHON_TAG, "{"],
-            Self::Pythonic => &["["],
+            Self::Pythonic => &["[", pythonic::PYTHON_START],
             Self::DeepSeek => &[deepseek::CALLS_BEGIN],
             Self::JsonText => &["{", "[", "```"],
             Self::KimiK2 => &[kimi_k2::SECTION_BEGIN, kimi_k2::CALL_BEGIN],
