@@ -19,6 +19,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Tool calling.
     pub tools: ToolsSettings,
+    /// Reasoning separation (`[reasoning] parser`).
+    pub reasoning: ReasoningSettings,
     /// Prometheus metrics and the latency window.
     pub metrics: crate::metrics::MetricsSettings,
     /// The per-request JSONL trace.
@@ -41,6 +43,14 @@ impl Default for AliasSettings {
     fn default() -> Self {
         Self(BTreeMap::from([("claude-*".to_owned(), String::new())]))
     }
+}
+
+/// `[reasoning]`: how a model's thinking is kept apart from its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReasoningSettings {
+    /// `auto` (from the chat template), `none`, `think` (`<think>…</think>`) or `gpt_oss`.
+    pub parser: mlx_serve_actors::reasoning::ReasoningFormat,
 }
 
 /// What to do when the engine thread dies or wedges.

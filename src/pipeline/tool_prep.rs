@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use actix_web::web;
 use mlx_serve_actors::engine::{GenerateRequest, Prompt};
+use mlx_serve_actors::reasoning::{ReasoningFormat, ReasoningSplitter};
 
 use super::seams::{StreamingToolParser, ToolOptions};
 use crate::state::AppState;
@@ -29,6 +30,23 @@ pub async fn prepare(
         None
     };
     seam.prepare(request, options, template.as_deref())
+}
+
+/// The request's reasoning splitter: chat prompts only, with `[reasoning] parser` resolved
+/// against the model's chat template (`auto`).
+pub async fn reasoning_splitter(
+    state: &web::Data<AppState>,
+    request: &GenerateRequest,
+) -> Option<ReasoningSplitter> {
+    let configured = state.settings.reasoning.parser;
+    if !matches!(request.prompt, Prompt::Chat { .. }) || configured == ReasoningFormat::Disabled {
+        return None;
+    }
+    let format = match configured {
+        ReasoningFormat::Auto => configured.resolve(loaded_chat_template(state).await.as_deref()),
+        other => other,
+    };
+    ReasoningSplitter::new(format)
 }
 
 /// The chat template once the model has loaded; `None` when it has none, or when it failed to
