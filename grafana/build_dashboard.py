@@ -159,6 +159,23 @@ def build():
     p.add(heatmap("Prompt length (tokens)", "mlx_serve_request_prompt_tokens"), 8, 8)
     p.add(heatmap("Generation length (tokens)", "mlx_serve_request_generation_tokens"), 8, 8)
 
+    p.row("Batching and scheduling")
+    p.add(timeseries("Decode batch size",
+                     [(quantile(0.5, "mlx_serve_batch_size"), "p50"),
+                      (quantile(0.95, "mlx_serve_batch_size"), "p95"),
+                      (ratio(rate("mlx_serve_batch_size_sum"), rate("mlx_serve_batch_size_count")),
+                       "mean (upper bound)")],
+                     "short", "Sequences per decode step (model.max_batch caps it)."), 8, 8)
+    p.add(timeseries("KV slot usage",
+                     [(f"max by (model) (mlx_serve_kv_cache_usage_perc{{{M}}})", "{{model}} used"),
+                      ], "percentunit",
+                     "Decode slots in use / model.max_batch (vLLM's kv_cache_usage_perc)."), 8, 8)
+    p.add(timeseries("Preemptions",
+                     [(rate("mlx_serve_preemptions_total"), "paused/s"),
+                      (f"sum(mlx_serve_kv_slots_used{{{M}}})", "slots used")],
+                     "short", "Running requests paused for a higher-priority one "
+                     "([scheduler] policy = \"priority\")."), 8, 8)
+
     p.row("Caches")
     p.add(timeseries("Response-cache hit ratio", [(cache_ratio, "hit ratio")], "percentunit",
                      "hits / (hits + misses); bypassed and uncacheable requests are excluded."),

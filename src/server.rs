@@ -61,7 +61,11 @@ pub async fn start_server(
     ) {
         cache.report_to(to);
     }
-    let model = ModelHandle::start(factory.clone(), settings.server.queue_size);
+    let model = ModelHandle::start_with(
+        factory.clone(),
+        settings.server.queue_size,
+        settings.scheduler.policy.engine_policy(),
+    );
     let state = web::Data::new(AppState::new(settings, model, factory, seams));
     let s = state.settings.server.clone();
     let cors = Arc::new(s.cors_origins.clone());
@@ -211,7 +215,11 @@ async fn watchdog(
         if s.on_engine_failure == EngineFailurePolicy::Restart && restarts < s.max_engine_restarts {
             tracing::error!(%why, restart = restarts + 1, "restarting the model engine");
             // A wedged thread cannot be killed; its handle is dropped and it exits when it returns.
-            state.replace_model(ModelHandle::start(state.factory.clone(), s.queue_size));
+            state.replace_model(ModelHandle::start_with(
+                state.factory.clone(),
+                s.queue_size,
+                state.settings.scheduler.policy.engine_policy(),
+            ));
             continue;
         }
         tracing::error!(%why, "model engine failed; shutting down");

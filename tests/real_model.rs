@@ -236,13 +236,19 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut engine = MlxEngine::load(&EngineOptions {
         prefix_cache_bytes: 0,
+        max_batch: 8,
         ..options(ModelSource::Gguf(default_model()))
     })
     .expect("load");
+    // Prompts of different lengths, so the batch's sequences sit at different positions.
     let questions = [
         "What is the capital of France?",
         "Name three primary colors.",
         "What is 2 + 2?",
+        "Write one sentence about the sea, the wind and the long grey rocks of the northern coast.",
+        "Hi",
+        "List two fruits.",
+        "Which planet is known as the red planet, and why is it called that by astronomers?",
     ];
     let alone: Vec<String> = questions
         .iter()
@@ -320,7 +326,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
     assert!(finished.iter().all(Option::is_some));
     assert_eq!(cancelled, Some(FinishReason::Cancelled));
     assert!(
-        widest_step >= 3,
+        widest_step >= 7,
         "at most {widest_step} sequences decoded in one step"
     );
     assert!(alone[0].contains("Paris"), "answer was {:?}", alone[0]);
@@ -471,4 +477,57 @@ fn constrained_sequences_share_a_batch_with_an_unchanged_greedy_one() {
     assert!(texts[2] == "yes" || texts[2] == "no", "{:?}", texts[2]);
     assert_eq!(reasons[1], Some(FinishReason::Stop));
     assert_eq!(reasons[2], Some(FinishReason::Stop));
+}
+
+/// A sequence paused for a higher-priority one (its KV kept aside) resumes with exactly the text
+/// it would have written unpaused, and the newcomer's answer is its own greedy answer.
+#[test]
+fn a_preempted_sequence_resumes_with_its_unpreempted_greedy_text() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut engine = MlxEngine::load(&EngineOptions {
+        prefix_cache_bytes: 0,
+        max_batch: 1,
+        ..options(ModelSource::Gguf(default_model()))
+    })
+    .expect("load");
+    let long = "Tell me a story about a lighthouse keeper.";
+    let short = "What is the capital of France?";
+    let alone_long = generate(&mut engine, 1, chat(long), SamplingParams::default(), 24).text;
+    let alone_short = generate(&mut engine, 2, chat(short), SamplingParams::default(), 8).text;
+    let request = |q: &str, n: usize| GenerateRequest {
+        prompt: chat(q),
+        sampling: SamplingParams::default(),
+        max_tokens: Some(n),
+        stop: Vec::new(),
+        logprobs: None,
+        constraint: None,
+    };
+    engine.add(10, request(long, 24)).expect("admit");
+    let mut texts: std::collections::HashMap<u64, String> = Default::default();
+    let mut finished = Vec::new();
+    let mut steps = 0;
+    while engine.has_work() {
+        steps += 1;
+        if steps == 6 {
+            assert_eq!(engine.free_slots(), 0);
+            assert!(engine
+                .add_preempting(10, 11, request(short, 8))
+                .expect("preempt"));
+        }
+        for (id, event) in engine.step() {
+            match event {
+                SeqEvent::Text { text, .. } => texts.entry(id).or_default().push_str(&text),
+                SeqEvent::Finished { .. } => finished.push(id),
+                SeqEvent::Failed(e) => panic!("generation failed: {e}"),
+                SeqEvent::Started { .. } => {}
+            }
+        }
+    }
+    assert_eq!(finished, vec![11, 10], "the newcomer did not run first");
+    assert_eq!(
+        texts[&10], alone_long,
+        "the preempted sequence's text changed"
+    );
+    assert_eq!(texts[&11], alone_short);
+    assert_eq!(engine.stats().preemptions, 1);
 }

@@ -275,6 +275,27 @@ pub struct EngineStats {
     pub prefix_bytes: u64,
     /// Cached prefixes dropped to stay within the prefix cache's byte budget.
     pub prefix_evictions: u64,
+    /// Sequences in the last decode step.
+    pub last_batch: u64,
+    /// Decode slots occupied and the most there can be (`model.max_batch`).
+    pub slots_used: u64,
+    pub slots_total: u64,
+    /// Running sequences paused for a higher-priority one.
+    pub preemptions: u64,
+    /// Decode steps so far by batch size: entry `i` counts steps of at most
+    /// `metrics::names::BATCH_BUCKETS[i]` sequences (and more than the bucket before).
+    pub batch_hist: [u64; 8],
+}
+
+impl EngineStats {
+    /// Counts one decode step of `batch` sequences in `batch_hist`.
+    pub fn count_batch(hist: &mut [u64; 8], batch: usize) {
+        let i = crate::metrics::names::BATCH_BUCKETS
+            .iter()
+            .position(|&b| batch as f64 <= b)
+            .unwrap_or(hist.len() - 1);
+        hist[i] += 1;
+    }
 }
 
 /// A token generator driven one step at a time by the `ModelActor`.
@@ -300,6 +321,20 @@ pub trait Engine {
     /// Stop a sequence between tokens; it reports `Finished { reason: Cancelled }` on the next step
     /// (or nothing, if it had already finished).
     fn cancel(&mut self, id: SeqId);
+
+    /// Admit `request` as `id` now although no slot is free, pausing the running sequence
+    /// `victim` to make room (priority scheduling). The victim keeps its state and resumes, ahead
+    /// of sequences admitted later, once a slot frees; its client sees only a pause. Engines that
+    /// cannot pause answer `Ok(false)` and admit nothing.
+    fn add_preempting(
+        &mut self,
+        victim: SeqId,
+        id: SeqId,
+        request: GenerateRequest,
+    ) -> Result<bool, EngineError> {
+        let _ = (victim, id, request);
+        Ok(false)
+    }
 
     /// Cache counters; cheap (called after every step). Engines without caches keep the default.
     fn stats(&self) -> EngineStats {

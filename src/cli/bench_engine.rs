@@ -43,6 +43,15 @@ pub struct EngineBenchArgs {
     /// string) and report its decode rate next to the unconstrained one.
     #[arg(long)]
     pub constrained: bool,
+    /// Instead of the speed figures: the few-row micro-benchmark (what a projection of this
+    /// model costs for m = 1, 2, 4, … 32 rows relative to one row, with the few-row kernel and
+    /// with OpenBLAS alone).
+    #[arg(long)]
+    pub rows: bool,
+    /// Instead of the speed figures: aggregate decode tok/s of batches of these sizes (comma
+    /// list), each sequence after a prefill of `--long-prompt` tokens less a few per member.
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
 }
 
 /// The schema `--constrained` decodes under: the story goes into one string field, so the
@@ -195,6 +204,19 @@ pub fn run(args: EngineBenchArgs) -> anyhow::Result<()> {
     let mut engine = MlxEngine::load(&options)?;
     if args.profile {
         return run_profile(&args, &engine);
+    }
+    if args.rows {
+        return super::bench_batch::run_rows(args.json, &engine);
+    }
+    if !args.batch.is_empty() {
+        let prompt = engine.tokenize_prompt(&chat(&filler(args.long_prompt)))?;
+        return super::bench_batch::run_batch(
+            &args.batch,
+            &prompt,
+            args.tokens,
+            args.json,
+            &engine,
+        );
     }
     let info = engine.info();
     let story = match &args.prompt_file {

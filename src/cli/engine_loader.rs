@@ -40,6 +40,8 @@ pub fn mlx_factory(settings: &Settings) -> EngineFactory {
                 mlx = mlx_sys::MLX_VERSION,
                 backend = mlx_sys::BACKEND,
                 blas = %mlx_sys::blas_info(),
+                blas_core = mlx_sys::blas_core().as_deref().unwrap_or("none"),
+                fewrow_kernel = ?mlx_sys::fewrow::isa(),
                 "loading model"
             );
             Arc::new(move || MlxEngine::load(&options).map(|e| Box::new(e) as Box<dyn Engine>))

@@ -3,6 +3,7 @@
 pub mod analyze;
 pub mod bench;
 #[cfg(feature = "mlx")]
+mod bench_batch;
 pub mod bench_engine;
 #[cfg(feature = "mlx")]
 pub mod convert;

@@ -21,6 +21,8 @@ pub struct Settings {
     pub tools: ToolsSettings,
     /// Reasoning separation (`[reasoning] parser`).
     pub reasoning: ReasoningSettings,
+    /// Admission order and preemption.
+    pub scheduler: SchedulerSettings,
     /// Prometheus metrics and the latency window.
     pub metrics: crate::metrics::MetricsSettings,
     /// The per-request JSONL trace.
@@ -173,9 +175,9 @@ pub struct ModelSettings {
     pub context_length: usize,
     /// Prompt tokens per prefill step.
     pub prefill_chunk: usize,
-    /// Requests decoded together, one token each per step; more wait in the queue. 1 (the
-    /// default) serves one at a time: on the CPU backend a batched step costs about as much per
-    /// sequence as separate steps (see docs/benchmarks.md).
+    /// Requests decoded together, one token each per step; more wait in the queue. 8 by default:
+    /// on the CPU backend a step of 8 costs well under twice a step of one (few-row products and
+    /// one attention call for the batch; see docs/benchmarks.md), so throughput grows with it.
     pub max_batch: usize,
     /// `max_tokens` for chat requests that do not set it; 0 means up to the context.
     pub default_max_tokens: usize,
@@ -198,7 +200,7 @@ impl Default for ModelSettings {
             dtype: "auto".to_owned(),
             context_length: 0,
             prefill_chunk: 512,
-            max_batch: 1,
+            max_batch: 8,
             default_max_tokens: 0,
             device: "auto".to_owned(),
             prefix_cache_bytes: 512 << 20,
@@ -238,6 +240,33 @@ pub struct ToolsSettings {
     pub format: mlx_serve_actors::tool_parser::ToolFormat,
     /// Turn calls to functions the request did not offer into `tool_calls` anyway.
     pub allow_unknown_tools: bool,
+}
+
+/// `[scheduler]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// `fcfs` (default): requests wait for a free slot, best `priority` first, then arrival.
+    /// `priority`: a request that outranks a running one while every slot is busy pauses it.
+    pub policy: SchedulerPolicy,
+}
+
+/// How `[scheduler] policy` is spelled.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SchedulerPolicy {
+    #[default]
+    Fcfs,
+    Priority,
+}
+
+impl SchedulerPolicy {
+    pub fn engine_policy(self) -> mlx_serve_actors::model::actor::Policy {
+        match self {
+            Self::Fcfs => mlx_serve_actors::model::actor::Policy::Fcfs,
+            Self::Priority => mlx_serve_actors::model::actor::Policy::Priority,
+        }
+    }
 }
 
 /// Why the configuration was rejected.

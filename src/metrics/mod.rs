@@ -102,6 +102,14 @@ impl MetricsSeam for MetricsSink {
             bytes: s.prefix_bytes,
             evictions_total: s.prefix_evictions,
         });
+        self.addr
+            .do_send(mlx_serve_actors::metrics::events::BatchState {
+                model: model.to_owned(),
+                slots_used: s.slots_used,
+                slots_total: s.slots_total,
+                preemptions_total: s.preemptions,
+                batch_hist: s.batch_hist,
+            });
         if let Some(info) = &health.info {
             let key = (model.to_owned(), info.load_seconds.to_bits());
             let Ok(mut announced) = self.announced.lock() else {

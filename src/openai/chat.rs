@@ -39,6 +39,9 @@ pub struct ChatCompletionRequest {
     /// Min-p (extension).
     #[serde(default)]
     pub min_p: Option<f32>,
+    /// Scheduling priority: lower runs sooner (vLLM's field; default 0).
+    #[serde(default)]
+    pub priority: Option<i64>,
     /// Sampling seed.
     #[serde(default, deserialize_with = "opt_int")]
     pub seed: Option<i64>,

@@ -86,6 +86,8 @@ pub struct RequestContext {
     pub tools: ToolOptions,
     /// Tenant, side fields and `Cache-Control` for the response cache.
     pub cache: CacheScope,
+    /// Lower runs sooner (body `priority` or header `x-priority`; 0 by default).
+    pub priority: i32,
 }
 
 impl RequestContext {
@@ -98,6 +100,7 @@ impl RequestContext {
             arrived: Instant::now(),
             tools: ToolOptions::default(),
             cache: CacheScope::default(),
+            priority: 0,
         }
     }
 
@@ -154,7 +157,7 @@ pub async fn start(
     let origin = match &resolution.hit {
         Some(hit) => Origin::Replay(cache::replay_events(hit)),
         // A failed submit drops the store ticket, which releases coalesced waiters.
-        None => match state.model().submit(request) {
+        None => match state.model().submit_with_priority(request, ctx.priority) {
             Ok(generation) => Origin::Live(generation),
             Err(e) => {
                 // Not recorded here: the HTTP middleware counts refused requests with their status.

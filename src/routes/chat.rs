@@ -7,7 +7,7 @@ use bytes::Bytes;
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::disconnect::PeerWatch;
-use super::extract::{request_id, ApiJson, Authorized};
+use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::chat::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
@@ -84,6 +84,7 @@ pub async fn chat_completions(
     };
     let mut ctx = RequestContext::new(rid, "chat", body.streaming()).with_cache(scope);
     ctx.tools = body.tool_options()?;
+    ctx.priority = priority(&req, body.priority)?;
     let mut source = start(&state, request, ctx.clone()).await?;
     let cache_status = source.cache_status();
     let meta = ResponseMeta::new("chatcmpl", model, &state);

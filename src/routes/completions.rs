@@ -10,7 +10,7 @@ use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::chat::ResponseMeta;
 use super::disconnect::PeerWatch;
-use super::extract::{request_id, ApiJson, Authorized};
+use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::common::{add_usage, finish_reason, UsageOut};
 use crate::openai::completions::{CompletionChoice, CompletionLogprobs, CompletionRequest};
@@ -40,7 +40,8 @@ pub async fn completions(
         Vec::new()
     };
     let scope = CacheScope::from_request(&req, &state.settings.server.api_keys);
-    let ctx = RequestContext::new(rid, "completions", body.streaming()).with_cache(scope);
+    let mut ctx = RequestContext::new(rid, "completions", body.streaming()).with_cache(scope);
+    ctx.priority = priority(&req, body.priority)?;
     let meta = ResponseMeta::new("cmpl", model, &state);
     let Some(first) = requests.next() else {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));

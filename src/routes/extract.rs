@@ -255,6 +255,39 @@ impl FromRequest for Authorized {
 pub struct RequestId(pub String);
 
 /// This request's id (`x-request-id`), or a fresh one.
+/// Priorities a request may ask for: lower runs sooner, 0 by default (vLLM's meaning).
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i64> = -1000..=1000;
+
+/// The request's priority: the body's `priority` field where the API has one, else the
+/// `x-priority` header, else 0. Out of range or not an integer: a 400 naming `priority`.
+pub fn priority(req: &HttpRequest, body: Option<i64>) -> Result<i32, crate::error::ApiError> {
+    let bad = |what: String| {
+        crate::error::ApiError::invalid(
+            "priority",
+            format!(
+                "{what}: priority must be an integer from {} to {} (lower runs sooner)",
+                PRIORITY_RANGE.start(),
+                PRIORITY_RANGE.end()
+            ),
+        )
+    };
+    let value = match body {
+        Some(v) => v,
+        None => match req.headers().get("x-priority") {
+            None => return Ok(0),
+            Some(h) => h
+                .to_str()
+                .ok()
+                .and_then(|t| t.trim().parse::<i64>().ok())
+                .ok_or_else(|| bad(format!("x-priority header {h:?}")))?,
+        },
+    };
+    if !PRIORITY_RANGE.contains(&value) {
+        return Err(bad(format!("got {value}")));
+    }
+    Ok(value as i32)
+}
+
 pub fn request_id(req: &HttpRequest) -> String {
     req.extensions()
         .get::<RequestId>()

@@ -10,7 +10,7 @@ use mlx_serve_actors::engine::{GenerateRequest, Prompt, ToolCall};
 use mlx_serve_actors::tool_parser::ToolChoice as ParserChoice;
 
 use super::disconnect::PeerWatch;
-use super::extract::{request_id, ApiJson, Authorized};
+use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::anthropic::translate::tool_mode;
 use crate::anthropic::{
     count_tokens_prompt, render_message, to_generate, AnthropicError, Completion,
@@ -122,6 +122,7 @@ pub async fn messages(
     };
     let mut ctx = RequestContext::new(rid, "messages", translated.stream).with_cache(scope);
     ctx.tools = tool_options(&translated.tool_mode, translated.parallel_tool_calls);
+    ctx.priority = priority(&req, None)?;
     let mut source = start(&state, request, ctx.clone()).await?;
     let cache_status = source.cache_status();
     if translated.stream {

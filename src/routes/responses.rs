@@ -9,7 +9,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::disconnect::PeerWatch;
-use super::extract::{request_id, ApiJson, Authorized};
+use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::pipeline::cache::CacheScope;
 use crate::pipeline::stream::{sse_response, StreamPlan};
@@ -55,6 +55,7 @@ pub async fn create(
     let machine = ResponseStream::new(base_response(&body, &translated.request));
     let mut ctx = RequestContext::new(rid, "responses", body.streaming()).with_cache(scope);
     ctx.tools = translated.tools.clone();
+    ctx.priority = priority(&req, None)?;
     let mut source = start(&state, translated.request, ctx.clone()).await?;
     let cache_status = source.cache_status();
     if body.streaming() {

@@ -10,6 +10,7 @@ mod cli;
 mod errors;
 mod hostile;
 mod metrics;
+mod priority;
 mod reasoning;
 mod reliability;
 mod responses;

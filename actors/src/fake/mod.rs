@@ -92,6 +92,8 @@ fn token_words(ids: &[u32]) -> String {
 pub struct FakeEngine {
     config: FakeConfig,
     seqs: Vec<FakeSeq>,
+    /// Sequences paused by `add_preempting`, resumed (oldest first) when a slot frees.
+    paused: Vec<FakeSeq>,
 }
 
 impl FakeEngine {
@@ -100,6 +102,7 @@ impl FakeEngine {
         Self {
             config,
             seqs: Vec::new(),
+            paused: Vec::new(),
         }
     }
 
@@ -345,14 +348,35 @@ impl Engine for FakeEngine {
     }
 
     fn free_slots(&self) -> usize {
-        self.config.max_running.saturating_sub(self.seqs.len())
+        self.config
+            .max_running
+            .saturating_sub(self.seqs.len() + self.paused.len())
     }
 
     fn has_work(&self) -> bool {
-        !self.seqs.is_empty()
+        !self.seqs.is_empty() || !self.paused.is_empty()
+    }
+
+    fn add_preempting(
+        &mut self,
+        victim: SeqId,
+        id: SeqId,
+        request: GenerateRequest,
+    ) -> Result<bool, EngineError> {
+        let Some(at) = self.seqs.iter().position(|s| s.id == victim) else {
+            return Ok(false);
+        };
+        self.add(id, request)?;
+        let newcomer = self.seqs.pop();
+        self.paused.push(self.seqs.remove(at));
+        self.seqs.extend(newcomer);
+        Ok(true)
     }
 
     fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
+        while self.seqs.len() < self.config.max_running && !self.paused.is_empty() {
+            self.seqs.push(self.paused.remove(0));
+        }
         if self.seqs.is_empty() {
             return Vec::new();
         }
@@ -379,8 +403,10 @@ impl Engine for FakeEngine {
     }
 
     fn cancel(&mut self, id: SeqId) {
-        if let Some(seq) = self.seqs.iter_mut().find(|s| s.id == id) {
-            seq.cancelled = true;
+        for seq in self.seqs.iter_mut().chain(self.paused.iter_mut()) {
+            if seq.id == id {
+                seq.cancelled = true;
+            }
         }
     }
 }

@@ -160,3 +160,18 @@ pub struct PrefixCacheState {
     /// Evictions since the engine started (monotonic; followed by deltas).
     pub evictions_total: u64,
 }
+
+/// Decode-batch occupancy and scheduling counters of one model's engine.
+#[derive(Debug, Clone, Default, Message)]
+#[rtype(result = "()")]
+pub struct BatchState {
+    /// Model the engine serves.
+    pub model: String,
+    /// Decode slots in use and available.
+    pub slots_used: u64,
+    pub slots_total: u64,
+    /// Preemptions since the engine started (monotonic; followed by deltas).
+    pub preemptions_total: u64,
+    /// Decode steps per batch-size bucket since the engine started (monotonic).
+    pub batch_hist: [u64; 8],
+}

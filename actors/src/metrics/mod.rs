@@ -8,6 +8,7 @@
 //! [`analyze`] reads a trace back for `mlx-serve analyze`.
 
 pub mod analyze;
+mod batching;
 pub mod events;
 pub mod names;
 mod registry;
@@ -134,6 +135,13 @@ impl Handler<PrefixCacheState> for MetricsActor {
     type Result = ();
     fn handle(&mut self, ev: PrefixCacheState, _: &mut Context<Self>) {
         self.state.metrics.record_prefix_cache(&ev);
+    }
+}
+
+impl Handler<events::BatchState> for MetricsActor {
+    type Result = ();
+    fn handle(&mut self, ev: events::BatchState, _: &mut Context<Self>) {
+        self.state.metrics.record_batch(&ev);
     }
 }
 

@@ -92,6 +92,18 @@ pub const MODEL_WEIGHTS_BYTES: &str = "mlx_serve_model_weights_bytes";
 /// Gauge: resident memory of the server process, read at scrape time.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "mlx_serve_process_resident_memory_bytes";
 
+// ---- Batching and scheduling ----
+/// Histogram: sequences per decode step. Labels: `model`.
+pub const BATCH_SIZE: &str = "mlx_serve_batch_size";
+/// Gauge: decode slots (KV buffers of decoding sequences) in use. Labels: `model`.
+pub const KV_SLOTS_USED: &str = "mlx_serve_kv_slots_used";
+/// Gauge: fraction of decode slots in use, 0..1 (vLLM's `kv_cache_usage_perc`). Labels: `model`.
+pub const KV_CACHE_USAGE_PERC: &str = "mlx_serve_kv_cache_usage_perc";
+/// Counter: running sequences paused for a higher-priority request. Labels: `model`.
+pub const PREEMPTIONS_TOTAL: &str = "mlx_serve_preemptions_total";
+/// Batch-size buckets; the engine counts steps per bucket (see `EngineStats::batch_hist`).
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+
 /// Every metric family name above, for checks and docs.
 pub const ALL: &[&str] = &[
     REQUESTS_TOTAL,
@@ -130,6 +142,10 @@ pub const ALL: &[&str] = &[
     MODEL_LOAD_DURATION_SECONDS,
     MODEL_WEIGHTS_BYTES,
     PROCESS_RESIDENT_MEMORY_BYTES,
+    BATCH_SIZE,
+    KV_SLOTS_USED,
+    KV_CACHE_USAGE_PERC,
+    PREEMPTIONS_TOTAL,
 ];
 
 // ---- Labels ----

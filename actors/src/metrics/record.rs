@@ -242,6 +242,13 @@ impl Metrics {
         self.prefix_bytes.with_label_values(&m);
         self.running.with_label_values(&m);
         self.waiting.with_label_values(&m);
+        self.batching.init_series(model);
+    }
+
+    /// Batch and slot gauges, preemptions and batch sizes from the engine's totals.
+    pub fn record_batch(&mut self, ev: &crate::metrics::events::BatchState) {
+        let model = clean_label(&ev.model);
+        self.batching.record(&model, ev);
     }
 }
 

@@ -58,6 +58,7 @@ pub struct Metrics {
     model_load: GaugeVec,
     weights_bytes: IntGaugeVec,
     rss_bytes: IntGauge,
+    pub(super) batching: super::batching::BatchingMetrics,
     /// Last `evictions_total` the cache reported, to turn its running total into increments.
     last_evictions: u64,
     /// Same for each model's prefix cache.
@@ -343,6 +344,7 @@ impl Metrics {
                 n::PROCESS_RESIDENT_MEMORY_BYTES,
                 "Resident memory of the server process",
             )?,
+            batching: super::batching::BatchingMetrics::register(&r)?,
             registry: r,
             last_evictions: 0,
             last_prefix_evictions: HashMap::new(),

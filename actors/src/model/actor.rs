@@ -23,7 +23,7 @@ use actix::prelude::*;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 pub use health::{EngineHealth, HealthSnapshot};
-pub use scheduler::Scheduler;
+pub use scheduler::{Policy, Scheduler};
 
 use crate::engine::{Engine, EngineError, GenerateRequest, Prompt, SeqEvent, SeqId};
 use scheduler::is_terminal;
@@ -65,6 +65,8 @@ pub struct Submit {
     pub id: SeqId,
     /// What to generate.
     pub request: GenerateRequest,
+    /// Lower runs sooner (0 by default).
+    pub priority: i32,
     /// Where the events go; a closed receiver cancels the sequence.
     pub events: UnboundedSender<SeqEvent>,
 }
@@ -96,7 +98,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 
 impl ModelActor {
     /// Build the engine with `factory` (on the calling thread) and record the outcome in `health`.
-    pub fn load(factory: &EngineFactory, health: Arc<EngineHealth>) -> Self {
+    pub fn load(factory: &EngineFactory, health: Arc<EngineHealth>, policy: Policy) -> Self {
         let engine = match catch_unwind(AssertUnwindSafe(|| factory())) {
             Ok(Ok(engine)) => {
                 if let Ok(mut info) = health.info.lock() {
@@ -118,7 +120,7 @@ impl ModelActor {
         health.beat();
         Self {
             engine,
-            scheduler: Scheduler::new(health.clone()),
+            scheduler: Scheduler::with_policy(health.clone(), policy),
             health,
             step_pending: false,
         }
@@ -148,7 +150,8 @@ impl Handler<Submit> for ModelActor {
 
     fn handle(&mut self, msg: Submit, ctx: &mut SyncContext<Self>) {
         self.health.beat();
-        self.scheduler.push(msg.id, msg.request, msg.events);
+        self.scheduler
+            .push(msg.id, msg.priority, msg.request, msg.events);
         if self.engine.is_none() {
             self.scheduler.fail_all(self.unavailable());
             return;
@@ -227,9 +230,14 @@ pub struct ModelHandle {
 impl ModelHandle {
     /// Start the model thread; the engine loads there in the background (see `health()`).
     pub fn start(factory: EngineFactory, queue_capacity: usize) -> Self {
+        Self::start_with(factory, queue_capacity, Policy::Fcfs)
+    }
+
+    /// `start` with a scheduling policy.
+    pub fn start_with(factory: EngineFactory, queue_capacity: usize, policy: Policy) -> Self {
         let health = Arc::new(EngineHealth::default());
         let h = health.clone();
-        let addr = SyncArbiter::start(1, move || ModelActor::load(&factory, h.clone()));
+        let addr = SyncArbiter::start(1, move || ModelActor::load(&factory, h.clone(), policy));
         Self {
             addr,
             health,
@@ -245,6 +253,15 @@ impl ModelHandle {
 
     /// Queue a request without waiting for the model thread.
     pub fn submit(&self, request: GenerateRequest) -> Result<Generation, SubmitError> {
+        self.submit_with_priority(request, 0)
+    }
+
+    /// `submit` with a priority: lower runs sooner.
+    pub fn submit_with_priority(
+        &self,
+        request: GenerateRequest,
+        priority: i32,
+    ) -> Result<Generation, SubmitError> {
         // A failed engine (load error or panic) answers at once; a loading one queues requests.
         if !self.health.alive.load(Ordering::Acquire) {
             if let Some(why) = self.health.snapshot(Duration::MAX).failure {
@@ -261,6 +278,7 @@ impl ModelHandle {
         let msg = Submit {
             id,
             request,
+            priority,
             events: tx,
         };
         if self.addr.try_send(msg).is_err() {

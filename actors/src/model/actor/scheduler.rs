@@ -1,4 +1,8 @@
-//! The FIFO queue in front of the engine and the routing of engine events to requests.
+//! The queue in front of the engine and the routing of engine events to requests.
+//!
+//! Admission is by priority (lower runs sooner, vLLM's meaning), then arrival. Under
+//! [`Policy::Priority`], a waiting request that outranks the lowest-priority running sequence
+//! while every slot is busy pauses that sequence (the engine keeps its state).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -11,15 +15,32 @@ use crate::engine::{Engine, EngineError, GenerateRequest, SeqEvent, SeqId};
 
 struct Waiting {
     id: SeqId,
+    priority: i32,
     request: GenerateRequest,
     events: UnboundedSender<SeqEvent>,
 }
 
-/// FIFO queue in front of the engine plus the routing of engine events to requests.
+struct Admitted {
+    priority: i32,
+    events: UnboundedSender<SeqEvent>,
+}
+
+/// What happens when a request outranks running ones and no slot is free.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Policy {
+    /// It waits for a slot (first come, first served among equal priorities).
+    #[default]
+    Fcfs,
+    /// It pauses the lowest-priority running sequence.
+    Priority,
+}
+
+/// The queue in front of the engine plus the routing of engine events to requests.
 pub struct Scheduler {
     queue: VecDeque<Waiting>,
-    running: HashMap<SeqId, UnboundedSender<SeqEvent>>,
+    running: HashMap<SeqId, Admitted>,
     health: Arc<EngineHealth>,
+    policy: Policy,
 }
 
 pub(super) fn is_terminal(ev: &SeqEvent) -> bool {
@@ -29,20 +50,37 @@ pub(super) fn is_terminal(ev: &SeqEvent) -> bool {
 impl Scheduler {
     /// An empty scheduler publishing its counts to `health` (whose `queued` counts reservations).
     pub fn new(health: Arc<EngineHealth>) -> Self {
+        Self::with_policy(health, Policy::Fcfs)
+    }
+
+    pub fn with_policy(health: Arc<EngineHealth>, policy: Policy) -> Self {
         Self {
             queue: VecDeque::new(),
             running: HashMap::new(),
             health,
+            policy,
         }
     }
 
     /// Append a request whose queue place was reserved with [`EngineHealth::try_reserve`].
-    pub fn push(&mut self, id: SeqId, request: GenerateRequest, events: UnboundedSender<SeqEvent>) {
+    pub fn push(
+        &mut self,
+        id: SeqId,
+        priority: i32,
+        request: GenerateRequest,
+        events: UnboundedSender<SeqEvent>,
+    ) {
         self.queue.push_back(Waiting {
             id,
+            priority,
             request,
             events,
         });
+    }
+
+    /// The waiting request to admit next: best priority, then earliest arrival.
+    fn next_index(&self) -> Option<usize> {
+        (0..self.queue.len()).min_by_key(|&i| (self.queue[i].priority, i))
     }
 
     /// Drop a waiting request or stop a running one.
@@ -70,28 +108,71 @@ impl Scheduler {
         let before = self.queue.len();
         self.queue.retain(|w| !w.events.is_closed());
         self.health.release(before - self.queue.len());
-        for (id, tx) in &self.running {
-            if tx.is_closed() {
+        for (id, a) in &self.running {
+            if a.events.is_closed() {
                 engine.cancel(*id);
             }
         }
     }
 
     fn admit(&mut self, engine: &mut dyn Engine) {
-        while engine.free_slots() > 0 {
-            let Some(w) = self.queue.pop_front() else {
+        while let Some(i) = self.next_index() {
+            if engine.free_slots() == 0 {
+                if self.preempt_for(i, engine) {
+                    continue;
+                }
+                break;
+            }
+            let Some(w) = self.queue.remove(i) else {
                 break;
             };
             self.health.release(1);
             match engine.add(w.id, w.request) {
-                Ok(()) => {
-                    self.running.insert(w.id, w.events);
-                }
+                Ok(()) => self.admitted(w.id, w.priority, w.events),
                 Err(e) => {
                     let _ = w.events.send(SeqEvent::Failed(e));
                 }
             }
         }
+    }
+
+    fn admitted(&mut self, id: SeqId, priority: i32, events: UnboundedSender<SeqEvent>) {
+        self.running.insert(id, Admitted { priority, events });
+    }
+
+    /// Under the priority policy, admits waiting request `i` by pausing the running sequence of
+    /// the worst priority (the latest of equals) when `i` outranks it. True when `i` left the
+    /// queue (admitted, or refused with its error).
+    fn preempt_for(&mut self, i: usize, engine: &mut dyn Engine) -> bool {
+        if self.policy != Policy::Priority {
+            return false;
+        }
+        let wanted = self.queue[i].priority;
+        let Some(victim) = self
+            .running
+            .iter()
+            .filter(|(_, a)| a.priority > wanted)
+            .max_by_key(|(id, a)| (a.priority, **id))
+            .map(|(id, _)| *id)
+        else {
+            return false;
+        };
+        let w = &self.queue[i];
+        let outcome = engine.add_preempting(victim, w.id, w.request.clone());
+        if matches!(outcome, Ok(false)) {
+            return false;
+        }
+        let Some(w) = self.queue.remove(i) else {
+            return false;
+        };
+        self.health.release(1);
+        match outcome {
+            Ok(_) => self.admitted(w.id, w.priority, w.events),
+            Err(e) => {
+                let _ = w.events.send(SeqEvent::Failed(e));
+            }
+        }
+        true
     }
 
     /// Admit what fits, run one engine step, route its events. True while work remains.
@@ -101,8 +182,8 @@ impl Scheduler {
         if engine.has_work() {
             for (id, ev) in engine.step() {
                 let done = is_terminal(&ev);
-                if let Some(tx) = self.running.get(&id) {
-                    if tx.send(ev).is_err() && !done {
+                if let Some(a) = self.running.get(&id) {
+                    if a.events.send(ev).is_err() && !done {
                         engine.cancel(id);
                     }
                 }
@@ -123,8 +204,8 @@ impl Scheduler {
             self.health.release(1);
             let _ = w.events.send(SeqEvent::Failed(error.clone()));
         }
-        for (_, tx) in self.running.drain() {
-            let _ = tx.send(SeqEvent::Failed(error.clone()));
+        for (_, a) in self.running.drain() {
+            let _ = a.events.send(SeqEvent::Failed(error.clone()));
         }
         self.health.running.store(0, Ordering::Release);
     }
@@ -174,8 +255,8 @@ mod tests {
         let (tx1, mut rx1) = unbounded_channel();
         let (tx2, mut rx2) = unbounded_channel();
         assert!(health.try_reserve(2) && health.try_reserve(2));
-        s.push(1, req("a b"), tx1);
-        s.push(2, req("c"), tx2);
+        s.push(1, 0, req("a b"), tx1);
+        s.push(2, 0, req("c"), tx2);
         assert!(s.step(&mut e));
         assert_eq!((s.running(), s.queued()), (1, 1));
         assert_eq!(health.snapshot(Duration::MAX).queued, 1);
@@ -186,6 +267,135 @@ mod tests {
         assert!(matches!(first.last(), Some(SeqEvent::Finished { .. })));
         assert!(matches!(second.last(), Some(SeqEvent::Finished { .. })));
         assert_eq!(health.snapshot(Duration::MAX).queued, 0);
+    }
+
+    fn text_of(events: &[SeqEvent]) -> String {
+        events
+            .iter()
+            .filter_map(|e| match e {
+                SeqEvent::Text { text, .. } => Some(text.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_better_priority_is_admitted_first_then_arrival_order() {
+        let (mut s, mut e, health) = setup();
+        let mut rxs = Vec::new();
+        // 1 runs; then 2 (priority 5), 3 (priority -1) and 4 (priority -1) wait.
+        for (id, priority) in [(1, 0), (2, 5), (3, -1), (4, -1)] {
+            let (tx, rx) = unbounded_channel();
+            assert!(health.try_reserve(9));
+            s.push(id, priority, req("a b c"), tx);
+            rxs.push(rx);
+            if id == 1 {
+                s.step(&mut e);
+            }
+        }
+        let mut started = Vec::new();
+        loop {
+            let more = s.step(&mut e);
+            for (i, rx) in rxs.iter_mut().enumerate() {
+                if drain(rx)
+                    .iter()
+                    .any(|ev| matches!(ev, SeqEvent::Started { .. }))
+                {
+                    started.push(i + 1);
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(started, vec![1, 3, 4, 2]);
+    }
+
+    #[test]
+    fn first_come_first_served_never_pauses_a_running_sequence() {
+        let (mut s, mut e, health) = setup();
+        let (tx1, mut rx1) = unbounded_channel();
+        let (tx2, mut rx2) = unbounded_channel();
+        health.try_reserve(9);
+        health.try_reserve(9);
+        s.push(1, 10, req("a b c d e f"), tx1);
+        s.step(&mut e);
+        s.push(2, -10, req("x"), tx2);
+        s.step(&mut e);
+        assert!(
+            drain(&mut rx2).is_empty(),
+            "the newcomer ran before a slot freed"
+        );
+        while s.step(&mut e) {}
+        assert!(matches!(
+            drain(&mut rx1).last(),
+            Some(SeqEvent::Finished { .. })
+        ));
+        assert!(matches!(
+            drain(&mut rx2).last(),
+            Some(SeqEvent::Finished { .. })
+        ));
+    }
+
+    #[test]
+    fn priority_policy_pauses_the_worst_running_sequence_and_resumes_it_unchanged() {
+        let health = Arc::new(EngineHealth::default());
+        let alone = {
+            let mut s = Scheduler::new(health.clone());
+            let mut e = FakeEngine::new(FakeConfig::default());
+            let (tx, mut rx) = unbounded_channel();
+            health.try_reserve(9);
+            s.push(1, 0, req("a b c d e f g h"), tx);
+            while s.step(&mut e) {}
+            text_of(&drain(&mut rx))
+        };
+        let mut s = Scheduler::with_policy(health.clone(), Policy::Priority);
+        let mut e = FakeEngine::new(FakeConfig::default());
+        let (tx1, mut rx1) = unbounded_channel();
+        let (tx2, mut rx2) = unbounded_channel();
+        let (tx3, mut rx3) = unbounded_channel();
+        for _ in 0..3 {
+            health.try_reserve(9);
+        }
+        s.push(1, 5, req("a b c d e f g h"), tx1);
+        s.step(&mut e);
+        s.step(&mut e);
+        let mut first = drain(&mut rx1);
+        // Same priority as the runner: waits. Better priority: pauses it.
+        s.push(3, 5, req("z"), tx3);
+        s.push(2, 0, req("x"), tx2);
+        s.step(&mut e);
+        assert_eq!(
+            s.running(),
+            2,
+            "the newcomer was not admitted by preemption"
+        );
+        assert_eq!(health.snapshot(Duration::MAX).queued, 1);
+        let mut order = Vec::new();
+        loop {
+            let more = s.step(&mut e);
+            for (id, rx) in [(1, &mut rx1), (2, &mut rx2), (3, &mut rx3)] {
+                let events = drain(rx);
+                if events
+                    .iter()
+                    .any(|ev| matches!(ev, SeqEvent::Finished { .. }))
+                {
+                    order.push(id);
+                }
+                if id == 1 {
+                    first.extend(events);
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(order, vec![2, 1, 3]);
+        assert_eq!(
+            text_of(&first),
+            alone,
+            "the paused sequence's output changed"
+        );
     }
 
     #[test]
@@ -205,8 +415,8 @@ mod tests {
         let (tx2, mut rx2) = unbounded_channel();
         health.try_reserve(9);
         health.try_reserve(9);
-        s.push(1, req("a b c d e f g h"), tx1);
-        s.push(2, req("x"), tx2);
+        s.push(1, 0, req("a b c d e f g h"), tx1);
+        s.push(2, 0, req("x"), tx2);
         s.step(&mut e);
         drop(rx1);
         // One step to observe the cancellation, then the waiting request is admitted.
@@ -224,7 +434,7 @@ mod tests {
         let (mut s, mut e, health) = setup();
         let (tx, _rx) = unbounded_channel();
         health.try_reserve(1);
-        s.push(5, req("a"), tx);
+        s.push(5, 0, req("a"), tx);
         s.cancel(5, &mut e);
         assert_eq!(s.queued(), 0);
         assert!(health.try_reserve(1));
@@ -239,7 +449,7 @@ mod tests {
         });
         let (tx, mut rx) = unbounded_channel();
         health.try_reserve(1);
-        s.push(1, req("a b c"), tx);
+        s.push(1, 0, req("a b c"), tx);
         assert!(!s.step(&mut e));
         assert!(matches!(
             drain(&mut rx).as_slice(),
@@ -252,8 +462,8 @@ mod tests {
         let (mut s, mut e, _) = setup();
         let (tx1, mut rx1) = unbounded_channel();
         let (tx2, mut rx2) = unbounded_channel();
-        s.push(1, req("a b c"), tx1);
-        s.push(2, req("d"), tx2);
+        s.push(1, 0, req("a b c"), tx1);
+        s.push(2, 0, req("d"), tx2);
         s.step(&mut e);
         s.fail_all(EngineError::Internal("gone".into()));
         assert!(matches!(drain(&mut rx1).last(), Some(SeqEvent::Failed(_))));

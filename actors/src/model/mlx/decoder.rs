@@ -8,17 +8,17 @@ use std::cell::RefCell;
 
 use mlx_rs::error::Exception;
 use mlx_rs::fast::{rms_norm, rope};
-use mlx_rs::ops::concatenate;
 use mlx_rs::Array;
 
 use super::attention::{attend, CausalMask};
 use super::config::ModelConfig;
-use super::cpu_ops::silu;
-use super::ffi::slice;
+use super::cpu_ops::{silu, softmax_last};
+use super::ffi::{rope_per_row, slice};
 use super::host_kernels;
 use super::kv_cache::KvCache;
 use super::linear::{take, Linear, Projections};
 use super::profile::Profile;
+use super::slot_kv::{SlotKv, SlotStep};
 
 /// Named weights, as read from safetensors or converted from GGUF.
 pub type Weights = HashMap<String, Array>;
@@ -265,48 +265,40 @@ impl Model {
         self.logits(&last)?.reshape(&[-1])
     }
 
-    /// One decode step for several sequences at once: `tokens[i]` is the next token of the
-    /// sequence whose cache is `caches[i]`. Returns float32 logits `[batch, vocab]`.
-    pub fn forward_batch(
-        &self,
-        tokens: &[u32],
-        caches: &mut [&mut KvCache],
-    ) -> Result<Array, Exception> {
-        self.forward_batch_profiled(tokens, caches, None)
+    /// One decode step for every sequence in `kv`: `tokens[i]` is the next token of the sequence
+    /// in slot `i`. Returns float32 logits `[batch, vocab]`.
+    pub fn forward_batch(&self, tokens: &[u32], kv: &mut SlotKv) -> Result<Array, Exception> {
+        self.forward_batch_profiled(tokens, kv, None)
     }
 
     /// `forward_batch`, optionally charging each group of operations to `profile`.
     pub fn forward_batch_profiled(
         &self,
         tokens: &[u32],
-        caches: &mut [&mut KvCache],
+        kv: &mut SlotKv,
         profile: Option<&RefCell<Profile>>,
     ) -> Result<Array, Exception> {
-        if tokens.is_empty() || tokens.len() != caches.len() {
-            return Err(Exception::custom("decode batch: one token per cache"));
+        if tokens.is_empty() || tokens.len() != kv.len() {
+            return Err(Exception::custom("decode batch: one token per slot"));
         }
         let batch = tokens.len() as i32;
         let ids = Array::from_slice(tokens, &[batch, 1]);
         let mut h = self.embed_tokens.take_axis(&ids, 0)?;
-        let passes: Vec<Pass> = caches
-            .iter()
-            .map(|c| Pass {
-                offset: c.offset() as i32,
-                rope: &self.rope,
-                eps: self.eps,
-                mask: None,
-                ops: self.ops,
-                profile,
-            })
-            .collect();
+        let step = kv.step()?;
+        let pass = Pass {
+            offset: 0,
+            rope: &self.rope,
+            eps: self.eps,
+            mask: None,
+            ops: self.ops,
+            profile,
+        };
         for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h, &passes[0], &mut |a, n| {
-                a.forward_batch(n, i, &passes, caches)
+            h = layer.forward(&h, &pass, &mut |a, n| {
+                a.forward_slots(n, i, &pass, &step, kv)
             })?;
         }
-        for cache in caches.iter_mut() {
-            cache.advance(1);
-        }
+        kv.advance();
         self.logits(&h)?.reshape(&[batch, -1])
     }
 
@@ -371,6 +363,19 @@ impl Rope {
             _ => {}
         }
         Ok(rope)
+    }
+
+    /// Rotates `x: [B, heads, 1, d]` with row `b` at position `positions[b]`.
+    fn apply_rows(&self, x: &Array, positions: &Array) -> Result<Array, Exception> {
+        let base = self.freqs.is_none().then_some(self.base);
+        rope_per_row(
+            x,
+            self.dims,
+            base,
+            self.scale,
+            positions,
+            self.freqs.as_ref(),
+        )
     }
 
     fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
@@ -461,28 +466,47 @@ impl Attention {
         Ok(out)
     }
 
-    /// A decode batch: row `i` of `x: [batch, 1, hidden]` is the next token of the sequence whose
-    /// cache is `caches[i]`. The projections run once for the whole batch (the weights are read
-    /// once instead of once per sequence: decoding is bound by reading them); attention runs per
-    /// sequence, each over its own cache at its own position.
-    fn forward_batch(
+    /// A decode batch: row `i` of `x: [batch, 1, hidden]` is the next token of the sequence in
+    /// slot `i` of `kv`. The projections run once for the whole batch (the weights are read once
+    /// instead of once per sequence: decoding is bound by reading them), and so does attention:
+    /// one scatter writes every new key and value at its sequence's position, one product per
+    /// side covers every sequence's keys, positions past each one's length masked.
+    fn forward_slots(
         &self,
         x: &Array,
         index: usize,
-        passes: &[Pass],
-        caches: &mut [&mut KvCache],
+        pass: &Pass,
+        step: &SlotStep,
+        kv: &mut SlotKv,
     ) -> Result<Array, Exception> {
-        let [q, k, v] = self.project(x, &passes[0])?;
-        let row = |a: &Array, i: i32| slice(a, &[i, 0, 0], &[i + 1, 1, a.shape()[2]]);
-        let mut outs = Vec::with_capacity(caches.len());
-        for (i, (pass, cache)) in passes.iter().zip(caches.iter_mut()).enumerate() {
-            let i = i as i32;
-            let (q, k, v) = (row(&q, i)?, row(&k, i)?, row(&v, i)?);
-            outs.push(self.attend_one(&q, &k, &v, index, pass, cache, false)?);
+        let [q, k, v] = self.project(x, pass)?;
+        let (b, d) = (step.batch, self.head_dim);
+        let heads = |t: &Array, n: i32| -> Result<Array, Exception> {
+            t.reshape(&[b, 1, n, d])?.transpose_axes(&[0, 2, 1, 3])
+        };
+        let mut q = heads(&q, self.n_heads)?;
+        let mut k = heads(&k, self.n_kv_heads)?;
+        let v = heads(&v, self.n_kv_heads)?;
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = rms_norm(&q, Some(qn), pass.eps)?;
+            k = rms_norm(&k, Some(kn), pass.eps)?;
         }
-        let out = concatenate(&outs.iter().collect::<Vec<_>>(), 0)?;
+        let q = pass.rope.apply_rows(&q, &step.positions)?;
+        let k = pass.rope.apply_rows(&k, &step.positions)?;
+        pass.mark("rope", &[&q, &k, &v])?;
+        let (keys, values) = kv.update(index, step, &k, &v)?;
+        pass.mark("kv_cache", &[&keys, &values])?;
+        // Query heads that share a key/value head stacked: [B, kv_heads, group, d].
+        let group = self.n_heads / self.n_kv_heads;
+        let q = q
+            .multiply(Array::from_f32(self.scale).as_dtype(q.dtype())?)?
+            .reshape(&[b, self.n_kv_heads, group, d])?;
+        let scores = q.matmul(keys.swap_axes(-1, -2)?)?.add(&step.mask)?;
+        let probs = softmax_last(&scores, pass.ops.power_exp)?;
+        let out = probs.matmul(&values)?.reshape(&[b, 1, self.n_heads * d])?;
+        pass.mark("attention", &[&out])?;
         let out = self.o_proj.forward(&out)?;
-        passes[0].mark("o_proj", &[&out])?;
+        pass.mark("o_proj", &[&out])?;
         Ok(out)
     }
 

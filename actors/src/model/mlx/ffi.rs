@@ -98,3 +98,87 @@ pub fn data_mut_unshared(a: &mut Array) -> Result<&mut [f32], Exception> {
     // evaluated, `len` floats long, and `&mut a` keeps it alive and un-aliased on our side.
     Ok(unsafe { std::slice::from_raw_parts_mut(ptr, len) })
 }
+
+/// Wraps an mlx-c call that fills `res`.
+fn call(what: &str, f: impl FnOnce(*mut mlx_sys::mlx_array) -> i32) -> Result<Array, Exception> {
+    // SAFETY: on success mlx-c initialized `res`, whose ownership the new Array takes.
+    unsafe {
+        let mut res = mlx_sys::mlx_array_new();
+        if f(&mut res) == 0 {
+            Ok(Array::from_ptr(res))
+        } else {
+            mlx_sys::mlx_array_free(res);
+            Err(Exception::custom(format!("mlx {what} failed")))
+        }
+    }
+}
+
+/// A copy of `dst` with `dst[i0[b], :, i2[b], ...] = updates[b]` for every `b` (axes 0 and 2):
+/// one operation for a whole batch of positions. `updates` has shape
+/// `[B, 1, dst.shape[1], 1, dst.shape[3..]]`. The buffer is reused when `dst` is not shared.
+pub fn scatter_axes02(
+    dst: &Array,
+    i0: &Array,
+    i2: &Array,
+    updates: &Array,
+) -> Result<Array, Exception> {
+    let stream = Stream::thread_local_or_default();
+    let axes = [0i32, 2];
+    call("scatter", |res| unsafe {
+        let indices = mlx_sys::mlx_vector_array_new();
+        mlx_sys::mlx_vector_array_append_value(indices, i0.as_ptr());
+        mlx_sys::mlx_vector_array_append_value(indices, i2.as_ptr());
+        let status = mlx_sys::mlx_scatter(
+            res,
+            dst.as_ptr(),
+            indices,
+            updates.as_ptr(),
+            axes.as_ptr(),
+            axes.len(),
+            stream.as_ptr(),
+        );
+        mlx_sys::mlx_vector_array_free(indices);
+        status
+    })
+}
+
+/// Rotary embedding with a position per batch row (`offsets: [B]` int32, `x: [B, heads, L, d]`).
+pub fn rope_per_row(
+    x: &Array,
+    dims: i32,
+    base: Option<f32>,
+    scale: f32,
+    offsets: &Array,
+    freqs: Option<&Array>,
+) -> Result<Array, Exception> {
+    let stream = Stream::thread_local_or_default();
+    call("rope", |res| unsafe {
+        let base = mlx_sys::mlx_optional_float {
+            value: base.unwrap_or(0.0),
+            has_value: base.is_some(),
+        };
+        let none = mlx_sys::mlx_array_new();
+        let freqs_ptr = freqs.map_or(none, |f| f.as_ptr());
+        let status = mlx_sys::mlx_fast_rope_dynamic(
+            res,
+            x.as_ptr(),
+            dims,
+            false,
+            base,
+            scale,
+            offsets.as_ptr(),
+            freqs_ptr,
+            stream.as_ptr(),
+        );
+        mlx_sys::mlx_array_free(none);
+        status
+    })
+}
+
+/// A copy of `a` in a buffer of its own (never a view of `a`'s buffer).
+pub fn copy(a: &Array) -> Result<Array, Exception> {
+    let stream = Stream::thread_local_or_default();
+    call("copy", |res| unsafe {
+        mlx_sys::mlx_copy(res, a.as_ptr(), stream.as_ptr())
+    })
+}

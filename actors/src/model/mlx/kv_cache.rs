@@ -111,3 +111,33 @@ impl KvCache {
 fn zeros_like_dtype(shape: &[i32], like: &Array) -> Result<Array, Exception> {
     zeros::<f32>(shape)?.as_dtype(like.dtype())
 }
+
+impl KvCache {
+    /// The valid keys and values of `layer` (`[1, kv_heads, offset, head_dim]` views).
+    pub fn layer(&self, layer: usize) -> Option<(Array, Array)> {
+        let entry = self.layers.get(layer)?;
+        let (k, v) = (entry.keys.as_ref()?, entry.values.as_ref()?);
+        let s = k.shape();
+        let valid = [s[0], s[1], self.offset as i32, s[3]];
+        Some((
+            slice(k, &[0, 0, 0, 0], &valid).ok()?,
+            slice(v, &[0, 0, 0, 0], &valid).ok()?,
+        ))
+    }
+
+    /// A cache holding exactly these per-layer keys and values (`[1, kv_heads, len, head_dim]`).
+    pub fn from_layers(layers: Vec<(Array, Array)>, len: usize) -> Self {
+        let capacity = layers.first().map_or(0, |(k, _)| k.shape()[2] as usize);
+        Self {
+            layers: layers
+                .into_iter()
+                .map(|(k, v)| LayerKv {
+                    keys: Some(k),
+                    values: Some(v),
+                })
+                .collect(),
+            offset: len,
+            capacity,
+        }
+    }
+}

@@ -16,6 +16,7 @@ mod linear;
 pub mod loader;
 pub mod prefix_cache;
 pub mod profile;
+pub mod slot_kv;
 
 #[cfg(test)]
 mod reference_tests;

@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use super::config::ModelConfig;
 use super::decoder::{Model, Ops};
 use super::kv_cache::KvCache;
+use super::slot_kv::SlotKv;
 
 const HIDDEN: usize = 16;
 const HEADS: usize = 4;
@@ -474,24 +475,25 @@ fn smollm_shape_decode_speed() {
         eprintln!("matmul [{rows},576]x[576,3072]: {:?}", t.elapsed() / 100);
     }
     for batch in [2usize, 4, 8, 16] {
-        let mut caches: Vec<KvCache> = (0..batch).map(|_| cache.clone()).collect();
+        let mut slots = SlotKv::new(30, 3, 64, mlx_rs::Dtype::Float32);
+        for b in 0..batch {
+            slots.insert(b as u64, &cache).unwrap();
+        }
         let tokens: Vec<u32> = (0..batch as u32).collect();
         let steps = 16;
         let t = std::time::Instant::now();
         for _ in 0..steps {
-            let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
             model
-                .forward_batch(&tokens, &mut refs)
+                .forward_batch(&tokens, &mut slots)
                 .unwrap()
                 .eval()
                 .unwrap();
         }
         let per = t.elapsed() / steps;
         let profile = std::cell::RefCell::new(super::profile::Profile::default());
-        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
         profile.borrow_mut().restart();
         model
-            .forward_batch_profiled(&tokens, &mut refs, Some(&profile))
+            .forward_batch_profiled(&tokens, &mut slots, Some(&profile))
             .unwrap()
             .eval()
             .unwrap();
@@ -513,17 +515,19 @@ fn decode_batch_matches_f64_reference_per_sequence() {
         let tensors = random_tensors(&cfg, 11);
         let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();
         let seqs: [Vec<u32>; 3] = [vec![3, 17, 5, 39, 0, 22], vec![8, 11], vec![1, 2, 3, 4]];
-        let mut caches: Vec<KvCache> = seqs
-            .iter()
-            .map(|s| {
-                let mut c = KvCache::new(LAYERS);
-                model.forward_last(&s[..s.len() - 1], &mut c).unwrap();
-                c
-            })
-            .collect();
+        let mut slots = SlotKv::new(
+            LAYERS,
+            cfg.kv_heads(),
+            cfg.head_dim(),
+            mlx_rs::Dtype::Float32,
+        );
+        for (i, s) in seqs.iter().enumerate() {
+            let mut c = KvCache::new(LAYERS);
+            model.forward_last(&s[..s.len() - 1], &mut c).unwrap();
+            slots.insert(i as u64, &c).unwrap();
+        }
         let next: Vec<u32> = seqs.iter().map(|s| *s.last().unwrap()).collect();
-        let mut refs: Vec<&mut KvCache> = caches.iter_mut().collect();
-        let logits = model.forward_batch(&next, &mut refs).unwrap();
+        let logits = model.forward_batch(&next, &mut slots).unwrap();
         assert_eq!(logits.shape(), &[3, VOCAB as i32]);
         for (i, s) in seqs.iter().enumerate() {
             let reference = reference_logits(&cfg, &tensors, s);
@@ -536,7 +540,72 @@ fn decode_batch_matches_f64_reference_per_sequence() {
                 &reference[s.len() - 1],
                 &format!("{family} batch row {i}"),
             );
-            assert_eq!(caches[i].offset(), s.len());
+            assert_eq!(slots.length(i), s.len());
         }
+    }
+}
+
+/// Sequences leaving and joining the decode slots between steps (the last slot moving into a
+/// freed one, a newcomer taking the next) keep every sequence's logits those of the reference.
+#[test]
+fn decode_slots_stay_exact_as_sequences_leave_and_join() {
+    let cfg = config("qwen2");
+    let tensors = random_tensors(&cfg, 5);
+    let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();
+    let mut seqs: Vec<Vec<u32>> = vec![vec![3, 17, 5, 39], vec![8, 11], vec![1, 2, 3, 4, 5, 6, 7]];
+    let mut slots = SlotKv::new(
+        LAYERS,
+        cfg.kv_heads(),
+        cfg.head_dim(),
+        mlx_rs::Dtype::Float32,
+    );
+    let prefill = |s: &[u32], slots: &mut SlotKv, id: u64| {
+        let mut c = KvCache::new(LAYERS);
+        model.forward_last(s, &mut c).unwrap();
+        slots.insert(id, &c).unwrap();
+    };
+    for (i, s) in seqs.iter().enumerate() {
+        prefill(s, &mut slots, i as u64);
+    }
+    let mut ids: Vec<u64> = vec![0, 1, 2];
+    for round in 0..4u32 {
+        if round == 1 {
+            // The first sequence ends: the last slot moves into slot 0.
+            let cache = slots.remove(0).unwrap().unwrap();
+            assert_eq!(cache.offset(), seqs[0].len());
+            ids.retain(|&id| id != 0);
+        }
+        if round == 2 {
+            seqs.push(vec![9, 9, 2]);
+            prefill(&seqs[3], &mut slots, 3);
+            ids.push(3);
+        }
+        let order: Vec<u64> = slots.owners().to_vec();
+        let next: Vec<u32> = order
+            .iter()
+            .map(|&id| (round * 7 + id as u32 * 3) % VOCAB as u32)
+            .collect();
+        let logits = model.forward_batch(&next, &mut slots).unwrap();
+        for (slot, &id) in order.iter().enumerate() {
+            let s = &mut seqs[id as usize];
+            s.push(next[slot]);
+            let reference = reference_logits(&cfg, &tensors, s);
+            let row =
+                super::ffi::slice(&logits, &[slot as i32, 0], &[slot as i32 + 1, VOCAB as i32])
+                    .unwrap()
+                    .contiguous()
+                    .unwrap();
+            assert_close(
+                &row,
+                &reference[s.len() - 1],
+                &format!("round {round} seq {id}"),
+            );
+            assert_eq!(slots.length(slot), s.len());
+        }
+        let mut sorted = order.clone();
+        sorted.sort_unstable();
+        let mut want = ids.clone();
+        want.sort_unstable();
+        assert_eq!(sorted, want);
     }
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::super::kv_cache::KvCache;
 use super::super::profile::Profile;
+use super::super::slot_kv::SlotKv;
 use super::{internal, MlxEngine};
 use crate::engine::EngineError;
 
@@ -85,4 +86,110 @@ fn argmax(logits: &mlx_rs::Array) -> u32 {
     (0..v.len())
         .max_by(|&a, &b| v[a].total_cmp(&v[b]))
         .unwrap_or(0) as u32
+}
+
+/// One line of the few-row table: a product shape and what `m` rows cost relative to one.
+pub struct RowCost {
+    pub name: &'static str,
+    pub out: i32,
+    pub inp: i32,
+    /// `(m, seconds per product with the few-row kernel, seconds with OpenBLAS alone)`.
+    pub costs: Vec<(i32, f64, f64)>,
+}
+
+impl MlxEngine {
+    /// The few-row micro-benchmark: MLX matmuls `[m, in] · Wᵀ` on this model's projection shapes
+    /// (random weights of the real sizes), for each `m` in `rows`, with the few-row kernel and
+    /// with OpenBLAS alone.
+    pub fn bench_rows(&self, rows: &[i32], repeat: usize) -> Result<Vec<RowCost>, EngineError> {
+        let c = &self.model.config;
+        let (h, i) = (c.hidden_size as i32, c.intermediate_size as i32);
+        let q = (c.num_attention_heads * c.head_dim()) as i32;
+        let kv = (c.kv_heads() * c.head_dim()) as i32;
+        let shapes = [
+            ("qkv_proj", q + 2 * kv, h),
+            ("o_proj", h, q),
+            ("gate_up_proj", 2 * i, h),
+            ("down_proj", h, i),
+            ("lm_head", c.vocab_size as i32, h),
+        ];
+        let mut out = Vec::new();
+        for (name, n, k) in shapes {
+            let w = mlx_rs::random::normal::<f32>(&[n, k], None, None, None).map_err(internal)?;
+            w.eval().map_err(internal)?;
+            let mut costs = Vec::new();
+            for &m in rows {
+                let x =
+                    mlx_rs::random::normal::<f32>(&[m, k], None, None, None).map_err(internal)?;
+                x.eval().map_err(internal)?;
+                let time = |kernel: bool| -> Result<f64, EngineError> {
+                    mlx_sys::fewrow::set_enabled(kernel);
+                    let mut best = f64::MAX;
+                    for _ in 0..repeat.max(1) {
+                        let t = Instant::now();
+                        x.matmul(w.t())
+                            .map_err(internal)?
+                            .eval()
+                            .map_err(internal)?;
+                        best = best.min(t.elapsed().as_secs_f64());
+                    }
+                    Ok(best)
+                };
+                let ours = time(true)?;
+                let blas = time(false)?;
+                mlx_sys::fewrow::set_enabled(true);
+                costs.push((m, ours, blas));
+            }
+            out.push(RowCost {
+                name,
+                out: n,
+                inp: k,
+                costs,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Aggregate decode speed of `batch` sequences stepping together (one `forward_batch` and one
+    /// evaluation per step), each after a prefill of `prompt`: tokens per second over all
+    /// sequences.
+    pub fn bench_batch_decode(
+        &self,
+        prompt: &[u32],
+        batch: usize,
+        steps: usize,
+    ) -> Result<f64, EngineError> {
+        let c = &self.model.config;
+        let mut slots = SlotKv::new(c.num_hidden_layers, c.kv_heads(), c.head_dim(), self.dtype);
+        let mut tokens = Vec::with_capacity(batch);
+        for b in 0..batch {
+            let mut cache = KvCache::new(self.model.num_layers());
+            // Different lengths per sequence, as a real batch has.
+            let len = prompt.len().saturating_sub(b * 7).max(1);
+            let logits = self
+                .model
+                .forward_last(&prompt[..len], &mut cache)
+                .map_err(internal)?;
+            logits.eval().map_err(internal)?;
+            tokens.push(argmax(&logits));
+            slots.insert(b as u64, &cache).map_err(internal)?;
+        }
+        let t = Instant::now();
+        for _ in 0..steps {
+            let logits = self
+                .model
+                .forward_batch(&tokens, &mut slots)
+                .map_err(internal)?;
+            logits.eval().map_err(internal)?;
+            let vocab = logits.shape()[1] as usize;
+            let v = logits.as_slice::<f32>();
+            for (b, token) in tokens.iter_mut().enumerate() {
+                let row = &v[b * vocab..(b + 1) * vocab];
+                *token = (0..vocab)
+                    .max_by(|&x, &y| row[x].total_cmp(&row[y]))
+                    .unwrap_or(0) as u32;
+            }
+        }
+        Ok((steps * batch) as f64 / t.elapsed().as_secs_f64())
+    }
 }

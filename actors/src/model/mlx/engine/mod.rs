@@ -14,6 +14,8 @@ use tokenizers::Tokenizer;
 use mlx_rs::Dtype;
 
 mod bench;
+mod schedule;
+mod steps;
 
 use super::config::ModelConfig;
 use super::decoder::{Model, Ops};
@@ -21,13 +23,11 @@ use super::device::{self, DeviceChoice};
 use super::kv_cache::KvCache;
 use super::loader::{self, dtype_name, LoadedModel, ModelSource};
 use super::prefix_cache::{PrefixCache, PrefixStats};
-use crate::engine::{
-    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt,
-    SamplingParams, SeqEvent, SeqId, SeqTimings, TokenLogprob, Usage,
-};
+use super::slot_kv::SlotKv;
+use crate::engine::{EngineError, EngineInfo, GenerateRequest, Prompt, SamplingParams, SeqId};
 use crate::guided::{self, Guide, GuideFactory};
 use crate::model::detok::IncrementalDecoder;
-use crate::model::sampling::{logprobs, Sampler};
+use crate::model::sampling::Sampler;
 use crate::model::stops::StopMatcher;
 use crate::model::template::ChatTemplate;
 use crate::model::tokenizer::TokenizerBundle;
@@ -71,6 +71,8 @@ struct Running {
     started: Instant,
     first_token_at: Option<Instant>,
     cancelled: bool,
+    /// Admitted by preempting another sequence (runs before paused ones).
+    preempting: bool,
 }
 
 pub struct MlxEngine {
@@ -86,10 +88,20 @@ pub struct MlxEngine {
     context_length: usize,
     prefill_chunk: usize,
     max_batch: usize,
+    /// Weight and KV dtype.
+    dtype: Dtype,
     /// Admitted sequences, oldest first: at most one of them prefills per step, all of them with
     /// a pending token decode together.
     running: Vec<Running>,
     waiting: VecDeque<Running>,
+    /// Sequences paused for a higher-priority one, oldest first; they resume before `waiting`.
+    paused: VecDeque<Running>,
+    last_batch: usize,
+    preemptions: u64,
+    batch_hist: [u64; 8],
+    /// KV state of the decoding sequences (a sequence moves here from its own cache once its
+    /// prompt is in).
+    slots: SlotKv,
     prefix: PrefixCache,
     /// Compiles request constraints against this vocabulary; `Err` says why this tokenizer
     /// cannot be constrained (requests with a constraint then fail with that message).
@@ -170,8 +182,19 @@ impl MlxEngine {
             context_length,
             prefill_chunk: options.prefill_chunk.max(1),
             max_batch: options.max_batch.max(1),
+            dtype,
             running: Vec::new(),
             waiting: VecDeque::new(),
+            paused: VecDeque::new(),
+            last_batch: 0,
+            preemptions: 0,
+            batch_hist: [0; 8],
+            slots: SlotKv::new(
+                config.num_hidden_layers,
+                config.kv_heads(),
+                config.head_dim(),
+                dtype,
+            ),
             prefix: PrefixCache::new(options.prefix_cache_bytes),
             guides,
         };
@@ -253,194 +276,6 @@ impl MlxEngine {
         Ok(ids)
     }
 
-    fn token_logprob(&self, logits: &[f32], chosen: u32, top: usize) -> TokenLogprob {
-        let (lp, alternatives) = logprobs(logits, chosen, top);
-        let text = |id: u32| {
-            let s = self
-                .tokenizer
-                .tokenizer
-                .decode(&[id], false)
-                .unwrap_or_default();
-            let bytes = s.as_bytes().to_vec();
-            (s, bytes)
-        };
-        let (token, bytes) = text(chosen);
-        TokenLogprob {
-            token,
-            bytes,
-            logprob: lp,
-            top: alternatives
-                .into_iter()
-                .map(|(id, p)| {
-                    let (t, b) = text(id);
-                    (t, b, p)
-                })
-                .collect(),
-        }
-    }
-
-    /// Feeds the next prompt chunk of `seq`; once the prompt is complete, samples its first token.
-    fn prefill_step(&mut self, seq: &mut Running) -> Result<Vec<SeqEvent>, EngineError> {
-        let end = (seq.prefilled + self.prefill_chunk).min(seq.prompt.len());
-        let logits = self
-            .model
-            .forward_last(&seq.prompt[seq.prefilled..end], &mut seq.cache)
-            .map_err(internal)?;
-        logits.eval().map_err(internal)?;
-        seq.prefilled = end;
-        if seq.prefilled < seq.prompt.len() {
-            return Ok(Vec::new()); // more prompt to go; these logits are not needed
-        }
-        let events = vec![SeqEvent::Started {
-            prompt_tokens: seq.prompt.len(),
-            cached_tokens: seq.cached_tokens,
-        }];
-        self.emit(seq, logits.as_slice::<f32>().to_vec(), events)
-    }
-
-    /// Decodes one token for every sequence in `batch` (each has a pending token): one forward
-    /// pass for all of them, then sampling and text per sequence. Returns each one's events.
-    fn decode_step(
-        &mut self,
-        batch: &mut [Running],
-    ) -> Result<Vec<Result<Vec<SeqEvent>, EngineError>>, EngineError> {
-        let tokens: Vec<u32> = batch.iter_mut().filter_map(|s| s.pending.take()).collect();
-        if tokens.len() != batch.len() {
-            return Err(internal("decode step without a pending token"));
-        }
-        let rows: Vec<Vec<f32>> = if let [seq] = batch {
-            // One sequence: the single-sequence pass (matrix-vector products).
-            let logits = self
-                .model
-                .forward_last(&tokens, &mut seq.cache)
-                .map_err(internal)?;
-            logits.eval().map_err(internal)?;
-            vec![logits.as_slice::<f32>().to_vec()]
-        } else {
-            let mut caches: Vec<&mut KvCache> = batch.iter_mut().map(|s| &mut s.cache).collect();
-            let logits = self
-                .model
-                .forward_batch(&tokens, &mut caches)
-                .map_err(internal)?;
-            logits.eval().map_err(internal)?;
-            let host = logits.as_slice::<f32>();
-            host.chunks(host.len() / batch.len())
-                .map(<[f32]>::to_vec)
-                .collect()
-        };
-        Ok(batch
-            .iter_mut()
-            .zip(rows)
-            .map(|(seq, row)| self.emit(seq, row, Vec::new()))
-            .collect())
-    }
-
-    /// Samples the next token of `seq` from its logits and turns it into events.
-    fn emit(
-        &mut self,
-        seq: &mut Running,
-        mut host: Vec<f32>,
-        mut events: Vec<SeqEvent>,
-    ) -> Result<Vec<SeqEvent>, EngineError> {
-        let lp = seq.logprobs.map(|n| (n, host.clone()));
-        if let Some(guide) = seq.guide.as_mut() {
-            guide.mask(&mut host).map_err(constraint_failed)?;
-        }
-        let token = seq.sampler.sample(&mut host);
-        if seq.first_token_at.is_none() {
-            seq.first_token_at = Some(Instant::now());
-        }
-        if self.eos.contains(&token) {
-            return self.finish(seq, FinishReason::Stop, None, events);
-        }
-        let complete = match seq.guide.as_mut() {
-            Some(guide) => guide.advance(token).map_err(constraint_failed)?,
-            None => false,
-        };
-        seq.output.push(token);
-        let logprob = lp.map(|(n, raw)| self.token_logprob(&raw, token, n));
-        let piece = seq.detok.push(token).map_err(internal)?.unwrap_or_default();
-        let outcome = seq.stops.push(&piece);
-        if !outcome.text.is_empty() || logprob.is_some() {
-            events.push(SeqEvent::Text {
-                text: outcome.text,
-                tokens: 1,
-                logprobs: logprob.into_iter().collect(),
-            });
-        }
-        if let Some(stop) = outcome.stop {
-            return self.finish_now(seq, FinishReason::StopSequence, Some(stop), events);
-        }
-        if complete {
-            // Only end-of-sequence can follow: it would be the next token, so end now.
-            return self.finish(seq, FinishReason::Stop, None, events);
-        }
-        let total = seq.prompt.len() + seq.output.len();
-        if seq.output.len() >= seq.max_tokens || total >= self.context_length {
-            return self.finish(seq, FinishReason::Length, None, events);
-        }
-        seq.pending = Some(token);
-        Ok(events)
-    }
-
-    /// Flushes held-back text, then ends the sequence.
-    fn finish(
-        &mut self,
-        seq: &mut Running,
-        reason: FinishReason,
-        stop: Option<String>,
-        mut events: Vec<SeqEvent>,
-    ) -> Result<Vec<SeqEvent>, EngineError> {
-        let tail = seq.detok.finish().map_err(internal)?;
-        let mut outcome = seq.stops.push(&tail);
-        if outcome.stop.is_none() {
-            outcome.text.push_str(&seq.stops.finish());
-        }
-        if !outcome.text.is_empty() {
-            events.push(SeqEvent::Text {
-                text: outcome.text,
-                tokens: 0,
-                logprobs: Vec::new(),
-            });
-        }
-        match outcome.stop {
-            Some(s) => self.finish_now(seq, FinishReason::StopSequence, Some(s), events),
-            None => self.finish_now(seq, reason, stop, events),
-        }
-    }
-
-    fn finish_now(
-        &mut self,
-        seq: &mut Running,
-        reason: FinishReason,
-        stop_sequence: Option<String>,
-        mut events: Vec<SeqEvent>,
-    ) -> Result<Vec<SeqEvent>, EngineError> {
-        let now = Instant::now();
-        let first = seq.first_token_at.unwrap_or(now);
-        events.push(SeqEvent::Finished {
-            reason,
-            stop_sequence,
-            usage: Usage {
-                prompt_tokens: seq.prompt.len(),
-                cached_tokens: seq.cached_tokens,
-                completion_tokens: seq.output.len(),
-            },
-            timings: SeqTimings {
-                prefill_s: (first - seq.started).as_secs_f64(),
-                decode_s: (now - first).as_secs_f64(),
-            },
-        });
-        // The cache holds the prompt and every output token fed back so far.
-        let held = seq.cache.offset();
-        let mut tokens = seq.prompt.clone();
-        tokens.extend_from_slice(&seq.output);
-        tokens.truncate(held);
-        let cache = std::mem::replace(&mut seq.cache, KvCache::new(0));
-        self.prefix.insert(tokens, cache);
-        Ok(events)
-    }
-
     fn admit(&mut self, id: SeqId, request: GenerateRequest) -> Result<Running, EngineError> {
         let prompt = self.tokenize(&request.prompt)?;
         let room = self.context_length.saturating_sub(prompt.len());
@@ -495,6 +330,7 @@ impl MlxEngine {
             started: Instant::now(),
             first_token_at: None,
             cancelled: false,
+            preempting: false,
         })
     }
 }
@@ -509,124 +345,6 @@ fn eos_ids(config: &ModelConfig, tokenizer: &TokenizerBundle) -> Vec<u32> {
     ids.sort_unstable();
     ids.dedup();
     ids
-}
-
-impl Engine for MlxEngine {
-    fn info(&self) -> EngineInfo {
-        self.info.clone()
-    }
-
-    fn stats(&self) -> EngineStats {
-        let p = self.prefix.stats();
-        EngineStats {
-            prefix_queries: p.queries,
-            prefix_hits: p.hits,
-            prefix_tokens_saved: p.tokens_saved,
-            prefix_entries: p.entries as u64,
-            prefix_bytes: p.bytes as u64,
-            prefix_evictions: p.evictions,
-        }
-    }
-
-    fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError> {
-        self.tokenize(prompt).map(|t| t.len())
-    }
-
-    fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {
-        let seq = self.admit(id, request)?;
-        self.waiting.push_back(seq);
-        Ok(())
-    }
-
-    fn free_slots(&self) -> usize {
-        self.max_batch
-            .saturating_sub(self.running.len() + self.waiting.len())
-    }
-
-    fn has_work(&self) -> bool {
-        !self.running.is_empty() || !self.waiting.is_empty()
-    }
-
-    fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
-        while self.running.len() < self.max_batch {
-            let Some(mut seq) = self.waiting.pop_front() else {
-                break;
-            };
-            if let Some(hit) = self.prefix.lookup(&seq.prompt) {
-                seq.cache = hit.cache;
-                seq.prefilled = hit.tokens;
-                seq.cached_tokens = hit.tokens;
-            }
-            seq.started = Instant::now();
-            self.running.push(seq);
-        }
-        let mut out = Vec::new();
-        let mut keep = Vec::with_capacity(self.running.len());
-        let mut decode = Vec::new();
-        let mut prefilled_one = false;
-        for mut seq in std::mem::take(&mut self.running) {
-            let id = seq.id;
-            let result = if seq.cancelled {
-                self.finish_now(&mut seq, FinishReason::Cancelled, None, Vec::new())
-            } else if seq.prefilled < seq.prompt.len() {
-                // One prompt chunk per step (the oldest prefilling sequence), so that the
-                // others keep decoding between chunks of a long prompt.
-                if prefilled_one {
-                    keep.push(seq);
-                    continue;
-                }
-                prefilled_one = true;
-                self.prefill_step(&mut seq)
-            } else {
-                decode.push(seq);
-                continue;
-            };
-            keep_unless_done(seq, id, result, &mut keep, &mut out);
-        }
-        if !decode.is_empty() {
-            match self.decode_step(&mut decode) {
-                Ok(results) => {
-                    for (seq, result) in decode.into_iter().zip(results) {
-                        let id = seq.id;
-                        keep_unless_done(seq, id, result, &mut keep, &mut out);
-                    }
-                }
-                Err(e) => out.extend(decode.iter().map(|s| (s.id, SeqEvent::Failed(e.clone())))),
-            }
-        }
-        keep.sort_by_key(|s| s.started);
-        self.running = keep;
-        out
-    }
-
-    fn cancel(&mut self, id: SeqId) {
-        if let Some(seq) = self.running.iter_mut().find(|s| s.id == id) {
-            seq.cancelled = true;
-        }
-        self.waiting.retain(|s| s.id != id);
-    }
-}
-
-/// Collects a sequence's events and keeps it running unless it finished or failed.
-fn keep_unless_done(
-    seq: Running,
-    id: SeqId,
-    result: Result<Vec<SeqEvent>, EngineError>,
-    keep: &mut Vec<Running>,
-    out: &mut Vec<(SeqId, SeqEvent)>,
-) {
-    match result {
-        Ok(events) => {
-            let done = events
-                .iter()
-                .any(|e| matches!(e, SeqEvent::Finished { .. }));
-            if !done {
-                keep.push(seq);
-            }
-            out.extend(events.into_iter().map(|e| (id, e)));
-        }
-        Err(e) => out.push((id, SeqEvent::Failed(e))),
-    }
 }
 
 /// Greedy defaults used by the CLI when no sampling flags are given.

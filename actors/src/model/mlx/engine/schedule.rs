@@ -1,0 +1,172 @@
+//! The `Engine` contract: admission, the step that mixes one prompt chunk with a decode step for
+//! every running sequence, preemption and cancellation.
+
+use super::{internal, MlxEngine, Running};
+use crate::engine::{
+    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt, SeqEvent,
+    SeqId,
+};
+
+impl Engine for MlxEngine {
+    fn info(&self) -> EngineInfo {
+        self.info.clone()
+    }
+
+    fn stats(&self) -> EngineStats {
+        let p = self.prefix.stats();
+        EngineStats {
+            prefix_queries: p.queries,
+            prefix_hits: p.hits,
+            prefix_tokens_saved: p.tokens_saved,
+            prefix_entries: p.entries as u64,
+            prefix_bytes: p.bytes as u64,
+            prefix_evictions: p.evictions,
+            last_batch: self.last_batch as u64,
+            slots_used: self.slots.len() as u64,
+            slots_total: self.max_batch as u64,
+            preemptions: self.preemptions,
+            batch_hist: self.batch_hist,
+        }
+    }
+
+    fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError> {
+        self.tokenize(prompt).map(|t| t.len())
+    }
+
+    fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {
+        let seq = self.admit(id, request)?;
+        self.waiting.push_back(seq);
+        Ok(())
+    }
+
+    fn free_slots(&self) -> usize {
+        self.max_batch
+            .saturating_sub(self.running.len() + self.waiting.len() + self.paused.len())
+    }
+
+    fn has_work(&self) -> bool {
+        !self.running.is_empty() || !self.waiting.is_empty() || !self.paused.is_empty()
+    }
+
+    fn add_preempting(
+        &mut self,
+        victim: SeqId,
+        id: SeqId,
+        request: GenerateRequest,
+    ) -> Result<bool, EngineError> {
+        let Some(at) = self.running.iter().position(|s| s.id == victim) else {
+            return Ok(false);
+        };
+        // Validate the newcomer before touching the victim: a bad request must not pause anyone.
+        let seq = self.admit(id, request)?;
+        let mut paused = self.running.remove(at);
+        // Its KV leaves the decode slots for a cache of its own (kept, not recomputed).
+        if let Some(cache) = self.slots.remove(victim).map_err(internal)? {
+            paused.cache = cache;
+        }
+        self.paused.push_back(paused);
+        self.preemptions += 1;
+        // The newcomer goes first, ahead of anything admitted normally.
+        let mut seq = seq;
+        seq.preempting = true;
+        self.waiting.push_front(seq);
+        Ok(true)
+    }
+
+    fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
+        // A preempting newcomer first, then paused sequences, then the rest in arrival order.
+        while self.running.len() < self.max_batch {
+            if let Some(seq) = self.waiting.front() {
+                if seq.preempting {
+                    let Some(seq) = self.waiting.pop_front() else {
+                        break;
+                    };
+                    self.start_running(seq);
+                    continue;
+                }
+            }
+            if let Some(seq) = self.paused.pop_front() {
+                self.running.push(seq);
+                continue;
+            }
+            let Some(seq) = self.waiting.pop_front() else {
+                break;
+            };
+            self.start_running(seq);
+        }
+        let mut out = Vec::new();
+        let mut keep = Vec::with_capacity(self.running.len());
+        let mut decode = Vec::new();
+        let mut prefilled_one = false;
+        for mut seq in std::mem::take(&mut self.running) {
+            let id = seq.id;
+            let result = if seq.cancelled {
+                self.finish_now(&mut seq, FinishReason::Cancelled, None, Vec::new())
+            } else if seq.prefilled < seq.prompt.len() {
+                // One prompt chunk per step (the oldest prefilling sequence), so that the
+                // others keep decoding between chunks of a long prompt.
+                if prefilled_one {
+                    keep.push(seq);
+                    continue;
+                }
+                prefilled_one = true;
+                self.prefill_step(&mut seq)
+            } else {
+                decode.push(seq);
+                continue;
+            };
+            keep_unless_done(seq, id, result, &mut keep, &mut out);
+        }
+        if !decode.is_empty() {
+            match self.decode_step(&mut decode) {
+                Ok(results) => {
+                    for (seq, result) in decode.into_iter().zip(results) {
+                        let id = seq.id;
+                        keep_unless_done(seq, id, result, &mut keep, &mut out);
+                    }
+                }
+                Err(e) => out.extend(decode.iter().map(|s| (s.id, SeqEvent::Failed(e.clone())))),
+            }
+        }
+        keep.sort_by_key(|s| s.started);
+        // Slots of sequences that failed (not finished) are freed here.
+        if let Err(e) = self.slots.retain(|id| keep.iter().any(|s| s.id == id)) {
+            tracing::error!(error = %e, "freeing decode slots failed");
+        }
+        self.running = keep;
+        out
+    }
+
+    fn cancel(&mut self, id: SeqId) {
+        if let Some(seq) = self.running.iter_mut().find(|s| s.id == id) {
+            seq.cancelled = true;
+        }
+        if let Some(seq) = self.paused.iter_mut().find(|s| s.id == id) {
+            // Resumes only to report its end.
+            seq.cancelled = true;
+        }
+        self.waiting.retain(|s| s.id != id);
+    }
+}
+
+/// Collects a sequence's events and keeps it running unless it finished or failed.
+fn keep_unless_done(
+    seq: Running,
+    id: SeqId,
+    result: Result<Vec<SeqEvent>, EngineError>,
+    keep: &mut Vec<Running>,
+    out: &mut Vec<(SeqId, SeqEvent)>,
+) {
+    match result {
+        Ok(events) => {
+            let done = events
+                .iter()
+                .any(|e| matches!(e, SeqEvent::Finished { .. }));
+            if !done {
+                keep.push(seq);
+            }
+            out.extend(events.into_iter().map(|e| (id, e)));
+        }
+        Err(e) => out.push((id, SeqEvent::Failed(e))),
+    }
+}

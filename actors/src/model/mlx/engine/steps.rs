@@ -1,0 +1,226 @@
+//! One engine step's parts: a prompt chunk, a decode step for the batch, and turning a sampled
+//! token into events (text, stop strings, the end of a sequence and its KV for the prefix cache).
+
+use std::time::Instant;
+
+use super::super::kv_cache::KvCache;
+use super::{constraint_failed, internal, MlxEngine, Running};
+use crate::engine::{EngineError, FinishReason, SeqEvent, SeqTimings, TokenLogprob, Usage};
+use crate::model::sampling::logprobs;
+
+impl MlxEngine {
+    pub(super) fn token_logprob(&self, logits: &[f32], chosen: u32, top: usize) -> TokenLogprob {
+        let (lp, alternatives) = logprobs(logits, chosen, top);
+        let text = |id: u32| {
+            let s = self
+                .tokenizer
+                .tokenizer
+                .decode(&[id], false)
+                .unwrap_or_default();
+            let bytes = s.as_bytes().to_vec();
+            (s, bytes)
+        };
+        let (token, bytes) = text(chosen);
+        TokenLogprob {
+            token,
+            bytes,
+            logprob: lp,
+            top: alternatives
+                .into_iter()
+                .map(|(id, p)| {
+                    let (t, b) = text(id);
+                    (t, b, p)
+                })
+                .collect(),
+        }
+    }
+
+    /// Feeds the next prompt chunk of `seq`; once the prompt is complete, samples its first token.
+    pub(super) fn prefill_step(&mut self, seq: &mut Running) -> Result<Vec<SeqEvent>, EngineError> {
+        let end = (seq.prefilled + self.prefill_chunk).min(seq.prompt.len());
+        let logits = self
+            .model
+            .forward_last(&seq.prompt[seq.prefilled..end], &mut seq.cache)
+            .map_err(internal)?;
+        logits.eval().map_err(internal)?;
+        seq.prefilled = end;
+        if seq.prefilled < seq.prompt.len() {
+            return Ok(Vec::new()); // more prompt to go; these logits are not needed
+        }
+        let events = vec![SeqEvent::Started {
+            prompt_tokens: seq.prompt.len(),
+            cached_tokens: seq.cached_tokens,
+        }];
+        self.emit(seq, logits.as_slice::<f32>().to_vec(), events)
+    }
+
+    /// Decodes one token for every sequence in `batch` (each has a pending token): one forward
+    /// pass for all of them, then sampling and text per sequence. Returns each one's events.
+    pub(super) fn decode_step(
+        &mut self,
+        batch: &mut [Running],
+    ) -> Result<Vec<Result<Vec<SeqEvent>, EngineError>>, EngineError> {
+        let tokens: Vec<u32> = batch.iter_mut().filter_map(|s| s.pending.take()).collect();
+        if tokens.len() != batch.len() {
+            return Err(internal("decode step without a pending token"));
+        }
+        // Sequences whose prompt just finished join the decode slots.
+        for seq in batch.iter_mut() {
+            if self.slots.slot_of(seq.id).is_none() {
+                self.slots.insert(seq.id, &seq.cache).map_err(internal)?;
+                seq.cache = KvCache::new(0);
+            }
+        }
+        if self.slots.len() != batch.len() {
+            return Err(internal("decode slots out of step with the batch"));
+        }
+        self.last_batch = batch.len();
+        crate::engine::EngineStats::count_batch(&mut self.batch_hist, batch.len());
+        let mut by_slot = vec![0u32; batch.len()];
+        let mut slot_of = Vec::with_capacity(batch.len());
+        for (seq, token) in batch.iter().zip(&tokens) {
+            let slot = self
+                .slots
+                .slot_of(seq.id)
+                .ok_or_else(|| internal("decoding sequence without a slot"))?;
+            by_slot[slot] = *token;
+            slot_of.push(slot);
+        }
+        let logits = self
+            .model
+            .forward_batch(&by_slot, &mut self.slots)
+            .map_err(internal)?;
+        logits.eval().map_err(internal)?;
+        let host = logits.as_slice::<f32>();
+        let vocab = host.len() / batch.len();
+        let rows: Vec<Vec<f32>> = slot_of
+            .iter()
+            .map(|&s| host[s * vocab..(s + 1) * vocab].to_vec())
+            .collect();
+        Ok(batch
+            .iter_mut()
+            .zip(rows)
+            .map(|(seq, row)| self.emit(seq, row, Vec::new()))
+            .collect())
+    }
+
+    /// Samples the next token of `seq` from its logits and turns it into events.
+    pub(super) fn emit(
+        &mut self,
+        seq: &mut Running,
+        mut host: Vec<f32>,
+        mut events: Vec<SeqEvent>,
+    ) -> Result<Vec<SeqEvent>, EngineError> {
+        let lp = seq.logprobs.map(|n| (n, host.clone()));
+        if let Some(guide) = seq.guide.as_mut() {
+            guide.mask(&mut host).map_err(constraint_failed)?;
+        }
+        let token = seq.sampler.sample(&mut host);
+        if seq.first_token_at.is_none() {
+            seq.first_token_at = Some(Instant::now());
+        }
+        if self.eos.contains(&token) {
+            return self.finish(seq, FinishReason::Stop, None, events);
+        }
+        let complete = match seq.guide.as_mut() {
+            Some(guide) => guide.advance(token).map_err(constraint_failed)?,
+            None => false,
+        };
+        seq.output.push(token);
+        let logprob = lp.map(|(n, raw)| self.token_logprob(&raw, token, n));
+        let piece = seq.detok.push(token).map_err(internal)?.unwrap_or_default();
+        let outcome = seq.stops.push(&piece);
+        if !outcome.text.is_empty() || logprob.is_some() {
+            events.push(SeqEvent::Text {
+                text: outcome.text,
+                tokens: 1,
+                logprobs: logprob.into_iter().collect(),
+            });
+        }
+        if let Some(stop) = outcome.stop {
+            return self.finish_now(seq, FinishReason::StopSequence, Some(stop), events);
+        }
+        if complete {
+            // Only end-of-sequence can follow: it would be the next token, so end now.
+            return self.finish(seq, FinishReason::Stop, None, events);
+        }
+        let total = seq.prompt.len() + seq.output.len();
+        if seq.output.len() >= seq.max_tokens || total >= self.context_length {
+            return self.finish(seq, FinishReason::Length, None, events);
+        }
+        seq.pending = Some(token);
+        Ok(events)
+    }
+
+    /// Flushes held-back text, then ends the sequence.
+    pub(super) fn finish(
+        &mut self,
+        seq: &mut Running,
+        reason: FinishReason,
+        stop: Option<String>,
+        mut events: Vec<SeqEvent>,
+    ) -> Result<Vec<SeqEvent>, EngineError> {
+        let tail = seq.detok.finish().map_err(internal)?;
+        let mut outcome = seq.stops.push(&tail);
+        if outcome.stop.is_none() {
+            outcome.text.push_str(&seq.stops.finish());
+        }
+        if !outcome.text.is_empty() {
+            events.push(SeqEvent::Text {
+                text: outcome.text,
+                tokens: 0,
+                logprobs: Vec::new(),
+            });
+        }
+        match outcome.stop {
+            Some(s) => self.finish_now(seq, FinishReason::StopSequence, Some(s), events),
+            None => self.finish_now(seq, reason, stop, events),
+        }
+    }
+
+    pub(super) fn finish_now(
+        &mut self,
+        seq: &mut Running,
+        reason: FinishReason,
+        stop_sequence: Option<String>,
+        mut events: Vec<SeqEvent>,
+    ) -> Result<Vec<SeqEvent>, EngineError> {
+        let now = Instant::now();
+        let first = seq.first_token_at.unwrap_or(now);
+        events.push(SeqEvent::Finished {
+            reason,
+            stop_sequence,
+            usage: Usage {
+                prompt_tokens: seq.prompt.len(),
+                cached_tokens: seq.cached_tokens,
+                completion_tokens: seq.output.len(),
+            },
+            timings: SeqTimings {
+                prefill_s: (first - seq.started).as_secs_f64(),
+                decode_s: (now - first).as_secs_f64(),
+            },
+        });
+        // The cache holds the prompt and every output token fed back so far.
+        let cache = match self.slots.remove(seq.id).map_err(internal)? {
+            Some(cache) => cache,
+            None => std::mem::replace(&mut seq.cache, KvCache::new(0)),
+        };
+        let held = cache.offset();
+        let mut tokens = seq.prompt.clone();
+        tokens.extend_from_slice(&seq.output);
+        tokens.truncate(held);
+        self.prefix.insert(tokens, cache);
+        Ok(events)
+    }
+
+    /// Moves an admitted sequence into the running set, resuming from the longest cached prefix.
+    pub(super) fn start_running(&mut self, mut seq: Running) {
+        if let Some(hit) = self.prefix.lookup(&seq.prompt) {
+            seq.cache = hit.cache;
+            seq.prefilled = hit.tokens;
+            seq.cached_tokens = hit.tokens;
+        }
+        seq.started = Instant::now();
+        self.running.push(seq);
+    }
+}

@@ -1,0 +1,777 @@
+//! Row-major single-precision products `C = alpha·A·op(B) + beta·C` for few rows of `A` (decode
+//! steps of one to a few dozen sequences), reading each element of `B` from memory once for all
+//! rows.
+//!
+//! For such shapes OpenBLAS's `sgemm` packs `B` first, which costs several times the product
+//! itself (measured 5–9× a single row for 2–32 rows), and its `sgemv` serves one row only. Decoding
+//! is bound by reading the weights, so the kernel here streams blocks of `B` once and keeps the
+//! rows of `A` (a few kilobytes each) in cache: a block of four weight rows is multiplied with
+//! every row of `A` before the next block is read. The SIMD width is chosen at run time
+//! (AVX-512, AVX2+FMA, NEON, else scalar), and the output columns are split over the threads of a
+//! small pool, so both cores of a small machine stream weights.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::OnceLock;
+
+/// `B` as stored: `Trans` means `B` is `n × k` (rows are the output columns, a linear layer's
+/// weight), `NoTrans` means `k × n`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum BLayout {
+    Trans,
+    NoTrans,
+}
+
+/// One product's operands. Pointers follow the CBLAS row-major contract.
+#[derive(Clone, Copy)]
+pub struct Product {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub alpha: f32,
+    pub a: *const f32,
+    pub lda: usize,
+    pub b: *const f32,
+    pub ldb: usize,
+    pub layout: BLayout,
+    pub beta: f32,
+    pub c: *mut f32,
+    pub ldc: usize,
+}
+
+// Workers write disjoint column ranges of `c` and only read `a` and `b`.
+unsafe impl Send for Product {}
+unsafe impl Sync for Product {}
+
+/// Products with at most this many rows take the kernel here (above it `sgemm`'s packing pays).
+pub const MAX_ROWS: usize = 32;
+
+/// Below this many multiply-adds, one thread does the whole product (waking a worker costs more).
+const PARALLEL_WORK: usize = 1 << 17;
+
+/// The widest kernel this CPU runs, decided once.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Isa {
+    Scalar,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+    #[cfg(target_arch = "x86_64")]
+    Avx512,
+    #[cfg(target_arch = "aarch64")]
+    Neon,
+}
+
+pub fn isa() -> Isa {
+    static ISA: OnceLock<Isa> = OnceLock::new();
+    *ISA.get_or_init(|| {
+        if std::env::var("MLX_SERVE_FEWROW_ISA").as_deref() == Ok("scalar") {
+            return Isa::Scalar;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let no512 = std::env::var("MLX_SERVE_FEWROW_ISA").as_deref() == Ok("avx2");
+            if !no512 && std::arch::is_x86_feature_detected!("avx512f") {
+                return Isa::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+            {
+                return Isa::Avx2;
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            if std::arch::is_aarch64_feature_detected!("neon") {
+                return Isa::Neon;
+            }
+        }
+        Isa::Scalar
+    })
+}
+
+/// Whether the kernel is on: `MLX_SERVE_FEWROW=0` sends every product to OpenBLAS (to compare),
+/// and benchmarks flip it at run time.
+static ENABLED: AtomicU8 = AtomicU8::new(UNSET);
+const UNSET: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+
+pub fn set_enabled(on: bool) {
+    ENABLED.store(if on { ON } else { OFF }, Ordering::Relaxed);
+}
+
+pub fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        ON => true,
+        OFF => false,
+        _ => {
+            let on = std::env::var("MLX_SERVE_FEWROW").as_deref() != Ok("0");
+            set_enabled(on);
+            on
+        }
+    }
+}
+
+/// Whether the kernel here should serve a product of this shape. One row stays with OpenBLAS's
+/// `sgemv`, which streams a single row at least as fast.
+pub fn serves(m: usize, n: usize, k: usize) -> bool {
+    (2..=MAX_ROWS).contains(&m) && n >= 1 && k >= 1 && enabled()
+}
+
+/// Computes the product, splitting the output columns over the pool when it is big enough.
+///
+/// # Safety
+/// The pointers and leading dimensions describe valid row-major matrices: `a` is `m × k`
+/// (`lda ≥ k`), `b` is `n × k` or `k × n` by `layout`, `c` is `m × n` (`ldc ≥ n`), and `c` does not
+/// overlap `a` or `b`.
+pub unsafe fn run(p: &Product) {
+    let work = p.m * p.n * p.k;
+    let threads = pool::threads();
+    if threads <= 1 || work < PARALLEL_WORK || p.n < 64 {
+        columns(p, 0, p.n);
+        return;
+    }
+    // Chunks are a multiple of 16 columns so that every worker runs whole blocks.
+    let per = p.n.div_ceil(threads).div_ceil(16) * 16;
+    pool::run(threads, &|t| {
+        let start = t * per;
+        let end = (start + per).min(p.n);
+        if start < end {
+            // SAFETY: disjoint column ranges of the same valid product.
+            unsafe { columns(p, start, end) }
+        }
+    });
+}
+
+/// Output columns `j0..j1` of the product, on the calling thread.
+unsafe fn columns(p: &Product, j0: usize, j1: usize) {
+    match isa() {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::columns_avx512(p, j0, j1),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::columns_avx2(p, j0, j1),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => arm::columns_neon(p, j0, j1),
+        Isa::Scalar => scalar_columns(p, j0, j1),
+    }
+}
+
+/// Stores `alpha·dot + beta·c` (never reading `c` when `beta` is 0, which may be uninitialised).
+#[inline(always)]
+unsafe fn store(p: &Product, i: usize, j: usize, dot: f32) {
+    let out = p.c.add(i * p.ldc + j);
+    *out = if p.beta == 0.0 {
+        p.alpha * dot
+    } else {
+        p.alpha * dot + p.beta * *out
+    };
+}
+
+/// The reference every SIMD path is tested against, and the fallback.
+pub unsafe fn scalar_columns(p: &Product, j0: usize, j1: usize) {
+    for i in 0..p.m {
+        let a = std::slice::from_raw_parts(p.a.add(i * p.lda), p.k);
+        for j in j0..j1 {
+            let mut dot = 0.0f32;
+            match p.layout {
+                BLayout::Trans => {
+                    let b = std::slice::from_raw_parts(p.b.add(j * p.ldb), p.k);
+                    for (x, y) in a.iter().zip(b) {
+                        dot += x * y;
+                    }
+                }
+                BLayout::NoTrans => {
+                    for (q, x) in a.iter().enumerate() {
+                        dot += x * *p.b.add(q * p.ldb + j);
+                    }
+                }
+            }
+            store(p, i, j, dot);
+        }
+    }
+}
+
+/// Generates the blocked kernels for one SIMD width from a handful of primitive operations, so
+/// that the loop structure is written once for every instruction set.
+macro_rules! kernels {
+    (
+        $(#[$attr:meta])* $name:ident, $lanes:expr, $vec:ty,
+        zero: $zero:path, load: $load:path, splat: $splat:path, fma: $fma:path, sum: $sum:path,
+        store_v: $store_v:path
+    ) => {
+        $(#[$attr])*
+        pub unsafe fn $name(p: &Product, j0: usize, j1: usize) {
+            match p.layout {
+                BLayout::Trans => trans(p, j0, j1),
+                BLayout::NoTrans => no_trans(p, j0, j1),
+            }
+
+            /// `B` is `n × k`: blocks of 4 weight rows, each multiplied with every row of `A`
+            /// (up to 4 at a time) while it is in cache.
+            $(#[$attr])*
+            unsafe fn trans(p: &Product, j0: usize, j1: usize) {
+                let mut j = j0;
+                while j < j1 {
+                    let nb = (j1 - j).min(4);
+                    let brow = |r: usize| p.b.add((j + r.min(nb - 1)) * p.ldb);
+                    let bp = [brow(0), brow(1), brow(2), brow(3)];
+                    let mut i = 0;
+                    while i < p.m {
+                        let mb = (p.m - i).min(4);
+                        let arow = |r: usize| p.a.add((i + r.min(mb - 1)) * p.lda);
+                        let ap = [arow(0), arow(1), arow(2), arow(3)];
+                        // Constant tile sizes keep the accumulators in registers.
+                        let dots = match (mb, nb == 4) {
+                            (1, true) => tile::<1, 4>(&ap, &bp, p.k),
+                            (2, true) => tile::<2, 4>(&ap, &bp, p.k),
+                            (3, true) => tile::<3, 4>(&ap, &bp, p.k),
+                            (4, true) => tile::<4, 4>(&ap, &bp, p.k),
+                            (1, false) => tile::<1, 3>(&ap, &bp, p.k),
+                            (2, false) => tile::<2, 3>(&ap, &bp, p.k),
+                            (3, false) => tile::<3, 3>(&ap, &bp, p.k),
+                            _ => tile::<4, 3>(&ap, &bp, p.k),
+                        };
+                        for (r, row) in dots.iter().enumerate().take(mb) {
+                            for (c, dot) in row.iter().enumerate().take(nb) {
+                                store(p, i + r, j + c, *dot);
+                            }
+                        }
+                        i += 4;
+                    }
+                    j += 4;
+                }
+            }
+
+            /// Dot products of `MR` rows of `A` with `NR` rows of `B` over `k`.
+            $(#[$attr])*
+            #[inline]
+            unsafe fn tile<const MR: usize, const NR: usize>(
+                ap: &[*const f32; 4],
+                bp: &[*const f32; 4],
+                k: usize,
+            ) -> [[f32; 4]; 4] {
+                const L: usize = $lanes;
+                let kv = k / L * L;
+                let mut acc: [[$vec; NR]; MR] = [[$zero(); NR]; MR];
+                let mut q = 0;
+                while q < kv {
+                    let mut bv: [$vec; NR] = [$zero(); NR];
+                    for c in 0..NR {
+                        bv[c] = $load(bp[c].add(q));
+                    }
+                    for r in 0..MR {
+                        let av = $load(ap[r].add(q));
+                        for c in 0..NR {
+                            acc[r][c] = $fma(av, bv[c], acc[r][c]);
+                        }
+                    }
+                    q += L;
+                }
+                let mut out = [[0.0f32; 4]; 4];
+                for r in 0..MR {
+                    for c in 0..NR {
+                        let mut dot = $sum(acc[r][c]);
+                        for t in kv..k {
+                            dot += *ap[r].add(t) * *bp[c].add(t);
+                        }
+                        out[r][c] = dot;
+                    }
+                }
+                out
+            }
+
+            /// `B` is `k × n`: for each block of `L` output columns and up to 4 rows of `A`,
+            /// stream the rows of `B` once.
+            $(#[$attr])*
+            unsafe fn no_trans(p: &Product, j0: usize, j1: usize) {
+                const L: usize = $lanes;
+                let mut j = j0;
+                while j + L <= j1 {
+                    let mut i = 0;
+                    while i < p.m {
+                        let mb = (p.m - i).min(4);
+                        let arow = |r: usize| p.a.add((i + r.min(mb - 1)) * p.lda);
+                        let ap = [arow(0), arow(1), arow(2), arow(3)];
+                        let b = p.b.add(j);
+                        let acc = match mb {
+                            1 => column::<1>(&ap, b, p.ldb, p.k),
+                            2 => column::<2>(&ap, b, p.ldb, p.k),
+                            3 => column::<3>(&ap, b, p.ldb, p.k),
+                            _ => column::<4>(&ap, b, p.ldb, p.k),
+                        };
+                        for (r, acc) in acc.iter().enumerate().take(mb) {
+                            let mut lanes = [0.0f32; L];
+                            $store_v(lanes.as_mut_ptr(), *acc);
+                            for (c, dot) in lanes.iter().enumerate() {
+                                store(p, i + r, j + c, *dot);
+                            }
+                        }
+                        i += 4;
+                    }
+                    j += L;
+                }
+                if j < j1 {
+                    scalar_columns(p, j, j1);
+                }
+            }
+
+            /// `L` columns of `MR` rows: `Σ_q A[r, q] · B[q, j..j + L]`.
+            $(#[$attr])*
+            #[inline]
+            unsafe fn column<const MR: usize>(
+                ap: &[*const f32; 4],
+                b: *const f32,
+                ldb: usize,
+                k: usize,
+            ) -> [$vec; 4] {
+                let mut acc: [$vec; 4] = [$zero(); 4];
+                for q in 0..k {
+                    let bv = $load(b.add(q * ldb));
+                    for r in 0..MR {
+                        acc[r] = $fma($splat(*ap[r].add(q)), bv, acc[r]);
+                    }
+                }
+                acc
+            }
+        }
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{scalar_columns, store, BLayout, Product};
+    use std::arch::x86_64::*;
+
+    kernels!(
+        #[target_feature(enable = "avx512f")]
+        columns_avx512, 16, __m512,
+        zero: z512, load: ld512, splat: set512, fma: fma512, sum: sum512, store_v: st512
+    );
+
+    kernels!(
+        #[target_feature(enable = "avx2,fma")]
+        columns_avx2, 8, __m256,
+        zero: z256, load: ld256, splat: set256, fma: fma256, sum: hsum256, store_v: st256
+    );
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn z512() -> __m512 {
+        _mm512_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn ld512(p: *const f32) -> __m512 {
+        _mm512_loadu_ps(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn set512(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn fma512(a: __m512, b: __m512, c: __m512) -> __m512 {
+        _mm512_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sum512(v: __m512) -> f32 {
+        _mm512_reduce_add_ps(v)
+    }
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn st512(p: *mut f32, v: __m512) {
+        _mm512_storeu_ps(p, v)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn z256() -> __m256 {
+        _mm256_setzero_ps()
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn ld256(p: *const f32) -> __m256 {
+        _mm256_loadu_ps(p)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn set256(x: f32) -> __m256 {
+        _mm256_set1_ps(x)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn fma256(a: __m256, b: __m256, c: __m256) -> __m256 {
+        _mm256_fmadd_ps(a, b, c)
+    }
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn st256(p: *mut f32, v: __m256) {
+        _mm256_storeu_ps(p, v)
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn hsum256(v: __m256) -> f32 {
+        let lo = _mm256_castps256_ps128(v);
+        let hi = _mm256_extractf128_ps(v, 1);
+        let s = _mm_add_ps(lo, hi);
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+        _mm_cvtss_f32(s)
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::{scalar_columns, store, BLayout, Product};
+    use std::arch::aarch64::*;
+
+    kernels!(
+        #[target_feature(enable = "neon")]
+        columns_neon, 4, float32x4_t,
+        zero: z128, load: ld128, splat: set128, fma: fma128, sum: sum128, store_v: st128
+    );
+
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn z128() -> float32x4_t {
+        vdupq_n_f32(0.0)
+    }
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn ld128(p: *const f32) -> float32x4_t {
+        vld1q_f32(p)
+    }
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn set128(x: f32) -> float32x4_t {
+        vdupq_n_f32(x)
+    }
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn fma128(a: float32x4_t, b: float32x4_t, c: float32x4_t) -> float32x4_t {
+        vfmaq_f32(c, a, b)
+    }
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn sum128(v: float32x4_t) -> f32 {
+        vaddvq_f32(v)
+    }
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn st128(p: *mut f32, v: float32x4_t) {
+        vst1q_f32(p, v)
+    }
+}
+
+/// A pool of parked worker threads for splitting one product. Waking a parked thread costs a few
+/// microseconds, which a decode step's ~200 products afford; spawning one per product would not.
+mod pool {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Condvar, Mutex, OnceLock};
+
+    type Job = &'static (dyn Fn(usize) + Sync);
+
+    struct Shared {
+        state: Mutex<State>,
+        wake: Condvar,
+        done: Condvar,
+    }
+
+    struct State {
+        /// Incremented per job so a worker runs each job once.
+        generation: u64,
+        job: Option<Job>,
+        /// Workers still running the current job.
+        pending: usize,
+    }
+
+    struct Pool {
+        shared: &'static Shared,
+        workers: usize,
+        /// Serialises callers: one product at a time owns the workers.
+        busy: Mutex<()>,
+    }
+
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    static THREADS: AtomicUsize = AtomicUsize::new(0);
+
+    /// Threads a product is split over (the caller plus the workers): `MLX_SERVE_FEWROW_THREADS`,
+    /// else the available parallelism, at most 8.
+    pub fn threads() -> usize {
+        let t = THREADS.load(Ordering::Relaxed);
+        if t != 0 {
+            return t;
+        }
+        let t = std::env::var("MLX_SERVE_FEWROW_THREADS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|&t| t >= 1)
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+                    .min(8)
+            });
+        THREADS.store(t, Ordering::Relaxed);
+        t
+    }
+
+    fn pool() -> &'static Pool {
+        POOL.get_or_init(|| {
+            let shared: &'static Shared = Box::leak(Box::new(Shared {
+                state: Mutex::new(State {
+                    generation: 0,
+                    job: None,
+                    pending: 0,
+                }),
+                wake: Condvar::new(),
+                done: Condvar::new(),
+            }));
+            let workers = threads() - 1;
+            for w in 0..workers {
+                std::thread::Builder::new()
+                    .name(format!("mlx-serve-gemm-{w}"))
+                    .spawn(move || worker(shared, w + 1))
+                    .expect("spawn few-row matmul worker");
+            }
+            Pool {
+                shared,
+                workers,
+                busy: Mutex::new(()),
+            }
+        })
+    }
+
+    fn worker(shared: &'static Shared, index: usize) {
+        let mut seen = 0u64;
+        loop {
+            let job = {
+                let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                while state.generation == seen {
+                    state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                }
+                seen = state.generation;
+                state.job
+            };
+            if let Some(job) = job {
+                job(index);
+            }
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.pending -= 1;
+            if state.pending == 0 {
+                shared.done.notify_all();
+            }
+        }
+    }
+
+    /// Runs `job(t)` for `t` in `0..threads`, `0` on the calling thread, and returns when all are
+    /// done.
+    pub fn run(threads: usize, job: &(dyn Fn(usize) + Sync)) {
+        let pool = pool();
+        if pool.workers + 1 < threads {
+            for t in 0..threads {
+                job(t);
+            }
+            return;
+        }
+        let _owner = pool.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // SAFETY: the reference is only used until `pending` drops to 0, which this function
+        // waits for before returning, so it never outlives `job`.
+        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(job) };
+        {
+            let mut state = pool.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            state.job = Some(job);
+            state.pending = pool.workers;
+            state.generation += 1;
+            pool.shared.wake.notify_all();
+        }
+        job(0);
+        let mut state = pool.shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        while state.pending > 0 {
+            state = pool
+                .shared
+                .done
+                .wait(state)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        state.job = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random(len: usize, seed: &mut u64) -> Vec<f32> {
+        (0..len)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+            })
+            .collect()
+    }
+
+    /// Every shape class (tails in k and n, row groups that do not divide by 4, padded leading
+    /// dimensions, beta ≠ 0) against a plain triple loop in f64.
+    #[test]
+    fn matches_a_plain_product_for_every_isa_and_layout() {
+        let mut seed = 7;
+        for &(m, n, k) in &[
+            (1, 1, 1),
+            (1, 37, 19),
+            (3, 64, 64),
+            (5, 129, 576),
+            (8, 200, 33),
+            (17, 67, 130),
+            (32, 96, 64),
+        ] {
+            for layout in [BLayout::Trans, BLayout::NoTrans] {
+                for beta in [0.0f32, 0.5] {
+                    let lda = k + 3;
+                    let (brows, bcols) = match layout {
+                        BLayout::Trans => (n, k),
+                        BLayout::NoTrans => (k, n),
+                    };
+                    let ldb = bcols + 2;
+                    let ldc = n + 1;
+                    let a = random(m * lda, &mut seed);
+                    let b = random(brows * ldb, &mut seed);
+                    let c0 = random(m * ldc, &mut seed);
+                    let mut want = c0.clone();
+                    for i in 0..m {
+                        for j in 0..n {
+                            let mut dot = 0.0f64;
+                            for q in 0..k {
+                                let bv = match layout {
+                                    BLayout::Trans => b[j * ldb + q],
+                                    BLayout::NoTrans => b[q * ldb + j],
+                                };
+                                dot += a[i * lda + q] as f64 * bv as f64;
+                            }
+                            want[i * ldc + j] =
+                                (1.5 * dot + beta as f64 * c0[i * ldc + j] as f64) as f32;
+                        }
+                    }
+                    let mut isas = vec![Isa::Scalar, isa()];
+                    #[cfg(target_arch = "x86_64")]
+                    if std::arch::is_x86_feature_detected!("avx2") {
+                        isas.push(Isa::Avx2);
+                    }
+                    for which in isas {
+                        let mut c = c0.clone();
+                        let p = Product {
+                            m,
+                            n,
+                            k,
+                            alpha: 1.5,
+                            a: a.as_ptr(),
+                            lda,
+                            b: b.as_ptr(),
+                            ldb,
+                            layout,
+                            beta,
+                            c: c.as_mut_ptr(),
+                            ldc,
+                        };
+                        unsafe {
+                            match which {
+                                #[cfg(target_arch = "x86_64")]
+                                Isa::Avx512 => x86::columns_avx512(&p, 0, n),
+                                #[cfg(target_arch = "x86_64")]
+                                Isa::Avx2 => x86::columns_avx2(&p, 0, n),
+                                #[cfg(target_arch = "aarch64")]
+                                Isa::Neon => arm::columns_neon(&p, 0, n),
+                                Isa::Scalar => scalar_columns(&p, 0, n),
+                            }
+                        }
+                        for (idx, (got, want)) in c.iter().zip(&want).enumerate() {
+                            let (i, j) = (idx / ldc, idx % ldc);
+                            if j >= n {
+                                // Padding between rows must stay untouched.
+                                assert_eq!(*got, c0[idx], "padding written at {i},{j}");
+                                continue;
+                            }
+                            let tol = 1e-4 * (k as f32).sqrt().max(1.0);
+                            assert!(
+                                (got - want).abs() <= tol,
+                                "{which:?} {layout:?} m{m} n{n} k{k} beta{beta} at {i},{j}: {got} vs {want}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_pool_splits_a_large_product_and_gets_the_same_answer() {
+        let (m, n, k) = (8, 1000, 300);
+        let mut seed = 11;
+        let a = random(m * k, &mut seed);
+        let b = random(n * k, &mut seed);
+        let mut single = vec![0.0f32; m * n];
+        let mut split = vec![0.0f32; m * n];
+        let mut p = Product {
+            m,
+            n,
+            k,
+            alpha: 1.0,
+            a: a.as_ptr(),
+            lda: k,
+            b: b.as_ptr(),
+            ldb: k,
+            layout: BLayout::Trans,
+            beta: 0.0,
+            c: single.as_mut_ptr(),
+            ldc: n,
+        };
+        unsafe { columns(&p, 0, n) };
+        p.c = split.as_mut_ptr();
+        for _ in 0..50 {
+            unsafe { run(&p) };
+        }
+        assert_eq!(single, split);
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+    #[test]
+    #[ignore]
+    fn time_shapes() {
+        for layout in [BLayout::Trans, BLayout::NoTrans] {
+            for m in [1usize, 2, 4, 8, 16, 32] {
+                let (n, k) = (960usize, 576usize);
+                let a = vec![0.5f32; m * k];
+                let b = vec![0.25f32; n * k];
+                let mut c = vec![0.0f32; m * n];
+                let p = Product {
+                    m,
+                    n,
+                    k,
+                    alpha: 1.0,
+                    a: a.as_ptr(),
+                    lda: k,
+                    b: b.as_ptr(),
+                    ldb: if layout == BLayout::Trans { k } else { n },
+                    layout,
+                    beta: 0.0,
+                    c: c.as_mut_ptr(),
+                    ldc: n,
+                };
+                let mut best = f64::MAX;
+                for _ in 0..50 {
+                    let t = std::time::Instant::now();
+                    unsafe { columns(&p, 0, n) };
+                    best = best.min(t.elapsed().as_secs_f64());
+                }
+                println!("{layout:?} m={m} {:.1} us", best * 1e6);
+            }
+        }
+    }
+}
