@@ -100,6 +100,7 @@ async fn messages(
                 let message = render_message(Completion {
                     model: &body.model,
                     text: &text,
+                    reasoning: "",
                     tool_calls: &[],
                     finish: reason,
                     stop_sequence: stop_sequence.as_deref(),

@@ -14,4 +14,5 @@ pub mod fake;
 pub mod guided;
 pub mod metrics;
 pub mod model;
+pub mod reasoning;
 pub mod tool_parser;

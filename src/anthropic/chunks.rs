@@ -56,6 +56,13 @@ impl ChunkRenderer for MessagesRenderer {
         self.push(StreamInput::Text(text.to_owned()))
     }
 
+    fn reasoning(&mut self, _index: usize, text: &str) -> Vec<Bytes> {
+        if text.is_empty() {
+            return Vec::new();
+        }
+        self.push(StreamInput::Thinking(text.to_owned()))
+    }
+
     fn tool_call(
         &mut self,
         _index: usize,

@@ -13,6 +13,8 @@ pub struct Completion<'a> {
     pub model: &'a str,
     /// Generated text with tool-call markup removed by the tool parser.
     pub text: &'a str,
+    /// The model's reasoning (empty when none): a `thinking` block first.
+    pub reasoning: &'a str,
     /// Tool calls the tool parser found, in order.
     pub tool_calls: &'a [ToolCall],
     /// Why the engine stopped.
@@ -50,6 +52,16 @@ pub fn tool_input(call: &ToolCall) -> Result<Value, AnthropicError> {
     }
     match serde_json::from_str::<Value>(&call.arguments) {
         Ok(v @ Value::Object(_)) => Ok(v),
+        // A call cut off by max_tokens: its whole members, as the streaming client reads the
+        // same `input_json` fragments.
+        _ if call.arguments.trim_start().starts_with('{') => {
+            mlx_serve_actors::tool_parser::close_json_prefix(&call.arguments).ok_or_else(|| {
+                AnthropicError::Api(format!(
+                    "the model called `{}` with broken arguments",
+                    call.name
+                ))
+            })
+        }
         Ok(_) | Err(_) => Err(AnthropicError::Api(format!(
             "the model called `{}` with arguments that are not a JSON object",
             call.name
@@ -59,7 +71,13 @@ pub fn tool_input(call: &ToolCall) -> Result<Value, AnthropicError> {
 
 /// The reply of a non-streaming `/v1/messages`.
 pub fn render_message(c: Completion<'_>) -> Result<Message, AnthropicError> {
-    let mut content = Vec::with_capacity(1 + c.tool_calls.len());
+    let mut content = Vec::with_capacity(2 + c.tool_calls.len());
+    if !c.reasoning.is_empty() {
+        content.push(ResponseBlock::Thinking {
+            thinking: c.reasoning.to_owned(),
+            signature: String::new(),
+        });
+    }
     // Whitespace around tool-call markup is not an answer; an all-text reply is kept as is.
     if c.tool_calls.is_empty() || !c.text.trim().is_empty() {
         content.push(ResponseBlock::Text {
@@ -121,6 +139,7 @@ mod tests {
         Completion {
             model: "claude-sonnet-4",
             text,
+            reasoning: "",
             tool_calls: calls,
             finish,
             stop_sequence: None,
@@ -221,8 +240,18 @@ mod tests {
         let calls = [call("c", "ls", "[1,2]")];
         let e = render_message(completion("", &calls, FinishReason::Stop)).unwrap_err();
         assert_eq!(e.error_type(), "api_error");
-        let calls = [call("c", "ls", "{oops")];
-        assert!(render_message(completion("", &calls, FinishReason::Stop)).is_err());
+    }
+
+    #[test]
+    fn cut_off_arguments_give_their_whole_members() {
+        let calls = [call("c", "ls", r#"{"path":"/tmp","glob":"*.r"#)];
+        let m = render_message(completion("", &calls, FinishReason::Length)).expect("ok");
+        let v = serde_json::to_value(&m).unwrap_or_default();
+        assert_eq!(
+            v["content"][0]["input"],
+            serde_json::json!({"path": "/tmp"})
+        );
+        assert_eq!(v["stop_reason"], "max_tokens");
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub struct Message {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ResponseBlock {
+    /// The model's reasoning, kept apart from its answer.
+    Thinking {
+        /// The reasoning text.
+        thinking: String,
+        /// Anthropic signs its thinking; a local model's is unsigned (empty).
+        signature: String,
+    },
     /// Generated text.
     Text {
         /// The text.
@@ -166,6 +173,11 @@ impl StreamEvent {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum BlockDelta {
+    /// More reasoning of a thinking block.
+    ThinkingDelta {
+        /// Reasoning to append.
+        thinking: String,
+    },
     /// More text of a text block.
     TextDelta {
         /// Text to append.

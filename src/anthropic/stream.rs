@@ -30,6 +30,8 @@ pub enum StreamInput {
     },
     /// Plain text for the user.
     Text(String),
+    /// The model's reasoning: a `thinking` block with `thinking_delta` events.
+    Thinking(String),
     /// The tool parser recognised the start of a call.
     ToolCallStart {
         /// The parser's call index (0, 1, … within this reply).
@@ -64,6 +66,7 @@ pub enum StreamInput {
 enum Open {
     Nothing,
     Text(usize),
+    Thinking(usize),
     Tool { block: usize, call: usize },
 }
 
@@ -133,6 +136,30 @@ impl MessageStream {
             StreamInput::Text(text) => {
                 self.start(&mut out);
                 self.text(text, &mut out);
+            }
+            StreamInput::Thinking(thinking) => {
+                self.start(&mut out);
+                let block = match self.open {
+                    Open::Thinking(block) => block,
+                    _ => {
+                        self.close(&mut out);
+                        let block = self.open_block(
+                            ResponseBlock::Thinking {
+                                thinking: String::new(),
+                                signature: String::new(),
+                            },
+                            &mut out,
+                        );
+                        self.open = Open::Thinking(block);
+                        block
+                    }
+                };
+                if !thinking.is_empty() {
+                    out.push(StreamEvent::ContentBlockDelta {
+                        index: block,
+                        delta: BlockDelta::ThinkingDelta { thinking },
+                    });
+                }
             }
             StreamInput::ToolCallStart { index, id, name } => {
                 self.start(&mut out);
@@ -248,7 +275,7 @@ impl MessageStream {
         }
         match self.open {
             Open::Text(block) => self.text_delta(block, text, out),
-            Open::Nothing | Open::Tool { .. } => {
+            Open::Nothing | Open::Tool { .. } | Open::Thinking(_) => {
                 self.pending_ws.push_str(&text);
                 if self.pending_ws.trim().is_empty() {
                     return;
@@ -289,7 +316,7 @@ impl MessageStream {
     fn close(&mut self, out: &mut Vec<StreamEvent>) {
         match std::mem::replace(&mut self.open, Open::Nothing) {
             Open::Nothing => {}
-            Open::Text(index) | Open::Tool { block: index, .. } => {
+            Open::Text(index) | Open::Thinking(index) | Open::Tool { block: index, .. } => {
                 out.push(StreamEvent::ContentBlockStop { index })
             }
         }

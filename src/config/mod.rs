@@ -24,6 +24,8 @@ pub struct Settings {
     pub logging: LoggingSettings,
     /// Tool calling.
     pub tools: ToolsSettings,
+    /// Reasoning separation (`[reasoning] parser`).
+    pub reasoning: ReasoningSettings,
     /// Admission order and preemption.
     pub scheduler: SchedulerSettings,
     /// Prometheus metrics and the latency window.
@@ -48,6 +50,14 @@ impl Default for AliasSettings {
     fn default() -> Self {
         Self(BTreeMap::from([("claude-*".to_owned(), String::new())]))
     }
+}
+
+/// `[reasoning]`: how a model's thinking is kept apart from its answer.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReasoningSettings {
+    /// `auto` (from the chat template), `none`, `think` (`<think>…</think>`) or `gpt_oss`.
+    pub parser: mlx_serve_actors::reasoning::ReasoningFormat,
 }
 
 /// What to do when the engine thread dies or wedges.

@@ -368,6 +368,9 @@ pub struct AssistantMessage {
     pub content: Option<String>,
     /// Refusals are never generated here.
     pub refusal: Option<String>,
+    /// The model's reasoning, when a reasoning parser kept it apart (vLLM / DeepSeek field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     /// Tool calls, when the tool parser found some.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallOut>,
@@ -483,6 +486,9 @@ pub struct Delta {
     /// Text fragment.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+    /// Reasoning fragment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reasoning_content: Option<String>,
     /// Tool-call fragments.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tool_calls: Vec<ToolCallDelta>,

@@ -246,11 +246,12 @@ pub fn add_usage(total: &mut Usage, u: &Usage) {
     total.completion_tokens += u.completion_tokens;
 }
 
-/// OpenAI's `finish_reason` string.
+/// OpenAI's `finish_reason` string. `length` wins over `tool_calls`: a call cut off by
+/// `max_tokens` keeps the arguments written so far, and the client must know they are cut.
 pub fn finish_reason(reason: FinishReason, tool_calls: bool) -> &'static str {
     match reason {
-        _ if tool_calls => "tool_calls",
         FinishReason::Length => "length",
+        _ if tool_calls => "tool_calls",
         FinishReason::Stop | FinishReason::StopSequence | FinishReason::Cancelled => "stop",
     }
 }

@@ -19,6 +19,7 @@ use mlx_serve_actors::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLog
 use mlx_serve_actors::metrics::CacheOutcome;
 use mlx_serve_actors::model::actor::Generation;
 use mlx_serve_actors::model::registry::Lease;
+use mlx_serve_actors::reasoning::{Piece, ReasoningSplitter};
 use tokio::time::timeout_at;
 
 use crate::config::ModelEntry;
@@ -43,6 +44,11 @@ pub enum Event {
         text: String,
         /// Logprobs of the tokens it covers.
         logprobs: Vec<TokenLogprob>,
+    },
+    /// Thinking, kept apart from the answer by the reasoning splitter.
+    Reasoning {
+        /// The new reasoning text.
+        text: String,
     },
     /// A tool-call fragment from the tool parser.
     ToolCall {
@@ -134,6 +140,7 @@ pub struct Source {
     ctx: RequestContext,
     request: Option<GenerateRequest>,
     parser: Option<Box<dyn StreamingToolParser>>,
+    reasoning: Option<ReasoningSplitter>,
     pending: VecDeque<Event>,
     deadline: tokio::time::Instant,
     raw_text: String,
@@ -182,6 +189,7 @@ pub async fn start_on(
         lease.set_keep_alive(keep_alive);
     }
     let parser = tool_prep::prepare(state, lease.handle(), &mut request, &ctx.tools).await;
+    let reasoning = tool_prep::reasoning_splitter(state, lease.handle(), &request).await;
     let resolution = cache::resolve(state, &entry.id, &request, &ctx.cache).await;
     let raw_logprobs = request.logprobs.map(|_| Vec::new());
     let kept = state.settings.logging.log_prompts.then(|| request.clone());
@@ -214,6 +222,7 @@ pub async fn start_on(
         ctx,
         request: kept,
         parser,
+        reasoning,
         pending: VecDeque::new(),
         deadline: tokio::time::Instant::now() + timeout,
         raw_text: String::new(),
@@ -298,11 +307,11 @@ impl Source {
                 if let Some(kept) = self.raw_logprobs.as_mut() {
                     kept.extend(logprobs.iter().cloned());
                 }
-                match self.parser.as_mut() {
-                    None => self.pending.push_back(Event::Text { text, logprobs }),
-                    Some(p) => {
-                        let deltas = p.push(&text);
-                        self.push_parsed(deltas, logprobs);
+                match self.reasoning.as_mut() {
+                    None => self.content(text, logprobs),
+                    Some(splitter) => {
+                        let pieces = splitter.push(&text);
+                        self.pieces(pieces, logprobs);
                     }
                 }
             }
@@ -313,6 +322,9 @@ impl Source {
                 timings,
             } => {
                 self.facts.timings = Some(timings);
+                if let Some(pieces) = self.reasoning.as_mut().map(ReasoningSplitter::finish) {
+                    self.pieces(pieces, Vec::new());
+                }
                 if let Some(p) = self.parser.as_mut() {
                     let deltas = p.finish();
                     let verdict = p.verdict();
@@ -343,6 +355,34 @@ impl Source {
         match (h.loaded, h.failure) {
             (false, Some(why)) => ApiError::Unavailable(why),
             _ => e.into(),
+        }
+    }
+
+    /// Answer text: through the tool parser when there is one.
+    fn content(&mut self, text: String, logprobs: Vec<TokenLogprob>) {
+        match self.parser.as_mut() {
+            None => self.pending.push_back(Event::Text { text, logprobs }),
+            Some(p) => {
+                let deltas = p.push(&text);
+                self.push_parsed(deltas, logprobs);
+            }
+        }
+    }
+
+    /// The splitter's pieces: reasoning goes straight out, never to the tool parser.
+    fn pieces(&mut self, pieces: Vec<Piece>, mut logprobs: Vec<TokenLogprob>) {
+        for piece in pieces {
+            match piece {
+                Piece::Reasoning(text) => self.pending.push_back(Event::Reasoning { text }),
+                Piece::Content(text) => self.content(text, std::mem::take(&mut logprobs)),
+            }
+        }
+        if !logprobs.is_empty() {
+            // Tokens that were all reasoning still carry their logprobs.
+            self.pending.push_back(Event::Text {
+                text: String::new(),
+                logprobs,
+            });
         }
     }
 
@@ -474,6 +514,8 @@ pub struct AssembledToolCall {
 pub struct Collected {
     /// Assistant text.
     pub text: String,
+    /// The model's reasoning, kept apart from `text` (empty when none).
+    pub reasoning: String,
     /// Logprobs of every token.
     pub logprobs: Vec<TokenLogprob>,
     /// Tool calls, in index order.
@@ -510,11 +552,13 @@ pub async fn collect_for(
 /// Drain a source into one response (the JSON renderer's input).
 pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
     let mut text = String::new();
+    let mut reasoning = String::new();
     let mut logprobs = Vec::new();
     let mut calls: BTreeMap<usize, AssembledToolCall> = BTreeMap::new();
     while let Some(ev) = source.next().await {
         match ev {
             Event::Started { .. } => {}
+            Event::Reasoning { text: r } => reasoning.push_str(&r),
             Event::Text {
                 text: t,
                 logprobs: l,
@@ -544,6 +588,7 @@ pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
             } => {
                 return Ok(Collected {
                     text,
+                    reasoning,
                     logprobs,
                     tool_calls: calls.into_values().collect(),
                     reason,

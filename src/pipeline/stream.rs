@@ -24,6 +24,10 @@ pub trait ChunkRenderer: Send + 'static {
     fn start(&mut self, index: usize) -> Vec<Bytes>;
     /// New text.
     fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprob]) -> Vec<Bytes>;
+    /// Reasoning text (kept apart from the answer); APIs without a place for it skip it.
+    fn reasoning(&mut self, _index: usize, _text: &str) -> Vec<Bytes> {
+        Vec::new()
+    }
     /// A tool-call fragment.
     fn tool_call(
         &mut self,
@@ -157,6 +161,11 @@ impl Driver {
                 Some(Event::Text { text, logprobs }) => {
                     self.seen_output = true;
                     let chunks = self.renderer.text(self.index, &text, &logprobs);
+                    self.out.extend(chunks);
+                }
+                Some(Event::Reasoning { text }) => {
+                    self.seen_output = true;
+                    let chunks = self.renderer.reasoning(self.index, &text);
                     self.out.extend(chunks);
                 }
                 Some(Event::ToolCall {

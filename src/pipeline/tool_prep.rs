@@ -9,6 +9,7 @@ use std::time::Duration;
 use actix_web::web;
 use mlx_serve_actors::engine::{EngineInfo, GenerateRequest, Prompt};
 use mlx_serve_actors::model::actor::ModelHandle;
+use mlx_serve_actors::reasoning::{ReasoningFormat, ReasoningSplitter};
 
 use super::seams::{StreamingToolParser, ToolOptions};
 use crate::state::AppState;
@@ -33,6 +34,27 @@ pub async fn prepare(
         None
     };
     seam.prepare(request, options, template.as_deref())
+}
+
+/// The request's reasoning splitter: chat prompts only, with `[reasoning] parser` resolved
+/// against the model's chat template (`auto`).
+pub async fn reasoning_splitter(
+    state: &web::Data<AppState>,
+    model: &ModelHandle,
+    request: &GenerateRequest,
+) -> Option<ReasoningSplitter> {
+    let configured = state.settings.reasoning.parser;
+    if !matches!(request.prompt, Prompt::Chat { .. }) || configured == ReasoningFormat::Disabled {
+        return None;
+    }
+    let format = match configured {
+        ReasoningFormat::Auto => {
+            let template = loaded_info(state, model).await.and_then(|i| i.chat_template);
+            configured.resolve(template.as_deref())
+        }
+        other => other,
+    };
+    ReasoningSplitter::new(format)
 }
 
 /// The model's facts once it has loaded; `None` when it failed to load or did not load within

@@ -137,6 +137,7 @@ fn render(meta: ResponseMeta, c: Collected, want_logprobs: bool) -> ChatCompleti
                 role: "assistant",
                 content: (!(has_calls && c.text.is_empty())).then_some(c.text),
                 refusal: None,
+                reasoning_content: (!c.reasoning.is_empty()).then_some(c.reasoning),
                 tool_calls,
             },
             logprobs: want_logprobs.then(|| ChatLogprobs::from_engine(&c.logprobs)),
@@ -198,6 +199,14 @@ impl ChunkRenderer for ChatRenderer {
         };
         let lp = self.logprobs.then(|| ChatLogprobs::from_engine(logprobs));
         vec![self.delta(delta, lp, None)]
+    }
+
+    fn reasoning(&mut self, _index: usize, text: &str) -> Vec<Bytes> {
+        let delta = Delta {
+            reasoning_content: Some(text.to_owned()),
+            ..Delta::default()
+        };
+        vec![self.delta(delta, None, None)]
     }
 
     fn tool_call(

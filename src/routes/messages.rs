@@ -160,6 +160,7 @@ pub async fn messages(
     let message = render_message(Completion {
         model: &body.model,
         text: &collected.text,
+        reasoning: &collected.reasoning,
         tool_calls: &calls,
         finish: collected.reason,
         stop_sequence: collected.stop_sequence.as_deref(),

@@ -125,7 +125,8 @@ async fn drain(
     machine.begin();
     while let Some(ev) = source.next().await {
         match ev {
-            Event::Started { .. } => {}
+            // Reasoning has no output item here yet; it is never answer text (README).
+            Event::Started { .. } | Event::Reasoning { .. } => {}
             Event::Text { text, .. } => {
                 machine.text(&text);
             }

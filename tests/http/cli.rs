@@ -60,3 +60,51 @@ fn sigterm_shuts_down_cleanly() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn tools_parse_stream_prints_one_delta_per_line_rebuilding_the_call() {
+    use std::io::Write;
+    let text = "Ok.\n<minimax:tool_call>\n<invoke name=\"write_file\">\n<parameter name=\"path\">a.txt</parameter>\n<parameter name=\"content\">hello\nworld</parameter>\n</invoke>\n</minimax:tool_call>";
+    let mut child = Command::new(BIN)
+        .args([
+            "tools",
+            "parse",
+            "--stream",
+            "--format",
+            "minimax_m2",
+            "--chunk-chars",
+            "2",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("written");
+    let out = child.wait_with_output().expect("ends");
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON object per line"))
+        .collect();
+    let content: String = lines.iter().filter_map(|l| l["content"].as_str()).collect();
+    assert_eq!(content, "Ok.");
+    let first = lines
+        .iter()
+        .position(|l| l.get("tool_calls").is_some())
+        .expect("a call");
+    assert_eq!(
+        lines[first]["tool_calls"][0]["function"]["name"],
+        "write_file"
+    );
+    let args: String = lines[first..]
+        .iter()
+        .filter_map(|l| l["tool_calls"][0]["function"]["arguments"].as_str())
+        .collect();
+    assert_eq!(args, r#"{"path":"a.txt","content":"hello\nworld"}"#);
+    assert!(lines.len() > 5, "streamed in pieces: {lines:?}");
+}

@@ -26,6 +26,21 @@ pub enum ToolFormat {
     /// DeepSeek V3 / V3.1 `<｜tool▁calls▁begin｜>` markers.
     #[serde(alias = "deepseek", alias = "deepseek_v31")]
     DeepseekV3,
+    /// Kimi-K2: `<|tool_calls_section_begin|><|tool_call_begin|>functions.NAME:0…`.
+    #[serde(alias = "kimi")]
+    KimiK2,
+    /// GLM-4.5 / 4.6 / 4.7: `<tool_call>NAME<arg_key>K</arg_key><arg_value>V</arg_value>…`.
+    #[serde(alias = "glm", alias = "glm4_moe", alias = "glm46", alias = "glm47")]
+    Glm45,
+    /// gpt-oss harmony: `<|channel|>commentary to=functions.NAME …<|message|>{…}<|call|>`.
+    #[serde(alias = "harmony", alias = "openai")]
+    GptOss,
+    /// MiniMax-M2: `<minimax:tool_call><invoke name="NAME"><parameter name="K">V</parameter>…`.
+    #[serde(alias = "minimax")]
+    MinimaxM2,
+    /// FunctionGemma: `<start_function_call>call:NAME{k:<escape>v<escape>}<end_function_call>`.
+    #[serde(alias = "function_gemma")]
+    Functiongemma,
     /// JSON objects or arrays in plain text or code fences, `{"tool": …}`, `NAME({…})`, and
     /// `<tool_call>` tags: for models whose template has no tool markup.
     Json,
@@ -46,6 +61,11 @@ impl ToolFormat {
             Self::Pythonic => "pythonic",
             Self::DeepseekV3 => "deepseek_v3",
             Self::Json => "json",
+            Self::KimiK2 => "kimi_k2",
+            Self::Glm45 => "glm45",
+            Self::GptOss => "gpt_oss",
+            Self::MinimaxM2 => "minimax_m2",
+            Self::Functiongemma => "functiongemma",
             Self::Disabled => "none",
         }
     }
@@ -64,7 +84,19 @@ impl ToolFormat {
         use ScannerKind::*;
         match self {
             Self::Auto => &[
-                Qwen3Coder, Hermes, Mistral, DeepSeek, Llama, Pythonic, JsonText, NameCall,
+                Qwen3Coder,
+                Hermes,
+                Glm45,
+                KimiK2,
+                Minimax,
+                Functiongemma,
+                GptOss,
+                Mistral,
+                DeepSeek,
+                Llama,
+                Pythonic,
+                JsonText,
+                NameCall,
             ],
             Self::Hermes => &[Hermes, JsonText],
             Self::Qwen3Coder => &[Qwen3Coder, Hermes, JsonText],
@@ -73,6 +105,11 @@ impl ToolFormat {
             Self::Pythonic => &[Pythonic],
             Self::DeepseekV3 => &[DeepSeek],
             Self::Json => &[Hermes, JsonText, NameCall],
+            Self::KimiK2 => &[KimiK2],
+            Self::Glm45 => &[Glm45, Hermes, JsonText],
+            Self::GptOss => &[GptOss],
+            Self::MinimaxM2 => &[Minimax],
+            Self::Functiongemma => &[Functiongemma],
             Self::Disabled => &[],
         }
     }
@@ -86,7 +123,7 @@ impl std::fmt::Display for ToolFormat {
 
 /// A format name that is not one of [`ToolFormat`]'s spellings.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown tool format `{0}` (expected auto, hermes, qwen3_coder, mistral, llama3_json, pythonic, deepseek_v3, json or none)")]
+#[error("unknown tool format `{0}` (expected auto, hermes, qwen3_coder, mistral, llama3_json, pythonic, deepseek_v3, kimi_k2, glm45, gpt_oss, minimax_m2, functiongemma, json or none)")]
 pub struct UnknownFormat(pub String);
 
 impl std::str::FromStr for ToolFormat {
@@ -104,7 +141,17 @@ pub fn detect_format(chat_template: Option<&str>) -> ToolFormat {
     let Some(t) = chat_template else {
         return ToolFormat::Json;
     };
-    if t.contains("<function=") && t.contains("<parameter=") {
+    if t.contains("<|channel|>") && t.contains("<|message|>") {
+        ToolFormat::GptOss
+    } else if t.contains("<|tool_calls_section_begin|>") || t.contains("<|tool_call_begin|>") {
+        ToolFormat::KimiK2
+    } else if t.contains("<minimax:tool_call>") {
+        ToolFormat::MinimaxM2
+    } else if t.contains("<arg_key>") {
+        ToolFormat::Glm45
+    } else if t.contains("<start_function_call>") {
+        ToolFormat::Functiongemma
+    } else if t.contains("<function=") && t.contains("<parameter=") {
         ToolFormat::Qwen3Coder
     } else if t.contains("<tool_call>") {
         ToolFormat::Hermes
@@ -179,6 +226,34 @@ mod tests {
             ToolFormat::Json
         );
         assert_eq!(detect_format(None), ToolFormat::Json);
+        let glm = "{% for tc in m.tool_calls %}<tool_call>{{ tc.name }}<arg_key>{{ k }}</arg_key>";
+        assert_eq!(detect_format(Some(glm)), ToolFormat::Glm45);
+        assert_eq!(
+            detect_format(Some("<|tool_calls_section_begin|>")),
+            ToolFormat::KimiK2
+        );
+        assert_eq!(
+            detect_format(Some("<|start|>assistant<|channel|>final<|message|>")),
+            ToolFormat::GptOss
+        );
+        assert_eq!(
+            detect_format(Some("<minimax:tool_call>\n<invoke name=")),
+            ToolFormat::MinimaxM2
+        );
+        assert_eq!(
+            detect_format(Some("<start_function_call>call:")),
+            ToolFormat::Functiongemma
+        );
+        for f in [
+            "kimi_k2",
+            "glm45",
+            "gpt_oss",
+            "minimax_m2",
+            "functiongemma",
+            "harmony",
+        ] {
+            assert!(f.parse::<ToolFormat>().is_ok(), "{f}");
+        }
         assert_eq!(
             ToolFormat::Mistral.resolve(Some("<tool_call>")),
             ToolFormat::Mistral

@@ -202,6 +202,20 @@ pub(crate) fn scan_value(s: &str) -> Prefix {
     }
 }
 
+/// [`scan_value`], with the offset of the byte that made the text invalid (for an invalid one:
+/// everything before it is a valid JSON prefix).
+pub(crate) fn scan_prefix(s: &str) -> (Prefix, usize) {
+    let mut c = Cursor {
+        b: s.as_bytes(),
+        pos: 0,
+    };
+    match c.value(0) {
+        Ok(()) => (Prefix::Complete(c.pos), c.pos),
+        Err(Stop::Eof) => (Prefix::Incomplete, c.pos),
+        Err(Stop::Bad) => (Prefix::Invalid, c.pos),
+    }
+}
+
 /// Drops whitespace outside strings and escapes raw control characters inside them; `s` must
 /// be a complete value as found by [`scan_value`]. Key order is kept as the model wrote it.
 pub(crate) fn minify(s: &str) -> String {
@@ -237,6 +251,74 @@ pub(crate) fn minify(s: &str) -> String {
         }
     }
     out
+}
+
+/// The object a cut-off arguments text stands for, as far as its members are whole: an
+/// unfinished string, literal or key is left out, and open containers are closed (the reading
+/// the official clients give a partial `input_json`). `None` when it does not start an object.
+pub fn close_json_prefix(text: &str) -> Option<serde_json::Value> {
+    let t = text.trim_start();
+    if !t.starts_with('{') {
+        return None;
+    }
+    // `good`: where the text last stood right after an opener or a whole value, with the
+    // closers needed there.
+    let mut stack: Vec<u8> = Vec::new();
+    let mut good = (0usize, Vec::new());
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut is_key = false;
+    let mut expect_key = false;
+    for (i, &c) in t.as_bytes().iter().enumerate() {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == b'\\' {
+                escaped = true;
+            } else if c == b'"' {
+                in_string = false;
+                if !is_key {
+                    good = (i + 1, stack.clone());
+                }
+            }
+            continue;
+        }
+        match c {
+            b'{' | b'[' => {
+                stack.push(if c == b'{' { b'}' } else { b']' });
+                expect_key = c == b'{';
+                good = (i + 1, stack.clone());
+            }
+            b'}' | b']' => {
+                stack.pop();
+                good = (i + 1, stack.clone());
+                if stack.is_empty() {
+                    break;
+                }
+            }
+            b'"' => {
+                in_string = true;
+                is_key = expect_key;
+                expect_key = false;
+            }
+            b',' => expect_key = stack.last() == Some(&b'}'),
+            b'0'..=b'9' => good = (i + 1, stack.clone()),
+            b'e' | b'l'
+                if ["true", "false", "null"]
+                    .iter()
+                    .any(|l| t[..=i].ends_with(l)) =>
+            {
+                good = (i + 1, stack.clone())
+            }
+            _ => {}
+        }
+    }
+    let (at, closers) = good;
+    let mut out = t[..at].to_string();
+    out.extend(closers.iter().rev().map(|&c| c as char));
+    serde_json::from_str::<serde_json::Value>(&out)
+        .ok()
+        .filter(serde_json::Value::is_object)
 }
 
 /// The members of a minified object, keys decoded, values as JSON text.
@@ -307,6 +389,25 @@ mod tests {
         assert_eq!(scan_value("{curly braces}"), Prefix::Invalid);
         assert_eq!(scan_value(r#"{"a": 01}"#), Prefix::Invalid);
         assert_eq!(scan_value("[1"), Prefix::Incomplete);
+    }
+
+    #[test]
+    fn cut_off_objects_close_with_their_whole_members() {
+        let close = |t: &str| close_json_prefix(t).map(|v| v.to_string());
+        assert_eq!(close(r#"{"a":1,"b":"Par"#).as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(
+            close(r#"{"a":[1,{"x":"y"},"#).as_deref(),
+            Some(r#"{"a":[1,{"x":"y"}]}"#)
+        );
+        assert_eq!(close(r#"{"a":"q\"","b"#).as_deref(), Some(r#"{"a":"q\""}"#));
+        assert_eq!(close(r#"{"a":12"#).as_deref(), Some(r#"{"a":12}"#));
+        assert_eq!(
+            close(r#"{"a":true,"b":"x"#).as_deref(),
+            Some(r#"{"a":true}"#)
+        );
+        assert_eq!(close("{").as_deref(), Some("{}"));
+        assert_eq!(close(r#"{"a":tr"#).as_deref(), Some("{}"));
+        assert_eq!(close("[1]"), None);
     }
 
     #[test]

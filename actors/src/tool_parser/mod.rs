@@ -28,6 +28,7 @@ mod format;
 mod formats;
 mod grammar;
 mod json;
+mod partial;
 mod scan;
 mod stream;
 #[cfg(test)]
@@ -40,9 +41,10 @@ use std::collections::BTreeMap;
 
 use actix::{Actor, Context, Handler, Message, MessageResult};
 
-pub use cli::run_parse_cli;
+pub use cli::{run_parse_cli, run_parse_stream_cli};
 pub use format::{detect_format, ToolFormat, UnknownFormat};
 pub use grammar::{call_schema, forced_call_grammar, MAX_PARALLEL_CALLS};
+pub use json::close_json_prefix;
 pub use stream::{
     new_call_id, parse, tool_call_delta, ParseOptions, ParseStats, ParsedOutput, ParsedToolCall,
     StreamEvent, StreamParser,

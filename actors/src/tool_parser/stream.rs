@@ -10,13 +10,18 @@
 //! and so is whitespace after the last call when nothing else follows. Trailing whitespace is
 //! therefore held until the next non-space character shows whether a call follows.
 //!
-//! Calls are emitted whole (start, the complete arguments, end) once their markup is complete:
-//! a call that began to stream and then turned out truncated could not be taken back.
+//! Calls stream as they are written where the format allows it (see [`super::partial`]): the
+//! start (index, id, name) once the name is known to be an offered tool and the arguments have
+//! begun, then argument fragments as the text grows. Shapes that cannot be streamed (a JSON
+//! call whose name follows its arguments, pythonic lists, …) are emitted whole once complete.
+//! A streamed call cannot be taken back: cut off, it keeps the arguments written so far;
+//! malformed after it began, it ends with the valid part and the rest is content.
 
 use rand::distr::{Alphanumeric, SampleString};
 use std::collections::BTreeMap;
 
 use super::formats::ScannerKind;
+use super::partial::{BlockEnd, Partial};
 use super::scan::{RawCall, Scan, ScanCtx};
 use super::tools::{ToolChoice, ToolSet};
 use super::ToolFormat;
@@ -169,6 +174,8 @@ pub struct StreamParser {
     after_call: bool,
     prev: Option<char>,
     next_index: usize,
+    /// The block being streamed (its text starts `buf`): bytes of arguments sent per call.
+    open: Option<Vec<usize>>,
     finished: bool,
     stats: ParseStats,
 }
@@ -208,6 +215,7 @@ impl StreamParser {
             after_call: false,
             prev: None,
             next_index: 0,
+            open: None,
             finished: false,
             stats: ParseStats::default(),
         }
@@ -270,6 +278,14 @@ impl StreamParser {
                     self.prev = text[..len].chars().next_back();
                     start += len;
                 }
+                Decision::Stream(label, partial) => {
+                    let Some(len) = self.stream_block(label, partial, text.len(), eof, out) else {
+                        break;
+                    };
+                    let len = char_ceil(text, len.max(1));
+                    self.prev = text[..len].chars().next_back();
+                    start += len;
+                }
                 Decision::Skip(len) => {
                     let len = char_ceil(text, len.max(1));
                     self.content(&text[..len], out);
@@ -325,6 +341,10 @@ impl StreamParser {
         let mut failed = None;
         for &i in full {
             let kind = self.scanners[i];
+            // A committed call streams; the whole-markup verdict is for what cannot.
+            if let Some(partial) = kind.partial(text, &ctx) {
+                return Decision::Stream(kind.label(), partial);
+            }
             match kind.scan(text, &ctx) {
                 Scan::NeedMore => return Decision::Wait,
                 Scan::Calls { calls, len } => return Decision::Calls(kind.label(), calls, len),
@@ -364,6 +384,61 @@ impl StreamParser {
         }
     }
 
+    /// Sends what a streamed block has grown by; the bytes it took once it is over.
+    fn stream_block(
+        &mut self,
+        label: &'static str,
+        partial: Partial,
+        text_len: usize,
+        eof: bool,
+        out: &mut Vec<StreamEvent>,
+    ) -> Option<usize> {
+        if self.open.is_none() {
+            self.pending_ws.clear();
+            self.after_call = true;
+        }
+        let sent = self.open.get_or_insert_with(Vec::new);
+        for (i, call) in partial.calls.iter().enumerate() {
+            if i == sent.len() {
+                out.push(StreamEvent::ToolCallStart {
+                    index: self.next_index + i,
+                    id: new_call_id(),
+                    name: call.name.clone(),
+                });
+                sent.push(0);
+            }
+            let Some(done) = sent.get_mut(i) else {
+                continue;
+            };
+            if let Some(fragment) = call.arguments.get(*done..).filter(|f| !f.is_empty()) {
+                out.push(StreamEvent::ToolCallArgs {
+                    index: self.next_index + i,
+                    fragment: fragment.to_string(),
+                });
+                *done = call.arguments.len();
+            }
+        }
+        let (len, failed) = match partial.end {
+            BlockEnd::Open if !eof => return None,
+            // Cut off: the calls keep what was written.
+            BlockEnd::Open => (text_len, true),
+            BlockEnd::Done(n) => (n, false),
+            BlockEnd::Broken(n) => (n, true),
+        };
+        let n = self.open.take().map_or(0, |sent| sent.len());
+        for i in 0..n {
+            out.push(StreamEvent::ToolCallEnd {
+                index: self.next_index + i,
+            });
+        }
+        self.next_index += n;
+        *self.stats.calls.entry(label).or_default() += n as u64;
+        if failed {
+            *self.stats.failures.entry(label).or_default() += 1;
+        }
+        Some(len)
+    }
+
     /// Emits content, holding trailing whitespace back until it is known not to touch a call.
     fn content(&mut self, s: &str, out: &mut Vec<StreamEvent>) {
         if s.is_empty() {
@@ -390,6 +465,7 @@ impl StreamParser {
 
 enum Decision {
     Wait,
+    Stream(&'static str, Partial),
     Calls(&'static str, Vec<RawCall>, usize),
     Skip(usize),
 }

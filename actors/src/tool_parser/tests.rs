@@ -26,6 +26,11 @@ fn corpus() -> Vec<String> {
         "Truncated <tool_call>{\"name\": \"get_weather\", \"argu".into(),
         "<tool_call>{\"name\": \"unknown_tool\", \"arguments\": {}}</tool_call>".into(),
         "a < b and c <tool d [TOOL x <|py".into(),
+        "<|tool_calls_section_begin|><|tool_call_begin|>functions.get_weather:0<|tool_call_argument_begin|>{\"city\": \"Kyoto\"}<|tool_call_end|><|tool_calls_section_end|>".into(),
+        "<tool_call>get_weather\n<arg_key>city</arg_key>\n<arg_value>Lima</arg_value>\n<arg_key>days</arg_key>\n<arg_value>4</arg_value>\n</tool_call>".into(),
+        "<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>{}<|call|>".into(),
+        "<minimax:tool_call>\n<invoke name=\"get_weather\">\n<parameter name=\"city\">Quito</parameter>\n</invoke>\n</minimax:tool_call>".into(),
+        "<start_function_call>call:get_weather{city:<escape>Oslo<escape>}<end_function_call>".into(),
     ]
 }
 
@@ -40,6 +45,11 @@ fn every_chunking_matches_the_whole_parse_in_every_format() {
         ToolFormat::Pythonic,
         ToolFormat::DeepseekV3,
         ToolFormat::Json,
+        ToolFormat::KimiK2,
+        ToolFormat::Glm45,
+        ToolFormat::GptOss,
+        ToolFormat::MinimaxM2,
+        ToolFormat::Functiongemma,
     ];
     for text in corpus() {
         for format in formats {
@@ -54,7 +64,10 @@ fn auto_finds_calls_of_every_format_in_the_corpus() {
         .iter()
         .map(|t| parse(t, &options(ToolFormat::Auto)).tool_calls.len())
         .collect();
-    assert_eq!(found, [0, 2, 1, 1, 1, 1, 2, 2, 1, 1, 2, 0, 0, 0]);
+    assert_eq!(
+        found,
+        [0, 2, 1, 1, 1, 1, 2, 2, 1, 1, 2, 0, 0, 0, 1, 1, 1, 1, 1]
+    );
 }
 
 #[test]
@@ -192,14 +205,17 @@ fn actor_parses_and_counts_by_format() {
             .send(ParseComplete { text: text.into(), options: options(ToolFormat::Hermes) })
             .await
             .unwrap_or_default();
-        assert_eq!(out.tool_calls.len(), 1);
+        // The second call began (name and arguments) and then broke: it stays a call.
+        assert_eq!(out.tool_calls.len(), 2);
+        assert_eq!(out.tool_calls[1].arguments, "{");
+        assert_eq!(out.content, "</tool_call>");
         let mut streamed = StreamParser::new(&options(ToolFormat::Pythonic));
         streamed.push("[get_time()]");
         streamed.finish();
         addr.do_send(RecordStreamStats(streamed.stats().clone()));
         let stats = addr.send(GetStats).await.unwrap_or_default();
         assert_eq!(stats.replies, 2);
-        assert_eq!(stats.by_format["hermes"], FormatCounters { calls: 1, failures: 1 });
+        assert_eq!(stats.by_format["hermes"], FormatCounters { calls: 2, failures: 1 });
         assert_eq!(stats.by_format["pythonic"].calls, 1);
         let _ = json!(null);
     });
@@ -307,4 +323,55 @@ fn long_streamed_call_and_long_prose_stay_fast() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A long file written through a call: at every split, and one character at a time, the
+/// fragments rebuild the whole-parse arguments, and they really arrive piece by piece.
+#[test]
+fn long_arguments_stream_incrementally_and_rebuild_the_whole_call() {
+    let code: String = (0..12)
+        .map(|i| format!("    line_{i} = \"<tag>\\\\ {{x}}\" # ü\n"))
+        .collect();
+    let json_code = serde_json::Value::String(code.clone()).to_string();
+    let replies = [
+        (
+            ToolFormat::Hermes,
+            format!("<tool_call>\n{{\"name\": \"run_code\", \"arguments\": {{\"code\": {json_code}}}}}\n</tool_call>"),
+        ),
+        (
+            ToolFormat::Llama3Json,
+            format!("<|python_tag|>{{\"name\": \"run_code\", \"parameters\": {{\"code\": {json_code}}}}}"),
+        ),
+        (
+            ToolFormat::Json,
+            format!("Writing it. {{\"name\": \"run_code\", \"arguments\": {{\"code\": {json_code}}}}}"),
+        ),
+        (
+            ToolFormat::Qwen3Coder,
+            format!("<tool_call>\n<function=run_code>\n<parameter=code>\n{code}</parameter>\n</function>\n</tool_call>"),
+        ),
+    ];
+    for (format, text) in replies {
+        let opts = options(format);
+        let whole = assert_chunking_invariant(&opts, &text);
+        assert_eq!(whole.tool_calls.len(), 1, "{format}: {text}");
+        let v: serde_json::Value =
+            serde_json::from_str(&whole.tool_calls[0].arguments).unwrap_or_default();
+        assert_eq!(
+            v["code"].as_str().map(str::trim_end),
+            Some(code.trim_end()),
+            "{format}"
+        );
+        let singles: Vec<String> = text.chars().map(String::from).collect();
+        let refs: Vec<&str> = singles.iter().map(String::as_str).collect();
+        let (_, events) = stream_chunks(&opts, &refs);
+        let fragments = events
+            .iter()
+            .filter(|e| matches!(e, StreamEvent::ToolCallArgs { .. }))
+            .count();
+        assert!(
+            fragments > code.len() / 2,
+            "{format}: only {fragments} fragments"
+        );
+    }
 }

@@ -99,11 +99,22 @@ pub(crate) fn assert_chunking_invariant(options: &ParseOptions, text: &str) -> P
             "random round {round} of {text:?}"
         );
     }
+    let mut parser = StreamParser::new(options);
+    parser.push(text);
+    parser.finish();
+    let clean = parser.stats().failures.is_empty();
     for call in &whole.tool_calls {
-        let args: serde_json::Value = serde_json::from_str(&call.arguments).unwrap_or_default();
+        // Calls cut off or broken after they began keep a JSON prefix; all others are objects.
+        let complete =
+            serde_json::from_str::<serde_json::Value>(&call.arguments).is_ok_and(|v| v.is_object());
+        let prefix = call.arguments.starts_with('{')
+            && matches!(
+                super::json::scan_value(&call.arguments),
+                super::json::Prefix::Incomplete
+            );
         assert!(
-            args.is_object(),
-            "arguments not a JSON object: {}",
+            complete || (!clean && prefix),
+            "arguments neither an object nor a cut-off prefix: {}",
             call.arguments
         );
         assert!(
@@ -112,7 +123,37 @@ pub(crate) fn assert_chunking_invariant(options: &ParseOptions, text: &str) -> P
             call.id
         );
     }
+    assert_stream_shape(&stream_chunks(options, &singles).1);
     whole
+}
+
+/// Every call starts once (index, id, name) before any of its arguments, and ends once after.
+pub(crate) fn assert_stream_shape(events: &[StreamEvent]) {
+    let mut started = Vec::new();
+    let mut ended = Vec::new();
+    for e in events {
+        match e {
+            StreamEvent::ToolCallStart { index, .. } => {
+                assert_eq!(*index, started.len(), "calls start in order: {events:?}");
+                started.push(*index);
+            }
+            StreamEvent::ToolCallArgs { index, .. } => {
+                assert!(
+                    started.contains(index) && !ended.contains(index),
+                    "{events:?}"
+                )
+            }
+            StreamEvent::ToolCallEnd { index } => {
+                assert!(
+                    started.contains(index) && !ended.contains(index),
+                    "{events:?}"
+                );
+                ended.push(*index);
+            }
+            StreamEvent::Content(_) => {}
+        }
+    }
+    assert_eq!(started.len(), ended.len(), "every call ends: {events:?}");
 }
 
 /// Parses with the test tools, checking chunking invariance on the way.

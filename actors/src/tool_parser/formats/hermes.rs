@@ -4,6 +4,9 @@
 //! the call. A complete JSON body at the very end of the text without its closing tag is still a
 //! call (models often stop right after the JSON); a truncated body never is.
 
+use crate::tool_parser::partial::{
+    json_call_at, whole_object_at, BlockEnd, ObjectStep, Partial, Whole,
+};
 use crate::tool_parser::scan::{calls_from_json, json_at, lit, skip_ws, Lit, Scan, ScanCtx};
 
 pub(crate) const OPEN: &str = "<tool_call>";
@@ -46,10 +49,54 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
     ctx.verdict(calls, len)
 }
 
+/// The block streamed once its first object is a committed call (see [`json_call_at`]); later
+/// objects in the same block stream too, or are taken whole when they have another shape.
+pub(crate) fn partial(text: &str, ctx: &ScanCtx) -> Option<Partial> {
+    let mut pos = skip_ws(text, OPEN.len());
+    let mut calls = Vec::new();
+    loop {
+        if matches!(text.as_bytes().get(pos), Some(b'{' | b'[')) {
+            match json_call_at(text, pos, ctx) {
+                ObjectStep::NotYet if calls.is_empty() => return None,
+                ObjectStep::NotYet => match whole_object_at(text, pos, ctx, false) {
+                    Whole::Calls(found, end) => {
+                        calls.extend(found);
+                        pos = skip_ws(text, end);
+                        continue;
+                    }
+                    Whole::Wait => return Some(Partial::new(calls, BlockEnd::Open)),
+                    Whole::Bad => return Some(Partial::new(calls, BlockEnd::Broken(pos))),
+                },
+                ObjectStep::Call { call, end, broken } => {
+                    calls.push(call);
+                    if let Some(at) = broken {
+                        return Some(Partial::new(calls, BlockEnd::Broken(at)));
+                    }
+                    match end {
+                        Some(end) => pos = skip_ws(text, end),
+                        None => return Some(Partial::new(calls, BlockEnd::Open)),
+                    }
+                    continue;
+                }
+            }
+        }
+        if calls.is_empty() {
+            return None;
+        }
+        let end = match lit(text, pos, CLOSE) {
+            Lit::Match(len) => BlockEnd::Done(len),
+            Lit::Partial if ctx.eof => BlockEnd::Done(text.len()),
+            Lit::Partial => BlockEnd::Open,
+            Lit::No => BlockEnd::Broken(pos),
+        };
+        return Some(Partial::new(calls, end));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use crate::tool_parser::testutil::{calls, parse_with};
-    use crate::tool_parser::ToolFormat;
+    use crate::tool_parser::{StreamEvent, ToolFormat};
 
     #[test]
     fn hermes_call_with_prose_before_and_after() {
@@ -87,11 +134,56 @@ mod tests {
     }
 
     #[test]
-    fn truncated_hermes_call_stays_visible_as_content() {
+    fn hermes_call_cut_off_keeps_the_arguments_written_so_far() {
         let text = "Sure <tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par";
+        let out = parse_with(ToolFormat::Hermes, text);
+        assert_eq!(calls(&out), [("get_weather", r#"{"city":"Par"#)]);
+        assert_eq!(out.content, "Sure");
+    }
+
+    #[test]
+    fn hermes_call_cut_off_before_its_arguments_stays_content() {
+        let text = "Sure <tool_call>\n{\"name\": \"get_weather\", \"argum";
         let out = parse_with(ToolFormat::Hermes, text);
         assert!(out.tool_calls.is_empty());
         assert_eq!(out.content, text);
+    }
+
+    #[test]
+    fn hermes_arguments_stream_as_they_are_written() {
+        let opts = crate::tool_parser::testutil::options(ToolFormat::Hermes);
+        let mut p = crate::tool_parser::StreamParser::new(&opts);
+        assert!(p
+            .push("<tool_call>\n{\"name\": \"run_code\", \"arguments\": ")
+            .is_empty());
+        let ev = p.push("{\"code\": \"print(");
+        assert!(
+            matches!(&ev[0], StreamEvent::ToolCallStart { index: 0, name, .. } if name == "run_code"),
+            "{ev:?}"
+        );
+        assert_eq!(ev[1], args(r#"{"code":"print("#));
+        // A raw newline in a string is escaped on the way out.
+        assert_eq!(p.push("1)\n"), [args(r"1)\n")]);
+        assert_eq!(
+            p.push("\"}}\n</tool_call>"),
+            [args(r#""}"#), StreamEvent::ToolCallEnd { index: 0 }]
+        );
+    }
+
+    fn args(fragment: &str) -> StreamEvent {
+        StreamEvent::ToolCallArgs {
+            index: 0,
+            fragment: fragment.into(),
+        }
+    }
+
+    #[test]
+    fn hermes_arguments_that_break_after_they_began_end_the_call_and_stay_visible() {
+        let text =
+            "<tool_call>{\"name\": \"get_weather\", \"arguments\": {\"city\": Paris}}</tool_call>";
+        let out = parse_with(ToolFormat::Hermes, text);
+        assert_eq!(calls(&out), [("get_weather", r#"{"city":"#)]);
+        assert_eq!(out.content, "Paris}}</tool_call>");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! rules it out), must carry its arguments, and must name an offered tool.
 
 use crate::tool_parser::json::{scan_value, Prefix};
+use crate::tool_parser::partial::{json_call_at, BlockEnd, ObjectStep, Partial};
 use crate::tool_parser::scan::{
     calls_from_json, json_at, lit, object_arguments, skip_ws, Lit, RawCall, Scan, ScanCtx,
 };
@@ -24,6 +25,37 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
         Prefix::Incomplete => ctx.more_or(Scan::NotCall { skip: 1 }),
         Prefix::Invalid => Scan::NotCall { skip: 1 },
     }
+}
+
+/// A bare or fenced call object streamed once committed (arrays are taken whole).
+pub(crate) fn partial(text: &str, ctx: &ScanCtx) -> Option<Partial> {
+    let fenced = text.starts_with(FENCE);
+    let at = if fenced { fence_body(text)? } else { 0 };
+    let ObjectStep::Call { call, end, broken } = json_call_at(text, at, ctx) else {
+        return None;
+    };
+    let end = match (broken, end) {
+        (Some(at), _) => BlockEnd::Broken(at),
+        (None, None) => BlockEnd::Open,
+        (None, Some(e)) if !fenced => BlockEnd::Done(e),
+        (None, Some(e)) => match lit(text, skip_ws(text, e), FENCE) {
+            Lit::Match(len) => BlockEnd::Done(len),
+            Lit::Partial if ctx.eof => BlockEnd::Done(text.len()),
+            Lit::Partial => BlockEnd::Open,
+            // No closing fence: the call ends with its object, what follows is content.
+            Lit::No => BlockEnd::Done(e),
+        },
+    };
+    Some(Partial::new(vec![call], end))
+}
+
+/// Where the JSON body of a ```` ``` ```` fence starts, once the fence line is complete.
+fn fence_body(text: &str) -> Option<usize> {
+    let lang_len = text[FENCE.len()..]
+        .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))?;
+    let mut pos = FENCE.len() + lang_len;
+    pos += text[pos..].len() - text[pos..].trim_start_matches([' ', '\t']).len();
+    (text.as_bytes().get(pos) == Some(&b'\n')).then(|| skip_ws(text, pos))
 }
 
 /// ```` ```json\n{…}\n``` ````: the fence line, then a JSON body, then the closing fence.
@@ -100,6 +132,21 @@ pub(crate) fn scan_name_call(text: &str, ctx: &ScanCtx) -> Scan {
 mod tests {
     use crate::tool_parser::testutil::{calls, parse_with};
     use crate::tool_parser::ToolFormat;
+
+    #[test]
+    fn fenced_call_streams_and_its_fence_stays_out_of_the_content() {
+        let text = "Here:\n```json\n{\"name\": \"run_code\", \"arguments\": {\"code\": \"a\\nb\"}}\n```\nDone.";
+        let out = parse_with(ToolFormat::Hermes, text);
+        assert_eq!(calls(&out), [("run_code", r#"{"code":"a\nb"}"#)]);
+        assert_eq!(out.content, "Here:\nDone.");
+        let cut =
+            "```json\n{\"name\": \"run_code\", \"arguments\": {\"code\": \"class A:\n    }\n}\n```";
+        let out = parse_with(ToolFormat::Hermes, cut);
+        assert_eq!(
+            calls(&out),
+            [("run_code", r#"{"code":"class A:\n    }\n}\n```"#)]
+        );
+    }
 
     #[test]
     fn bare_json_call_in_prose() {

@@ -4,6 +4,9 @@
 //! Without the tag the object may sit anywhere in the text, so it must carry its arguments
 //! (`parameters` or `arguments`) and name an offered tool to count; otherwise it is content.
 
+use crate::tool_parser::partial::{
+    json_call_at, whole_object_at, BlockEnd, ObjectStep, Partial, Whole,
+};
 use crate::tool_parser::scan::{calls_from_json, json_at, skip_ws, Scan, ScanCtx};
 
 pub(crate) const PYTHON_TAG: &str = "<|python_tag|>";
@@ -66,6 +69,61 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
         }
     }
     Scan::Calls { calls, len: end }
+}
+
+/// The `;`-separated calls streamed once the first is committed; a later object that does not
+/// become a call ends the block before it, as in [`scan`].
+pub(crate) fn partial(text: &str, ctx: &ScanCtx) -> Option<Partial> {
+    let tagged = text.starts_with(PYTHON_TAG);
+    let mut pos = if tagged {
+        skip_ws(text, PYTHON_TAG.len())
+    } else {
+        0
+    };
+    let mut calls = Vec::new();
+    let mut end = pos;
+    loop {
+        match json_call_at(text, pos, ctx) {
+            ObjectStep::NotYet if calls.is_empty() => return None,
+            ObjectStep::NotYet => match whole_object_at(text, pos, ctx, !tagged) {
+                Whole::Calls(found, e) if found.len() == 1 => {
+                    calls.extend(found);
+                    end = e;
+                }
+                Whole::Wait => return Some(Partial::new(calls, BlockEnd::Open)),
+                Whole::Calls(..) | Whole::Bad => {
+                    return Some(Partial::new(calls, BlockEnd::Done(end)))
+                }
+            },
+            ObjectStep::Call {
+                call,
+                end: e,
+                broken,
+            } => {
+                calls.push(call);
+                if let Some(at) = broken {
+                    return Some(Partial::new(calls, BlockEnd::Broken(at)));
+                }
+                match e {
+                    Some(e) => end = e,
+                    None => return Some(Partial::new(calls, BlockEnd::Open)),
+                }
+            }
+        }
+        let after = skip_ws(text, end);
+        match text.as_bytes().get(after) {
+            None if ctx.eof => return Some(Partial::new(calls, BlockEnd::Done(end))),
+            None => return Some(Partial::new(calls, BlockEnd::Open)),
+            Some(b';') => pos = skip_ws(text, after + 1),
+            Some(_) => return Some(Partial::new(calls, BlockEnd::Done(end))),
+        }
+        if pos == text.len() && !ctx.eof {
+            return Some(Partial::new(calls, BlockEnd::Open));
+        }
+        if text.as_bytes().get(pos) != Some(&b'{') {
+            return Some(Partial::new(calls, BlockEnd::Done(end)));
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,13 +2,20 @@
 //! trigger onward (see [`super::scan`] for the contract that keeps streaming exact).
 
 mod deepseek;
+mod functiongemma;
+mod glm45;
+mod gpt_oss;
 mod hermes;
 mod json_text;
+mod kimi_k2;
 mod llama;
+mod minimax;
 mod mistral;
 mod pythonic;
 mod qwen3_coder;
+mod xml_args;
 
+use super::partial::Partial;
 use super::scan::{Scan, ScanCtx};
 use super::tools::ToolSet;
 
@@ -23,6 +30,11 @@ pub(crate) enum ScannerKind {
     DeepSeek,
     JsonText,
     NameCall,
+    KimiK2,
+    Glm45,
+    GptOss,
+    Minimax,
+    Functiongemma,
 }
 
 impl ScannerKind {
@@ -32,9 +44,14 @@ impl ScannerKind {
             Self::Hermes | Self::Qwen3Coder => &[hermes::OPEN],
             Self::Mistral => &[mistral::OPEN],
             Self::Llama => &[llama::PYTHON_TAG, "{"],
-            Self::Pythonic => &["["],
+            Self::Pythonic => &["[", pythonic::PYTHON_START],
             Self::DeepSeek => &[deepseek::CALLS_BEGIN],
             Self::JsonText => &["{", "[", "```"],
+            Self::KimiK2 => &[kimi_k2::SECTION_BEGIN, kimi_k2::CALL_BEGIN],
+            Self::Glm45 => &[hermes::OPEN],
+            Self::GptOss => gpt_oss::TRIGGERS,
+            Self::Minimax => &[minimax::OPEN],
+            Self::Functiongemma => &[functiongemma::OPEN],
             Self::NameCall => return tools.names().map(|n| format!("{n}(")).collect(),
         };
         fixed.iter().map(|s| s.to_string()).collect()
@@ -51,6 +68,31 @@ impl ScannerKind {
             Self::DeepSeek => deepseek::scan(text, ctx),
             Self::JsonText => json_text::scan(text, ctx),
             Self::NameCall => json_text::scan_name_call(text, ctx),
+            Self::KimiK2 => kimi_k2::scan(text, ctx),
+            Self::Glm45 => glm45::scan(text, ctx),
+            Self::GptOss => gpt_oss::scan(text, ctx),
+            Self::Minimax => minimax::scan(text, ctx),
+            Self::Functiongemma => functiongemma::scan(text, ctx),
+        }
+    }
+
+    /// The committed calls of the block at `text` (which starts with a trigger), as far as they
+    /// are written; `None` while no call is committed or for shapes this format sends whole.
+    pub fn partial(self, text: &str, ctx: &ScanCtx) -> Option<Partial> {
+        match self {
+            Self::Hermes => hermes::partial(text, ctx),
+            Self::Qwen3Coder => qwen3_coder::partial(text, ctx),
+            Self::Llama => llama::partial(text, ctx),
+            Self::JsonText => json_text::partial(text, ctx),
+            Self::KimiK2 => kimi_k2::partial(text, ctx),
+            Self::Glm45 => glm45::partial(text, ctx),
+            Self::GptOss => gpt_oss::partial(text, ctx),
+            Self::Minimax => minimax::partial(text, ctx),
+            Self::Mistral
+            | Self::Pythonic
+            | Self::DeepSeek
+            | Self::NameCall
+            | Self::Functiongemma => None,
         }
     }
 
@@ -64,6 +106,11 @@ impl ScannerKind {
             Self::Pythonic => "pythonic",
             Self::DeepSeek => "deepseek_v3",
             Self::JsonText | Self::NameCall => "json",
+            Self::KimiK2 => "kimi_k2",
+            Self::Glm45 => "glm45",
+            Self::GptOss => "gpt_oss",
+            Self::Minimax => "minimax_m2",
+            Self::Functiongemma => "functiongemma",
         }
     }
 }

@@ -4,7 +4,7 @@
 //! Python literals: strings with either quote, numbers, `True`/`False`/`None`, lists, tuples
 //! and dicts, nested; they are written straight to JSON text, keeping the model's order.
 
-use crate::tool_parser::scan::{RawCall, Scan, ScanCtx};
+use crate::tool_parser::scan::{lit, skip_ws, Lit, RawCall, Scan, ScanCtx};
 
 const MAX_DEPTH: usize = 64;
 
@@ -13,16 +13,32 @@ enum Stop {
     Bad,
 }
 
+/// Llama 4 wraps its list: `<|python_start|>[…]<|python_end|>`; the wrappers are markup.
+pub(crate) const PYTHON_START: &str = "<|python_start|>";
+const PYTHON_END: &str = "<|python_end|>";
+
 pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
+    let wrapped = text.starts_with(PYTHON_START);
+    let (start, miss) = if wrapped {
+        let skip = PYTHON_START.len();
+        (skip_ws(text, skip), Scan::Failed { skip })
+    } else {
+        (0, Scan::NotCall { skip: 1 })
+    };
     let mut p = Py {
         s: text,
         b: text.as_bytes(),
-        pos: 0,
+        pos: start,
     };
     match p.call_list() {
+        Ok(calls) if wrapped => match lit(text, skip_ws(text, p.pos), PYTHON_END) {
+            Lit::Match(len) => ctx.verdict(calls, len),
+            Lit::Partial if !ctx.eof => Scan::NeedMore,
+            _ => ctx.verdict(calls, p.pos),
+        },
         Ok(calls) => ctx.verdict(calls, p.pos),
-        Err(Stop::Eof) => ctx.more_or(Scan::NotCall { skip: 1 }),
-        Err(Stop::Bad) => Scan::NotCall { skip: 1 },
+        Err(Stop::Eof) => ctx.more_or(miss),
+        Err(Stop::Bad) => miss,
     }
 }
 
@@ -274,6 +290,23 @@ impl Py<'_> {
                 c => out.push(c),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod wrapper_tests {
+    use crate::tool_parser::testutil::{calls, parse_with};
+    use crate::tool_parser::ToolFormat;
+
+    #[test]
+    fn python_start_wrappers_and_prose_around_are_handled() {
+        let text = "Let me look.\n<|python_start|>[get_weather(city=\"SF\"), get_time()]<|python_end|>\nOne moment.";
+        let out = parse_with(ToolFormat::Pythonic, text);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"city":"SF"}"#), ("get_time", "{}")]
+        );
+        assert_eq!(out.content, "Let me look.\nOne moment.");
     }
 }
 

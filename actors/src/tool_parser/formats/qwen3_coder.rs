@@ -8,6 +8,7 @@
 
 use super::hermes::{CLOSE, OPEN};
 use crate::tool_parser::json::{minify, scan_value, Prefix};
+use crate::tool_parser::partial::{string_body, BlockEnd, Partial, PartialCall};
 use crate::tool_parser::scan::{lit, skip_ws, Lit, RawCall, Scan, ScanCtx};
 
 const FUNCTION: &str = "<function=";
@@ -59,7 +60,7 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
         pos += gt + 1;
         let (value_end, next) = match value_end(text, pos) {
             Ok(v) => v,
-            Err(()) => return ctx.more_or(fail),
+            Err(_) => return ctx.more_or(fail),
         };
         let raw = &text[pos..value_end];
         let raw = raw.strip_prefix('\n').unwrap_or(raw);
@@ -92,8 +93,102 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
     ctx.verdict(calls, len)
 }
 
-/// Where the value starting at `pos` ends, and where scanning resumes; `Err` while unknown.
-fn value_end(text: &str, pos: usize) -> Result<(usize, usize), ()> {
+/// The call streamed once `<function=NAME>` names an offered tool: the JSON object built
+/// parameter by parameter. A string-typed (or untyped) value streams as it is written, minus
+/// what may still turn out to be its end (a `<` not yet known to be markup, a last newline);
+/// other values are sent whole once complete, typed as in [`scan`].
+pub(crate) fn partial(text: &str, ctx: &ScanCtx) -> Option<Partial> {
+    let mut pos = skip_ws(text, OPEN.len());
+    pos = match lit(text, pos, FUNCTION) {
+        Lit::Match(p) => p,
+        _ => return None,
+    };
+    let gt = text[pos..].find('>')?;
+    let name = text[pos..pos + gt].trim();
+    if name.is_empty()
+        || name.contains(['<', '\n'])
+        || !(ctx.allow_unknown || ctx.tools.contains(name))
+    {
+        return None;
+    }
+    pos += gt + 1;
+    let mut args = String::from("{");
+    let block = |args: String, complete: bool, end: BlockEnd| {
+        let call = PartialCall {
+            name: name.to_string(),
+            arguments: args,
+            complete,
+        };
+        Some(Partial::new(vec![call], end))
+    };
+    let mut params = 0;
+    loop {
+        pos = skip_ws(text, pos);
+        if let Lit::Match(p) = lit(text, pos, FUNCTION_END) {
+            pos = p;
+            break;
+        }
+        let tag = pos;
+        match lit(text, pos, PARAM) {
+            Lit::Match(p) => pos = p,
+            Lit::Partial => return block(args, false, BlockEnd::Open),
+            Lit::No => {
+                return match lit(text, pos, FUNCTION_END) {
+                    Lit::Partial => block(args, false, BlockEnd::Open),
+                    _ => block(args, false, BlockEnd::Broken(tag)),
+                }
+            }
+        }
+        let Some(gt) = text[pos..].find('>') else {
+            return block(args, false, BlockEnd::Open);
+        };
+        let key = text[pos..pos + gt].trim();
+        if key.is_empty() || key.contains(['<', '\n']) {
+            return block(args, false, BlockEnd::Broken(tag));
+        }
+        pos += gt + 1;
+        let mut head = String::from(if params > 0 { "," } else { "" });
+        head.push_str(&serde_json::Value::String(key.to_string()).to_string());
+        head.push(':');
+        let schema_type = ctx.tools.param_type(name, key);
+        match value_end(text, pos) {
+            Ok((end, next)) => {
+                let raw = &text[pos..end];
+                let raw = raw.strip_prefix('\n').unwrap_or(raw);
+                let raw = raw.strip_suffix('\n').unwrap_or(raw);
+                args.push_str(&head);
+                args.push_str(&typed_value(raw, schema_type));
+                params += 1;
+                pos = next;
+            }
+            Err(held) => {
+                // Typed values (and their keys) wait until they are complete.
+                if matches!(schema_type, None | Some("string")) {
+                    let raw = &text[pos..held];
+                    let raw = raw.strip_prefix('\n').unwrap_or(raw);
+                    let raw = raw.strip_suffix('\n').unwrap_or(raw);
+                    args.push_str(&head);
+                    args.push('"');
+                    args.push_str(&string_body(raw));
+                }
+                return block(args, false, BlockEnd::Open);
+            }
+        }
+    }
+    args.push('}');
+    let after = skip_ws(text, pos);
+    let end = match lit(text, after, CLOSE) {
+        Lit::Match(len) => BlockEnd::Done(len),
+        Lit::Partial if ctx.eof => BlockEnd::Done(text.len()),
+        Lit::Partial => BlockEnd::Open,
+        Lit::No => BlockEnd::Broken(after),
+    };
+    block(args, true, end)
+}
+
+/// Where the value starting at `pos` ends, and where scanning resumes; while unknown, `Err`
+/// with the offset up to which the text is surely part of the value.
+fn value_end(text: &str, pos: usize) -> Result<(usize, usize), usize> {
     let mut from = pos;
     while let Some(i) = text[from..].find('<').map(|i| from + i) {
         match lit(text, i, PARAM_END) {
@@ -104,27 +199,27 @@ fn value_end(text: &str, pos: usize) -> Result<(usize, usize), ()> {
                     return Ok((i, next));
                 }
                 if follows.contains(&Lit::Partial) {
-                    return Err(());
+                    return Err(i);
                 }
             }
-            Lit::Partial => return Err(()),
+            Lit::Partial => return Err(i),
             Lit::No => {
                 let other = [lit(text, i, PARAM), lit(text, i, FUNCTION_END)];
                 if other.iter().any(|l| matches!(l, Lit::Match(_))) {
                     return Ok((i, i));
                 }
                 if other.contains(&Lit::Partial) {
-                    return Err(());
+                    return Err(i);
                 }
             }
         }
         from = i + 1;
     }
-    Err(())
+    Err(text.len())
 }
 
 /// The JSON text for a raw value, typed by the schema; what does not fit stays a string.
-fn typed_value(raw: &str, schema_type: Option<&str>) -> String {
+pub(crate) fn typed_value(raw: &str, schema_type: Option<&str>) -> String {
     let as_string = || serde_json::Value::String(raw.to_string()).to_string();
     let t = raw.trim();
     match schema_type {
@@ -197,11 +292,94 @@ mod tests {
     }
 
     #[test]
-    fn qwen3_coder_truncated_call_is_content() {
-        let text = "<tool_call>\n<function=get_weather>\n<parameter=city>\nPar";
+    fn qwen3_coder_call_cut_off_keeps_the_parameters_written_so_far() {
+        let text = "<tool_call>\n<function=get_weather>\n<parameter=days>\n2\n</parameter>\n<parameter=city>\nPar";
+        let out = parse_with(ToolFormat::Qwen3Coder, text);
+        assert_eq!(calls(&out), [("get_weather", r#"{"days":2,"city":"Par"#)]);
+        assert_eq!(out.content, "");
+    }
+
+    #[test]
+    fn qwen3_coder_unknown_function_stays_content() {
+        let text = "<tool_call>\n<function=rm_rf>\n<parameter=p>\n/\n</parameter>\n</function>\n</tool_call>";
         let out = parse_with(ToolFormat::Qwen3Coder, text);
         assert!(out.tool_calls.is_empty());
         assert_eq!(out.content, text);
+    }
+
+    #[test]
+    fn qwen3_coder_string_values_stream_typed_values_wait() {
+        let opts = crate::tool_parser::testutil::options(ToolFormat::Qwen3Coder);
+        let mut p = crate::tool_parser::StreamParser::new(&opts);
+        let mut got = Vec::new();
+        for piece in [
+            "<tool_call>\n<function=get_weather>\n",
+            "<parameter=days>\n",
+            "3",
+            "\n</parameter>\n<parameter=city>\n",
+            "Lo",
+            "s An",
+            "geles\n",
+            "</param",
+            "eter>\n</function>\n</tool_call>",
+        ] {
+            got.push(
+                p.push(piece)
+                    .into_iter()
+                    .filter_map(|e| match e {
+                        crate::tool_parser::StreamEvent::ToolCallArgs { fragment, .. } => {
+                            Some(fragment)
+                        }
+                        _ => None,
+                    })
+                    .collect::<String>(),
+            );
+        }
+        assert_eq!(
+            got,
+            [
+                "{",
+                "",
+                "",
+                r#""days":3,"city":""#,
+                "Lo",
+                "s An",
+                "geles",
+                "",
+                "\"}"
+            ]
+        );
+    }
+
+    /// The hard cases other servers' parser suites pin (vLLM, SGLang): indented and multi-line
+    /// values, nested JSON, quotes and markup inside strings, every schema type, several calls.
+    #[test]
+    fn qwen3_coder_real_model_shapes() {
+        let tools = vec![
+            serde_json::json!({"type": "function", "function": {"name": "f", "parameters": {
+            "type": "object", "properties": {
+                "s": {"type": "string"}, "i": {"type": "integer"}, "n": {"type": "number"},
+                "b": {"type": "boolean"}, "o": {"type": "object"}, "a": {"type": "array"},
+                "z": {"type": ["null", "integer"]}, "u": {}}}}}),
+        ];
+        let opts = crate::tool_parser::ParseOptions {
+            tools,
+            format: ToolFormat::Qwen3Coder,
+            ..Default::default()
+        };
+        let text = "Sure.\n<tool_call>\n<function=f>\n<parameter=s>\n  indented \"quoted\" <b>\n    second line\n</parameter>\n<parameter=i>\n -7 \n</parameter>\n<parameter=n>\n2.5\n</parameter>\n<parameter=b>\nfalse\n</parameter>\n<parameter=o>\n{\n  \"k\": {\"x\": [1, \"</parameter>\"]}\n}\n</parameter>\n<parameter=a>\n[1, 2]\n</parameter>\n<parameter=z>\n5\n</parameter>\n<parameter=u>\nfree text\n</parameter>\n</function>\n</tool_call>\n<tool_call>\n<function=f>\n<parameter=i>\nnot a number\n</parameter>\n</function>\n</tool_call>";
+        let out = crate::tool_parser::testutil::assert_chunking_invariant(&opts, text);
+        assert_eq!(
+            calls(&out),
+            [
+                (
+                    "f",
+                    r#"{"s":"  indented \"quoted\" <b>\n    second line","i":-7,"n":2.5,"b":false,"o":{"k":{"x":[1,"</parameter>"]}},"a":[1,2],"z":5,"u":"free text"}"#
+                ),
+                ("f", r#"{"i":"not a number"}"#),
+            ]
+        );
+        assert_eq!(out.content, "Sure.");
     }
 
     #[test]

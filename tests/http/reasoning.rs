@@ -1,0 +1,158 @@
+//! Reasoning kept apart from the answer, through recorded model outputs played by the scripted
+//! fake engine (no small reasoning model is available here): `reasoning_content` on chat,
+//! `thinking` blocks on messages; never content, never parsed for tool calls.
+
+use mlx_serve_actors::fake::{FakeConfig, Script, ScriptEntry};
+use mlx_serve_actors::reasoning::ReasoningFormat;
+use serde_json::{json, Value};
+
+use crate::common::*;
+
+/// A DeepSeek-R1-style reply: the reasoning mentions call markup, then a real call follows.
+const R1: &str = "<think>\nThe user asks for Paris weather. A call looks like <tool_call>{\"name\": \"get_weather\"}</tool_call>.\n</think>\n\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>";
+const PLAIN: &str = "<think>Short thought.</think>\nThe answer is 4.";
+
+async fn scripted(replies: &[&str]) -> TestServer {
+    let entries = replies
+        .iter()
+        .map(|r| ScriptEntry::Reply(r.to_string()))
+        .collect();
+    start(
+        |s| {
+            s.reasoning.parser = ReasoningFormat::Think;
+            s.cache.enabled = false;
+        },
+        FakeConfig {
+            script: Some(Script::new(entries)),
+            ..FakeConfig::default()
+        },
+    )
+    .await
+}
+
+fn weather_tools() -> Value {
+    json!([{"type": "function", "function": {"name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])
+}
+
+async fn data_events(t: &TestServer, path: &str, body: Value) -> Vec<Value> {
+    let r = t.post(path, body).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("body");
+    text.split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(Value::is_object)
+        .collect()
+}
+
+#[actix_rt::test]
+async fn chat_reasoning_goes_to_reasoning_content_and_is_not_parsed_for_calls() {
+    let t = scripted(&[R1, R1]).await;
+    let body = |stream: bool| {
+        chat_with(
+            "weather?",
+            json!({"tools": weather_tools(), "stream": stream}),
+        )
+    };
+    let (status, whole) = t.post_json("/v1/chat/completions", body(false)).await;
+    assert_eq!(status, 200, "{whole}");
+    let msg = &whole["choices"][0]["message"];
+    let reasoning = msg["reasoning_content"]
+        .as_str()
+        .expect("reasoning_content");
+    assert!(
+        reasoning.contains("A call looks like <tool_call>"),
+        "{reasoning}"
+    );
+    assert!(msg["content"].is_null(), "{whole}");
+    let calls = msg["tool_calls"].as_array().expect("tool_calls");
+    assert_eq!(
+        calls.len(),
+        1,
+        "the call inside the reasoning is not a call: {whole}"
+    );
+    assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
+
+    let chunks = data_events(&t, "/v1/chat/completions", body(true)).await;
+    let streamed: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
+        .collect();
+    let content: String = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(streamed, reasoning);
+    assert_eq!(content, "");
+    let indexes: Vec<u64> = chunks
+        .iter()
+        .flat_map(|c| {
+            c["choices"][0]["delta"]["tool_calls"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|d| d["index"].as_u64())
+        .collect();
+    assert!(
+        !indexes.is_empty() && indexes.iter().all(|&i| i == 0),
+        "{indexes:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn messages_reasoning_is_a_thinking_block_streamed_with_thinking_deltas() {
+    let t = scripted(&[PLAIN, PLAIN]).await;
+    let body = |stream: bool| {
+        json!({"model": MODEL, "max_tokens": 200, "stream": stream,
+            "messages": [{"role": "user", "content": "2+2?"}]})
+    };
+    let (status, whole) = t.post_json("/v1/messages", body(false)).await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["content"][0]["type"], "thinking", "{whole}");
+    assert_eq!(whole["content"][0]["thinking"], "Short thought.");
+    assert_eq!(
+        whole["content"][1],
+        json!({"type": "text", "text": "The answer is 4."})
+    );
+
+    let evs = data_events(&t, "/v1/messages", body(true)).await;
+    let starts: Vec<&str> = evs
+        .iter()
+        .filter(|e| e["type"] == "content_block_start")
+        .filter_map(|e| e["content_block"]["type"].as_str())
+        .collect();
+    assert_eq!(starts, ["thinking", "text"]);
+    let thinking: String = evs
+        .iter()
+        .filter(|e| e["delta"]["type"] == "thinking_delta")
+        .filter_map(|e| e["delta"]["thinking"].as_str())
+        .collect();
+    let text: String = evs
+        .iter()
+        .filter(|e| e["delta"]["type"] == "text_delta")
+        .filter_map(|e| e["delta"]["text"].as_str())
+        .collect();
+    assert_eq!(
+        (thinking.as_str(), text.as_str()),
+        ("Short thought.", "The answer is 4.")
+    );
+}
+
+#[actix_rt::test]
+async fn reasoning_parser_none_leaves_the_text_alone() {
+    let t = start(
+        |s| s.reasoning.parser = ReasoningFormat::Disabled,
+        FakeConfig {
+            script: Some(Script::new(vec![ScriptEntry::Reply(PLAIN.into())])),
+            ..FakeConfig::default()
+        },
+    )
+    .await;
+    let (_, whole) = t.post_json("/v1/chat/completions", chat("2+2?")).await;
+    assert_eq!(whole["choices"][0]["message"]["content"], PLAIN);
+    assert!(whole["choices"][0]["message"]
+        .get("reasoning_content")
+        .is_none());
+}
