@@ -49,7 +49,9 @@ pub async fn reasoning_splitter(
     }
     let format = match configured {
         ReasoningFormat::Auto => {
-            let template = loaded_info(state, model).await.and_then(|i| i.chat_template);
+            let template = loaded_info(state, model)
+                .await
+                .and_then(|i| i.chat_template);
             configured.resolve(template.as_deref())
         }
         other => other,
