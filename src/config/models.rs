@@ -25,8 +25,8 @@ pub struct ModelSettings {
     /// Prompt tokens per prefill step.
     pub prefill_chunk: usize,
     /// Requests decoded together, one token each per step; more wait in the queue. 8 by default:
-    /// on the CPU backend a step of 8 costs well under twice a step of one (few-row products and
-    /// one attention call for the batch; see docs/benchmarks.md), so throughput grows with it.
+    /// with one attention call per layer for the whole batch, 8 sequences decode at about 3x the
+    /// aggregate rate of one on the CPU backend (see docs/benchmarks.md).
     pub max_batch: usize,
     /// `max_tokens` for chat requests that do not set it; 0 means up to the context.
     pub default_max_tokens: usize,
