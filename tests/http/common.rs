@@ -177,3 +177,16 @@ pub async fn wait_health(t: &TestServer, within: Duration, cond: impl Fn(&Value)
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Posts `body` (a streaming request) and returns the JSON object of every event's `data:` line,
+/// for every API (Anthropic and Responses add `event:` lines, which are skipped).
+pub async fn sse_data_events(t: &TestServer, path: &str, body: Value) -> Vec<Value> {
+    let r = t.post(path, body).await;
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.expect("body");
+    text.split("\n\n")
+        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(Value::is_object)
+        .collect()
+}

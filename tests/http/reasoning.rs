@@ -35,17 +35,6 @@ fn weather_tools() -> Value {
         "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}])
 }
 
-async fn data_events(t: &TestServer, path: &str, body: Value) -> Vec<Value> {
-    let r = t.post(path, body).await;
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.expect("body");
-    text.split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter(Value::is_object)
-        .collect()
-}
-
 #[actix_rt::test]
 async fn chat_reasoning_goes_to_reasoning_content_and_is_not_parsed_for_calls() {
     let t = scripted(&[R1, R1]).await;
@@ -74,7 +63,7 @@ async fn chat_reasoning_goes_to_reasoning_content_and_is_not_parsed_for_calls() 
     );
     assert_eq!(calls[0]["function"]["arguments"], r#"{"city":"Paris"}"#);
 
-    let chunks = data_events(&t, "/v1/chat/completions", body(true)).await;
+    let chunks = sse_data_events(&t, "/v1/chat/completions", body(true)).await;
     let streamed: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["reasoning_content"].as_str())
@@ -117,7 +106,7 @@ async fn messages_reasoning_is_a_thinking_block_streamed_with_thinking_deltas() 
         json!({"type": "text", "text": "The answer is 4."})
     );
 
-    let evs = data_events(&t, "/v1/messages", body(true)).await;
+    let evs = sse_data_events(&t, "/v1/messages", body(true)).await;
     let starts: Vec<&str> = evs
         .iter()
         .filter(|e| e["type"] == "content_block_start")

@@ -43,18 +43,6 @@ async fn scripted(replies: &[&str], format: ToolFormat) -> TestServer {
     .await
 }
 
-async fn events(t: &TestServer, path: &str, body: Value) -> Vec<Value> {
-    let r = t.post(path, body).await;
-    assert_eq!(r.status(), 200);
-    let text = r.text().await.expect("body");
-    // Every API's events: the `data:` line of each (Anthropic and Responses add `event:`).
-    text.split("\n\n")
-        .filter_map(|e| e.lines().find_map(|l| l.strip_prefix("data: ")))
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter(Value::is_object)
-        .collect()
-}
-
 fn chat_body(stream: bool, extra: Value) -> Value {
     let mut b = chat_with(
         "write notes.txt",
@@ -136,7 +124,7 @@ async fn streamed_chat_arguments_arrive_in_pieces_and_equal_the_whole_reply() {
         (ToolFormat::Qwen3Coder, QWEN3_CALL),
     ] {
         let t = scripted(&[reply, reply], format).await;
-        let chunks = events(&t, "/v1/chat/completions", chat_body(true, json!({}))).await;
+        let chunks = sse_data_events(&t, "/v1/chat/completions", chat_body(true, json!({}))).await;
         let (streamed, fragments, finish) = rebuild_chat(&chunks);
         let (status, whole) = t
             .post_json("/v1/chat/completions", chat_body(false, json!({})))
@@ -171,7 +159,7 @@ async fn call_cut_off_by_max_tokens_keeps_its_arguments_and_says_length() {
     let reply = write_call();
     let t = scripted(&[&reply, &reply], ToolFormat::Hermes).await;
     let cut = json!({"max_tokens": 30});
-    let chunks = events(&t, "/v1/chat/completions", chat_body(true, cut.clone())).await;
+    let chunks = sse_data_events(&t, "/v1/chat/completions", chat_body(true, cut.clone())).await;
     let (streamed, _, finish) = rebuild_chat(&chunks);
     let (_, whole) = t
         .post_json("/v1/chat/completions", chat_body(false, cut))
@@ -201,7 +189,7 @@ async fn anthropic_input_json_deltas_rebuild_the_non_streaming_input() {
     let reply = write_call();
     let t = scripted(&[&reply, &reply, &reply, &reply], ToolFormat::Hermes).await;
     for max_tokens in [1000, 30] {
-        let evs = events(&t, "/v1/messages", anthropic_body(true, max_tokens)).await;
+        let evs = sse_data_events(&t, "/v1/messages", anthropic_body(true, max_tokens)).await;
         let json: String = evs
             .iter()
             .filter(|e| e["delta"]["type"] == "input_json_delta")
@@ -247,7 +235,7 @@ async fn responses_argument_deltas_equal_done_and_the_non_streaming_call() {
             "tools": [{"type": "function", "name": "write_file",
                 "parameters": tool_defs()[0]["function"]["parameters"]}]})
     };
-    let evs = events(&t, "/v1/responses", body(true)).await;
+    let evs = sse_data_events(&t, "/v1/responses", body(true)).await;
     let deltas: Vec<&str> = evs
         .iter()
         .filter(|e| e["type"] == "response.function_call_arguments.delta")
