@@ -146,6 +146,9 @@ impl GuideFactory {
         Ok(Guide {
             matcher,
             mask: None,
+            consumed: 0,
+            last_complete: 0,
+            longest_part: 0,
         })
     }
 }
@@ -155,6 +158,12 @@ pub struct Guide {
     matcher: Matcher,
     /// The last mask computed, until the next token is consumed.
     mask: Option<SimpleVob>,
+    /// Tokens consumed so far.
+    consumed: usize,
+    /// `consumed` when the output was last a complete sentence of the grammar.
+    last_complete: usize,
+    /// The most tokens between two complete points (from the start for the first).
+    longest_part: usize,
 }
 
 impl std::fmt::Debug for Guide {
@@ -192,7 +201,22 @@ impl Guide {
     pub fn advance(&mut self, token: u32) -> Result<bool, ConstraintError> {
         self.mask = None;
         self.matcher.consume_token(token).map_err(err)?;
+        self.consumed += 1;
+        if self.is_accepting() {
+            self.longest_part = self.longest_part.max(self.consumed - self.last_complete);
+            self.last_complete = self.consumed;
+        }
         Ok(self.matcher.is_stopped())
+    }
+
+    /// Whether a sequence with `budget_left` tokens to go should end here: the output is
+    /// complete, and another part as long as the longest so far (half as much again, for
+    /// margin) would not fit. Without it a grammar that allows more (another parallel tool
+    /// call) lets a small model start one that `max_tokens` cuts in half.
+    pub fn ends_within(&mut self, budget_left: usize) -> bool {
+        self.longest_part > 0
+            && self.last_complete == self.consumed
+            && budget_left < self.longest_part + self.longest_part / 2
     }
 
     /// Whether the output so far is a complete sentence of the grammar.

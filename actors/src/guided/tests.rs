@@ -203,3 +203,21 @@ fn sentencepiece_vocabulary_bytes_read_spaces_and_byte_tokens() {
     assert_eq!(bytes[2], b"\n");
     assert_eq!(bytes[5], b" ");
 }
+
+#[test]
+fn a_complete_output_ends_when_another_part_would_not_fit() {
+    let factory = GuideFactory::byte_level().expect("factory");
+    let mut guide = factory
+        .guide(&Constraint::Regex("(abcd)+".into()))
+        .expect("guide");
+    for b in *b"abc" {
+        guide.advance(u32::from(b)).expect("advance");
+        assert!(!guide.ends_within(0), "incomplete output never ends early");
+    }
+    guide.advance(u32::from(b'd')).expect("advance");
+    // The first part took 4 tokens: 6 left would fit another with margin, 5 would not.
+    assert!(guide.ends_within(5));
+    assert!(!guide.ends_within(6));
+    guide.advance(u32::from(b'a')).expect("advance");
+    assert!(!guide.ends_within(0), "mid-part is not a place to end");
+}

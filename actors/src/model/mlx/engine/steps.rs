@@ -37,6 +37,16 @@ impl MlxEngine {
 
     /// Feeds the next prompt chunk of `seq`; once the prompt is complete, samples its first token.
     pub(super) fn prefill_step(&mut self, seq: &mut Running) -> Result<Vec<SeqEvent>, EngineError> {
+        if seq.prefilled == 0 {
+            // Looked up at the sequence's first chunk, not when it joined the running set:
+            // prompt chunks go one sequence at a time, so by now an older sequence with the same
+            // prefix (a cancelled attempt of this very request, say) has ended and left its KV.
+            if let Some(hit) = self.prefix.lookup(&seq.prompt) {
+                seq.cache = hit.cache;
+                seq.prefilled = hit.tokens;
+                seq.cached_tokens = hit.tokens;
+            }
+        }
         let end = (seq.prefilled + self.prefill_chunk).min(seq.prompt.len());
         let logits = self
             .model
@@ -140,8 +150,14 @@ impl MlxEngine {
         if let Some(stop) = outcome.stop {
             return self.finish_now(seq, FinishReason::StopSequence, Some(stop), events);
         }
+        let budget_left = seq.max_tokens.saturating_sub(seq.output.len());
+        let complete = complete
+            || seq
+                .guide
+                .as_mut()
+                .is_some_and(|g| g.ends_within(budget_left));
         if complete {
-            // Only end-of-sequence can follow: it would be the next token, so end now.
+            // Only end-of-sequence can follow (or another part would not fit): end now.
             return self.finish(seq, FinishReason::Stop, None, events);
         }
         let total = seq.prompt.len() + seq.output.len();
@@ -213,13 +229,9 @@ impl MlxEngine {
         Ok(events)
     }
 
-    /// Moves an admitted sequence into the running set, resuming from the longest cached prefix.
+    /// Moves an admitted sequence into the running set (its prefix is looked up at its first
+    /// prompt chunk, see [`Self::prefill_step`]).
     pub(super) fn start_running(&mut self, mut seq: Running) {
-        if let Some(hit) = self.prefix.lookup(&seq.prompt) {
-            seq.cache = hit.cache;
-            seq.prefilled = hit.tokens;
-            seq.cached_tokens = hit.tokens;
-        }
         seq.started = Instant::now();
         self.running.push(seq);
     }
