@@ -211,6 +211,50 @@ fn long_shared_prefix_is_reused_and_output_matches_a_cold_run() {
         "cached {}",
         reused.cached_tokens
     );
+    // Two requests on a new document at once: the second starts from the first's prompt KV,
+    // offered to the prefix cache as soon as the first's prefill completes.
+    let other = "A narrow road climbs from the harbour to the old mill above the town. ".repeat(40);
+    let ask_other = |q: &str| chat(&format!("{other}\n{q}"));
+    let questions = [
+        "Where does the road climb from?",
+        "What is at the edge of the bay?",
+    ];
+    for (i, q) in questions.iter().enumerate() {
+        warm.add(
+            10 + i as u64,
+            GenerateRequest {
+                prompt: ask_other(q),
+                sampling: SamplingParams::default(),
+                max_tokens: Some(16),
+                stop: Vec::new(),
+                logprobs: None,
+                constraint: None,
+            },
+        )
+        .expect("admit");
+    }
+    let (mut second_cached, mut second_text, mut first_done) = (None, String::new(), false);
+    while warm.has_work() {
+        for (id, event) in warm.step() {
+            match (id, event) {
+                (10, SeqEvent::Finished { .. }) => first_done = true,
+                (11, SeqEvent::Started { cached_tokens, .. }) => {
+                    assert!(
+                        !first_done,
+                        "the second request started after the first ended"
+                    );
+                    second_cached = Some(cached_tokens);
+                }
+                (11, SeqEvent::Text { text, .. }) => second_text.push_str(&text),
+                (_, SeqEvent::Failed(e)) => panic!("generation failed: {e}"),
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        second_cached.is_some_and(|c| c > 400),
+        "concurrent request cached {second_cached:?}"
+    );
     drop(warm);
     let mut cold = MlxEngine::load(&EngineOptions {
         prefix_cache_bytes: 0,
@@ -226,6 +270,14 @@ fn long_shared_prefix_is_reused_and_output_matches_a_cold_run() {
     );
     assert_eq!(fresh.cached_tokens, 0);
     assert_eq!(reused.text, fresh.text);
+    let fresh_other = generate(
+        &mut cold,
+        2,
+        ask_other(questions[1]),
+        SamplingParams::default(),
+        16,
+    );
+    assert_eq!(second_text, fresh_other.text);
 }
 
 /// Requests decoded together in one batch give the text each gives alone (greedy), a request

@@ -92,10 +92,19 @@ impl PrefixCache {
         if self.max_bytes == 0 || bytes > self.max_bytes || tokens.len() != cache.offset() {
             return;
         }
+        self.clock += 1;
+        // Already held within a longer entry (a repeated prompt): that one serves it.
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .find(|e| common_prefix(&e.tokens, &tokens) == tokens.len())
+        {
+            e.last_used = self.clock;
+            return;
+        }
         // An entry that is a prefix of the new one is dominated by it.
         self.entries
             .retain(|e| common_prefix(&e.tokens, &tokens) < e.tokens.len());
-        self.clock += 1;
         self.entries.push(Entry {
             tokens,
             cache,
@@ -152,5 +161,15 @@ mod tests {
         // The least recently used one ([1, 2, 3]) went.
         assert!(prefixes.lookup(&[1, 2, 3, 4]).is_none());
         assert!(prefixes.lookup(&[4, 5, 6, 0]).is_some());
+    }
+
+    #[test]
+    fn a_prompt_held_inside_a_longer_entry_adds_nothing() {
+        let mut prefixes = PrefixCache::new(64 << 20);
+        prefixes.insert(vec![1, 2, 3, 4, 5], cache_of(5));
+        prefixes.insert(vec![1, 2, 3], cache_of(3));
+        assert_eq!(prefixes.stats().entries, 1);
+        let hit = prefixes.lookup(&[1, 2, 3, 4, 5, 6]).expect("hit");
+        assert_eq!(hit.tokens, 5);
     }
 }

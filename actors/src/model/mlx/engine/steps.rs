@@ -57,6 +57,11 @@ impl MlxEngine {
         if seq.prefilled < seq.prompt.len() {
             return Ok(Vec::new()); // more prompt to go; these logits are not needed
         }
+        // The prompt's KV goes to the prefix cache now, not only at the end: a request with the
+        // same prefix arriving meanwhile (`n` > 1, an agent's parallel calls) starts from it.
+        // Sharing is free (MLX arrays are immutable; decoding writes the slot buffers), and the
+        // entry left at the end supersedes this one.
+        self.prefix.insert(seq.prompt.clone(), seq.cache.clone());
         let events = vec![SeqEvent::Started {
             prompt_tokens: seq.prompt.len(),
             cached_tokens: seq.cached_tokens,
