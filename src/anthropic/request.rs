@@ -263,6 +263,10 @@ pub struct ToolDefinition {
     /// Prompt-caching hint; accepted and ignored (prefix reuse is automatic here).
     #[serde(default)]
     pub cache_control: Option<Value>,
+    /// `true`: a call the model makes to this tool is held to `input_schema` by constrained
+    /// decoding (see the README's structured outputs).
+    #[serde(default)]
+    pub strict: Option<bool>,
 }
 
 /// How the model should use the tools.

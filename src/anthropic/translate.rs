@@ -374,6 +374,9 @@ fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, AnthropicError> 
             if let Some(d) = &t.description {
                 function["description"] = json!(d);
             }
+            if t.strict == Some(true) {
+                function["strict"] = json!(true);
+            }
             Ok(json!({"type": "function", "function": function}))
         })
         .collect()

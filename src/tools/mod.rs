@@ -9,10 +9,10 @@
 mod prompt;
 
 use actix::{Actor, Addr};
-use mlx_serve_actors::engine::{Constraint, GenerateRequest, Prompt};
+use mlx_serve_actors::engine::{GenerateRequest, Prompt};
 use mlx_serve_actors::tool_parser::{
-    forced_call_grammar, ParseOptions, RecordStreamStats, StreamEvent, StreamParser, ToolChoice,
-    ToolFormat, ToolParserActor, ToolSet,
+    forced_call_grammar, lazy_call_grammar, ParseOptions, RecordStreamStats, StreamEvent,
+    StreamParser, ToolChoice, ToolFormat, ToolParserActor, ToolSet,
 };
 use serde_json::Value;
 
@@ -115,8 +115,18 @@ impl ToolParserSeam for ToolCalling {
         // instruction stays (it helps the model pick arguments) and so does the check after
         // the reply, for formats without a grammar.
         let set = ToolSet::from_definitions(tools);
-        if let Some(lark) = forced_call_grammar(format, &set, &options.choice, options.parallel) {
-            request.constraint = Some(Constraint::Lark(lark));
+        if let Some(grammar) = forced_call_grammar(
+            format,
+            &set,
+            &options.choice,
+            options.parallel,
+            chat_template,
+        ) {
+            request.constraint = Some(grammar);
+        } else if options.choice == ToolChoice::Auto && request.constraint.is_none() {
+            // `strict: true` tools: prose stays free, a call the model opens is held to its
+            // tool's schema.
+            request.constraint = lazy_call_grammar(format, &set, options.parallel, chat_template);
         }
         parser
     }

@@ -1,4 +1,4 @@
-use mlx_serve_actors::engine::{ChatMessage, SamplingParams};
+use mlx_serve_actors::engine::{ChatMessage, Constraint, SamplingParams};
 use serde_json::json;
 
 use super::*;
@@ -275,4 +275,26 @@ fn templates_without_tools_get_the_tools_in_the_system_prompt() {
         panic!("chat")
     };
     assert_eq!(messages.len(), 1, "the template renders tools itself");
+}
+
+#[test]
+fn a_strict_tool_under_auto_gets_a_lazy_grammar() {
+    let mut req = request("x");
+    if let Prompt::Chat { tools, .. } = &mut req.prompt {
+        tools[0]["function"]["strict"] = json!(true);
+    }
+    let mut p = seam()
+        .prepare(&mut req, &ToolOptions::default(), Some(QWEN_LIKE))
+        .expect("parser");
+    assert!(
+        matches!(req.constraint, Some(Constraint::ToolMarkup { .. })),
+        "{:?}",
+        req.constraint
+    );
+    // Calls are parsed as ever, bare JSON ones too.
+    let (_, calls) = run(p.as_mut(), &[CALL]);
+    assert_eq!(calls.len(), 1);
+    let mut plain = request("x");
+    seam().prepare(&mut plain, &ToolOptions::default(), Some(QWEN_LIKE));
+    assert_eq!(plain.constraint, None, "no strict tool, no grammar");
 }

@@ -8,14 +8,14 @@ Qwen2.5-Coder-0.5B-Instruct (greedy) is asked to write a ~40-line Python file th
 fragment and to the last one are measured and printed (docs/benchmarks.md reports them); the
 first must come well before the last. One request, ~1 minute on 2 CPU cores.
 
-Environment: MLX_SERVE_BIN (the binary; unset: skipped). The model must be pulled already
-(`mlx-serve pull qwen2.5-coder-0.5b-instruct`), or the test is skipped.
+Environment: MLX_SERVE_BIN (the binary; unset: skipped). The model is pulled when missing
+(skipped, saying why, when it cannot be had).
 """
 
 import json
 import os
+import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -57,13 +57,12 @@ MESSAGES = [
 ]
 
 
-def model_present():
-    home = Path(os.environ.get("HOME", "~")).expanduser()
-    return any((home / ".cache/mlx-serve/models").glob(f"{MODEL}*"))
-
-
-@pytest.mark.skipif(not model_present(), reason=f"{MODEL} is not pulled")
 def test_first_argument_fragment_arrives_long_before_the_call_ends():
+    # Pulled here, not checked at collection: on a fresh machine the model arrives with the
+    # suite (an earlier test may pull it too).
+    pulled = subprocess.run([BIN, "pull", MODEL], capture_output=True, text=True, timeout=1800)
+    if pulled.returncode != 0:
+        pytest.skip(f"{MODEL} is not present and cannot be pulled: {pulled.stderr[-500:]}")
     proc, url, _ = start_server(BIN, "--model", MODEL)
     try:
         client = openai.OpenAI(base_url=url + "/v1", api_key="local", max_retries=0, timeout=900)

@@ -35,9 +35,13 @@ fn err(e: impl std::fmt::Display) -> ConstraintError {
     ConstraintError(e.to_string())
 }
 
-/// The llguidance grammar for a constraint.
-pub fn grammar(constraint: &Constraint) -> TopLevelGrammar {
+/// The llguidance grammar for a constraint; `special` gives the id of a special token by its
+/// text (markers of [`Constraint::ToolMarkup`]).
+fn grammar(constraint: &Constraint, special: &dyn Fn(&str) -> Option<u32>) -> TopLevelGrammar {
     match constraint {
+        Constraint::ToolMarkup { lark, markers } => {
+            TopLevelGrammar::from_lark(markup_lark(lark, markers, special))
+        }
         Constraint::JsonSchema(schema) => TopLevelGrammar::from_json_schema(with_layout(schema)),
         Constraint::JsonObject => {
             TopLevelGrammar::from_json_schema(with_layout(&json!({"type": "object"})))
@@ -45,6 +49,80 @@ pub fn grammar(constraint: &Constraint) -> TopLevelGrammar {
         Constraint::Regex(rx) => TopLevelGrammar::from_regex(rx),
         Constraint::Lark(lark) => TopLevelGrammar::from_lark(lark.clone()),
     }
+}
+
+/// `lark` with the marker rules it refers to defined for one vocabulary: `mkI`; `tillI` (text up
+/// to and including the first marker `I`), `tillI_J…` (the same, with no marker `J…` in the
+/// text either); `freeI` and `prose_I_J…` (text with none of the listed markers).
+fn markup_lark(lark: &str, markers: &[String], special: &dyn Fn(&str) -> Option<u32>) -> String {
+    let used: std::collections::BTreeSet<&str> = lark
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .collect();
+    let mut out = lark.trim_end().to_owned();
+    out.push('\n');
+    let ids: Vec<Option<u32>> = markers.iter().map(|m| special(m)).collect();
+    for (i, text) in markers.iter().enumerate() {
+        let atom = match ids[i] {
+            Some(id) => format!("<[{id}]>"),
+            None => quoted(text),
+        };
+        out.push_str(&format!("mk{i}: {atom}\n"));
+    }
+    // Text without the markers `list` (a special token is never part of text anyway).
+    let text_without = |list: &[usize]| {
+        let alts: Vec<String> = list.iter().map(|&j| regex_escape(&markers[j])).collect();
+        format!("/(?s:.*)/ & ~/(?s:.*({}).*)/", alts.join("|"))
+    };
+    let indexes = |rest: &str| -> Option<Vec<usize>> {
+        let list: Option<Vec<usize>> = rest.split('_').map(|n| n.parse().ok()).collect();
+        list.filter(|l| !l.is_empty() && l.iter().all(|&j| j < markers.len()))
+    };
+    for (n, name) in used.iter().enumerate() {
+        if let Some(list) = name.strip_prefix("free").and_then(indexes) {
+            out.push_str(&format!(
+                "{name}: FREEX{n}\nFREEX{n}: {}\n",
+                text_without(&list)
+            ));
+        } else if let Some(list) = name.strip_prefix("prose_").and_then(indexes) {
+            out.push_str(&format!(
+                "{name}: FREEX{n}\nFREEX{n}: {}\n",
+                text_without(&list)
+            ));
+        } else if let Some(list) = name.strip_prefix("till").and_then(indexes) {
+            let i = list[0];
+            match ids[i] {
+                // The text just ends where the model samples the special token.
+                Some(_) => out.push_str(&format!(
+                    "{name}: FREEX{n} mk{i}\nFREEX{n}: {}\n",
+                    text_without(&list)
+                )),
+                // A lazy lexeme ends at the marker's first occurrence; where several `till`s
+                // are alternatives, the first marker written wins, so no other is in the text.
+                None => out.push_str(&format!(
+                    "{name}[lazy]: /(?s:.*){}/\n",
+                    regex_escape(&markers[i])
+                )),
+            }
+        }
+    }
+    out
+}
+
+/// `text` as a regex matching it literally, inside a Lark `/…/` (so `/` is escaped too).
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() * 2);
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~/".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` as a Lark string literal (JSON string syntax).
+fn quoted(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into())
 }
 
 /// The JSON layout options this server generates with (see the module docs).
@@ -138,7 +216,9 @@ impl GuideFactory {
 
     /// A fresh matcher for one sequence; compile errors of the grammar are returned here.
     pub fn guide(&self, constraint: &Constraint) -> Result<Guide, ConstraintError> {
-        let parser = self.factory.create_parser(grammar(constraint));
+        let trie = self.factory.tok_env().tok_trie();
+        let special = |text: &str| trie.get_special_token(text);
+        let parser = self.factory.create_parser(grammar(constraint, &special));
         let matcher = Matcher::new(parser);
         if let Some(e) = matcher.get_error() {
             return Err(ConstraintError(e));
@@ -214,7 +294,10 @@ impl Guide {
     /// margin) would not fit. Without it a grammar that allows more (another parallel tool
     /// call) lets a small model start one that `max_tokens` cuts in half.
     pub fn ends_within(&mut self, budget_left: usize) -> bool {
-        self.longest_part > 0
+        // Parts of a token or three (prose, where every token completes a sentence) would fit
+        // or lose a token or two: only longer ones (a call) end a reply early.
+        const MIN_PART: usize = 4;
+        self.longest_part >= MIN_PART
             && self.last_complete == self.consumed
             && budget_left < self.longest_part + self.longest_part / 2
     }

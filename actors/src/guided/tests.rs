@@ -221,3 +221,65 @@ fn a_complete_output_ends_when_another_part_would_not_fit() {
     guide.advance(u32::from(b'a')).expect("advance");
     assert!(!guide.ends_within(0), "mid-part is not a place to end");
 }
+
+/// Feeds `text` byte by byte (and special tokens by id); false as soon as one is refused.
+fn accepts_bytes(guide: &mut Guide, text: &[u32]) -> bool {
+    for &t in text {
+        if !guide.allowed().expect("mask").is_allowed(t) {
+            return false;
+        }
+        guide.advance(t).expect("advance");
+    }
+    true
+}
+
+fn bytes_of(text: &str) -> Vec<u32> {
+    text.bytes().map(u32::from).collect()
+}
+
+#[test]
+fn a_lazy_markup_grammar_allows_prose_until_the_text_marker_opens_a_call() {
+    let factory = GuideFactory::byte_level().expect("factory");
+    let markup = Constraint::ToolMarkup {
+        lark: "start: free0 | till0 \" CALL\" mk1\n".into(),
+        markers: vec!["<tc>".into(), "</tc>".into()],
+    };
+    let mut prose = factory.guide(&markup).expect("compiles");
+    assert!(accepts_bytes(
+        &mut prose,
+        &bytes_of("just words, a < and a <t")
+    ));
+    assert!(prose.is_accepting(), "prose alone is a complete reply");
+    let mut call = factory.guide(&markup).expect("compiles");
+    assert!(accepts_bytes(&mut call, &bytes_of("ok <tc> CALL</tc>")));
+    assert!(call.is_accepting());
+    let mut bad = factory.guide(&markup).expect("compiles");
+    assert!(!accepts_bytes(&mut bad, &bytes_of("ok <tc> nope")));
+}
+
+#[test]
+fn markers_that_are_special_tokens_are_matched_as_those_tokens() {
+    let mut tokens: Vec<Vec<u8>> = (0..=255u8).map(|b| vec![b]).collect();
+    tokens.push(b"\xFF<|tc|>".to_vec());
+    tokens.push(b"\xFF<|end|>".to_vec());
+    let factory = GuideFactory::new(&tokens, &[257]).expect("factory");
+    let markup = Constraint::ToolMarkup {
+        lark: "start: free0 | till0 \"{}\"\n".into(),
+        markers: vec!["<|tc|>".into()],
+    };
+    let mut call = factory.guide(&markup).expect("compiles");
+    let mut text = bytes_of("hi ");
+    text.push(256);
+    text.extend(bytes_of("{}"));
+    assert!(accepts_bytes(&mut call, &text));
+    assert!(call.is_accepting());
+    // Spelled out in bytes it is prose's marker no more: refused.
+    let mut spelled = factory.guide(&markup).expect("compiles");
+    assert!(!accepts_bytes(&mut spelled, &bytes_of("hi <|tc|>{}")));
+    let forced = Constraint::ToolMarkup {
+        lark: "start: mk0 \"{}\"\n".into(),
+        markers: vec!["<|tc|>".into()],
+    };
+    let mut guide = factory.guide(&forced).expect("compiles");
+    assert!(!accepts_bytes(&mut guide, &bytes_of("<")));
+}

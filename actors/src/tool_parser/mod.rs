@@ -43,7 +43,7 @@ use actix::{Actor, Context, Handler, Message, MessageResult};
 
 pub use cli::{run_parse_cli, run_parse_stream_cli};
 pub use format::{detect_format, ToolFormat, UnknownFormat};
-pub use grammar::{call_schema, forced_call_grammar, MAX_PARALLEL_CALLS};
+pub use grammar::{call_schema, forced_call_grammar, lazy_call_grammar, MAX_PARALLEL_CALLS};
 pub use json::close_json_prefix;
 pub use stream::{
     new_call_id, parse, tool_call_delta, ParseOptions, ParseStats, ParsedOutput, ParsedToolCall,

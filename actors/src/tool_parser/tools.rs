@@ -7,12 +7,22 @@ use serde_json::Value;
 #[derive(Debug, Clone, Default)]
 pub struct ToolSet {
     tools: Vec<(String, Value)>,
+    /// Names of the tools marked `strict: true`.
+    strict: Vec<String>,
 }
 
 impl ToolSet {
     /// From OpenAI tool definitions (`{"type":"function","function":{"name","parameters"}}`);
     /// bare `{"name","parameters"}` and Anthropic's `{"name","input_schema"}` are read too.
     pub fn from_definitions(tools: &[Value]) -> Self {
+        let strict = tools
+            .iter()
+            .filter_map(|t| {
+                let f = t.get("function").unwrap_or(t);
+                let on = f.get("strict").or_else(|| t.get("strict"))?.as_bool()?;
+                on.then(|| f.get("name")?.as_str().map(str::to_owned))?
+            })
+            .collect();
         let tools = tools
             .iter()
             .filter_map(|t| {
@@ -26,7 +36,12 @@ impl ToolSet {
                 Some((name, params))
             })
             .collect();
-        Self { tools }
+        Self { tools, strict }
+    }
+
+    /// Whether the tool of this name was marked `strict: true`.
+    pub fn is_strict(&self, name: &str) -> bool {
+        self.strict.iter().any(|n| n == name)
     }
 
     /// Whether a tool of this name was offered.

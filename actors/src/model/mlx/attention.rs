@@ -15,8 +15,8 @@ use mlx_rs::fast::{scaled_dot_product_attention, ScaledDotProductAttentionMask};
 use mlx_rs::{Array, Dtype};
 
 use super::cpu_ops::softmax_last;
-use super::decoder::Ops;
 use super::host_kernels;
+use super::ops::Ops;
 
 /// Causal masking of a pass with several queries, at positions `offset..offset + len`.
 pub struct CausalMask {
@@ -91,7 +91,8 @@ pub fn attend(
     let probs = if host_softmax {
         // The host kernel applies the causal mask itself (and skips the masked tail).
         let causal = mask.map(|_| (len as usize, (k - len) as usize));
-        host_kernels::softmax_in_place(scores, causal)?
+        // SAFETY: `scores` is the product just computed, referenced nowhere else.
+        unsafe { host_kernels::softmax_in_place(scores, causal)? }
     } else {
         let scores = match mask {
             Some(mask) => scores

@@ -22,7 +22,7 @@ pub struct ModelConfig {
     #[serde(default = "default_theta")]
     pub rope_theta: f64,
     #[serde(default)]
-    pub rope_scaling: Option<serde_json::Value>,
+    pub rope_scaling: Option<RopeScaling>,
     #[serde(default = "default_context")]
     pub max_position_embeddings: usize,
     #[serde(default)]
@@ -31,12 +31,50 @@ pub struct ModelConfig {
     #[serde(default)]
     pub attention_bias: Option<bool>,
     #[serde(default)]
-    pub bos_token_id: Option<serde_json::Value>,
+    pub bos_token_id: Option<TokenIds>,
     #[serde(default)]
-    pub eos_token_id: Option<serde_json::Value>,
+    pub eos_token_id: Option<TokenIds>,
     /// MLX-community quantized checkpoints: `{"group_size": 64, "bits": 4}`.
     #[serde(default)]
     pub quantization: Option<Quantization>,
+}
+
+/// `rope_scaling`: how positions are stretched past the trained context. Only the fields the
+/// supported kinds (`default`, `linear`, `llama3`) read; others are ignored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RopeScaling {
+    /// The kind (newer configs).
+    #[serde(default)]
+    pub rope_type: Option<String>,
+    /// The kind (older configs).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub factor: Option<f64>,
+    #[serde(default)]
+    pub low_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub high_freq_factor: Option<f64>,
+    #[serde(default)]
+    pub original_max_position_embeddings: Option<f64>,
+}
+
+impl RopeScaling {
+    /// `rope_type`, else `type`, else `default`.
+    pub fn kind(&self) -> &str {
+        self.rope_type
+            .as_deref()
+            .or(self.kind.as_deref())
+            .unwrap_or("default")
+    }
+}
+
+/// A token id or a list of them (`eos_token_id` is either).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenIds {
+    One(u32),
+    Many(Vec<u32>),
 }
 
 /// Affine quantization parameters of an MLX checkpoint.
@@ -97,11 +135,7 @@ impl ModelConfig {
             ));
         }
         if let Some(scaling) = &self.rope_scaling {
-            let kind = scaling
-                .get("rope_type")
-                .or_else(|| scaling.get("type"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("default");
+            let kind = scaling.kind();
             if !matches!(kind, "default" | "linear" | "llama3") {
                 return Err(format!("unsupported rope_scaling type {kind:?}"));
             }
@@ -112,14 +146,9 @@ impl ModelConfig {
     /// Token ids that end generation, from `eos_token_id` (an integer or a list).
     pub fn eos_ids(&self) -> Vec<u32> {
         match &self.eos_token_id {
-            Some(serde_json::Value::Number(n)) => {
-                n.as_u64().map(|v| vec![v as u32]).unwrap_or_default()
-            }
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .filter_map(|v| v.as_u64().map(|v| v as u32))
-                .collect(),
-            _ => Vec::new(),
+            Some(TokenIds::One(id)) => vec![*id],
+            Some(TokenIds::Many(ids)) => ids.clone(),
+            None => Vec::new(),
         }
     }
 }

@@ -2,8 +2,6 @@
 //! Llama/Mistral (plain), Qwen2 (q/k/v bias), Qwen3 (per-head q/k RMS norm). Tied or separate
 //! output embeddings. Weights are looked up by their Hugging Face names.
 
-use std::collections::HashMap;
-
 use std::cell::RefCell;
 
 use mlx_rs::error::Exception;
@@ -17,75 +15,10 @@ use super::ffi::{rope_per_row, slice};
 use super::host_kernels;
 use super::kv_cache::KvCache;
 use super::linear::{take, Linear, Projections};
+use super::ops::Ops;
 use super::profile::Profile;
 use super::slot_kv::{SlotKv, SlotStep};
-
-/// Named weights, as read from safetensors or converted from GGUF.
-pub type Weights = HashMap<String, Array>;
-
-/// Which of our replacements for MLX's stock operations a model uses. All on for the CPU backend;
-/// on GPU backends MLX's fused kernels win, so only the projection fusing stays. Switching them
-/// off one by one (`MLX_SERVE_STOCK_OPS`) is how `bench engine --profile` shows what each gains.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ops {
-    /// One product for q/k/v and one for gate/up instead of five.
-    pub fuse_projections: bool,
-    /// Grouped-query attention with a shared additive mask instead of `fast::scaled_dot_product_attention`.
-    pub grouped_attention: bool,
-    /// Softmax and SiLU through `power` instead of MLX's slow CPU `exp` (see `cpu_ops`).
-    pub power_exp: bool,
-    /// Prefill's softmax and SiLU-gating on the host, one vectorized pass each (see
-    /// `host_kernels`); float32 only.
-    pub host_kernels: bool,
-}
-
-impl Ops {
-    pub fn for_backend(cpu: bool) -> Self {
-        Self {
-            fuse_projections: true,
-            grouped_attention: cpu,
-            power_exp: cpu,
-            host_kernels: cpu,
-        }
-    }
-
-    /// Whether a pass of `len` positions in `dtype` runs the host kernels.
-    fn host_kernels_for(&self, len: i32, dtype: mlx_rs::Dtype) -> bool {
-        self.host_kernels && len > 1 && dtype == mlx_rs::Dtype::Float32
-    }
-
-    /// Turns off the replacements named in a comma list (`fuse`, `attention`, `exp`, `host`, or `all`).
-    pub fn without(mut self, names: &str) -> Result<Self, String> {
-        for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            match name {
-                "fuse" => self.fuse_projections = false,
-                "attention" => self.grouped_attention = false,
-                "exp" => self.power_exp = false,
-                "host" => self.host_kernels = false,
-                "all" => {
-                    self = Self {
-                        fuse_projections: false,
-                        grouped_attention: false,
-                        power_exp: false,
-                        host_kernels: false,
-                    }
-                }
-                other => {
-                    return Err(format!(
-                        "unknown op {other:?} in MLX_SERVE_STOCK_OPS; use fuse, attention, exp, host or all"
-                    ))
-                }
-            }
-        }
-        Ok(self)
-    }
-}
-
-impl Default for Ops {
-    fn default() -> Self {
-        Self::for_backend(true)
-    }
-}
+use super::weights::Weights;
 
 struct Attention {
     /// q_proj, k_proj and v_proj of the checkpoint.
@@ -328,19 +261,13 @@ impl Rope {
         let Some(scaling) = &config.rope_scaling else {
             return Ok(rope);
         };
-        let get = |k: &str| scaling.get(k).and_then(|v| v.as_f64());
-        let kind = scaling
-            .get("rope_type")
-            .or_else(|| scaling.get("type"))
-            .and_then(|v| v.as_str())
-            .unwrap_or("default");
-        match kind {
-            "linear" => rope.scale = 1.0 / get("factor").unwrap_or(1.0) as f32,
+        match scaling.kind() {
+            "linear" => rope.scale = 1.0 / scaling.factor.unwrap_or(1.0) as f32,
             "llama3" => {
-                let factor = get("factor").unwrap_or(8.0);
-                let low = get("low_freq_factor").unwrap_or(1.0);
-                let high = get("high_freq_factor").unwrap_or(4.0);
-                let original = get("original_max_position_embeddings").unwrap_or(8192.0);
+                let factor = scaling.factor.unwrap_or(8.0);
+                let low = scaling.low_freq_factor.unwrap_or(1.0);
+                let high = scaling.high_freq_factor.unwrap_or(4.0);
+                let original = scaling.original_max_position_embeddings.unwrap_or(8192.0);
                 let low_wavelen = original / low;
                 let high_wavelen = original / high;
                 let periods: Vec<f32> = (0..dims / 2)

@@ -86,10 +86,11 @@ pub fn slice_update(
 
 /// The evaluated, row-contiguous float32 data of `a`, writable in place.
 ///
-/// Only for an array that is the sole owner of a buffer it just computed (a matmul output that
-/// nothing else references): MLX shares buffers between views and donates them between
-/// operations, so writing into any other array could change arrays that alias it.
-pub fn data_mut_unshared(a: &mut Array) -> Result<&mut [f32], Exception> {
+/// # Safety
+/// `a` must be the sole owner of a buffer it just computed (a matmul output that nothing else
+/// references): MLX shares buffers between views and donates them between operations, so
+/// writing into any other array could change arrays that alias it.
+pub unsafe fn data_mut_unshared(a: &mut Array) -> Result<&mut [f32], Exception> {
     let data = a
         .try_as_slice::<f32>()
         .map_err(|e| Exception::custom(format!("in-place host kernel input: {e}")))?;

@@ -127,19 +127,23 @@ fn data(a: &Array) -> Result<&[f32], Exception> {
         .map_err(|e| Exception::custom(format!("host kernel input: {e}")))
 }
 
-/// Softmax over the last axis of float32 attention scores `[..., rows, keys]`, in place: `scores`
-/// must be a freshly computed array nothing else references (see [`data_mut_unshared`]), which
+/// Softmax over the last axis of float32 attention scores `[..., rows, keys]`, in place, which
 /// saves allocating and copying a buffer of tens of megabytes per layer.
 ///
 /// With `causal = Some((len, offset))` the rows are queries at positions `offset + row % len`
 /// (query heads of a group stacked `len` rows each), and each sees keys `0..=offset + row % len`:
 /// the masked tail is not exponentiated, only zeroed.
-pub fn softmax_in_place(
+///
+/// # Safety
+/// `scores` must be a freshly computed array nothing else references (see
+/// [`data_mut_unshared`]).
+pub unsafe fn softmax_in_place(
     mut scores: Array,
     causal: Option<(usize, usize)>,
 ) -> Result<Array, Exception> {
     let row = *scores.shape().last().unwrap_or(&1) as usize;
-    let data = data_mut_unshared(&mut scores)?;
+    // SAFETY: the caller's contract is data_mut_unshared's.
+    let data = unsafe { data_mut_unshared(&mut scores)? };
     rows_parallel_in_place(data, row, |r, x| {
         let valid = causal.map_or(row, |(len, offset)| (offset + r % len + 1).min(row));
         let (live, masked) = x.split_at_mut(valid);
@@ -189,7 +193,9 @@ mod tests {
         let mut masked = v.clone();
         masked[250..300].fill(f32::NEG_INFINITY);
         let x = Array::from_slice(&masked, &[3, 300]);
-        let ours = softmax_in_place(x.multiply(Array::from_f32(1.0)).unwrap(), None).unwrap();
+        // SAFETY: a fresh product, referenced nowhere else.
+        let ours =
+            unsafe { softmax_in_place(x.multiply(Array::from_f32(1.0)).unwrap(), None) }.unwrap();
         let theirs = mlx_rs::ops::softmax_axis(&x, -1, true).unwrap();
         for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
             assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
@@ -205,7 +211,10 @@ mod tests {
                 explicit[r * 7 + k] = f32::NEG_INFINITY;
             }
         }
-        let ours = softmax_in_place(Array::from_slice(&scores, &[1, 6, 7]), Some((3, 4))).unwrap();
+        // SAFETY: a fresh array, referenced nowhere else.
+        let ours =
+            unsafe { softmax_in_place(Array::from_slice(&scores, &[1, 6, 7]), Some((3, 4))) }
+                .unwrap();
         let theirs =
             mlx_rs::ops::softmax_axis(Array::from_slice(&explicit, &[1, 6, 7]), -1, true).unwrap();
         for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
@@ -265,10 +274,12 @@ mod speed {
         });
         let ones = Array::from_f32(1.0);
         time("host softmax (incl. a copy of the input)", &|| {
-            softmax_in_place(x.multiply(&ones).unwrap(), None).unwrap()
+            // SAFETY: a fresh product, referenced nowhere else.
+            unsafe { softmax_in_place(x.multiply(&ones).unwrap(), None) }.unwrap()
         });
         time("host softmax, causal", &|| {
-            softmax_in_place(x.multiply(&ones).unwrap(), Some((512, 512))).unwrap()
+            // SAFETY: a fresh product, referenced nowhere else.
+            unsafe { softmax_in_place(x.multiply(&ones).unwrap(), Some((512, 512))) }.unwrap()
         });
         let mut out = vec![0.0f32; n];
         let t = std::time::Instant::now();

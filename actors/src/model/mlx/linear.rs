@@ -5,7 +5,7 @@ use mlx_rs::error::Exception;
 use mlx_rs::ops::{concatenate, quantized_matmul};
 use mlx_rs::Array;
 
-use super::decoder::Weights;
+use super::weights::Weights;
 
 pub(super) fn take(w: &mut Weights, name: &str) -> Result<Array, Exception> {
     w.remove(name)

@@ -9,7 +9,7 @@ use mlx_rs::ops::dequantize;
 use mlx_rs::{Array, Dtype};
 
 use super::config::ModelConfig;
-use super::decoder::Weights;
+use super::weights::Weights;
 use crate::model::gguf::{hf_tensor_name, undo_llama_qk_permutation, GgufFile};
 use crate::model::tokenizer::TokenizerBundle;
 

@@ -14,9 +14,11 @@ mod host_kernels;
 pub mod kv_cache;
 mod linear;
 pub mod loader;
+pub mod ops;
 pub mod prefix_cache;
 pub mod profile;
 pub mod slot_kv;
+pub mod weights;
 
 #[cfg(test)]
 mod reference_tests;

@@ -18,10 +18,11 @@ mod schedule;
 mod steps;
 
 use super::config::ModelConfig;
-use super::decoder::{Model, Ops};
+use super::decoder::Model;
 use super::device::{self, DeviceChoice};
 use super::kv_cache::KvCache;
 use super::loader::{self, dtype_name, LoadedModel, ModelSource};
+use super::ops::Ops;
 use super::prefix_cache::{PrefixCache, PrefixStats};
 use super::slot_kv::SlotKv;
 use crate::engine::{EngineError, EngineInfo, GenerateRequest, Prompt, SamplingParams, SeqId};

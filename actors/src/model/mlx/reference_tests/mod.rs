@@ -9,8 +9,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::config::ModelConfig;
-use super::decoder::{Model, Ops};
+use super::decoder::Model;
 use super::kv_cache::KvCache;
+use super::ops::Ops;
 use super::slot_kv::SlotKv;
 
 const HIDDEN: usize = 16;
