@@ -129,6 +129,7 @@ async fn disk_tier_serves_after_restart() {
             enabled: true,
             path: dir.path().join("responses.redb"),
             max_bytes: 1 << 20,
+            ..DiskSettings::default()
         },
         ..memory_only()
     };

@@ -451,7 +451,7 @@ mod tests {
         {
             let txn = disk.inner.db.begin_write().expect("txn");
             {
-                let mut table = txn.open_table(self.entries()).expect("table");
+                let mut table = txn.open_table(disk.entries()).expect("table");
                 table
                     .insert(b"short".as_slice(), b"x".as_slice())
                     .expect("insert");
