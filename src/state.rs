@@ -40,7 +40,8 @@ pub struct AppState {
     pub fingerprint: String,
     /// Model-name patterns from `[aliases]`.
     pub aliases: ModelAliases,
-    /// Stored Responses API responses (`previous_response_id`).
+    /// Stored Responses API responses (`previous_response_id`), in memory and the configured
+    /// disk and Redis tiers.
     pub responses: Arc<ResponseStore>,
     /// Response-cache keys per model, dropped with the model.
     pub cache_keys: crate::pipeline::cache::ModelKeys,
@@ -108,9 +109,13 @@ impl AppState {
         };
         let registry = ModelRegistry::new(specs, limits, on_released);
         let aliases = ModelAliases::new(settings.aliases.0.clone());
+        let responses = ResponseStore::open(&settings.cache);
+        if let Some(to) = seams.metrics.as_ref().and_then(|m| m.cache_reporter()) {
+            responses.report_errors_to(to.tier_errors);
+        }
         Self {
             aliases,
-            responses: Arc::new(ResponseStore::default()),
+            responses: Arc::new(responses),
             cache_keys: crate::pipeline::cache::ModelKeys::new(settings.cache.max_entries),
             settings: Arc::new(settings),
             models,

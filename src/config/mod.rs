@@ -470,6 +470,12 @@ impl Settings {
             c.disk.max_bytes,
             "at least 65536 bytes",
         )?;
+        check(
+            c.disk.stored_responses_max_bytes >= 1 << 16,
+            "cache.disk.stored_responses_max_bytes",
+            c.disk.stored_responses_max_bytes,
+            "at least 65536 bytes",
+        )?;
         let r = &c.redis;
         check(
             r.url.as_deref().is_none_or(|u| {

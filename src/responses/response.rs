@@ -2,7 +2,7 @@
 //! events (each carries `type` and `sequence_number`; the SSE frame also names it in `event:`).
 
 use bytes::Bytes;
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 /// A fresh id with OpenAI's prefix (`resp`, `msg`, `fc`).
@@ -10,17 +10,43 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
+/// The fixed strings of these types (`object`, the statuses, `role`, the incomplete reason),
+/// so that a stored response reads back into them; any other value is refused.
+const FIXED: [&str; 7] = [
+    "response",
+    "in_progress",
+    "completed",
+    "incomplete",
+    "failed",
+    "assistant",
+    "max_output_tokens",
+];
+
+/// One of the [`FIXED`] strings. An alias rather than `&'static str` spelled out, so that serde
+/// does not borrow the field from its input: a stored response reads back from any buffer.
+pub type Fixed = &'static str;
+
+fn fixed<'de, D: Deserializer<'de>>(d: D) -> Result<Fixed, D::Error> {
+    let s = String::deserialize(d)?;
+    FIXED
+        .into_iter()
+        .find(|f| *f == s)
+        .ok_or_else(|| serde::de::Error::custom(format!("unexpected value {s:?}")))
+}
+
 /// The `response` object: returned as JSON, carried by the lifecycle events, kept by the store.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResponseObject {
     /// `resp_…`.
     pub id: String,
     /// Always `response`.
-    pub object: &'static str,
+    #[serde(deserialize_with = "fixed")]
+    pub object: Fixed,
     /// Unix seconds.
     pub created_at: u64,
     /// `in_progress`, `completed`, `incomplete` or `failed`.
-    pub status: &'static str,
+    #[serde(deserialize_with = "fixed")]
+    pub status: Fixed,
     /// Set when `status` is `failed`.
     pub error: Option<ResponseErrorOut>,
     /// Set when `status` is `incomplete`.
@@ -64,7 +90,7 @@ pub struct ResponseObject {
 }
 
 /// `error` of a failed response.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ResponseErrorOut {
     /// `server_error`, `rate_limit_exceeded`, …
     pub code: String,
@@ -73,14 +99,15 @@ pub struct ResponseErrorOut {
 }
 
 /// `incomplete_details`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct IncompleteDetails {
     /// `max_output_tokens`.
-    pub reason: &'static str,
+    #[serde(deserialize_with = "fixed")]
+    pub reason: Fixed,
 }
 
 /// One output item.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputItem {
     /// Assistant text.
@@ -88,9 +115,11 @@ pub enum OutputItem {
         /// `msg_…`.
         id: String,
         /// `in_progress`, `completed` or `incomplete`.
-        status: &'static str,
+        #[serde(deserialize_with = "fixed")]
+        status: Fixed,
         /// Always `assistant`.
-        role: &'static str,
+        #[serde(deserialize_with = "fixed")]
+        role: Fixed,
         /// One `output_text` part.
         content: Vec<OutputContent>,
     },
@@ -105,7 +134,8 @@ pub enum OutputItem {
         /// Arguments JSON text.
         arguments: String,
         /// `in_progress`, `completed` or `incomplete`.
-        status: &'static str,
+        #[serde(deserialize_with = "fixed")]
+        status: Fixed,
     },
 }
 
@@ -119,7 +149,7 @@ impl OutputItem {
 }
 
 /// A content part of an output message.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum OutputContent {
     /// Text.
@@ -145,7 +175,7 @@ impl OutputContent {
 }
 
 /// `usage`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct ResponseUsage {
     /// Prompt tokens.
     pub input_tokens: usize,
@@ -160,14 +190,14 @@ pub struct ResponseUsage {
 }
 
 /// `usage.input_tokens_details`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct InputTokensDetails {
     /// Prompt tokens served from the prefix cache.
     pub cached_tokens: usize,
 }
 
 /// `usage.output_tokens_details`.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct OutputTokensDetails {
     /// Always 0: no reasoning model is served.
     pub reasoning_tokens: usize,

@@ -396,7 +396,11 @@ impl ChunkRenderer for ResponsesRenderer {
     fn finish_detailed(&mut self, _index: usize, ending: &Ending<'_>) -> Vec<Bytes> {
         let out = frames(self.stream.finish(ending.reason, *ending.usage));
         if let Some(saver) = self.saver.take() {
-            saver.save(self.stream.response());
+            // Memory holds it now; the final event does not wait for the disk and Redis writes.
+            let write = saver.save(self.stream.response());
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(write);
+            }
         }
         out
     }

@@ -16,7 +16,8 @@ use crate::pipeline::seams::ToolOptions;
 
 /// One turn of a conversation, as the store keeps it: what a later `previous_response_id`
 /// request puts in front of its own input.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Turn {
     /// A message; `developer` is already `system`.
     Message {

@@ -36,7 +36,7 @@ pub async fn create(
     let scope = CacheScope::from_request(&req, &state.settings.server.api_keys);
     let history = match &body.previous_response_id {
         None => Vec::new(),
-        Some(id) => previous(&state, &scope.tenant, id)?,
+        Some(id) => previous(&state, &scope.tenant, id).await?,
     };
     let translated = translate(&body, &history, &model.entry.settings)?;
     let scope = CacheScope {
@@ -78,7 +78,9 @@ pub async fn create(
     }
     let response = drain_for(source, machine, PeerWatch::of(&req)).await?;
     if let Some(saver) = saver {
-        saver.save(&response);
+        // Written through before the reply, so a restart or another replica behind the same
+        // Redis can continue from it as soon as the client has the id.
+        saver.save(&response).await;
     }
     let mut resp = HttpResponse::Ok().json(response);
     cache_status.apply(&mut resp);
@@ -86,10 +88,11 @@ pub async fn create(
 }
 
 /// The conversation of a stored response; an unknown id (or another key's) is a 404.
-fn previous(state: &AppState, tenant: &str, id: &str) -> Result<Vec<Turn>, ApiError> {
+async fn previous(state: &AppState, tenant: &str, id: &str) -> Result<Vec<Turn>, ApiError> {
     state
         .responses
         .get(tenant, id)
+        .await
         .map(|(_, conversation)| conversation)
         .ok_or_else(|| ApiError::ResponseNotFound {
             id: id.to_owned(),
@@ -173,6 +176,7 @@ pub async fn get(
     let (response, _) = state
         .responses
         .get(&tenant(&req, &state), &id)
+        .await
         .ok_or_else(|| not_found(&id))?;
     Ok(HttpResponse::Ok().json(response))
 }
@@ -185,7 +189,7 @@ pub async fn delete(
     state: web::Data<AppState>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    if !state.responses.delete(&tenant(&req, &state), &id) {
+    if !state.responses.delete(&tenant(&req, &state), &id).await {
         return Err(not_found(&id));
     }
     Ok(HttpResponse::Ok().json(json!({"id": id.as_str(), "object": "response", "deleted": true})))

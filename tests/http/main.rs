@@ -15,6 +15,7 @@ mod priority;
 mod reasoning;
 mod reliability;
 mod responses;
+mod responses_tiers;
 mod runtime;
 mod seams;
 mod streaming;

@@ -129,6 +129,7 @@ async fn disk_tier_serves_after_restart() {
             enabled: true,
             path: dir.path().join("responses.redb"),
             max_bytes: 1 << 20,
+            ..DiskSettings::default()
         },
         ..memory_only()
     };
@@ -159,13 +160,13 @@ async fn disk_tier_serves_after_restart() {
 }
 
 /// A `redis-server` on a free port, killed on drop.
-struct RedisServer {
+pub(crate) struct RedisServer {
     child: Child,
     port: u16,
 }
 
 impl RedisServer {
-    fn start() -> Option<Self> {
+    pub(crate) fn start() -> Option<Self> {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
@@ -219,11 +220,11 @@ impl RedisServer {
         }
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}/", self.port)
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -8,19 +8,27 @@
 //! Reads are a few microseconds against the OS page cache, so the actor does them inline.
 //! Writes commit with fsync (milliseconds); the actor runs them on the blocking pool. The tier
 //! is a cheap `Clone` handle for that reason.
+//!
+//! One tier is one table of the file. Other tables of the same file (stored Responses API
+//! responses, see [`super::stored`]) open their own tier with [`DiskTier::open_table`]: redb
+//! allows one open `Database` per file per process, so the tiers of one file share it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use redb::{Database, ReadableTable, TableDefinition};
 
 use super::entry::{self, unix_now, CachedResponse};
 use super::key::CacheKey;
 
-const ENTRIES: TableDefinition<&[u8], &[u8]> = TableDefinition::new("responses_v1");
+/// The table of cached responses.
+const CACHE_TABLE: &str = "responses_v1";
 const SEQ_LEN: usize = 8;
+
+/// The databases this process has open, by file, so tables of one file share its handle.
+static OPEN: Mutex<Vec<(PathBuf, Weak<Database>)>> = Mutex::new(Vec::new());
 
 /// Why the disk tier failed an operation.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +71,8 @@ struct Index {
 }
 
 struct Inner {
-    db: Database,
+    db: Arc<Database>,
+    table: &'static str,
     path: PathBuf,
     max_bytes: u64,
     index: Mutex<Index>,
@@ -78,34 +87,24 @@ pub struct DiskTier {
 }
 
 impl DiskTier {
-    /// Opens (or creates) the store at `path`, indexing what it holds. Entries with a malformed
-    /// key or value are deleted here; the number dropped is returned alongside.
+    /// Opens (or creates) the response cache's store at `path`, indexing what it holds. Entries
+    /// with a malformed key or value are deleted here; the number dropped is returned alongside.
     pub fn open(path: &Path, max_bytes: u64) -> Result<(Self, u64), DiskError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| DiskError::Io {
-                path: dir.to_owned(),
-                source,
-            })?;
-        }
-        let db = match Database::create(path) {
-            Ok(db) => db,
-            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(store_err(redb::DatabaseError::DatabaseAlreadyOpen))
-            }
-            Err(e) => {
-                let aside = path.with_extension(format!("corrupt-{}", unix_now()));
-                tracing::warn!(path = %path.display(), aside = %aside.display(), error = %e,
-                    "disk cache unreadable; moving it aside and starting empty");
-                std::fs::rename(path, &aside).map_err(|source| DiskError::Io {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                Database::create(path).map_err(store_err)?
-            }
-        };
+        Self::open_table(path, CACHE_TABLE, max_bytes)
+    }
+
+    /// Like [`DiskTier::open`], for the table `table` of the file at `path`, with its own byte
+    /// bound. Values are whatever the caller encodes; [`DiskTier::get_bytes`] reads them back.
+    pub fn open_table(
+        path: &Path,
+        table: &'static str,
+        max_bytes: u64,
+    ) -> Result<(Self, u64), DiskError> {
+        let db = shared_database(path)?;
         let tier = Self {
             inner: Arc::new(Inner {
                 db,
+                table,
                 path: path.to_owned(),
                 max_bytes,
                 index: Mutex::new(Index::default()),
@@ -117,12 +116,16 @@ impl DiskTier {
         Ok((tier, dropped))
     }
 
+    fn entries(&self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
+        TableDefinition::new(self.inner.table)
+    }
+
     fn rebuild_index(&self) -> Result<u64, DiskError> {
         let txn = self.inner.db.begin_write().map_err(store_err)?;
         let mut bad: Vec<Vec<u8>> = Vec::new();
         let mut index = Index::default();
         {
-            let table = txn.open_table(ENTRIES).map_err(store_err)?;
+            let table = txn.open_table(self.entries()).map_err(store_err)?;
             for row in table.iter().map_err(store_err)? {
                 let (k, v) = row.map_err(store_err)?;
                 let (k, v) = (k.value(), v.value());
@@ -138,7 +141,7 @@ impl DiskTier {
             }
         }
         {
-            let mut table = txn.open_table(ENTRIES).map_err(store_err)?;
+            let mut table = txn.open_table(self.entries()).map_err(store_err)?;
             for k in &bad {
                 table.remove(k.as_slice()).map_err(store_err)?;
             }
@@ -153,28 +156,39 @@ impl DiskTier {
         Ok(bad.len() as u64)
     }
 
-    /// Reads `key`. Entries older than `ttl_seconds` (by their `created_at`) and corrupt entries
-    /// are deleted and reported as such.
+    /// Reads `key` as a cached response. Entries older than `ttl_seconds` (by their
+    /// `created_at`) and corrupt entries are deleted and reported as such.
     pub fn get(&self, key: &CacheKey, ttl_seconds: Option<u64>) -> Result<DiskGet, DiskError> {
-        let decoded = {
-            let txn = self.inner.db.begin_read().map_err(store_err)?;
-            let table = txn.open_table(ENTRIES).map_err(store_err)?;
-            let Some(raw) = table.get(key.as_bytes().as_slice()).map_err(store_err)? else {
-                return Ok(DiskGet::Missing);
-            };
-            let raw = raw.value();
-            match raw.get(SEQ_LEN..) {
-                Some(body) if parse_seq(raw).is_some() => entry::decode(body).ok(),
-                _ => None,
-            }
+        let Some(raw) = self.get_bytes(key)? else {
+            return Ok(DiskGet::Missing);
         };
-        let outcome = match decoded {
+        let outcome = match entry::decode(&raw).ok() {
             None => DiskGet::Corrupt,
             Some(value) if is_expired(value.created_at, ttl_seconds) => DiskGet::Expired,
             Some(value) => return Ok(DiskGet::Hit(value)),
         };
         self.remove(key)?;
         Ok(outcome)
+    }
+
+    /// The value stored under `key`, as it was handed to [`DiskTier::put`]; unchecked (the
+    /// caller decodes it, and removes it when it does not decode).
+    pub fn get_bytes(&self, key: &CacheKey) -> Result<Option<Vec<u8>>, DiskError> {
+        let txn = self.inner.db.begin_read().map_err(store_err)?;
+        let table = match txn.open_table(self.entries()) {
+            Ok(table) => table,
+            // Nothing was ever written to this table of the file.
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(store_err(e)),
+        };
+        let Some(raw) = table.get(key.as_bytes().as_slice()).map_err(store_err)? else {
+            return Ok(None);
+        };
+        // Rows without a sequence header are dropped when the file is opened; one that appears
+        // later anyway reads as an empty (undecodable) value.
+        Ok(Some(
+            raw.value().get(SEQ_LEN..).unwrap_or_default().to_vec(),
+        ))
     }
 
     /// Writes an encoded entry (from [`entry::encode`]), then evicts the oldest entries until
@@ -192,7 +206,7 @@ impl DiskTier {
         value.extend_from_slice(encoded);
         let txn = self.inner.db.begin_write().map_err(store_err)?;
         {
-            let mut table = txn.open_table(ENTRIES).map_err(store_err)?;
+            let mut table = txn.open_table(self.entries()).map_err(store_err)?;
             table
                 .insert(key.as_bytes().as_slice(), value.as_slice())
                 .map_err(store_err)?;
@@ -208,28 +222,29 @@ impl DiskTier {
         self.evict_to(self.inner.max_bytes)
     }
 
-    /// Deletes `key` if present.
-    pub fn remove(&self, key: &CacheKey) -> Result<(), DiskError> {
+    /// Deletes `key` if present; whether it was.
+    pub fn remove(&self, key: &CacheKey) -> Result<bool, DiskError> {
         let mut index = self.lock();
         let txn = self.inner.db.begin_write().map_err(store_err)?;
         {
-            let mut table = txn.open_table(ENTRIES).map_err(store_err)?;
+            let mut table = txn.open_table(self.entries()).map_err(store_err)?;
             table.remove(key.as_bytes().as_slice()).map_err(store_err)?;
         }
         txn.commit().map_err(store_err)?;
-        if let Some((seq, _)) = index.by_key.remove(key) {
+        let present = index.by_key.remove(key);
+        if let Some((seq, _)) = present {
             index.by_age.remove(&seq);
         }
         self.publish(&index);
-        Ok(())
+        Ok(present.is_some())
     }
 
     /// Deletes every entry; returns how many there were.
     pub fn clear(&self) -> Result<u64, DiskError> {
         let mut index = self.lock();
         let txn = self.inner.db.begin_write().map_err(store_err)?;
-        txn.delete_table(ENTRIES).map_err(store_err)?;
-        txn.open_table(ENTRIES).map_err(store_err)?;
+        txn.delete_table(self.entries()).map_err(store_err)?;
+        txn.open_table(self.entries()).map_err(store_err)?;
         txn.commit().map_err(store_err)?;
         let removed = index.by_key.len() as u64;
         index.by_key.clear();
@@ -271,7 +286,7 @@ impl DiskTier {
         }
         let txn = self.inner.db.begin_write().map_err(store_err)?;
         {
-            let mut table = txn.open_table(ENTRIES).map_err(store_err)?;
+            let mut table = txn.open_table(self.entries()).map_err(store_err)?;
             for (_, key) in &victims {
                 table.remove(key.as_bytes().as_slice()).map_err(store_err)?;
             }
@@ -301,6 +316,53 @@ impl DiskTier {
             .store(index.by_key.len() as u64, Ordering::Relaxed);
         self.inner.bytes.store(bytes, Ordering::Relaxed);
     }
+}
+
+/// The open database of the file at `path`, or a newly opened one (an unreadable file is moved
+/// aside and replaced).
+fn shared_database(path: &Path) -> Result<Arc<Database>, DiskError> {
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir.to_owned(),
+        None => PathBuf::from("."),
+    };
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| DiskError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let file = path.file_name().ok_or_else(|| {
+        io(path)(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a file path",
+        ))
+    })?;
+    let id = std::fs::canonicalize(&dir).map_err(io(&dir))?.join(file);
+    // Held while opening, so two tiers opening one file at once do not both try.
+    let mut open = OPEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    open.retain(|(_, db)| db.strong_count() > 0);
+    if let Some(db) = open
+        .iter()
+        .find(|(p, _)| *p == id)
+        .and_then(|(_, db)| db.upgrade())
+    {
+        return Ok(db);
+    }
+    let db = match Database::create(path) {
+        Ok(db) => db,
+        Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+            return Err(store_err(redb::DatabaseError::DatabaseAlreadyOpen))
+        }
+        Err(e) => {
+            let aside = path.with_extension(format!("corrupt-{}", unix_now()));
+            tracing::warn!(path = %path.display(), aside = %aside.display(), error = %e,
+                "disk cache unreadable; moving it aside and starting empty");
+            std::fs::rename(path, &aside).map_err(io(path))?;
+            Database::create(path).map_err(store_err)?
+        }
+    };
+    let db = Arc::new(db);
+    open.push((id, Arc::downgrade(&db)));
+    Ok(db)
 }
 
 fn parse_seq(value: &[u8]) -> Option<u64> {
@@ -389,7 +451,7 @@ mod tests {
         {
             let txn = disk.inner.db.begin_write().expect("txn");
             {
-                let mut table = txn.open_table(ENTRIES).expect("table");
+                let mut table = txn.open_table(disk.entries()).expect("table");
                 table
                     .insert(b"short".as_slice(), b"x".as_slice())
                     .expect("insert");

@@ -95,29 +95,42 @@ pub fn encode(value: &CachedResponse) -> Vec<u8> {
     // Serializing plain structs of strings and numbers cannot fail; an empty payload would
     // only make the entry undecodable, never wrong.
     let payload = serde_json::to_vec(value).unwrap_or_default();
-    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
-    out.extend_from_slice(MAGIC);
-    out.push(FORMAT_VERSION);
-    out.extend_from_slice(&Sha256::digest(&payload));
-    out.extend_from_slice(&payload);
-    out
+    seal(MAGIC, FORMAT_VERSION, &payload)
 }
 
 /// Checks and deserializes bytes written by [`encode`].
 pub fn decode(bytes: &[u8]) -> Result<CachedResponse, DecodeError> {
-    if bytes.len() < HEADER_LEN || &bytes[..MAGIC.len()] != MAGIC {
+    let payload = unseal(MAGIC, FORMAT_VERSION, bytes)?;
+    serde_json::from_slice(payload).map_err(|e| DecodeError::Payload(e.to_string()))
+}
+
+/// Frames `payload` as `magic ++ version ++ SHA-256(payload) ++ payload`: the encoding of every
+/// value the persistent and shared tiers hold (each kind of value with its own magic).
+pub fn seal(magic: &[u8; 4], version: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+    out.extend_from_slice(magic);
+    out.push(version);
+    out.extend_from_slice(&Sha256::digest(payload));
+    out.extend_from_slice(payload);
+    out
+}
+
+/// The payload of bytes written by [`seal`] with this `magic` and `version`, once its checksum
+/// holds.
+pub fn unseal<'a>(magic: &[u8; 4], version: u8, bytes: &'a [u8]) -> Result<&'a [u8], DecodeError> {
+    if bytes.len() < HEADER_LEN || &bytes[..magic.len()] != magic {
         return Err(DecodeError::NotAnEntry);
     }
-    let version = bytes[MAGIC.len()];
-    if version != FORMAT_VERSION {
-        return Err(DecodeError::Version(version));
+    let found = bytes[magic.len()];
+    if found != version {
+        return Err(DecodeError::Version(found));
     }
-    let checksum = &bytes[MAGIC.len() + 1..HEADER_LEN];
+    let checksum = &bytes[magic.len() + 1..HEADER_LEN];
     let payload = &bytes[HEADER_LEN..];
     if Sha256::digest(payload).as_slice() != checksum {
         return Err(DecodeError::Checksum);
     }
-    serde_json::from_slice(payload).map_err(|e| DecodeError::Payload(e.to_string()))
+    Ok(payload)
 }
 
 #[cfg(test)]
@@ -176,6 +189,14 @@ mod tests {
         let mut other_version = bytes.clone();
         other_version[4] = 9;
         assert_eq!(decode(&other_version), Err(DecodeError::Version(9)));
+    }
+
+    #[test]
+    fn a_sealed_payload_opens_only_with_its_own_magic() {
+        let sealed = seal(b"TEST", 3, b"payload");
+        assert_eq!(unseal(b"TEST", 3, &sealed), Ok(b"payload".as_slice()));
+        assert_eq!(unseal(MAGIC, 3, &sealed), Err(DecodeError::NotAnEntry));
+        assert_eq!(unseal(b"TEST", 4, &sealed), Err(DecodeError::Version(3)));
     }
 
     #[test]

@@ -23,6 +23,10 @@
 //! The memory path never leaves the actor's thread; a disk read is a few microseconds and runs
 //! inline, disk writes (fsync) run on the blocking pool, Redis calls are futures with short
 //! timeouts that never hold up other messages.
+//!
+//! Beside the actor, [`StoredTiers`] keeps stored Responses API responses in the same tiers
+//! (another table of the redb file, other Redis keys): state the server keeps, not answers it
+//! replays, so clearing the cache leaves them.
 
 mod control;
 mod disk;
@@ -34,6 +38,7 @@ mod redis_tier;
 mod report;
 mod settings;
 mod stats;
+mod stored;
 
 #[cfg(test)]
 mod actor_tests;
@@ -45,7 +50,7 @@ use actix::prelude::*;
 
 pub use control::CacheDirectives;
 pub use disk::{DiskError, DiskGet, DiskTier};
-pub use entry::{decode, encode, unix_now, CachedResponse, DecodeError};
+pub use entry::{decode, encode, seal, unix_now, unseal, CachedResponse, DecodeError};
 pub use inflight::{LeaderId, Waiter};
 pub use key::{CacheKey, KeyInput};
 pub use memory::{LocalLookup, ResponseCache};
@@ -53,6 +58,7 @@ pub use redis_tier::RedisOpError;
 pub use report::CacheReporter;
 pub use settings::{should_cache, CachePolicy, CacheSettings, DiskSettings, RedisSettings};
 pub use stats::{CacheStats, CacheTier};
+pub use stored::{stored_redis_key, StoredTiers, STORED_TABLE};
 
 use redis_tier::RedisTier;
 use report::Reporting;

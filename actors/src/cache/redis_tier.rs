@@ -73,6 +73,11 @@ impl RedisTier {
         format!("{}:{}", self.settings.namespace, key.to_hex())
     }
 
+    /// The configured key prefix.
+    pub(crate) fn namespace(&self) -> &str {
+        &self.settings.namespace
+    }
+
     /// The pattern matching every key of this namespace.
     pub(crate) fn namespace_pattern(&self) -> String {
         format!("{}:*", self.settings.namespace)
@@ -130,6 +135,11 @@ impl RedisTier {
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+
+    /// Whether a connection attempt is under way.
+    pub(crate) fn connecting(&self) -> bool {
+        self.connecting
     }
 
     /// Whether Redis answered the last operation.
@@ -203,6 +213,20 @@ pub(crate) async fn set(
             .query_async::<()>(&mut conn),
     )
     .await
+}
+
+/// `DEL key`; whether it existed.
+pub(crate) async fn del(
+    mut conn: ConnectionManager,
+    key: String,
+    timeout: Duration,
+) -> Result<bool, RedisOpError> {
+    bounded(
+        timeout,
+        redis::cmd("DEL").arg(&key).query_async::<u64>(&mut conn),
+    )
+    .await
+    .map(|n| n > 0)
 }
 
 /// Deletes every key matching `pattern` (SCAN + DEL, so Redis is never blocked by KEYS).

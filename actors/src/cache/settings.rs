@@ -72,6 +72,9 @@ pub struct DiskSettings {
     pub path: PathBuf,
     /// Most bytes of encoded entries kept; the oldest are evicted first.
     pub max_bytes: u64,
+    /// Most bytes of stored Responses API responses (`previous_response_id`) kept in the same
+    /// file, in their own table, apart from `max_bytes`; the oldest are evicted first.
+    pub stored_responses_max_bytes: u64,
 }
 
 impl Default for DiskSettings {
@@ -80,6 +83,7 @@ impl Default for DiskSettings {
             enabled: false,
             path: PathBuf::from("cache/responses.redb"),
             max_bytes: 1024 * 1024 * 1024,
+            stored_responses_max_bytes: 256 * 1024 * 1024,
         }
     }
 }

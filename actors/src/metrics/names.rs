@@ -59,7 +59,8 @@ pub const RESPONSE_CACHE_BYTES: &str = "mlx_serve_response_cache_bytes";
 pub const RESPONSE_CACHE_HIT_RATIO: &str = "mlx_serve_response_cache_hit_ratio";
 /// Counter: response-cache hits by the tier that served them. Labels: `tier` (`memory`, `disk`, `redis`).
 pub const RESPONSE_CACHE_TIER_HITS_TOTAL: &str = "mlx_serve_response_cache_tier_hits_total";
-/// Counter: failed operations on a cache tier (e.g. Redis down). Labels: `tier`.
+/// Counter: failed operations on a cache tier (e.g. Redis down), stored Responses API responses
+/// included. Labels: `tier` (`disk`, `redis`).
 pub const RESPONSE_CACHE_TIER_ERRORS_TOTAL: &str = "mlx_serve_response_cache_tier_errors_total";
 
 // ---- Prefix (KV) cache ----
