@@ -265,20 +265,33 @@ fn n_choices_are_reproducible_with_a_seed_and_all_greedy_without_sampling() {
     let (hits_after, saved_after) = prefix_counters();
     let a = texts(&first);
     assert_eq!(a.len(), 3);
-    let prompt = first["usage"]["prompt_tokens"].as_u64().expect("prompt_tokens");
+    let prompt = first["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("prompt_tokens");
     assert!(
         hits_after - hits_before >= 2 && saved_after - saved_before >= 2 * (prompt - 1),
         "choices 1 and 2 reuse choice 0's prompt KV: hits {hits_before}->{hits_after}, \
          saved {saved_before}->{saved_after}, prompt {prompt}"
     );
     let distinct: std::collections::BTreeSet<_> = a.iter().collect();
-    assert!(distinct.len() >= 2, "derived seeds give different choices: {a:?}");
-    assert_eq!(texts(&post(&sampled)), a, "the same seed gives the same choices");
+    assert!(
+        distinct.len() >= 2,
+        "derived seeds give different choices: {a:?}"
+    );
+    assert_eq!(
+        texts(&post(&sampled)),
+        a,
+        "the same seed gives the same choices"
+    );
 
     let greedy_one = post(&chat_body("What is the capital of France?", 12, false));
     let mut greedy = chat_body("What is the capital of France?", 12, false);
     greedy["n"] = json!(2);
     let two = texts(&post(&greedy));
     let one = texts(&greedy_one);
-    assert_eq!(two, [one[0].clone(), one[0].clone()], "greedy choices are the n = 1 answer");
+    assert_eq!(
+        two,
+        [one[0].clone(), one[0].clone()],
+        "greedy choices are the n = 1 answer"
+    );
 }

@@ -313,7 +313,10 @@ impl Target {
             if let Some(k) = &self.api_key {
                 req = req.bearer_auth(k);
             }
-            let resp = req.send().await.map_err(|e| (ErrorKind::of(&e), e.to_string()))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| (ErrorKind::of(&e), e.to_string()))?;
             let status = resp.status().as_u16();
             let mut stream = resp.bytes_stream();
             let mut seen = 0;

@@ -356,7 +356,11 @@ fn malformed(i: u64, model: &str) -> (&'static str, &'static str, Vec<u8>) {
         ),
         3 => ("/chat/completions", json_type, b"[1, 2, 3]".to_vec()),
         4 => ("/chat/completions", "text/plain", chat(json!({}))),
-        _ => ("/messages", json_type, json!({"model": model}).to_string().into_bytes()),
+        _ => (
+            "/messages",
+            json_type,
+            json!({"model": model}).to_string().into_bytes(),
+        ),
     }
 }
 
@@ -427,7 +431,11 @@ impl Mix {
             }
             Kind::Disconnect => {
                 let body = chat_body(&self.model, messages, self.max_tokens.max(64), true);
-                match self.target.chat_then_hang_up(&body, 200, self.timeout).await {
+                match self
+                    .target
+                    .chat_then_hang_up(&body, 200, self.timeout)
+                    .await
+                {
                     Ok(status) => (class_of(Some(status), None), None),
                     Err((kind, msg)) => (class_of(None, Some(&kind)), Some(msg)),
                 }
@@ -460,7 +468,9 @@ struct Spawned {
 }
 
 async fn spawn_server(extra: &[String]) -> anyhow::Result<Spawned> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let exe = std::env::current_exe()?;
     let child = tokio::process::Command::new(exe)
         .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
@@ -677,7 +687,11 @@ mod tests {
         assert_eq!(r.by_kind["malformed"]["2xx"], 1);
         assert_eq!(r.unexpected, 3);
         assert_eq!(r.unexpected_examples.len(), 3);
-        assert!(r.unexpected_examples[0].starts_with("chat 5xx"), "{:?}", r.unexpected_examples);
+        assert!(
+            r.unexpected_examples[0].starts_with("chat 5xx"),
+            "{:?}",
+            r.unexpected_examples
+        );
         // Latency only of completed generating answers: 100, 300, 200.
         let l = r.latency_ms.expect("latency");
         assert_eq!((l.count, l.p50, l.max), (3, 200.0, 300.0));
@@ -686,7 +700,10 @@ mod tests {
         let text = render_text(&r);
         assert!(text.contains("unexpected: 3"), "{text}");
         assert!(text.contains("p50 200  p90 280  p99 298"), "{text}");
-        assert!(text.contains("rss MiB (pid 7): 0s 500.0, 5s 540.0, 10s 520.0"), "{text}");
+        assert!(
+            text.contains("rss MiB (pid 7): 0s 500.0, 5s 540.0, 10s 520.0"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -695,7 +712,10 @@ mod tests {
         assert_eq!((r.requests, r.unexpected), (0, 0));
         assert!(r.latency_ms.is_none() && r.rss_growth_mib.is_none());
         let text = render_text(&r);
-        assert!(text.contains("no completed request") && text.contains("not sampled"), "{text}");
+        assert!(
+            text.contains("no completed request") && text.contains("not sampled"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -716,8 +736,7 @@ mod tests {
         ] {
             assert!(MIX.contains(&kind), "{kind:?}");
         }
-        let bodies: std::collections::BTreeSet<_> =
-            (0..6).map(|i| malformed(i, "m").2).collect();
+        let bodies: std::collections::BTreeSet<_> = (0..6).map(|i| malformed(i, "m").2).collect();
         assert_eq!(bodies.len(), 6);
     }
 }

@@ -266,7 +266,11 @@ impl ChoicePlan {
 
 /// The `n` best of one prompt's generated choices: highest summed token logprob first (ties
 /// keep generation order). Choices without logprobs sum to 0.
-pub fn best_choices<T>(mut choices: Vec<T>, n: usize, logprobs: impl Fn(&T) -> &[TokenLogprob]) -> Vec<T> {
+pub fn best_choices<T>(
+    mut choices: Vec<T>,
+    n: usize,
+    logprobs: impl Fn(&T) -> &[TokenLogprob],
+) -> Vec<T> {
     let score = |c: &T| -> f64 { logprobs(c).iter().map(|l| f64::from(l.logprob)).sum() };
     let mut scored: Vec<(f64, usize)> = choices.iter().map(score).zip(0..).collect();
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -347,10 +351,19 @@ mod tests {
     #[test]
     fn best_of_below_n_or_streamed_above_it_is_rejected() {
         let below = request(serde_json::json!({"model": "m", "prompt": "a", "n": 3, "best_of": 2}));
-        assert_eq!(param_of(below.choices().unwrap_err()).as_deref(), Some("best_of"));
-        let streamed = request(serde_json::json!({"model": "m", "prompt": "a", "best_of": 2, "stream": true}));
-        assert_eq!(param_of(streamed.choices().unwrap_err()).as_deref(), Some("best_of"));
-        let equal = request(serde_json::json!({"model": "m", "prompt": "a", "n": 2, "best_of": 2, "stream": true}));
+        assert_eq!(
+            param_of(below.choices().unwrap_err()).as_deref(),
+            Some("best_of")
+        );
+        let streamed =
+            request(serde_json::json!({"model": "m", "prompt": "a", "best_of": 2, "stream": true}));
+        assert_eq!(
+            param_of(streamed.choices().unwrap_err()).as_deref(),
+            Some("best_of")
+        );
+        let equal = request(
+            serde_json::json!({"model": "m", "prompt": "a", "n": 2, "best_of": 2, "stream": true}),
+        );
         assert_eq!(equal.choices().unwrap(), ChoicePlan { n: 2, best_of: 2 });
     }
 
@@ -361,7 +374,10 @@ mod tests {
         let reqs = r.normalize(&ModelSettings::default()).unwrap();
         assert_eq!(reqs[0].logprobs, Some(0));
         let plain = request(serde_json::json!({"model": "m", "prompt": "a", "n": 3}));
-        assert_eq!(plain.normalize(&ModelSettings::default()).unwrap()[0].logprobs, None);
+        assert_eq!(
+            plain.normalize(&ModelSettings::default()).unwrap()[0].logprobs,
+            None
+        );
     }
 
     #[test]

@@ -335,7 +335,11 @@ mod tests {
         assert_eq!(texts, ["ab", "x", "p"]);
         assert_eq!(finishes, [1, 1, 1]);
         assert_eq!(&order[..2], &[1, 1], "{order:?}");
-        assert_eq!(dropped.load(Ordering::SeqCst), 3, "each ended choice is let go");
+        assert_eq!(
+            dropped.load(Ordering::SeqCst),
+            3,
+            "each ended choice is let go"
+        );
         assert!(choices.next().await.is_none());
     }
 
@@ -357,8 +361,14 @@ mod tests {
     #[tokio::test]
     async fn a_primed_event_is_returned_first_and_an_early_error_is_refused() {
         let (mut choices, _) = merge(vec![vec![(1, text("a")), (1, finished(1))]]);
-        choices.prime(Duration::from_secs(1)).await.expect("no error");
-        assert!(matches!(choices.next().await, Some((0, Event::Text { .. }))));
+        choices
+            .prime(Duration::from_secs(1))
+            .await
+            .expect("no error");
+        assert!(matches!(
+            choices.next().await,
+            Some((0, Event::Text { .. }))
+        ));
         let (mut failing, _) = merge(vec![
             vec![(1, Event::Error(ApiError::Timeout(1)))],
             vec![(50, text("x"))],

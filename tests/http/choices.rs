@@ -21,7 +21,10 @@ fn running_together(delay_ms: u64) -> FakeConfig {
 }
 
 fn words(n: usize) -> String {
-    (0..n).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")
+    (0..n)
+        .map(|i| format!("w{i}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[actix_rt::test]
@@ -184,10 +187,16 @@ async fn best_of_generates_more_returns_n_and_bills_every_choice() {
     assert_eq!(status, 200, "{resp}");
     let choices = resp["choices"].as_array().unwrap();
     assert_eq!(choices.len(), 2);
-    assert_eq!((choices[0]["index"].as_u64(), choices[1]["index"].as_u64()), (Some(0), Some(1)));
+    assert_eq!(
+        (choices[0]["index"].as_u64(), choices[1]["index"].as_u64()),
+        (Some(0), Some(1))
+    );
     // Logprobs were needed to rank, not asked for: none in the answer.
     assert!(choices.iter().all(|c| c["logprobs"].is_null()), "{resp}");
-    assert_eq!(resp["usage"]["completion_tokens"], 8, "four generated, two tokens each");
+    assert_eq!(
+        resp["usage"]["completion_tokens"], 8,
+        "four generated, two tokens each"
+    );
 }
 
 #[actix_rt::test]
@@ -221,7 +230,10 @@ async fn each_choice_has_its_own_text_tool_calls_and_finish_reason() {
     assert_eq!(c[0]["message"]["content"], "It is sunny.");
     assert_eq!(c[0]["finish_reason"], "stop");
     assert_eq!(c[1]["finish_reason"], "tool_calls", "{resp}");
-    assert_eq!(c[1]["message"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        c[1]["message"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
     assert_eq!(c[2]["message"]["content"], "No idea.");
     assert!(c[2]["message"].get("tool_calls").is_none());
 }
