@@ -161,6 +161,9 @@ pub struct After {
     pub running: u64,
     /// Requests still queued.
     pub queue_depth: u64,
+    /// What the engine's prefix cache holds, MiB (`engine_stats.prefix_bytes`; mlx-serve only):
+    /// RSS grows with it up to its cap.
+    pub prefix_cache_mib: Option<f64>,
 }
 
 /// Result of a soak run.
@@ -303,11 +306,17 @@ pub fn render_text(r: &SoakReport) -> String {
         _ => out.push_str("rss: not sampled (give --pid or --serve)\n"),
     }
     if let Some(a) = &r.after {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "after: health {}, running {}, queued {}",
             a.health, a.running, a.queue_depth
         );
+        match a.prefix_cache_mib {
+            Some(mib) => {
+                let _ = writeln!(out, ", prefix cache {mib:.1} MiB");
+            }
+            None => out.push('\n'),
+        }
     }
     out
 }
@@ -506,6 +515,9 @@ async fn after_state(target: &Target) -> Option<After> {
             health: h["status"].as_str().unwrap_or("?").to_owned(),
             running: h["running"].as_u64().unwrap_or(0),
             queue_depth: h["queue_depth"].as_u64().unwrap_or(0),
+            prefix_cache_mib: h["engine_stats"]["prefix_bytes"]
+                .as_u64()
+                .map(|b| b as f64 / (1024.0 * 1024.0)),
         };
         if (after.running == 0 && after.queue_depth == 0) || Instant::now() >= deadline {
             return Some(after);
