@@ -214,3 +214,84 @@ fn prefill_cut_off_by_the_client_keeps_its_prefix_for_the_retry() {
         "the retry reuses the cut-off prefill's chunks: {usage}"
     );
 }
+
+/// `n` choices on the real model: sampled with a seed they are reproducible (and choices 1 and
+/// 2 start from choice 0's prompt KV, as the engine's prefix-cache counters show); greedy ones
+/// are all the greedy answer.
+#[test]
+fn n_choices_are_reproducible_with_a_seed_and_all_greedy_without_sampling() {
+    let server = start(&[]);
+    let client = http();
+    let post = |body: &Value| -> Value {
+        let r = client
+            .post(format!("{}/v1/chat/completions", server.base))
+            .header("cache-control", "no-cache")
+            .json(body)
+            .send()
+            .expect("chat");
+        assert_eq!(r.status(), 200);
+        r.json().expect("json")
+    };
+    let prefix_counters = || -> (u64, u64) {
+        let h: Value = client
+            .get(format!("{}/health", server.base))
+            .send()
+            .and_then(|r| r.json())
+            .expect("health");
+        let s = &h["engine_stats"];
+        (
+            s["prefix_hits"].as_u64().unwrap_or(0),
+            s["prefix_tokens_saved"].as_u64().unwrap_or(0),
+        )
+    };
+    let texts = |resp: &Value| -> Vec<String> {
+        let choices = resp["choices"].as_array().expect("choices");
+        choices
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                assert_eq!(c["index"], i, "{resp}");
+                assert!(c["finish_reason"].is_string(), "{resp}");
+                c["message"]["content"].as_str().unwrap_or("").to_owned()
+            })
+            .collect()
+    };
+    let mut sampled = chat_body("Tell me one fun fact about cats.", 12, false);
+    sampled["n"] = json!(3);
+    sampled["temperature"] = json!(1.0);
+    sampled["seed"] = json!(7);
+    let (hits_before, saved_before) = prefix_counters();
+    let first = post(&sampled);
+    let (hits_after, saved_after) = prefix_counters();
+    let a = texts(&first);
+    assert_eq!(a.len(), 3);
+    let prompt = first["usage"]["prompt_tokens"]
+        .as_u64()
+        .expect("prompt_tokens");
+    assert!(
+        hits_after - hits_before >= 2 && saved_after - saved_before >= 2 * (prompt - 1),
+        "choices 1 and 2 reuse choice 0's prompt KV: hits {hits_before}->{hits_after}, \
+         saved {saved_before}->{saved_after}, prompt {prompt}"
+    );
+    let distinct: std::collections::BTreeSet<_> = a.iter().collect();
+    assert!(
+        distinct.len() >= 2,
+        "derived seeds give different choices: {a:?}"
+    );
+    assert_eq!(
+        texts(&post(&sampled)),
+        a,
+        "the same seed gives the same choices"
+    );
+
+    let greedy_one = post(&chat_body("What is the capital of France?", 12, false));
+    let mut greedy = chat_body("What is the capital of France?", 12, false);
+    greedy["n"] = json!(2);
+    let two = texts(&post(&greedy));
+    let one = texts(&greedy_one);
+    assert_eq!(
+        two,
+        [one[0].clone(), one[0].clone()],
+        "greedy choices are the n = 1 answer"
+    );
+}

@@ -81,6 +81,8 @@ impl Outcome {
 #[derive(Debug, Clone)]
 pub struct Target {
     http: reqwest::Client,
+    /// `http://host:port/v1`.
+    base: String,
     endpoint: String,
     models_url: String,
     api_key: Option<String>,
@@ -106,6 +108,7 @@ impl Target {
             .build()?;
         Ok(Self {
             http,
+            base: base.clone(),
             endpoint: format!("{base}/chat/completions"),
             models_url: format!("{base}/models"),
             api_key,
@@ -240,6 +243,106 @@ impl Target {
         out.completion_tokens = summary.completion_tokens;
         out.content_chunks = summary.content_chunks;
         out
+    }
+}
+
+/// What a request sent verbatim got back: the status and body, or why there was none.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub status: Option<u16>,
+    pub body: Vec<u8>,
+    pub error: Option<(ErrorKind, String)>,
+    pub latency_ms: f64,
+}
+
+impl Target {
+    /// The server's root (`http://host:port`, without `/v1`).
+    pub fn root(&self) -> &str {
+        self.base.trim_end_matches("/v1")
+    }
+
+    /// POSTs `body` verbatim to `path` under `/v1` (`/messages`, …) with `content_type`, and
+    /// reads the whole answer within `timeout`.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> RawAnswer {
+        let start = Instant::now();
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .timeout(timeout)
+            .body(body);
+        if let Some(k) = &self.api_key {
+            req = req.bearer_auth(k);
+        }
+        let mut out = RawAnswer {
+            status: None,
+            body: Vec::new(),
+            error: None,
+            latency_ms: 0.0,
+        };
+        match req.send().await {
+            Ok(resp) => {
+                out.status = Some(resp.status().as_u16());
+                match resp.bytes().await {
+                    Ok(b) => out.body = b.to_vec(),
+                    Err(e) => out.error = Some((ErrorKind::of(&e), e.to_string())),
+                }
+            }
+            Err(e) => out.error = Some((ErrorKind::of(&e), e.to_string())),
+        }
+        out.latency_ms = start.elapsed().as_secs_f64() * 1e3;
+        out
+    }
+
+    /// Starts a streamed chat request and hangs up once `bytes` bytes of the body have come
+    /// (a client that disconnects mid-stream); the status, or why there was none.
+    pub async fn chat_then_hang_up(
+        &self,
+        body: &Value,
+        bytes: usize,
+        timeout: Duration,
+    ) -> Result<u16, (ErrorKind, String)> {
+        let work = async {
+            let mut req = self.http.post(&self.endpoint).json(body);
+            if let Some(k) = &self.api_key {
+                req = req.bearer_auth(k);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| (ErrorKind::of(&e), e.to_string()))?;
+            let status = resp.status().as_u16();
+            let mut stream = resp.bytes_stream();
+            let mut seen = 0;
+            while seen < bytes {
+                match stream.next().await {
+                    Some(Ok(chunk)) => seen += chunk.len(),
+                    Some(Err(e)) => return Err((ErrorKind::of(&e), e.to_string())),
+                    None => break,
+                }
+            }
+            // Dropping the body stream closes the connection under the server's feet.
+            Ok(status)
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err((ErrorKind::Timeout, format!("no answer within {timeout:?}"))),
+        }
+    }
+
+    /// `GET` a path under the root (`/health`) as JSON.
+    pub async fn get_root_json(&self, path: &str) -> Option<Value> {
+        let req = self
+            .http
+            .get(format!("{}{path}", self.root()))
+            .timeout(Duration::from_secs(10));
+        req.send().await.ok()?.json().await.ok()
     }
 }
 

@@ -1,10 +1,11 @@
 //! `mlx-serve bench`: measures any OpenAI-compatible server over plain HTTP — functional suite,
-//! concurrent load, response-cache hits. Knows nothing of this server's internals, so the same
+//! concurrent load, response-cache hits, a mixed soak with disconnects and malformed requests. Knows nothing of this server's internals, so the same
 //! numbers can be taken from a competitor.
 
 pub mod cache;
 pub mod client;
 pub mod load;
+pub mod soak;
 pub mod sse;
 pub mod stats;
 pub mod suite;
@@ -15,6 +16,7 @@ use serde::Serialize;
 
 pub use cache::{run_cache, CacheArgs, CacheReport};
 pub use load::{run_load, LoadArgs, LoadReport};
+pub use soak::{run_soak, SoakArgs, SoakReport};
 pub use suite::{run_suite, SuiteArgs, SuiteReport};
 
 /// `mlx-serve bench <command>`.
@@ -32,11 +34,15 @@ pub enum BenchCommand {
     Load(LoadArgs),
     /// Response-cache hit latency and hits/s.
     Cache(CacheArgs),
+    /// A mixed load with disconnects and malformed requests for a while, sampling the server's
+    /// RSS: answers by status class, latency percentiles, memory over time.
+    Soak(SoakArgs),
 }
 
 /// Runs a bench command inside the caller's tokio runtime (actix's is fine). Prints the JSON
-/// report to stdout, writes `--out`, and errors — for a non-zero exit — when a suite scenario
-/// failed or a load run had no successful request.
+/// report to stdout (soak: text unless `--json`), writes `--out`, and errors — for a non-zero
+/// exit — when a suite scenario failed, a load run had no successful request or a soak got an
+/// unexpected answer.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Suite(a) => {
@@ -63,6 +69,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Cache(a) => {
             let report = run_cache(&a).await?;
             emit(&report, a.out.as_deref())?;
+        }
+        BenchCommand::Soak(a) => {
+            let report = run_soak(&a).await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", soak::render_text(&report));
+            }
+            if let Some(path) = &a.out {
+                std::fs::write(path, serde_json::to_string_pretty(&report)?)
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+            }
+            if report.unexpected > 0 {
+                anyhow::bail!("{} unexpected answers", report.unexpected);
+            }
         }
     }
     Ok(())

@@ -10,6 +10,7 @@ pub struct Summary {
     pub min: f64,
     pub avg: f64,
     pub p50: f64,
+    pub p90: f64,
     pub p95: f64,
     pub p99: f64,
     pub max: f64,
@@ -30,6 +31,7 @@ impl Summary {
             min: sorted[0],
             avg: sum / sorted.len() as f64,
             p50: percentile_sorted(&sorted, 50.0),
+            p90: percentile_sorted(&sorted, 90.0),
             p95: percentile_sorted(&sorted, 95.0),
             p99: percentile_sorted(&sorted, 99.0),
             max: sorted[sorted.len() - 1],
@@ -101,6 +103,7 @@ mod tests {
     fn hundred_samples_p95_and_p99() {
         let v: Vec<f64> = (1..=100).map(f64::from).collect();
         let s = Summary::from_samples(&v).unwrap();
+        assert!((s.p90 - 90.1).abs() < 1e-9);
         assert!((s.p95 - 95.05).abs() < 1e-9);
         assert!((s.p99 - 99.01).abs() < 1e-9);
         assert_eq!(s.avg, 50.5);

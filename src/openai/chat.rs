@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::common::{
-    check_max_tokens, check_n, opt_int, Envelope, SamplingInput, StopSpec, StreamOptions,
+    check_max_tokens, choice_count, opt_int, Envelope, SamplingInput, StopSpec, StreamOptions,
 };
 use crate::config::ModelSettings;
 use crate::error::ApiError;
@@ -66,7 +66,7 @@ pub struct ChatCompletionRequest {
     /// Alternatives per position, 0..=20 (needs `logprobs`).
     #[serde(default, deserialize_with = "opt_int")]
     pub top_logprobs: Option<i64>,
-    /// Choices to generate; only 1.
+    /// Choices to generate, 1 ..= `MAX_CHOICES` (default 1).
     #[serde(default, deserialize_with = "opt_int")]
     pub n: Option<i64>,
     /// End-user id (logged, not used).
@@ -225,9 +225,14 @@ impl ChatCompletionRequest {
         })
     }
 
-    /// Validate every field and build the engine request.
+    /// `n`, validated: how many choices to generate.
+    pub fn choices(&self) -> Result<usize, ApiError> {
+        choice_count("n", self.n)
+    }
+
+    /// Validate every field and build the engine request (one choice's; see [`Self::choices`]).
     pub fn normalize(&self, model: &ModelSettings) -> Result<GenerateRequest, ApiError> {
-        check_n("n", self.n)?;
+        self.choices()?;
         if self.messages.is_empty() {
             return Err(ApiError::invalid("messages", "messages must not be empty"));
         }

@@ -359,13 +359,18 @@ impl SamplingInput {
     }
 }
 
-/// `n` (and `best_of`): only 1 is served.
-pub fn check_n(name: &str, n: Option<i64>) -> Result<(), ApiError> {
+/// Most choices one request may ask for (`n`, and `best_of` on completions): each is an engine
+/// sequence of its own, generated together.
+pub const MAX_CHOICES: usize = 16;
+
+/// `n` (or `best_of`): how many choices, 1 when absent, at most [`MAX_CHOICES`].
+pub fn choice_count(name: &str, n: Option<i64>) -> Result<usize, ApiError> {
     match n {
-        None | Some(1) => Ok(()),
+        None => Ok(1),
+        Some(n) if (1..=MAX_CHOICES as i64).contains(&n) => Ok(n as usize),
         Some(n) => Err(ApiError::invalid(
             name,
-            format!("{name} must be 1 on this server, got {n}"),
+            format!("{name} must be between 1 and {MAX_CHOICES}, got {n}"),
         )),
     }
 }
@@ -415,6 +420,18 @@ mod tests {
         assert_eq!(s.temperature, 0.5);
         assert_eq!(s.top_k, 0);
         assert_eq!(s.seed, Some(u64::MAX));
+    }
+
+    #[test]
+    fn choice_count_defaults_to_one_and_names_the_field_out_of_range() {
+        assert_eq!(choice_count("n", None).unwrap(), 1);
+        assert_eq!(choice_count("n", Some(16)).unwrap(), 16);
+        for bad in [0, -1, 17] {
+            let err = choice_count("best_of", Some(bad)).unwrap_err();
+            assert!(
+                matches!(err, ApiError::InvalidRequest { param: Some(ref p), .. } if p == "best_of")
+            );
+        }
     }
 
     #[test]

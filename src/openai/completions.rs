@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::common::{
-    check_max_tokens, check_n, opt_int, Envelope, SamplingInput, StopSpec, StreamOptions,
+    check_max_tokens, choice_count, opt_int, Envelope, SamplingInput, StopSpec, StreamOptions,
 };
 use crate::config::ModelSettings;
 use crate::error::ApiError;
@@ -83,10 +83,11 @@ pub struct CompletionRequest {
     /// Fill-in-the-middle text after the completion; only `null` or empty is supported.
     #[serde(default)]
     pub suffix: Option<String>,
-    /// Completions per prompt; only 1.
+    /// Completions returned per prompt, 1 ..= `MAX_CHOICES` (default 1).
     #[serde(default, deserialize_with = "opt_int")]
     pub n: Option<i64>,
-    /// Only 1.
+    /// Completions generated per prompt, `n` ..= `MAX_CHOICES` (default `n`); the `n` with the
+    /// highest summed logprob are returned. Not with `stream` when above `n`.
     #[serde(default, deserialize_with = "opt_int")]
     pub best_of: Option<i64>,
     /// `{"type": "text" | "json_object" | "json_schema", …}`, enforced by constrained decoding.
@@ -142,10 +143,31 @@ impl CompletionRequest {
         }
     }
 
-    /// Validate and build one engine request per prompt.
+    /// `n` and `best_of`, validated: choices returned and choices generated per prompt.
+    pub fn choices(&self) -> Result<ChoicePlan, ApiError> {
+        let n = choice_count("n", self.n)?;
+        let best_of = match self.best_of {
+            None => n,
+            Some(_) => choice_count("best_of", self.best_of)?,
+        };
+        if best_of < n {
+            return Err(ApiError::invalid(
+                "best_of",
+                format!("best_of must be at least n ({n}), got {best_of}"),
+            ));
+        }
+        if best_of > n && self.streaming() {
+            return Err(ApiError::invalid(
+                "best_of",
+                "best_of greater than n cannot be streamed: the best choices are known only at the end",
+            ));
+        }
+        Ok(ChoicePlan { n, best_of })
+    }
+
+    /// Validate and build one engine request per prompt (one choice's; see [`Self::choices`]).
     pub fn normalize(&self, model: &ModelSettings) -> Result<Vec<GenerateRequest>, ApiError> {
-        check_n("n", self.n)?;
-        check_n("best_of", self.best_of)?;
+        let plan = self.choices()?;
         if self.suffix.as_deref().is_some_and(|s| !s.is_empty()) {
             return Err(ApiError::invalid(
                 "suffix",
@@ -182,6 +204,8 @@ impl CompletionRequest {
             ));
         }
         let logprobs = match self.logprobs {
+            // Ranking `best_of` choices needs every token's logprob.
+            None if plan.ranks() => Some(0),
             None => None,
             Some(k) if (0..=5).contains(&k) => Some(k as usize),
             Some(k) => {
@@ -222,6 +246,37 @@ impl CompletionRequest {
             })
             .collect())
     }
+}
+
+/// How many choices a completion request generates and returns per prompt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChoicePlan {
+    /// Returned (`n`).
+    pub n: usize,
+    /// Generated (`best_of`, at least `n`).
+    pub best_of: usize,
+}
+
+impl ChoicePlan {
+    /// Whether choices are generated beyond those returned, to be ranked.
+    pub fn ranks(&self) -> bool {
+        self.best_of > self.n
+    }
+}
+
+/// The `n` best of one prompt's generated choices: highest summed token logprob first (ties
+/// keep generation order). Choices without logprobs sum to 0.
+pub fn best_choices<T>(
+    mut choices: Vec<T>,
+    n: usize,
+    logprobs: impl Fn(&T) -> &[TokenLogprob],
+) -> Vec<T> {
+    let score = |c: &T| -> f64 { logprobs(c).iter().map(|l| f64::from(l.logprob)).sum() };
+    let mut scored: Vec<(f64, usize)> = choices.iter().map(score).zip(0..).collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let keep: Vec<usize> = scored.into_iter().take(n).map(|(_, i)| i).collect();
+    let mut slots: Vec<Option<T>> = choices.drain(..).map(Some).collect();
+    keep.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// `choices[].logprobs` in the legacy format.
@@ -282,13 +337,66 @@ mod tests {
         assert_eq!(reqs[0].max_tokens, Some(DEFAULT_MAX_TOKENS));
     }
 
+    fn request(body: serde_json::Value) -> CompletionRequest {
+        serde_json::from_value(body).unwrap()
+    }
+
+    fn param_of(e: ApiError) -> Option<String> {
+        match e {
+            ApiError::InvalidRequest { param, .. } => param,
+            _ => None,
+        }
+    }
+
     #[test]
-    fn best_of_above_one_is_rejected() {
-        let r: CompletionRequest =
-            serde_json::from_value(serde_json::json!({"model": "m", "prompt": "a", "best_of": 2}))
-                .unwrap();
-        let e = r.normalize(&ModelSettings::default()).unwrap_err();
-        assert!(matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "best_of"));
+    fn best_of_below_n_or_streamed_above_it_is_rejected() {
+        let below = request(serde_json::json!({"model": "m", "prompt": "a", "n": 3, "best_of": 2}));
+        assert_eq!(
+            param_of(below.choices().unwrap_err()).as_deref(),
+            Some("best_of")
+        );
+        let streamed =
+            request(serde_json::json!({"model": "m", "prompt": "a", "best_of": 2, "stream": true}));
+        assert_eq!(
+            param_of(streamed.choices().unwrap_err()).as_deref(),
+            Some("best_of")
+        );
+        let equal = request(
+            serde_json::json!({"model": "m", "prompt": "a", "n": 2, "best_of": 2, "stream": true}),
+        );
+        assert_eq!(equal.choices().unwrap(), ChoicePlan { n: 2, best_of: 2 });
+    }
+
+    #[test]
+    fn ranked_best_of_asks_the_engine_for_logprobs() {
+        let r = request(serde_json::json!({"model": "m", "prompt": "a", "best_of": 3}));
+        assert_eq!(r.choices().unwrap(), ChoicePlan { n: 1, best_of: 3 });
+        let reqs = r.normalize(&ModelSettings::default()).unwrap();
+        assert_eq!(reqs[0].logprobs, Some(0));
+        let plain = request(serde_json::json!({"model": "m", "prompt": "a", "n": 3}));
+        assert_eq!(
+            plain.normalize(&ModelSettings::default()).unwrap()[0].logprobs,
+            None
+        );
+    }
+
+    #[test]
+    fn best_choices_keep_the_highest_summed_logprobs_in_rank_order() {
+        let tok = |lp: f32| TokenLogprob {
+            token: "t".into(),
+            bytes: b"t".to_vec(),
+            logprob: lp,
+            top: Vec::new(),
+        };
+        let choices = vec![
+            ("a", vec![tok(-1.0), tok(-1.0)]),
+            ("b", vec![tok(-0.5)]),
+            ("c", vec![tok(-3.0)]),
+            ("d", vec![tok(-0.25), tok(-0.25)]),
+        ];
+        let best = best_choices(choices, 2, |c| &c.1);
+        let names: Vec<_> = best.iter().map(|c| c.0).collect();
+        assert_eq!(names, ["b", "d"], "ties keep generation order");
     }
 
     #[test]

@@ -3,14 +3,17 @@
 //! validate → normalize to `GenerateRequest` (the API's wire module) → [`start`]: response-cache
 //! lookup (seam) or queue admission on the model → [`Source`]: engine events, passed through the
 //! tool parser (seam), timed out, logged and reported to metrics (seam) → a renderer:
-//! [`collect`] for JSON or [`stream::sse_response`] for SSE.
+//! [`collect`] for JSON or [`stream::sse_response`] for SSE. A request for `n` choices runs `n`
+//! sources merged by [`choices::Choices`] (events tagged by choice), rendered by the same two.
 
 pub mod cache;
+pub mod choices;
 mod context;
 pub mod seams;
 pub mod stream;
 pub mod tool_prep;
 
+pub use choices::{start_choices, Choices};
 pub use context::RequestContext;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -482,11 +485,28 @@ pub async fn collect_for(
     source: Source,
     peer: Option<crate::routes::disconnect::PeerWatch>,
 ) -> Result<Collected, ApiError> {
+    unless_gone(collect(source), peer).await?
+}
+
+/// [`collect_choices`], abandoned (and every choice cancelled) if the client disconnects first.
+pub async fn collect_choices_for(
+    choices: Choices,
+    peer: Option<crate::routes::disconnect::PeerWatch>,
+) -> Result<Vec<Collected>, ApiError> {
+    unless_gone(collect_choices(choices), peer).await?
+}
+
+/// Runs `work` unless the client goes first; then `work` is dropped (which cancels what it
+/// owns) and the answer is a client-disconnected error nobody will read.
+async fn unless_gone<T>(
+    work: impl std::future::Future<Output = T>,
+    peer: Option<crate::routes::disconnect::PeerWatch>,
+) -> Result<T, ApiError> {
     let Some(peer) = peer else {
-        return collect(source).await;
+        return Ok(work.await);
     };
     tokio::select! {
-        result = collect(source) => result,
+        result = work => Ok(result),
         () = peer.gone(Duration::from_millis(50)) => {
             tracing::info!("client disconnected; generation cancelled");
             Err(ApiError::InvalidRequest {
@@ -498,22 +518,24 @@ pub async fn collect_for(
     }
 }
 
-/// Drain a source into one response (the JSON renderer's input).
-pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
-    let mut text = String::new();
-    let mut reasoning = String::new();
-    let mut logprobs = Vec::new();
-    let mut calls: BTreeMap<usize, AssembledToolCall> = BTreeMap::new();
-    while let Some(ev) = source.next().await {
+/// One choice's events gathered into a [`Collected`].
+#[derive(Default)]
+struct Assembly {
+    text: String,
+    reasoning: String,
+    logprobs: Vec<TokenLogprob>,
+    calls: BTreeMap<usize, AssembledToolCall>,
+}
+
+impl Assembly {
+    /// Take one event; the whole generation (or its failure) once it has ended.
+    fn absorb(&mut self, ev: Event) -> Option<Result<Collected, ApiError>> {
         match ev {
             Event::Started { .. } => {}
-            Event::Reasoning { text: r } => reasoning.push_str(&r),
-            Event::Text {
-                text: t,
-                logprobs: l,
-            } => {
-                text.push_str(&t);
-                logprobs.extend(l);
+            Event::Reasoning { text } => self.reasoning.push_str(&text),
+            Event::Text { text, logprobs } => {
+                self.text.push_str(&text);
+                self.logprobs.extend(logprobs);
             }
             Event::ToolCall {
                 index,
@@ -521,7 +543,7 @@ pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
                 name,
                 arguments,
             } => {
-                let call = calls.entry(index).or_default();
+                let call = self.calls.entry(index).or_default();
                 if let Some(id) = id {
                     call.id = id;
                 }
@@ -535,20 +557,50 @@ pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
                 usage,
                 stop_sequence,
             } => {
-                return Ok(Collected {
-                    text,
-                    reasoning,
-                    logprobs,
-                    tool_calls: calls.into_values().collect(),
+                let done = std::mem::take(self);
+                return Some(Ok(Collected {
+                    text: done.text,
+                    reasoning: done.reasoning,
+                    logprobs: done.logprobs,
+                    tool_calls: done.calls.into_values().collect(),
                     reason,
                     usage,
                     stop_sequence,
-                })
+                }));
             }
-            Event::Error(e) => return Err(e),
+            Event::Error(e) => return Some(Err(e)),
+        }
+        None
+    }
+}
+
+fn ended_without_result() -> ApiError {
+    ApiError::Internal("generation ended without a result".into())
+}
+
+/// Drain a source into one response (the JSON renderer's input).
+pub async fn collect(mut source: Source) -> Result<Collected, ApiError> {
+    let mut assembly = Assembly::default();
+    while let Some(ev) = source.next().await {
+        if let Some(done) = assembly.absorb(ev) {
+            return done;
         }
     }
-    Err(ApiError::Internal(
-        "generation ended without a result".into(),
-    ))
+    Err(ended_without_result())
+}
+
+/// Drain `n` choices into one result each, in choice order; the first failure fails them all.
+pub async fn collect_choices<S: choices::ChoiceSource>(
+    mut choices: Choices<S>,
+) -> Result<Vec<Collected>, ApiError> {
+    let mut assemblies: Vec<Assembly> = (0..choices.len()).map(|_| Assembly::default()).collect();
+    let mut done: Vec<Option<Collected>> = vec![None; choices.len()];
+    while let Some((i, ev)) = choices.next().await {
+        if let Some(result) = assemblies[i].absorb(ev) {
+            done[i] = Some(result?);
+        }
+    }
+    done.into_iter()
+        .map(|c| c.ok_or_else(ended_without_result))
+        .collect()
 }

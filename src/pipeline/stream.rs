@@ -12,15 +12,16 @@ use bytes::Bytes;
 use futures_util::stream;
 use mlx_serve_actors::engine::{FinishReason, GenerateRequest, TokenLogprob, Usage};
 
-use super::{start, Event, RequestContext, Source};
+use super::choices::{add_choice_usage, start_choices, Choices};
+use super::{Event, RequestContext};
 use crate::error::ApiError;
-use crate::openai::common::add_usage;
 use crate::sse;
 use crate::state::AppState;
 
-/// How one API renders streamed events (`index` is the prompt's position, 0 for chat).
+/// How one API renders streamed events. `index` is the choice's position in the response:
+/// `prompt * n + choice` (legacy completions with a list of prompts), the choice for chat.
 pub trait ChunkRenderer: Send + 'static {
-    /// Before the first token of prompt `index` (chat: the role chunk).
+    /// Before the first token of choice `index` (chat: the role chunk).
     fn start(&mut self, index: usize) -> Vec<Bytes>;
     /// New text.
     fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprob]) -> Vec<Bytes>;
@@ -37,12 +38,12 @@ pub trait ChunkRenderer: Send + 'static {
         name: Option<&str>,
         arguments: &str,
     ) -> Vec<Bytes>;
-    /// The end of prompt `index`; `tool_calls` when any call was emitted.
+    /// The end of choice `index`; `tool_calls` when any call was emitted.
     fn finish(&mut self, index: usize, reason: FinishReason, tool_calls: bool) -> Vec<Bytes>;
-    /// After the last prompt: OpenAI sends the usage chunk (`choices: []`) when
+    /// After the last choice: OpenAI sends the usage chunk (`choices: []`) when
     /// `stream_options.include_usage`, then `data: [DONE]`; other APIs end differently.
     fn end(&mut self, total: &Usage) -> Vec<Bytes>;
-    /// Prefill of prompt `index` is done (Anthropic's `message_start` carries these counts).
+    /// Prefill of choice `index` is done (Anthropic's `message_start` carries these counts).
     fn started(
         &mut self,
         _index: usize,
@@ -86,24 +87,35 @@ pub fn openai_end(usage_chunk: Option<Bytes>) -> Vec<Bytes> {
 
 /// What to stream.
 pub struct StreamPlan {
-    /// The first generation, already started (and primed).
-    pub first: Source,
-    /// Further prompts, started one after another (legacy completions with a list).
+    /// The choices of the first prompt, already started (and primed).
+    pub first: Choices,
+    /// Further prompts, started one after another (legacy completions with a list), each
+    /// with as many choices as the first.
     pub rest: Vec<GenerateRequest>,
     /// For the later sources.
     pub ctx: RequestContext,
 }
 
+/// One choice's state while it streams.
+#[derive(Debug, Clone, Copy, Default)]
+struct ChoiceState {
+    tool_calls: bool,
+    finished: bool,
+}
+
 struct Driver {
     state: web::Data<AppState>,
-    current: Option<Source>,
+    current: Option<Choices>,
     rest: VecDeque<GenerateRequest>,
     ctx: RequestContext,
     renderer: Box<dyn ChunkRenderer>,
     keep_alive: Duration,
-    index: usize,
-    started_index: bool,
-    tool_calls: bool,
+    /// Choices per prompt.
+    n: usize,
+    /// Which prompt streams now; its choice `i` is rendered as index `prompt * n + i`.
+    prompt: usize,
+    started_prompt: bool,
+    choices: Vec<ChoiceState>,
     seen_output: bool,
     total: Usage,
     out: VecDeque<Bytes>,
@@ -120,12 +132,14 @@ impl Driver {
             if self.done {
                 return None;
             }
-            let Some(source) = self.current.as_mut() else {
+            let Some(current) = self.current.as_mut() else {
                 match self.rest.pop_front() {
-                    Some(req) => match start(&self.state, req, self.ctx.clone()).await {
-                        Ok(s) => self.current = Some(s),
-                        Err(e) => self.error(e),
-                    },
+                    Some(req) => {
+                        match start_choices(&self.state, req, self.ctx.clone(), self.n).await {
+                            Ok(c) => self.current = Some(c),
+                            Err(e) => self.error(e),
+                        }
+                    }
                     None => {
                         let end = self.renderer.end(&self.total);
                         self.out.extend(end);
@@ -134,81 +148,90 @@ impl Driver {
                 }
                 continue;
             };
-            if !self.started_index {
-                self.started_index = true;
-                let chunks = self.renderer.start(self.index);
-                self.out.extend(chunks);
+            let base = self.prompt * self.n;
+            if !self.started_prompt {
+                self.started_prompt = true;
+                self.choices = vec![ChoiceState::default(); self.n];
+                for i in 0..self.n {
+                    let chunks = self.renderer.start(base + i);
+                    self.out.extend(chunks);
+                }
                 continue;
             }
             let ev = if self.seen_output {
-                source.next().await
+                current.next().await
             } else {
-                match tokio::time::timeout(self.keep_alive, source.next()).await {
+                match tokio::time::timeout(self.keep_alive, current.next()).await {
                     Ok(ev) => ev,
                     Err(_) => return Some(self.renderer.keep_alive()),
                 }
             };
+            let Some((i, ev)) = ev else {
+                if self.choices.iter().all(|c| c.finished) {
+                    self.current = None;
+                    self.prompt += 1;
+                    self.started_prompt = false;
+                    self.seen_output = false;
+                } else {
+                    self.error(ApiError::Internal(
+                        "generation ended without a result".into(),
+                    ));
+                }
+                continue;
+            };
+            let index = base + i;
             match ev {
-                Some(Event::Started {
+                Event::Started {
                     prompt_tokens,
                     cached_tokens,
-                }) => {
-                    let chunks = self
-                        .renderer
-                        .started(self.index, prompt_tokens, cached_tokens);
+                } => {
+                    let chunks = self.renderer.started(index, prompt_tokens, cached_tokens);
                     self.out.extend(chunks);
                 }
-                Some(Event::Text { text, logprobs }) => {
+                Event::Text { text, logprobs } => {
                     self.seen_output = true;
-                    let chunks = self.renderer.text(self.index, &text, &logprobs);
+                    let chunks = self.renderer.text(index, &text, &logprobs);
                     self.out.extend(chunks);
                 }
-                Some(Event::Reasoning { text }) => {
+                Event::Reasoning { text } => {
                     self.seen_output = true;
-                    let chunks = self.renderer.reasoning(self.index, &text);
+                    let chunks = self.renderer.reasoning(index, &text);
                     self.out.extend(chunks);
                 }
-                Some(Event::ToolCall {
-                    index,
+                Event::ToolCall {
+                    index: call,
                     id,
                     name,
                     arguments,
-                }) => {
+                } => {
                     self.seen_output = true;
-                    self.tool_calls = true;
+                    self.choices[i].tool_calls = true;
                     let chunks = self.renderer.tool_call(
-                        self.index,
                         index,
+                        call,
                         id.as_deref(),
                         name.as_deref(),
                         &arguments,
                     );
                     self.out.extend(chunks);
                 }
-                Some(Event::Finished {
+                Event::Finished {
                     reason,
                     usage,
                     stop_sequence,
-                }) => {
+                } => {
                     let ending = Ending {
                         reason,
                         stop_sequence: stop_sequence.as_deref(),
                         usage: &usage,
-                        tool_calls: self.tool_calls,
+                        tool_calls: self.choices[i].tool_calls,
                     };
-                    let chunks = self.renderer.finish_detailed(self.index, &ending);
+                    let chunks = self.renderer.finish_detailed(index, &ending);
                     self.out.extend(chunks);
-                    add_usage(&mut self.total, &usage);
-                    self.current = None;
-                    self.index += 1;
-                    self.started_index = false;
-                    self.tool_calls = false;
-                    self.seen_output = false;
+                    add_choice_usage(&mut self.total, &usage, i);
+                    self.choices[i].finished = true;
                 }
-                Some(Event::Error(e)) => self.error(e),
-                None => self.error(ApiError::Internal(
-                    "generation ended without a result".into(),
-                )),
+                Event::Error(e) => self.error(e),
             }
         }
     }
@@ -230,14 +253,15 @@ pub fn sse_response(
     let keep_alive = Duration::from_secs_f64(state.settings.server.keep_alive_s);
     let driver = Driver {
         state,
+        n: plan.first.len().max(1),
         current: Some(plan.first),
         rest: plan.rest.into(),
         ctx: plan.ctx,
         renderer,
         keep_alive,
-        index: 0,
-        started_index: false,
-        tool_calls: false,
+        prompt: 0,
+        started_prompt: false,
+        choices: Vec::new(),
         seen_output: false,
         total: Usage::default(),
         out: VecDeque::new(),

@@ -15,8 +15,9 @@ use crate::openai::chat::{
 };
 use crate::openai::common::{finish_reason, Envelope, UsageOut};
 use crate::pipeline::cache::CacheScope;
+use crate::pipeline::choices::add_choice_usage;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
-use crate::pipeline::{collect_for, start, Collected, RequestContext};
+use crate::pipeline::{collect_choices_for, start_choices, Collected, RequestContext};
 use crate::sse;
 use crate::state::{unix_now, AppState};
 
@@ -77,6 +78,7 @@ pub async fn chat_completions(
     let model = state.resolve_model(&body.model)?;
     let keep_alive = crate::keep_alive::residency(&body.keep_alive)?;
     let request = body.normalize(&model.entry.settings)?;
+    let n = body.choices()?;
     let want_logprobs = request.logprobs.is_some();
     let scope = CacheScope {
         tool_choice: body.tool_choice.clone(),
@@ -88,15 +90,15 @@ pub async fn chat_completions(
         .with_model(model.clone(), keep_alive);
     ctx.tools = body.tool_options()?;
     ctx.priority = priority(&req, body.priority)?;
-    let mut source = start(&state, request, ctx.clone()).await?;
-    let cache_status = source.cache_status();
+    let mut choices = start_choices(&state, request, ctx.clone(), n).await?;
+    let cache_status = choices.cache_status();
     let meta = ResponseMeta::new("chatcmpl", model.requested, &state);
     if body.streaming() {
-        source
+        choices
             .prime(Duration::from_secs_f64(state.settings.server.keep_alive_s))
             .await?;
         let plan = StreamPlan {
-            first: source,
+            first: choices,
             rest: Vec::new(),
             ctx,
         };
@@ -109,13 +111,27 @@ pub async fn chat_completions(
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
-    let collected = collect_for(source, PeerWatch::of(&req)).await?;
+    let collected = collect_choices_for(choices, PeerWatch::of(&req)).await?;
     let mut resp = HttpResponse::Ok().json(render(meta, collected, want_logprobs));
     cache_status.apply(&mut resp);
     Ok(resp)
 }
 
-fn render(meta: ResponseMeta, c: Collected, want_logprobs: bool) -> ChatCompletion {
+/// The `chat.completion` of every choice, `choices[i]` being choice `i`.
+fn render(meta: ResponseMeta, choices: Vec<Collected>, want_logprobs: bool) -> ChatCompletion {
+    let mut usage = Usage::default();
+    for (i, c) in choices.iter().enumerate() {
+        add_choice_usage(&mut usage, &c.usage, i);
+    }
+    let choices = choices
+        .into_iter()
+        .enumerate()
+        .map(|(index, c)| render_choice(index, c, want_logprobs))
+        .collect();
+    meta.envelope("chat.completion", choices, Some(usage.into()))
+}
+
+fn render_choice(index: usize, c: Collected, want_logprobs: bool) -> ChatChoice {
     let tool_calls: Vec<ToolCallOut> = c
         .tool_calls
         .into_iter()
@@ -129,22 +145,18 @@ fn render(meta: ResponseMeta, c: Collected, want_logprobs: bool) -> ChatCompleti
         })
         .collect();
     let has_calls = !tool_calls.is_empty();
-    meta.envelope(
-        "chat.completion",
-        vec![ChatChoice {
-            index: 0,
-            message: AssistantMessage {
-                role: "assistant",
-                content: (!(has_calls && c.text.is_empty())).then_some(c.text),
-                refusal: None,
-                reasoning_content: (!c.reasoning.is_empty()).then_some(c.reasoning),
-                tool_calls,
-            },
-            logprobs: want_logprobs.then(|| ChatLogprobs::from_engine(&c.logprobs)),
-            finish_reason: finish_reason(c.reason, has_calls),
-        }],
-        Some(c.usage.into()),
-    )
+    ChatChoice {
+        index,
+        message: AssistantMessage {
+            role: "assistant",
+            content: (!(has_calls && c.text.is_empty())).then_some(c.text),
+            refusal: None,
+            reasoning_content: (!c.reasoning.is_empty()).then_some(c.reasoning),
+            tool_calls,
+        },
+        logprobs: want_logprobs.then(|| ChatLogprobs::from_engine(&c.logprobs)),
+        finish_reason: finish_reason(c.reason, has_calls),
+    }
 }
 
 /// Chat chunks.
@@ -163,13 +175,14 @@ impl ChatRenderer {
 
     fn delta(
         &self,
+        index: usize,
         delta: Delta,
         logprobs: Option<ChatLogprobs>,
         finish: Option<&'static str>,
     ) -> Bytes {
         self.chunk(
             vec![ChunkChoice {
-                index: 0,
+                index,
                 delta,
                 logprobs,
                 finish_reason: finish,
@@ -180,16 +193,16 @@ impl ChatRenderer {
 }
 
 impl ChunkRenderer for ChatRenderer {
-    fn start(&mut self, _index: usize) -> Vec<Bytes> {
+    fn start(&mut self, index: usize) -> Vec<Bytes> {
         let delta = Delta {
             role: Some("assistant"),
             content: Some(String::new()),
             ..Delta::default()
         };
-        vec![self.delta(delta, None, None)]
+        vec![self.delta(index, delta, None, None)]
     }
 
-    fn text(&mut self, _index: usize, text: &str, logprobs: &[TokenLogprob]) -> Vec<Bytes> {
+    fn text(&mut self, index: usize, text: &str, logprobs: &[TokenLogprob]) -> Vec<Bytes> {
         if text.is_empty() && logprobs.is_empty() {
             return Vec::new();
         }
@@ -198,20 +211,20 @@ impl ChunkRenderer for ChatRenderer {
             ..Delta::default()
         };
         let lp = self.logprobs.then(|| ChatLogprobs::from_engine(logprobs));
-        vec![self.delta(delta, lp, None)]
+        vec![self.delta(index, delta, lp, None)]
     }
 
-    fn reasoning(&mut self, _index: usize, text: &str) -> Vec<Bytes> {
+    fn reasoning(&mut self, index: usize, text: &str) -> Vec<Bytes> {
         let delta = Delta {
             reasoning_content: Some(text.to_owned()),
             ..Delta::default()
         };
-        vec![self.delta(delta, None, None)]
+        vec![self.delta(index, delta, None, None)]
     }
 
     fn tool_call(
         &mut self,
-        _index: usize,
+        index: usize,
         call: usize,
         id: Option<&str>,
         name: Option<&str>,
@@ -229,11 +242,12 @@ impl ChunkRenderer for ChatRenderer {
             }],
             ..Delta::default()
         };
-        vec![self.delta(delta, None, None)]
+        vec![self.delta(index, delta, None, None)]
     }
 
-    fn finish(&mut self, _index: usize, reason: FinishReason, tool_calls: bool) -> Vec<Bytes> {
+    fn finish(&mut self, index: usize, reason: FinishReason, tool_calls: bool) -> Vec<Bytes> {
         vec![self.delta(
+            index,
             Delta::default(),
             None,
             Some(finish_reason(reason, tool_calls)),

@@ -1,5 +1,6 @@
 //! `POST /v1/completions`: legacy text completions; a list of prompts runs one after another,
-//! one choice per prompt (`index`), streamed or not.
+//! `n` choices per prompt (`index` = prompt × `n` + choice), streamed or not; with `best_of`
+//! above `n`, that many are generated and the best `n` returned.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,11 +13,14 @@ use super::chat::ResponseMeta;
 use super::disconnect::PeerWatch;
 use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::error::ApiError;
-use crate::openai::common::{add_usage, finish_reason, UsageOut};
-use crate::openai::completions::{CompletionChoice, CompletionLogprobs, CompletionRequest};
+use crate::openai::common::{finish_reason, UsageOut};
+use crate::openai::completions::{
+    best_choices, CompletionChoice, CompletionLogprobs, CompletionRequest,
+};
 use crate::pipeline::cache::CacheScope;
+use crate::pipeline::choices::add_choice_usage;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
-use crate::pipeline::{collect_for, start, RequestContext};
+use crate::pipeline::{collect_choices_for, start_choices, RequestContext};
 use crate::sse;
 use crate::state::AppState;
 
@@ -34,6 +38,7 @@ pub async fn completions(
     let model = state.resolve_model(&body.model)?;
     let keep_alive = crate::keep_alive::residency(&body.keep_alive)?;
     let mut requests = body.normalize(&model.entry.settings)?.into_iter();
+    let plan = body.choices()?;
     let want_logprobs = body.logprobs.is_some();
     let echo_prompts = if body.echo.unwrap_or(false) {
         body.prompts()
@@ -49,15 +54,15 @@ pub async fn completions(
     let Some(first) = requests.next() else {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
     };
-    let mut source = start(&state, first, ctx.clone()).await?;
+    let mut choices = start_choices(&state, first, ctx.clone(), plan.best_of).await?;
     // A stream's headers go out before later prompts run: it reports the first prompt.
-    let mut cache_status = source.cache_status();
+    let mut cache_status = choices.cache_status();
     if body.streaming() {
-        source
+        choices
             .prime(Duration::from_secs_f64(state.settings.server.keep_alive_s))
             .await?;
-        let plan = StreamPlan {
-            first: source,
+        let stream_plan = StreamPlan {
+            first: choices,
             rest: requests.collect(),
             ctx,
         };
@@ -66,41 +71,49 @@ pub async fn completions(
             logprobs: want_logprobs,
             include_usage: body.include_usage(),
             echo: echo_prompts,
+            n: plan.n,
             offsets: HashMap::new(),
         };
-        let mut resp = sse_response(state, plan, Box::new(renderer));
+        let mut resp = sse_response(state, stream_plan, Box::new(renderer));
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
-    let mut choices = Vec::new();
+    let mut out = Vec::new();
     let mut total = Usage::default();
-    let mut next = Some(source);
-    let mut index = 0;
-    loop {
-        let Some(source) = next.take() else { break };
-        let c = collect_for(source, PeerWatch::of(&req)).await?;
-        let prefix = echo_prompts.get(index).cloned().unwrap_or_default();
-        let logprobs = want_logprobs.then(|| {
-            let mut lp = CompletionLogprobs::default();
-            lp.extend(&c.logprobs, prefix.len());
-            lp
-        });
-        choices.push(CompletionChoice {
-            text: prefix + &c.text,
-            index,
-            logprobs,
-            finish_reason: Some(finish_reason(c.reason, false)),
-        });
-        add_usage(&mut total, &c.usage);
-        index += 1;
+    let mut next = Some(choices);
+    let mut prompt = 0;
+    while let Some(choices) = next.take() {
+        let mut generated = collect_choices_for(choices, PeerWatch::of(&req)).await?;
+        // Every generated choice is billed; the prompt once.
+        for (i, c) in generated.iter().enumerate() {
+            add_choice_usage(&mut total, &c.usage, i);
+        }
+        if plan.ranks() {
+            generated = best_choices(generated, plan.n, |c| &c.logprobs);
+        }
+        let prefix = echo_prompts.get(prompt).cloned().unwrap_or_default();
+        for (i, c) in generated.into_iter().enumerate() {
+            let logprobs = want_logprobs.then(|| {
+                let mut lp = CompletionLogprobs::default();
+                lp.extend(&c.logprobs, prefix.len());
+                lp
+            });
+            out.push(CompletionChoice {
+                text: prefix.clone() + &c.text,
+                index: prompt * plan.n + i,
+                logprobs,
+                finish_reason: Some(finish_reason(c.reason, false)),
+            });
+        }
+        prompt += 1;
         if let Some(r) = requests.next() {
-            let source = start(&state, r, ctx.clone()).await?;
-            cache_status = cache_status.combine(source.cache_status());
-            next = Some(source);
+            let choices = start_choices(&state, r, ctx.clone(), plan.best_of).await?;
+            cache_status = cache_status.combine(choices.cache_status());
+            next = Some(choices);
         }
     }
     let mut resp =
-        HttpResponse::Ok().json(meta.envelope("text_completion", choices, Some(total.into())));
+        HttpResponse::Ok().json(meta.envelope("text_completion", out, Some(total.into())));
     cache_status.apply(&mut resp);
     Ok(resp)
 }
@@ -110,7 +123,10 @@ pub struct CompletionRenderer {
     meta: ResponseMeta,
     logprobs: bool,
     include_usage: bool,
+    /// Echoed prompts, by prompt.
     echo: Vec<String>,
+    /// Choices per prompt: choice `index` answers prompt `index / n`.
+    n: usize,
     offsets: HashMap<usize, usize>,
 }
 
@@ -147,7 +163,7 @@ impl CompletionRenderer {
 
 impl ChunkRenderer for CompletionRenderer {
     fn start(&mut self, index: usize) -> Vec<Bytes> {
-        match self.echo.get(index).cloned() {
+        match self.echo.get(index / self.n.max(1)).cloned() {
             Some(prompt) if !prompt.is_empty() => vec![self.choice(index, &prompt, &[], None)],
             _ => Vec::new(),
         }

@@ -135,7 +135,7 @@ pub async fn messages(
             .prime(Duration::from_secs_f64(state.settings.server.keep_alive_s))
             .await?;
         let plan = StreamPlan {
-            first: source,
+            first: source.into(),
             rest: Vec::new(),
             ctx,
         };

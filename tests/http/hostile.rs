@@ -264,12 +264,12 @@ async fn spec_valid_requests_are_served() {
 }
 
 #[actix_rt::test]
-async fn unimplemented_options_are_clear_400s() {
+async fn unimplemented_or_out_of_range_options_are_clear_400s() {
     let t = start(|_| {}, FakeConfig::default()).await;
     expect_param(
         &t,
         "/v1/chat/completions",
-        chat_with("x", json!({"n": 2})),
+        chat_with("x", json!({"n": 17})),
         Some("n"),
     )
     .await;
@@ -281,8 +281,9 @@ async fn unimplemented_options_are_clear_400s() {
         b
     };
     for (extra, param) in [
-        (json!({"n": 3}), "n"),
-        (json!({"best_of": 2}), "best_of"),
+        (json!({"n": 17}), "n"),
+        (json!({"n": 3, "best_of": 2}), "best_of"),
+        (json!({"best_of": 2, "stream": true}), "best_of"),
         (json!({"suffix": "end"}), "suffix"),
         (json!({"prompt": [], "echo": false}), "prompt"),
         (json!({"prompt": [[]]}), "prompt"),

@@ -6,6 +6,7 @@ mod anthropic;
 mod anthropic_tools;
 mod api;
 mod cache;
+mod choices;
 mod cli;
 mod errors;
 mod hostile;

@@ -270,3 +270,45 @@ async fn hostile_clients_get_clear_answers_and_leave_the_server_healthy() {
     assert_eq!(resp["choices"][0]["message"]["content"], "still here");
     assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
 }
+
+#[actix_rt::test]
+async fn a_short_soak_gets_only_expected_answers_and_leaves_the_server_idle() {
+    let t = start(
+        |_| {},
+        FakeConfig {
+            token_delay: Duration::from_millis(2),
+            max_running: 4,
+            ..FakeConfig::default()
+        },
+    )
+    .await;
+    let args = mlx_serve::bench::SoakArgs {
+        url: t.base.clone(),
+        model: Some(MODEL.into()),
+        api_key: None,
+        duration: Duration::from_secs(2),
+        concurrency: 3,
+        // The server runs inside this test process.
+        pid: Some(std::process::id()),
+        serve: false,
+        serve_args: Vec::new(),
+        sample_every: Duration::from_millis(500),
+        max_tokens: 8,
+        timeout: Duration::from_secs(10),
+        json: false,
+        out: None,
+        quiet: true,
+    };
+    let report = mlx_serve::bench::run_soak(&args).await.expect("soak runs");
+    assert_eq!(report.unexpected, 0, "{:?}", report.unexpected_examples);
+    for kind in ["chat", "chat_stream", "messages", "disconnect", "malformed"] {
+        assert!(
+            report.by_kind.contains_key(kind),
+            "{kind}: {:?}",
+            report.by_kind
+        );
+    }
+    assert!(report.rss.len() >= 3, "{:?}", report.rss);
+    let after = report.after.expect("health after the run");
+    assert_eq!((after.running, after.queue_depth), (0, 0));
+}

@@ -177,9 +177,43 @@ pub fn rope_per_row(
 }
 
 /// A copy of `a` in a buffer of its own (never a view of `a`'s buffer).
+///
+/// Not MLX's `copy`: its `Copy` primitive shares the input's buffer, so a "copy" of one slot of
+/// a decode buffer kept the whole buffer (every slot, at its capacity) alive for as long as the
+/// copy lived — in the prefix cache, far beyond what its byte count said. An elementwise
+/// product with one writes a new buffer of `a`'s size whenever `a`'s buffer has other owners
+/// (a view of a buffer still in use always does), and is exact, negative zeros included.
 pub fn copy(a: &Array) -> Result<Array, Exception> {
-    let stream = Stream::thread_local_or_default();
-    call("copy", |res| unsafe {
-        mlx_sys::mlx_copy(res, a.as_ptr(), stream.as_ptr())
-    })
+    let one = Array::from_f32(1.0).as_dtype(a.dtype())?;
+    a.multiply(&one)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data_range(a: &Array) -> std::ops::Range<usize> {
+        let s = a.as_slice::<f32>();
+        let start = s.as_ptr() as usize;
+        start..start + std::mem::size_of_val(s)
+    }
+
+    #[test]
+    fn a_copy_of_a_slot_owns_its_buffer_and_keeps_the_values() {
+        let values: Vec<f32> = (0..4 * 3 * 8 * 2).map(|i| i as f32 - 40.0).collect();
+        let buffer = Array::from_slice(&values, &[4, 3, 8, 2]);
+        buffer.eval().unwrap();
+        // A whole slot is a contiguous block: the case MLX's own copy shares outright.
+        let slot = slice(&buffer, &[1, 0, 0, 0], &[2, 3, 8, 2]).unwrap();
+        let copied = copy(&slot).unwrap();
+        copied.eval().unwrap();
+        let held = data_range(&buffer);
+        let own = data_range(&copied);
+        assert!(
+            own.end <= held.start || own.start >= held.end,
+            "the copy points into the slot buffer"
+        );
+        assert_eq!(copied.shape(), &[1, 3, 8, 2]);
+        assert_eq!(copied.as_slice::<f32>(), &values[48..96]);
+    }
 }
