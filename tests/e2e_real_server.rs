@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+#[path = "replay/mod.rs"]
+mod replay;
+
 struct Server {
     child: Child,
     base: String,
@@ -294,4 +297,67 @@ fn n_choices_are_reproducible_with_a_seed_and_all_greedy_without_sampling() {
         [one[0].clone(), one[0].clone()],
         "greedy choices are the n = 1 answer"
     );
+}
+
+/// Issue #20's replay and a short soak on the real model: every answer is a 2xx or the API's
+/// 4xx error body, half-closed clients get their completions, a trickled body gets its 408,
+/// and afterwards the server is healthy, idle and still answers correctly.
+#[test]
+fn hostile_clients_and_a_short_soak_leave_the_real_server_healthy() {
+    let server = start(&[("MLX_SERVE__SERVER__BODY_TIMEOUT_S", "2")]);
+    let addr: std::net::SocketAddr = server
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .expect("addr");
+    for case in replay::cases("smollm2-135m-instruct") {
+        replay::replay(addr, &case).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let raw = replay::trickle(addr, Duration::from_secs(10));
+    assert_eq!(replay::final_response(&raw).0, 408, "{raw}");
+    replay::vanish(addr, "smollm2-135m-instruct");
+
+    let args = mlx_serve::bench::SoakArgs {
+        url: server.base.clone(),
+        model: Some("smollm2-135m-instruct".into()),
+        api_key: None,
+        duration: Duration::from_secs(15),
+        concurrency: 3,
+        pid: Some(server.child.id()),
+        serve: false,
+        serve_args: Vec::new(),
+        sample_every: Duration::from_secs(5),
+        max_tokens: 8,
+        timeout: Duration::from_secs(120),
+        json: false,
+        out: None,
+        quiet: true,
+    };
+    let report = tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(mlx_serve::bench::run_soak(&args))
+        .expect("soak runs");
+    assert_eq!(report.unexpected, 0, "{:?}", report.unexpected_examples);
+    for kind in ["chat", "chat_stream", "messages", "disconnect", "malformed"] {
+        assert!(
+            report.by_kind.contains_key(kind),
+            "{kind}: {:?}",
+            report.by_kind
+        );
+    }
+    let after = report.after.expect("health after the soak");
+    assert_eq!((after.running, after.queue_depth), (0, 0));
+
+    let resp: Value = http()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .header("cache-control", "no-cache")
+        .json(&chat_body("What is the capital of France?", 24, false))
+        .send()
+        .expect("chat")
+        .json()
+        .expect("json");
+    let content = resp["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(content.contains("Paris"), "{resp}");
 }

@@ -1,65 +1,20 @@
 //! Clients that misbehave at the socket level: half-closed connections, vanished peers.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use mlx_serve_actors::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use crate::replay::{exchange, final_response, raw_post};
 
 fn words(n: usize) -> String {
     (0..n)
         .map(|i| format!("w{i}"))
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// A complete HTTP/1.1 POST of `body` as JSON, on a connection closed after the answer.
-pub fn raw_post(path: &str, body: &str) -> String {
-    format!(
-        "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\n\
-         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-/// Sends raw bytes, optionally half-closes, and reads until the server closes (blocking; run
-/// it on a blocking thread).
-pub fn exchange(addr: std::net::SocketAddr, request: Vec<u8>, half_close: bool) -> String {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(&request).expect("write");
-    if half_close {
-        s.shutdown(Shutdown::Write).expect("half-close");
-    }
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The final (non-1xx) response's status and JSON body of a raw exchange.
-pub fn final_response(raw: &str) -> (u16, Option<Value>) {
-    let mut rest = raw;
-    loop {
-        let status: u16 = rest
-            .get(9..12)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("no status line in {raw:?}"));
-        let Some(end) = rest.find("\r\n\r\n") else {
-            return (status, None);
-        };
-        if (100..200).contains(&status) {
-            rest = &rest[end + 4..];
-            continue;
-        }
-        let body = &rest[end + 4..];
-        let json = body
-            .find('{')
-            .and_then(|i| serde_json::from_str(body[i..].trim_end_matches(|c| c != '}')).ok());
-        return (status, json);
-    }
 }
 
 #[actix_rt::test]

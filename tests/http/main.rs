@@ -15,6 +15,8 @@ mod models;
 mod priority;
 mod reasoning;
 mod reliability;
+#[path = "../replay/mod.rs"]
+mod replay;
 mod responses;
 mod responses_tiers;
 mod runtime;
