@@ -346,6 +346,14 @@ pub trait Engine {
         Ok(false)
     }
 
+    /// How long the next step may legitimately take, relative to an ordinary one (at least 1).
+    /// The wedge watchdog allows its timeout times this: a prompt chunk deep into a long context
+    /// costs several times a chunk at its start (attention over every earlier position), and a
+    /// slow machine must not have a long prefill mistaken for a hung engine.
+    fn step_weight(&self) -> f64 {
+        1.0
+    }
+
     /// Cache counters; cheap (called after every step). Engines without caches keep the default.
     fn stats(&self) -> EngineStats {
         EngineStats::default()

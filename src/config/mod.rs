@@ -98,7 +98,9 @@ pub struct ServerSettings {
     pub cors_origins: Vec<String>,
     /// HTTP worker threads.
     pub workers: usize,
-    /// A single engine step longer than this many seconds means the engine is wedged.
+    /// A single engine step longer than this many seconds means the engine is wedged; a prompt
+    /// chunk is allowed this times its weight (`Engine::step_weight`), so a long prefill on a
+    /// slow machine is not taken for a hung engine.
     pub engine_wedge_timeout_s: f64,
     /// What to do when the engine dies or wedges.
     pub on_engine_failure: EngineFailurePolicy,

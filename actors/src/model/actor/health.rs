@@ -13,6 +13,8 @@ pub struct EngineHealth {
     pub(super) alive: AtomicBool,
     /// Milliseconds since `epoch` + 1 when the current step began; 0 while idle.
     pub(super) step_started_ms: AtomicU64,
+    /// The current step's [`crate::engine::Engine::step_weight`], as `f64` bits.
+    pub(super) step_weight: AtomicU64,
     pub(super) last_beat_ms: AtomicU64,
     pub(super) queued: AtomicUsize,
     pub(super) running: AtomicUsize,
@@ -52,6 +54,7 @@ impl Default for EngineHealth {
             loaded: AtomicBool::new(false),
             alive: AtomicBool::new(false),
             step_started_ms: AtomicU64::new(0),
+            step_weight: AtomicU64::new(1f64.to_bits()),
             last_beat_ms: AtomicU64::new(0),
             queued: AtomicUsize::new(0),
             running: AtomicUsize::new(0),
@@ -96,12 +99,24 @@ impl EngineHealth {
         }
     }
 
-    /// The current state; `wedge_timeout` decides whether a long step counts as wedged.
+    /// Sets the weight of the step about to run (see [`crate::engine::Engine::step_weight`]).
+    pub(super) fn set_step_weight(&self, weight: f64) {
+        let w = if weight.is_finite() {
+            weight.max(1.0)
+        } else {
+            1.0
+        };
+        self.step_weight.store(w.to_bits(), Ordering::Release);
+    }
+
+    /// The current state; `wedge_timeout` (times the current step's weight) decides whether a
+    /// long step counts as wedged.
     pub fn snapshot(&self, wedge_timeout: Duration) -> HealthSnapshot {
         let now = self.now_ms();
         let started = self.step_started_ms.load(Ordering::Acquire);
-        let wedged =
-            started != 0 && now.saturating_sub(started - 1) > wedge_timeout.as_millis() as u64;
+        let weight = f64::from_bits(self.step_weight.load(Ordering::Acquire)).max(1.0);
+        let allowed = wedge_timeout.as_secs_f64() * 1000.0 * weight;
+        let wedged = started != 0 && now.saturating_sub(started - 1) as f64 > allowed;
         HealthSnapshot {
             loaded: self.loaded.load(Ordering::Acquire),
             alive: self.alive.load(Ordering::Acquire),

@@ -180,6 +180,7 @@ impl Scheduler {
         self.reap_closed(engine);
         self.admit(engine);
         if engine.has_work() {
+            self.health.set_step_weight(engine.step_weight());
             for (id, ev) in engine.step() {
                 let done = is_terminal(&ev);
                 if let Some(a) = self.running.get(&id) {
@@ -477,5 +478,19 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         assert!(health.snapshot(Duration::from_millis(5)).wedged);
         assert!(!health.snapshot(Duration::from_secs(60)).wedged);
+    }
+
+    #[test]
+    fn a_heavy_step_is_allowed_its_weight_times_the_timeout() {
+        let health = EngineHealth::default();
+        health.step_started_ms.store(1, Ordering::Release);
+        std::thread::sleep(Duration::from_millis(30));
+        health.set_step_weight(20.0);
+        assert!(!health.snapshot(Duration::from_millis(5)).wedged);
+        health.set_step_weight(2.0);
+        assert!(health.snapshot(Duration::from_millis(5)).wedged);
+        // Nonsense weights fall back to 1.
+        health.set_step_weight(f64::NAN);
+        assert!(health.snapshot(Duration::from_millis(5)).wedged);
     }
 }

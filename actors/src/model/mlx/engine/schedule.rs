@@ -1,6 +1,7 @@
 //! The `Engine` contract: admission, the step that mixes one prompt chunk with a decode step for
 //! every running sequence, preemption and cancellation.
 
+use super::super::config::ModelConfig;
 use super::{internal, MlxEngine, Running};
 use crate::engine::{
     Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt, SeqEvent,
@@ -137,6 +138,20 @@ impl Engine for MlxEngine {
         out
     }
 
+    fn step_weight(&self) -> f64 {
+        // The prompt chunk this step would run: the oldest prefilling sequence, else the next
+        // to start. Its cost against a 512-token chunk at position 0.
+        let next = self
+            .running
+            .iter()
+            .chain(&self.waiting)
+            .find(|s| !s.cancelled && s.prefilled < s.prompt.len());
+        next.map_or(1.0, |s| {
+            let chunk = self.prefill_chunk.min(s.prompt.len() - s.prefilled);
+            chunk_weight(&self.model.config, s.prefilled, chunk)
+        })
+    }
+
     fn cancel(&mut self, id: SeqId) {
         if let Some(seq) = self.running.iter_mut().find(|s| s.id == id) {
             seq.cancelled = true;
@@ -147,6 +162,30 @@ impl Engine for MlxEngine {
         }
         self.waiting.retain(|s| s.id != id);
     }
+}
+
+/// What a prompt chunk of `chunk` tokens starting at position `at` costs relative to a 512-token
+/// chunk at position 0: projections cost the same per token wherever it sits, attention grows with
+/// the positions before it. `context_ref` is the position at which attention costs as much per
+/// token as the projections.
+pub(super) fn chunk_weight(config: &ModelConfig, at: usize, chunk: usize) -> f64 {
+    let h = config.hidden_size as f64;
+    let head_dim = config
+        .head_dim
+        .unwrap_or(config.hidden_size / config.num_attention_heads.max(1))
+        as f64;
+    let q = config.num_attention_heads as f64 * head_dim;
+    let kv = config
+        .num_key_value_heads
+        .unwrap_or(config.num_attention_heads) as f64
+        * head_dim;
+    let projections =
+        2.0 * (2.0 * h * q + 2.0 * h * kv + 3.0 * h * config.intermediate_size as f64);
+    let context_ref = projections / (4.0 * q).max(1.0);
+    let c = chunk as f64;
+    let attention = 1.0 + (at as f64 + c / 2.0) / context_ref;
+    let base = 1.0 + 256.0 / context_ref;
+    (c * attention / (512.0 * base)).max(1.0)
 }
 
 /// Collects a sequence's events and keeps it running unless it finished or failed.
@@ -168,5 +207,34 @@ fn keep_unless_done(
             out.extend(events.into_iter().map(|e| (id, e)));
         }
         Err(e) => out.push((id, SeqEvent::Failed(e))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Qwen2.5-0.5B's shape.
+    fn qwen() -> ModelConfig {
+        serde_json::from_value(serde_json::json!({
+            "model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864,
+            "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+            "vocab_size": 151936,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_chunk_deep_in_a_long_prompt_weighs_more_than_one_at_its_start() {
+        let c = qwen();
+        let start = chunk_weight(&c, 0, 512);
+        assert!((start - 1.0).abs() < 1e-9, "{start}");
+        // Small chunks and decode-sized steps never go below 1.
+        assert_eq!(chunk_weight(&c, 0, 1), 1.0);
+        let deep = chunk_weight(&c, 11_500, 512);
+        assert!((2.0..3.5).contains(&deep), "{deep}");
+        // Twice the tokens, about twice the work.
+        let big = chunk_weight(&c, 0, 1024);
+        assert!((1.9..2.2).contains(&big), "{big}");
     }
 }
