@@ -42,6 +42,7 @@ fn chat(question: &str) -> Prompt {
         }],
         tools: Vec::new(),
         add_generation_prompt: true,
+        template_kwargs: Default::default(),
     }
 }
 
@@ -68,6 +69,7 @@ fn generate(
                 stop: Vec::new(),
                 logprobs: None,
                 constraint: None,
+                reasoning: None,
             },
         )
         .expect("admit");
@@ -229,6 +231,7 @@ fn long_shared_prefix_is_reused_and_output_matches_a_cold_run() {
                 stop: Vec::new(),
                 logprobs: None,
                 constraint: None,
+                reasoning: None,
             },
         )
         .expect("admit");
@@ -328,6 +331,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
                     stop: Vec::new(),
                     logprobs: None,
                     constraint: None,
+                    reasoning: None,
                 },
             )
             .expect("admit");
@@ -343,6 +347,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
                 stop: Vec::new(),
                 logprobs: None,
                 constraint: None,
+                reasoning: None,
             },
         )
         .expect("admit");
@@ -501,6 +506,7 @@ fn constrained_sequences_share_a_batch_with_an_unchanged_greedy_one() {
                     stop: Vec::new(),
                     logprobs: None,
                     constraint,
+                    reasoning: None,
                 },
             )
             .expect("admit");
@@ -553,6 +559,7 @@ fn a_preempted_sequence_resumes_with_its_unpreempted_greedy_text() {
         stop: Vec::new(),
         logprobs: None,
         constraint: None,
+        reasoning: None,
     };
     engine.add(10, request(long, 24)).expect("admit");
     let mut texts: std::collections::HashMap<u64, String> = Default::default();

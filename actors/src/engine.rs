@@ -51,6 +51,11 @@ pub enum Prompt {
         tools: Vec<serde_json::Value>,
         /// Appends the assistant header so the model answers (true for chat requests).
         add_generation_prompt: bool,
+        /// Extra variables for the chat template (vLLM's `chat_template_kwargs`, e.g.
+        /// `{"enable_thinking": false}`); they never replace `messages`, `tools` or
+        /// `add_generation_prompt`.
+        #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+        template_kwargs: serde_json::Map<String, serde_json::Value>,
     },
     /// Raw text, tokenized as is (legacy completions, `generate --raw`).
     Text(String),
@@ -115,6 +120,27 @@ pub struct GenerateRequest {
     /// A grammar the output must follow (constrained decoding); `None`: unconstrained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<Constraint>,
+    /// How the model marks its reasoning, when the server separates it: lets the engine see a
+    /// prompt that opens the reasoning itself and end reasoning that runs past its budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning: Option<ReasoningSpec>,
+}
+
+/// The reasoning markers of a model and an optional thinking budget (Anthropic's
+/// `thinking.budget_tokens`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ReasoningSpec {
+    /// What opens the reasoning (`<think>`); empty when only a budget was asked for and the
+    /// server has not resolved the model's format yet.
+    pub open: String,
+    /// What ends it (`</think>`).
+    pub close: String,
+    /// Text fed to the model in place of sampling once the budget is spent, ending the
+    /// reasoning (`\n</think>\n\n`).
+    pub force_close: String,
+    /// Reasoning tokens allowed; `None`: unbounded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<usize>,
 }
 
 /// A grammar that every generated token is checked against before it is sampled: tokens the

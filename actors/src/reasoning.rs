@@ -6,7 +6,11 @@
 //! known). Reasoning is never parsed for tool calls and never counted as content. Whitespace
 //! right after the end of the reasoning is layout and dropped.
 
+use std::collections::VecDeque;
+
 use serde::{Deserialize, Serialize};
+
+use crate::engine::ReasoningSpec;
 
 /// `[reasoning] parser`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -42,6 +46,28 @@ impl ReasoningFormat {
             Self::Auto | Self::Disabled => None,
         }
     }
+
+    /// What the engine feeds the model to end its reasoning early (a spent thinking budget):
+    /// the closing marker and whatever the format puts before the answer.
+    fn force_close(self) -> Option<&'static str> {
+        match self {
+            Self::Think => Some("\n</think>\n\n"),
+            Self::GptOss => Some("<|end|><|start|>assistant<|channel|>final<|message|>"),
+            Self::Auto | Self::Disabled => None,
+        }
+    }
+
+    /// The engine's view of this format, with a thinking budget; `None` when it separates
+    /// nothing.
+    pub fn spec(self, budget: Option<usize>) -> Option<ReasoningSpec> {
+        let (open, close) = self.markers()?;
+        Some(ReasoningSpec {
+            open: open.into(),
+            close: close.into(),
+            force_close: self.force_close()?.into(),
+            budget,
+        })
+    }
 }
 
 /// The reasoning format a chat template renders: `<think>` → `think`, harmony channels →
@@ -66,6 +92,7 @@ pub enum Piece {
 /// Splits one reply's text into reasoning and content as it arrives.
 #[derive(Debug, Clone)]
 pub struct ReasoningSplitter {
+    format: ReasoningFormat,
     start: &'static str,
     end: &'static str,
     in_reasoning: bool,
@@ -81,6 +108,7 @@ impl ReasoningSplitter {
     pub fn new(format: ReasoningFormat) -> Option<Self> {
         let (start, end) = format.markers()?;
         Some(Self {
+            format,
             start,
             end,
             in_reasoning: false,
@@ -88,6 +116,11 @@ impl ReasoningSplitter {
             held: String::new(),
             reasoning_chars: 0,
         })
+    }
+
+    /// The format this splitter separates.
+    pub fn format(&self) -> ReasoningFormat {
+        self.format
     }
 
     /// Whether the reply is inside its reasoning now.
@@ -161,6 +194,107 @@ impl ReasoningSplitter {
             (Some(Piece::Content(a)), Piece::Content(b)) => a.push_str(&b),
             (_, piece) => out.push(piece),
         }
+    }
+}
+
+/// The engine's side of reasoning: whether the sequence is inside its reasoning (the prompt may
+/// have opened it: DeepSeek-R1's template ends its generation prompt with `<think>\n`), how many
+/// reasoning tokens are left in the budget, and the tokens to force once it is spent.
+#[derive(Debug, Clone)]
+pub struct ThinkingTracker {
+    spec: ReasoningSpec,
+    inside: bool,
+    /// The prompt opened the reasoning: its client has not seen the opening marker.
+    opened_by_prompt: bool,
+    /// Text not yet known to hold no marker (a tail that may begin one).
+    held: String,
+    left: Option<usize>,
+    forced: VecDeque<u32>,
+    /// The budget ran out and the closing tokens were asked for.
+    spent: bool,
+}
+
+impl ThinkingTracker {
+    /// A tracker for a sequence whose rendered prompt ends with `prompt_tail`; `None` when the
+    /// spec has no markers.
+    pub fn new(spec: &ReasoningSpec, prompt_tail: &str) -> Option<Self> {
+        if spec.open.is_empty() || spec.close.is_empty() {
+            return None;
+        }
+        let inside = match (
+            prompt_tail.rfind(&spec.open),
+            prompt_tail.rfind(&spec.close),
+        ) {
+            (Some(o), Some(c)) => o > c,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        Some(Self {
+            spec: spec.clone(),
+            inside,
+            opened_by_prompt: inside,
+            held: String::new(),
+            left: spec.budget,
+            forced: VecDeque::new(),
+            spent: false,
+        })
+    }
+
+    /// The opening marker, when the prompt wrote it (the client's reasoning splitter needs it).
+    pub fn prompt_opened(&self) -> Option<&str> {
+        self.opened_by_prompt.then_some(self.spec.open.as_str())
+    }
+
+    /// The next token to feed instead of sampling, while the reasoning is being closed.
+    pub fn next_forced(&mut self) -> Option<u32> {
+        self.forced.pop_front()
+    }
+
+    /// Takes in one token's text. Returns the text to force (as a string for the engine to
+    /// tokenize) when this token spent the budget inside the reasoning.
+    pub fn observe(&mut self, piece: &str) -> Option<&str> {
+        let was_inside = self.inside;
+        self.held.push_str(piece);
+        loop {
+            let marker = if self.inside {
+                &self.spec.close
+            } else {
+                &self.spec.open
+            };
+            if let Some(i) = self.held.find(marker.as_str()) {
+                self.held.drain(..i + marker.len());
+                self.inside = !self.inside;
+                continue;
+            }
+            let keep = (1..marker.len())
+                .rev()
+                .find(|&n| {
+                    marker.is_char_boundary(n)
+                        && self
+                            .held
+                            .is_char_boundary(self.held.len().saturating_sub(n))
+                        && self.held.ends_with(&marker[..n])
+                })
+                .unwrap_or(0);
+            let cut = self.held.len() - keep;
+            self.held.drain(..cut);
+            break;
+        }
+        if !(was_inside || self.inside) || self.spent || !self.forced.is_empty() {
+            return None;
+        }
+        let left = self.left.as_mut()?;
+        *left = left.saturating_sub(1);
+        if *left == 0 && self.inside {
+            self.spent = true;
+            return Some(&self.spec.force_close);
+        }
+        None
+    }
+
+    /// Queues the tokens of the text [`Self::observe`] asked for.
+    pub fn force(&mut self, tokens: Vec<u32>) {
+        self.forced.extend(tokens);
     }
 }
 
@@ -242,6 +376,50 @@ mod tests {
             split_reasoning(ReasoningFormat::Think, "a < b <thin"),
             (String::new(), "a < b <thin".into())
         );
+    }
+
+    fn spec(budget: Option<usize>) -> ReasoningSpec {
+        ReasoningFormat::Think.spec(budget).expect("think spec")
+    }
+
+    #[test]
+    fn a_prompt_that_opens_the_reasoning_is_seen_as_inside_it() {
+        let t = ThinkingTracker::new(&spec(None), "<|Assistant|><think>\n").unwrap();
+        assert_eq!(t.prompt_opened(), Some("<think>"));
+        let closed = ThinkingTracker::new(&spec(None), "<think>\n\n</think>\n\n").unwrap();
+        assert_eq!(closed.prompt_opened(), None);
+        let plain = ThinkingTracker::new(&spec(None), "<|im_start|>assistant\n").unwrap();
+        assert_eq!(plain.prompt_opened(), None);
+        assert!(ThinkingTracker::new(&ReasoningSpec::default(), "<think>").is_none());
+    }
+
+    #[test]
+    fn the_budget_counts_reasoning_tokens_only_and_closes_once() {
+        let mut t = ThinkingTracker::new(&spec(Some(3)), "assistant\n").unwrap();
+        // Content before any reasoning does not count.
+        assert_eq!(t.observe("Hi "), None);
+        assert_eq!(t.observe("<th"), None);
+        assert_eq!(t.observe("ink>"), None); // the opening token itself counts as the first
+        assert_eq!(t.observe(" a"), None);
+        assert_eq!(t.observe(" b"), Some("\n</think>\n\n"));
+        t.force(vec![7, 8]);
+        assert_eq!(t.next_forced(), Some(7));
+        // Forced tokens are observed like any other and close the reasoning.
+        assert_eq!(t.observe("\n</think>"), None);
+        assert_eq!(t.next_forced(), Some(8));
+        assert_eq!(t.observe("\n\n"), None);
+        assert_eq!(t.next_forced(), None);
+        assert_eq!(t.observe(" answer"), None);
+    }
+
+    #[test]
+    fn reasoning_that_closes_within_the_budget_is_left_alone() {
+        let mut t = ThinkingTracker::new(&spec(Some(4)), "<think>\n").unwrap();
+        assert_eq!(t.observe("x"), None);
+        assert_eq!(t.observe("</think>"), None);
+        for _ in 0..10 {
+            assert_eq!(t.observe(" y"), None);
+        }
     }
 
     #[test]

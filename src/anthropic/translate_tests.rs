@@ -19,6 +19,7 @@ fn chat_of(t: &Translated) -> (&[ChatMessage], &[Value]) {
             messages,
             tools,
             add_generation_prompt,
+            ..
         } => {
             assert!(add_generation_prompt);
             (messages, tools)

@@ -82,6 +82,7 @@ fn chat(text: &str) -> Prompt {
         }],
         tools: Vec::new(),
         add_generation_prompt: true,
+        template_kwargs: Default::default(),
     }
 }
 
@@ -106,6 +107,7 @@ fn run_with(
             stop: Vec::new(),
             logprobs: None,
             constraint,
+            reasoning: None,
         },
     )?;
     let mut ttft = None;

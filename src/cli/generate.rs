@@ -67,6 +67,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
             messages,
             tools: Vec::new(),
             add_generation_prompt: true,
+            template_kwargs: Default::default(),
         }
     };
     let request = GenerateRequest {
@@ -76,6 +77,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         stop: args.stop.clone(),
         logprobs: None,
         constraint: None,
+        reasoning: None,
     };
     let _ = mlx_rs::memory::reset_peak_memory();
     let start = Instant::now();

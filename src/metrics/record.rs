@@ -152,6 +152,7 @@ mod tests {
             stop: Vec::new(),
             logprobs: None,
             constraint: None,
+            reasoning: None,
         }
     }
 

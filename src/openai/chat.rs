@@ -97,6 +97,9 @@ pub struct ChatCompletionRequest {
     /// vLLM's extension: one of `json`, `regex`, `choice`, `grammar` (Lark), `json_object`.
     #[serde(default)]
     pub structured_outputs: Option<Value>,
+    /// vLLM's extension: extra chat-template variables (`{"enable_thinking": false}` for Qwen3).
+    #[serde(default)]
+    pub chat_template_kwargs: Option<Value>,
 }
 
 /// One message of the request.
@@ -330,6 +333,7 @@ impl ChatCompletionRequest {
                 messages,
                 tools,
                 add_generation_prompt: true,
+                template_kwargs: template_kwargs(self.chat_template_kwargs.as_ref())?,
             },
             sampling,
             max_tokens,
@@ -339,6 +343,7 @@ impl ChatCompletionRequest {
                 self.response_format.as_ref(),
                 self.structured_outputs.as_ref(),
             )?,
+            reasoning: None,
         })
     }
 }
@@ -514,6 +519,20 @@ pub struct ChunkChoice {
 
 /// A streamed chunk.
 pub type ChatCompletionChunk = Envelope<ChunkChoice>;
+
+/// `chat_template_kwargs`: an object (or null) of extra template variables.
+pub(crate) fn template_kwargs(
+    v: Option<&Value>,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    match v {
+        None | Some(Value::Null) => Ok(Default::default()),
+        Some(Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(ApiError::invalid(
+            "chat_template_kwargs",
+            "chat_template_kwargs must be an object of template variables",
+        )),
+    }
+}
 
 #[cfg(test)]
 mod tests {

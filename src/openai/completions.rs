@@ -243,6 +243,7 @@ impl CompletionRequest {
                 stop: stop.clone(),
                 logprobs,
                 constraint: constraint.clone(),
+                reasoning: None,
             })
             .collect())
     }

@@ -228,6 +228,7 @@ mod tests {
             stop: Vec::new(),
             logprobs: None,
             constraint: None,
+            reasoning: None,
         }
     }
 

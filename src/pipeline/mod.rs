@@ -142,6 +142,10 @@ pub async fn start_on(
     }
     let parser = tool_prep::prepare(state, lease.handle(), &mut request, &ctx.tools).await;
     let reasoning = tool_prep::reasoning_splitter(state, lease.handle(), &request).await;
+    // The engine learns the model's markers (a prompt may open the reasoning; a budget closes
+    // it); without a splitter there is no reasoning to bound.
+    let budget = request.reasoning.as_ref().and_then(|r| r.budget);
+    request.reasoning = reasoning.as_ref().and_then(|s| s.format().spec(budget));
     let resolution = cache::resolve(state, &entry.id, &request, &ctx.cache).await;
     let raw_logprobs = request.logprobs.map(|_| Vec::new());
     let kept = state.settings.logging.log_prompts.then(|| request.clone());

@@ -123,6 +123,19 @@ pub enum OutputItem {
         /// One `output_text` part.
         content: Vec<OutputContent>,
     },
+    /// The model's reasoning, kept apart from the answer (one `reasoning_text` part; no
+    /// summary is written and nothing is encrypted).
+    Reasoning {
+        /// `rs_…`.
+        id: String,
+        /// Always empty.
+        summary: Vec<Value>,
+        /// One `reasoning_text` part.
+        content: Vec<OutputContent>,
+        /// `in_progress`, `completed` or `incomplete`.
+        #[serde(deserialize_with = "fixed")]
+        status: Fixed,
+    },
     /// A call of one of the request's functions.
     FunctionCall {
         /// `fc_…`.
@@ -143,7 +156,9 @@ impl OutputItem {
     /// The item's id.
     pub fn id(&self) -> &str {
         match self {
-            Self::Message { id, .. } | Self::FunctionCall { id, .. } => id,
+            Self::Message { id, .. }
+            | Self::Reasoning { id, .. }
+            | Self::FunctionCall { id, .. } => id,
         }
     }
 }
@@ -161,6 +176,11 @@ pub enum OutputContent {
         /// Always empty (logprobs are not offered on this API yet).
         logprobs: Vec<Value>,
     },
+    /// Reasoning text (of a `reasoning` item).
+    ReasoningText {
+        /// The text.
+        text: String,
+    },
 }
 
 impl OutputContent {
@@ -170,6 +190,13 @@ impl OutputContent {
             text: text.into(),
             annotations: Vec::new(),
             logprobs: Vec::new(),
+        }
+    }
+
+    /// The part's text, whichever kind it is.
+    pub fn text_of(&self) -> &str {
+        match self {
+            Self::OutputText { text, .. } | Self::ReasoningText { text } => text,
         }
     }
 }
@@ -199,7 +226,7 @@ pub struct InputTokensDetails {
 /// `usage.output_tokens_details`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct OutputTokensDetails {
-    /// Always 0: no reasoning model is served.
+    /// Always 0: reasoning tokens are counted in `output_tokens`, not apart.
     pub reasoning_tokens: usize,
 }
 
@@ -283,6 +310,30 @@ pub enum StreamEvent {
         /// Always empty.
         logprobs: Vec<Value>,
     },
+    /// Reasoning text to append.
+    #[serde(rename = "response.reasoning_text.delta")]
+    ReasoningTextDelta {
+        /// The reasoning item.
+        item_id: String,
+        /// Its position in `output`.
+        output_index: usize,
+        /// The part's position.
+        content_index: usize,
+        /// The new text.
+        delta: String,
+    },
+    /// The reasoning part's whole text.
+    #[serde(rename = "response.reasoning_text.done")]
+    ReasoningTextDone {
+        /// The reasoning item.
+        item_id: String,
+        /// Its position in `output`.
+        output_index: usize,
+        /// The part's position.
+        content_index: usize,
+        /// The whole text.
+        text: String,
+    },
     /// The part is complete.
     #[serde(rename = "response.content_part.done")]
     ContentPartDone {
@@ -365,6 +416,8 @@ impl StreamEvent {
             Self::ContentPartAdded { .. } => "response.content_part.added",
             Self::OutputTextDelta { .. } => "response.output_text.delta",
             Self::OutputTextDone { .. } => "response.output_text.done",
+            Self::ReasoningTextDelta { .. } => "response.reasoning_text.delta",
+            Self::ReasoningTextDone { .. } => "response.reasoning_text.done",
             Self::ContentPartDone { .. } => "response.content_part.done",
             Self::FunctionCallArgumentsDelta { .. } => "response.function_call_arguments.delta",
             Self::FunctionCallArgumentsDone { .. } => "response.function_call_arguments.done",

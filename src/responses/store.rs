@@ -186,24 +186,23 @@ impl ResponseStore {
 pub fn output_turns(output: &[OutputItem]) -> Vec<Turn> {
     output
         .iter()
-        .map(|item| match item {
-            OutputItem::Message { content, .. } => Turn::Message {
+        .filter_map(|item| match item {
+            OutputItem::Message { content, .. } => Some(Turn::Message {
                 role: "assistant".into(),
-                text: content
-                    .iter()
-                    .map(|OutputContent::OutputText { text, .. }| text.as_str())
-                    .collect(),
-            },
+                text: content.iter().map(OutputContent::text_of).collect(),
+            }),
+            // Earlier turns' thinking is not part of the conversation the template renders.
+            OutputItem::Reasoning { .. } => None,
             OutputItem::FunctionCall {
                 call_id,
                 name,
                 arguments,
                 ..
-            } => Turn::Call {
+            } => Some(Turn::Call {
                 call_id: call_id.clone(),
                 name: name.clone(),
                 arguments: arguments.clone(),
-            },
+            }),
         })
         .collect()
 }

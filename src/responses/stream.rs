@@ -24,6 +24,7 @@ use crate::pipeline::stream::{ChunkRenderer, Ending};
 enum Open {
     Nothing,
     Text(usize),
+    Reasoning(usize),
     Call(usize),
 }
 
@@ -91,7 +92,7 @@ impl ResponseStream {
         }
         let index = match self.open {
             Open::Text(index) => index,
-            Open::Nothing | Open::Call(_) => {
+            Open::Nothing | Open::Reasoning(_) | Open::Call(_) => {
                 self.pending_ws.push_str(text);
                 if self.pending_ws.trim().is_empty() {
                     return out;
@@ -105,6 +106,74 @@ impl ResponseStream {
         };
         self.text_delta(index, text.to_owned(), &mut out);
         out
+    }
+
+    /// Reasoning text: a `reasoning` item ahead of the answer (a new one after other output).
+    pub fn reasoning(&mut self, text: &str) -> Vec<Frame> {
+        let mut out = Vec::new();
+        if self.done || text.is_empty() {
+            return out;
+        }
+        let index = match self.open {
+            Open::Reasoning(index) => index,
+            Open::Nothing | Open::Text(_) | Open::Call(_) => {
+                self.close(FinishReason::Stop, &mut out);
+                self.open_reasoning(&mut out)
+            }
+        };
+        let OutputItem::Reasoning { id, content, .. } = &mut self.response.output[index] else {
+            return out;
+        };
+        let item_id = id.clone();
+        if let Some(OutputContent::ReasoningText { text: t }) = content.first_mut() {
+            t.push_str(text);
+        }
+        self.frame(
+            StreamEvent::ReasoningTextDelta {
+                item_id,
+                output_index: index,
+                content_index: 0,
+                delta: text.to_owned(),
+            },
+            &mut out,
+        );
+        out
+    }
+
+    fn open_reasoning(&mut self, out: &mut Vec<Frame>) -> usize {
+        let index = self.response.output.len();
+        let item_id = new_id("rs");
+        let item = OutputItem::Reasoning {
+            id: item_id.clone(),
+            summary: Vec::new(),
+            content: Vec::new(),
+            status: "in_progress",
+        };
+        self.response.output.push(item.clone());
+        self.frame(
+            StreamEvent::OutputItemAdded {
+                output_index: index,
+                item,
+            },
+            out,
+        );
+        let part = OutputContent::ReasoningText {
+            text: String::new(),
+        };
+        if let OutputItem::Reasoning { content, .. } = &mut self.response.output[index] {
+            content.push(part.clone());
+        }
+        self.frame(
+            StreamEvent::ContentPartAdded {
+                item_id,
+                output_index: index,
+                content_index: 0,
+                part,
+            },
+            out,
+        );
+        self.open = Open::Reasoning(index);
+        index
     }
 
     fn open_message(&mut self, out: &mut Vec<Frame>) -> usize {
@@ -233,7 +302,7 @@ impl ResponseStream {
         };
         let index = match std::mem::replace(&mut self.open, Open::Nothing) {
             Open::Nothing => return,
-            Open::Text(index) | Open::Call(index) => index,
+            Open::Text(index) | Open::Reasoning(index) | Open::Call(index) => index,
         };
         match &mut self.response.output[index] {
             OutputItem::Message {
@@ -248,8 +317,7 @@ impl ResponseStream {
                     .first()
                     .cloned()
                     .unwrap_or_else(|| OutputContent::text(""));
-                let OutputContent::OutputText { text, .. } = &part;
-                let text = text.clone();
+                let text = part.text_of().to_owned();
                 self.frame(
                     StreamEvent::OutputTextDone {
                         item_id: item_id.clone(),
@@ -257,6 +325,39 @@ impl ResponseStream {
                         content_index: 0,
                         text,
                         logprobs: Vec::new(),
+                    },
+                    out,
+                );
+                self.frame(
+                    StreamEvent::ContentPartDone {
+                        item_id,
+                        output_index: index,
+                        content_index: 0,
+                        part,
+                    },
+                    out,
+                );
+            }
+            OutputItem::Reasoning {
+                id,
+                status: s,
+                content,
+                ..
+            } => {
+                *s = status;
+                let item_id = id.clone();
+                let part = content
+                    .first()
+                    .cloned()
+                    .unwrap_or(OutputContent::ReasoningText {
+                        text: String::new(),
+                    });
+                self.frame(
+                    StreamEvent::ReasoningTextDone {
+                        item_id: item_id.clone(),
+                        output_index: index,
+                        content_index: 0,
+                        text: part.text_of().to_owned(),
                     },
                     out,
                 );
@@ -375,6 +476,10 @@ impl ChunkRenderer for ResponsesRenderer {
 
     fn text(&mut self, _index: usize, text: &str, _logprobs: &[TokenLogprob]) -> Vec<Bytes> {
         frames(self.stream.text(text))
+    }
+
+    fn reasoning(&mut self, _index: usize, text: &str) -> Vec<Bytes> {
+        frames(self.stream.reasoning(text))
     }
 
     fn tool_call(

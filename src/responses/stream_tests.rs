@@ -14,6 +14,7 @@ fn machine() -> ResponseStream {
         stop: Vec::new(),
         logprobs: None,
         constraint: None,
+        reasoning: None,
     };
     ResponseStream::new(base_response(&req, &engine))
 }
@@ -28,6 +29,7 @@ fn usage() -> Usage {
 
 enum In<'a> {
     Text(&'a str),
+    Reasoning(&'a str),
     Call(usize, Option<&'a str>, Option<&'a str>, &'a str),
 }
 
@@ -37,6 +39,7 @@ fn run(inputs: &[In<'_>], reason: FinishReason) -> (Vec<Value>, ResponseObject) 
     for i in inputs {
         frames.extend(match i {
             In::Text(t) => m.text(t),
+            In::Reasoning(t) => m.reasoning(t),
             In::Call(c, id, name, args) => m.call(*c, *id, *name, args),
         });
     }
@@ -262,4 +265,51 @@ fn frames_name_their_event_on_the_event_line() {
     );
     assert!(text.ends_with("\n\n"));
     assert!(text.contains("\"sequence_number\":0"));
+}
+
+#[test]
+fn reasoning_is_an_item_of_its_own_ahead_of_the_answer() {
+    let (events, done) = run(
+        &[
+            In::Reasoning("Two plus "),
+            In::Reasoning("two."),
+            In::Text("\n"),
+            In::Text("4"),
+        ],
+        FinishReason::Stop,
+    );
+    assert_eq!(
+        types(&events),
+        [
+            "response.created",
+            "response.in_progress",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.delta",
+            "response.reasoning_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.output_item.added",
+            "response.content_part.added",
+            "response.output_text.delta",
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
+            "response.completed",
+        ]
+    );
+    let out = serde_json::to_value(&done.output).expect("serializes");
+    assert_eq!(out[0]["type"], "reasoning");
+    assert_eq!(
+        out[0]["content"],
+        json!([{"type": "reasoning_text", "text": "Two plus two."}])
+    );
+    assert_eq!(out[0]["status"], "completed");
+    assert_eq!(out[1]["type"], "message");
+    assert_eq!(out[1]["content"][0]["text"], "\n4");
+    // Sequence numbers stay consecutive through both items.
+    for (i, e) in events.iter().enumerate() {
+        assert_eq!(e["sequence_number"], i, "{e}");
+    }
 }

@@ -207,6 +207,7 @@ pub async fn count_tokens(
         stop: Vec::new(),
         logprobs: None,
         constraint: None,
+        reasoning: None,
     };
     let options = tool_options(&mode, parallel);
     let _ = tool_prep::prepare(&state, lease.handle(), &mut request, &options).await;
@@ -282,6 +283,7 @@ mod tests {
             messages,
             tools: vec![json!({"type": "function", "function": {"name": "f"}})],
             add_generation_prompt: true,
+            template_kwargs: Default::default(),
         }
     }
 

@@ -128,8 +128,10 @@ async fn drain(
     machine.begin();
     while let Some(ev) = source.next().await {
         match ev {
-            // Reasoning has no output item here yet; it is never answer text (README).
-            Event::Started { .. } | Event::Reasoning { .. } => {}
+            Event::Started { .. } => {}
+            Event::Reasoning { text } => {
+                machine.reasoning(&text);
+            }
             Event::Text { text, .. } => {
                 machine.text(&text);
             }

@@ -28,12 +28,14 @@ fn request(text: &str) -> GenerateRequest {
             }],
             tools: weather(),
             add_generation_prompt: true,
+            template_kwargs: Default::default(),
         },
         sampling: SamplingParams::default(),
         max_tokens: None,
         stop: Vec::new(),
         logprobs: None,
         constraint: None,
+        reasoning: None,
     }
 }
 

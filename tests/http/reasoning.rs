@@ -145,3 +145,97 @@ async fn reasoning_parser_none_leaves_the_text_alone() {
         .get("reasoning_content")
         .is_none());
 }
+
+#[actix_rt::test]
+async fn thinking_and_template_kwargs_are_checked_and_a_budgeted_request_is_answered() {
+    let t = scripted(&[PLAIN]).await;
+    let messages = |thinking: Value| {
+        json!({"model": MODEL, "max_tokens": 50, "thinking": thinking,
+            "messages": [{"role": "user", "content": "2+2?"}]})
+    };
+    for (bad, field) in [
+        (json!({"type": "sometimes"}), "thinking.type"),
+        (
+            json!({"type": "enabled", "budget_tokens": "many"}),
+            "thinking.budget_tokens",
+        ),
+        (
+            json!({"type": "enabled", "budget_tokens": 0}),
+            "thinking.budget_tokens",
+        ),
+    ] {
+        let (status, body) = t.post_json("/v1/messages", messages(bad)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["type"], "error", "{body}");
+        let msg = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains(field), "{body}");
+    }
+    let (status, body) = t
+        .post_json(
+            "/v1/chat/completions",
+            chat_with("2+2?", json!({"chat_template_kwargs": "x"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "chat_template_kwargs", "{body}");
+
+    let (status, whole) = t
+        .post_json(
+            "/v1/messages",
+            messages(json!({"type": "enabled", "budget_tokens": 1024})),
+        )
+        .await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["content"][0]["thinking"], "Short thought.", "{whole}");
+}
+
+#[actix_rt::test]
+async fn responses_reasoning_is_a_reasoning_item_streamed_with_reasoning_text_deltas() {
+    let t = scripted(&[PLAIN, PLAIN]).await;
+    let body = |stream: bool| json!({"model": MODEL, "input": "2+2?", "stream": stream});
+    let (status, whole) = t.post_json("/v1/responses", body(false)).await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole["output"][0]["type"], "reasoning", "{whole}");
+    assert_eq!(
+        whole["output"][0]["content"],
+        json!([{"type": "reasoning_text", "text": "Short thought."}])
+    );
+    assert_eq!(whole["output"][1]["type"], "message", "{whole}");
+    assert_eq!(whole["output"][1]["content"][0]["text"], "The answer is 4.");
+
+    let evs = sse_data_events(&t, "/v1/responses", body(true)).await;
+    let reasoning: String = evs
+        .iter()
+        .filter(|e| e["type"] == "response.reasoning_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    let text: String = evs
+        .iter()
+        .filter(|e| e["type"] == "response.output_text.delta")
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(
+        (reasoning.as_str(), text.as_str()),
+        ("Short thought.", "The answer is 4.")
+    );
+    let done = evs
+        .iter()
+        .find(|e| e["type"] == "response.completed")
+        .expect("completed");
+    // The streamed response ends with the same output as the JSON one (ids aside).
+    let without_ids = |v: &Value| -> Vec<Value> {
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|i| {
+                let mut i = i.clone();
+                i["id"] = Value::Null;
+                i
+            })
+            .collect()
+    };
+    assert_eq!(
+        without_ids(&done["response"]["output"]),
+        without_ids(&whole["output"])
+    );
+}

@@ -205,12 +205,14 @@ mod tests {
                 ],
                 tools,
                 add_generation_prompt: true,
+                template_kwargs: Default::default(),
             },
             sampling: SamplingParams::default(),
             max_tokens: Some(64),
             stop: vec![],
             logprobs: None,
             constraint: None,
+            reasoning: None,
         }
     }
 

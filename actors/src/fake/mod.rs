@@ -114,6 +114,7 @@ impl FakeEngine {
                 messages,
                 tools,
                 add_generation_prompt,
+                ..
             } => {
                 let mut out = String::new();
                 if !tools.is_empty() {

@@ -12,6 +12,7 @@ fn request(text: &str, max_tokens: Option<usize>, stop: &[&str]) -> GenerateRequ
         stop: stop.iter().map(|s| s.to_string()).collect(),
         logprobs: None,
         constraint: None,
+        reasoning: None,
     }
 }
 
@@ -144,6 +145,7 @@ fn chat_prompt_echoes_last_message_and_counts_rendered_words() {
         }],
         tools: vec![],
         add_generation_prompt: true,
+        template_kwargs: Default::default(),
     };
     assert_eq!(e.count_prompt_tokens(&prompt).unwrap(), 4);
     let mut req = request("", None, &[]);

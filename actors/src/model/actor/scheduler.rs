@@ -230,6 +230,7 @@ mod tests {
             stop: vec![],
             logprobs: None,
             constraint: None,
+            reasoning: None,
         }
     }
 

@@ -214,6 +214,7 @@ async fn reply(lease: &Lease, text: &str) -> String {
         stop: vec![],
         logprobs: None,
         constraint: None,
+        reasoning: None,
     };
     let mut g = lease.handle().submit(request).expect("queued");
     let mut out = String::new();

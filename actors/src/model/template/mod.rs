@@ -125,15 +125,34 @@ impl ChatTemplate {
         tools: &[serde_json::Value],
         add_generation_prompt: bool,
     ) -> Result<String, TemplateError> {
+        self.render_with(
+            messages,
+            tools,
+            add_generation_prompt,
+            &serde_json::Map::new(),
+        )
+    }
+
+    /// [`Self::render`] with extra template variables (`chat_template_kwargs`).
+    pub fn render_with(
+        &self,
+        messages: &[ChatMessage],
+        tools: &[serde_json::Value],
+        add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, TemplateError> {
+        let rendered = |messages: &[ChatMessage]| {
+            self.render_as_is(messages, tools, add_generation_prompt, kwargs)
+        };
         let later_system: Vec<&ChatMessage> = messages
             .iter()
             .skip(1)
             .filter(|m| m.role == "system")
             .collect();
         if later_system.is_empty() {
-            return self.render_as_is(messages, tools, add_generation_prompt);
+            return rendered(messages);
         }
-        match self.render_as_is(messages, tools, add_generation_prompt) {
+        match rendered(messages) {
             Ok(text)
                 if later_system
                     .iter()
@@ -143,8 +162,7 @@ impl ChatTemplate {
             }
             in_place => {
                 let merged = merge_system_turns(messages);
-                self.render_as_is(&merged, tools, add_generation_prompt)
-                    .or_else(|e| in_place.map_err(|_| e))
+                rendered(&merged).or_else(|e| in_place.map_err(|_| e))
             }
         }
     }
@@ -154,6 +172,7 @@ impl ChatTemplate {
         messages: &[ChatMessage],
         tools: &[serde_json::Value],
         add_generation_prompt: bool,
+        kwargs: &serde_json::Map<String, serde_json::Value>,
     ) -> Result<String, TemplateError> {
         let messages: Vec<serde_json::Value> = messages.iter().map(message_value).collect();
         let tools = if tools.is_empty() {
@@ -161,13 +180,20 @@ impl ChatTemplate {
         } else {
             Value::from_serialize(tools)
         };
-        let ctx = minijinja::context! {
-            messages => Value::from_serialize(&messages),
-            tools => tools,
-            add_generation_prompt => add_generation_prompt,
-            bos_token => self.bos,
-            eos_token => self.eos,
-        };
+        // The request's own variables first, so that they cannot replace these.
+        let mut ctx: std::collections::BTreeMap<String, Value> = kwargs
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::from_serialize(v)))
+            .collect();
+        ctx.insert("messages".into(), Value::from_serialize(&messages));
+        ctx.insert("tools".into(), tools);
+        ctx.insert(
+            "add_generation_prompt".into(),
+            Value::from(add_generation_prompt),
+        );
+        ctx.insert("bos_token".into(), Value::from(self.bos.clone()));
+        ctx.insert("eos_token".into(), Value::from(self.eos.clone()));
+        let ctx = Value::from_serialize(&ctx);
         let template = self
             .env
             .get_template(TEMPLATE_NAME)

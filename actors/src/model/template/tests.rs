@@ -262,3 +262,26 @@ fn later_system_turn_is_merged_when_the_template_refuses_or_drops_it() {
         .unwrap();
     assert_eq!(out, "[system]env[user]q");
 }
+
+#[test]
+fn template_kwargs_reach_the_template_but_never_replace_its_own_variables() {
+    // Qwen3's switch, as its template reads it.
+    let src = "{% for m in messages %}{{ m.content }}{% endfor %}\
+               {% if add_generation_prompt %}<|assistant|>\
+               {% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}\
+               {% endif %}";
+    let t = ChatTemplate::new(src, None, None).unwrap();
+    let msgs = [user("hi")];
+    let plain = t.render(&msgs, &[], true).unwrap();
+    assert_eq!(plain, "hi<|assistant|>");
+    let mut kwargs = serde_json::Map::new();
+    kwargs.insert("enable_thinking".into(), serde_json::json!(false));
+    // A request cannot swap the conversation or the generation prompt.
+    kwargs.insert(
+        "messages".into(),
+        serde_json::json!([{"content": "injected"}]),
+    );
+    kwargs.insert("add_generation_prompt".into(), serde_json::json!(false));
+    let off = t.render_with(&msgs, &[], true, &kwargs).unwrap();
+    assert_eq!(off, "hi<|assistant|><think>\n\n</think>\n\n");
+}

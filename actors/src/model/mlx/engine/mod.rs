@@ -32,6 +32,7 @@ use crate::model::sampling::Sampler;
 use crate::model::stops::StopMatcher;
 use crate::model::template::ChatTemplate;
 use crate::model::tokenizer::TokenizerBundle;
+use crate::reasoning::ThinkingTracker;
 
 /// How to load and run a model.
 #[derive(Debug, Clone)]
@@ -74,6 +75,8 @@ struct Running {
     cancelled: bool,
     /// Admitted by preempting another sequence (runs before paused ones).
     preempting: bool,
+    /// Where the reasoning stands and what is left of its budget, when the server separates it.
+    thinking: Option<ThinkingTracker>,
 }
 
 pub struct MlxEngine {
@@ -239,12 +242,13 @@ impl MlxEngine {
                 messages,
                 tools,
                 add_generation_prompt,
+                template_kwargs,
             } => {
                 let template = match (&self.tool_template, tools.is_empty()) {
                     (Some(t), false) => t,
                     _ => &self.template,
                 };
-                template.render(messages, tools, *add_generation_prompt)
+                template.render_with(messages, tools, *add_generation_prompt, template_kwargs)
             }
             .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}"))),
         }
@@ -312,6 +316,22 @@ impl MlxEngine {
                     })?)
                 }
             };
+        let thinking = match &request.reasoning {
+            Some(spec) => {
+                let text = self.render(&request.prompt)?;
+                let mut tail_at = text.len().saturating_sub(256);
+                while !text.is_char_boundary(tail_at) {
+                    tail_at -= 1;
+                }
+                let mut spec = spec.clone();
+                if guide.is_some() {
+                    // Forced closing tokens could break the grammar: no budget under a constraint.
+                    spec.budget = None;
+                }
+                ThinkingTracker::new(&spec, &text[tail_at..])
+            }
+            None => None,
+        };
         let mut sampler = Sampler::new(&request.sampling);
         sampler.add_prompt(&prompt);
         Ok(Running {
@@ -332,6 +352,7 @@ impl MlxEngine {
             first_token_at: None,
             cancelled: false,
             preempting: false,
+            thinking,
         })
     }
 }

@@ -62,10 +62,19 @@ impl MlxEngine {
         // Sharing is free (MLX arrays are immutable; decoding writes the slot buffers), and the
         // entry left at the end supersedes this one.
         self.prefix.insert(seq.prompt.clone(), seq.cache.clone());
-        let events = vec![SeqEvent::Started {
+        let mut events = vec![SeqEvent::Started {
             prompt_tokens: seq.prompt.len(),
             cached_tokens: seq.cached_tokens,
         }];
+        // The prompt opened the reasoning: the reply starts inside it, and the client's
+        // splitter must be told so, as if the model had written the marker.
+        if let Some(open) = seq.thinking.as_ref().and_then(|t| t.prompt_opened()) {
+            events.push(SeqEvent::Text {
+                text: open.to_owned(),
+                tokens: 0,
+                logprobs: Vec::new(),
+            });
+        }
         self.emit(seq, logits.as_slice::<f32>().to_vec(), events)
     }
 
@@ -127,10 +136,16 @@ impl MlxEngine {
         mut events: Vec<SeqEvent>,
     ) -> Result<Vec<SeqEvent>, EngineError> {
         let lp = seq.logprobs.map(|n| (n, host.clone()));
-        if let Some(guide) = seq.guide.as_mut() {
-            guide.mask(&mut host).map_err(constraint_failed)?;
-        }
-        let token = seq.sampler.sample(&mut host);
+        let token = match seq.thinking.as_mut().and_then(|t| t.next_forced()) {
+            // Closing a reasoning whose budget is spent (never under a constraint).
+            Some(forced) => forced,
+            None => {
+                if let Some(guide) = seq.guide.as_mut() {
+                    guide.mask(&mut host).map_err(constraint_failed)?;
+                }
+                seq.sampler.sample(&mut host)
+            }
+        };
         if seq.first_token_at.is_none() {
             seq.first_token_at = Some(Instant::now());
         }
@@ -144,6 +159,12 @@ impl MlxEngine {
         seq.output.push(token);
         let logprob = lp.map(|(n, raw)| self.token_logprob(&raw, token, n));
         let piece = seq.detok.push(token).map_err(internal)?.unwrap_or_default();
+        if let Some(t) = seq.thinking.as_mut() {
+            if let Some(close) = t.observe(&piece).map(str::to_owned) {
+                let ids = self.tokenizer.encode(&close, false).map_err(internal)?;
+                t.force(ids);
+            }
+        }
         let outcome = seq.stops.push(&piece);
         if !outcome.text.is_empty() || logprob.is_some() {
             events.push(SeqEvent::Text {
