@@ -53,7 +53,8 @@ pub struct MessagesRequest {
     /// Caller metadata (`user_id`); accepted and ignored.
     #[serde(default)]
     pub metadata: Option<Value>,
-    /// Extended-thinking configuration; accepted and ignored (local models do not think on demand).
+    /// Extended thinking: `enabled`/`disabled` become the template's `enable_thinking`;
+    /// `budget_tokens` bounds the reasoning (the engine closes it).
     #[serde(default)]
     pub thinking: Option<Value>,
     /// Anthropic capacity tier; accepted and ignored.
@@ -102,7 +103,7 @@ pub struct CountTokensRequest {
     /// Tool choice; validated like in `/v1/messages`, does not change the count.
     #[serde(default)]
     pub tool_choice: Option<ToolChoice>,
-    /// Extended-thinking configuration; accepted and ignored.
+    /// Extended thinking; `enabled`/`disabled` change the prompt as in `/v1/messages`.
     #[serde(default)]
     pub thinking: Option<Value>,
 }

@@ -29,6 +29,8 @@ mod formats;
 mod grammar;
 mod json;
 mod partial;
+#[cfg(test)]
+mod public_vectors;
 mod scan;
 mod stream;
 #[cfg(test)]

@@ -24,8 +24,9 @@ enum Head {
 fn head(text: &str, pos: usize, ctx: &ScanCtx) -> Head {
     let p = pos + CALL_BEGIN.len();
     let Some(i) = text[p..].find(ARG_BEGIN) else {
-        // An id is short and has no markup; longer text is not a head.
-        let rest = &text[p..];
+        // An id is short and has no markup; longer text is not a head. Whitespace may come
+        // before it (`<|tool_call_begin|>\nfunctions.f:0`).
+        let rest = text[p..].trim_start();
         let other_marker = rest
             .find("<|")
             .is_some_and(|j| !ARG_BEGIN.starts_with(&rest[j..]));

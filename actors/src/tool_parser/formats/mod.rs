@@ -41,7 +41,8 @@ impl ScannerKind {
     /// The strings that may open a call in this format.
     pub fn triggers(self, tools: &ToolSet) -> Vec<String> {
         let fixed: &[&str] = match self {
-            Self::Hermes | Self::Qwen3Coder => &[hermes::OPEN],
+            Self::Hermes => &[hermes::OPEN],
+            Self::Qwen3Coder => &[hermes::OPEN, qwen3_coder::BARE_OPEN],
             Self::Mistral => &[mistral::OPEN],
             Self::Llama => &[llama::PYTHON_TAG, "{"],
             Self::Pythonic => &["[", pythonic::PYTHON_START],

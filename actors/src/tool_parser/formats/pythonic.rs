@@ -42,6 +42,21 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
     }
 }
 
+/// A whole Python literal (`{'k': 'v'}`, `[1, True, None]`) as minified JSON; `None` when
+/// the text is not exactly one literal.
+pub(crate) fn python_literal(text: &str) -> Option<String> {
+    let mut p = Py {
+        s: text,
+        b: text.as_bytes(),
+        pos: 0,
+    };
+    p.ws();
+    let mut out = String::new();
+    p.value(&mut out, 0).ok()?;
+    p.ws();
+    (p.pos == text.len()).then_some(out)
+}
+
 struct Py<'a> {
     s: &'a str,
     b: &'a [u8],
@@ -341,6 +356,16 @@ mod tests {
             [("run_code", "{\"code\":\"print(\\\"[x]\\\")\\n# été ☀\"}")]
         );
         assert_eq!(out.content, "Voilà:");
+    }
+
+    #[test]
+    fn python_literals_become_json() {
+        assert_eq!(
+            super::python_literal(" {'key': 'value', 'n': [1, True, None]} ").as_deref(),
+            Some(r#"{"key":"value","n":[1,true,null]}"#)
+        );
+        assert_eq!(super::python_literal("{'a': 1} trailing"), None);
+        assert_eq!(super::python_literal("not a literal"), None);
     }
 
     #[test]

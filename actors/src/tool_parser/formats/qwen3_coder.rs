@@ -16,9 +16,30 @@ const FUNCTION_END: &str = "</function>";
 const PARAM: &str = "<parameter=";
 const PARAM_END: &str = "</parameter>";
 
+/// Also opens a call: Qwen3-Coder sometimes leaves out the `<tool_call>` wrapper (vLLM's suite
+/// pins both a missing opening and a missing pair). Such a call must name an offered tool.
+pub(crate) const BARE_OPEN: &str = FUNCTION;
+
 pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
-    let fail = Scan::Failed { skip: OPEN.len() };
-    let mut pos = skip_ws(text, OPEN.len());
+    let bare = text.starts_with(FUNCTION);
+    if bare && !bare_name_is_offered(text, ctx) {
+        return match text[FUNCTION.len()..].find('>') {
+            None if !ctx.eof => Scan::NeedMore,
+            _ => Scan::NotCall {
+                skip: FUNCTION.len(),
+            },
+        };
+    }
+    let (fail, mut pos) = if bare {
+        (
+            Scan::NotCall {
+                skip: FUNCTION.len(),
+            },
+            0,
+        )
+    } else {
+        (Scan::Failed { skip: OPEN.len() }, skip_ws(text, OPEN.len()))
+    };
     match lit(text, pos, FUNCTION) {
         Lit::Match(p) => pos = p,
         Lit::Partial => return ctx.more_or(fail),
@@ -74,6 +95,8 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
         Lit::Match(len) => len,
         Lit::Partial if ctx.eof => text.len(),
         Lit::Partial => return Scan::NeedMore,
+        // Without its opening wrapper a call may lack the closing one too.
+        Lit::No if bare => pos,
         Lit::No => return fail,
     };
     let mut arguments = String::from("{");
@@ -93,11 +116,26 @@ pub(crate) fn scan(text: &str, ctx: &ScanCtx) -> Scan {
     ctx.verdict(calls, len)
 }
 
+fn bare_name_is_offered(text: &str, ctx: &ScanCtx) -> bool {
+    let rest = &text[FUNCTION.len()..];
+    match rest.find('>') {
+        Some(gt) => {
+            let name = rest[..gt].trim();
+            !name.is_empty() && ctx.tools.contains(name)
+        }
+        None => false,
+    }
+}
+
 /// The call streamed once `<function=NAME>` names an offered tool: the JSON object built
 /// parameter by parameter. A string-typed (or untyped) value streams as it is written, minus
 /// what may still turn out to be its end (a `<` not yet known to be markup, a last newline);
 /// other values are sent whole once complete, typed as in [`scan`].
 pub(crate) fn partial(text: &str, ctx: &ScanCtx) -> Option<Partial> {
+    if text.starts_with(FUNCTION) {
+        // A call without its wrapper is sent whole, once complete.
+        return None;
+    }
     let mut pos = skip_ws(text, OPEN.len());
     pos = match lit(text, pos, FUNCTION) {
         Lit::Match(p) => p,
@@ -242,10 +280,11 @@ pub(crate) fn typed_value(raw: &str, schema_type: Option<&str>) -> String {
             _ => as_string(),
         },
         Some("null") if matches!(t, "null" | "None") => "null".into(),
-        // A model that writes a Python literal or bad JSON here gets its text kept as a string.
+        // JSON, else a Python literal (`{'key': 'value'}`: vLLM's suite pins it); bad text is
+        // kept as a string.
         Some("object") | Some("array") => match scan_value(t) {
             Prefix::Complete(n) if n == t.len() => minify(t),
-            _ => as_string(),
+            _ => super::pythonic::python_literal(t).unwrap_or_else(as_string),
         },
         _ => as_string(),
     }
@@ -297,6 +336,36 @@ mod tests {
         let out = parse_with(ToolFormat::Qwen3Coder, text);
         assert_eq!(calls(&out), [("get_weather", r#"{"days":2,"city":"Par"#)]);
         assert_eq!(out.content, "");
+    }
+
+    #[test]
+    fn qwen3_coder_call_without_its_wrapper_is_still_a_call() {
+        let body = "<function=get_weather>\n<parameter=city>\nDallas\n</parameter>\n</function>";
+        for text in [
+            body.to_string(),
+            format!("I'll check.\n\n{body}\n</tool_call>"),
+        ] {
+            let out = parse_with(ToolFormat::Qwen3Coder, &text);
+            assert_eq!(
+                calls(&out),
+                [("get_weather", r#"{"city":"Dallas"}"#)],
+                "{text:?}"
+            );
+            assert!(!out.content.contains("<function="), "{:?}", out.content);
+        }
+        // Only an offered tool: anything else stays text.
+        let other = "<function=rm_rf>\n<parameter=p>\n/\n</parameter>\n</function>";
+        assert!(calls(&parse_with(ToolFormat::Qwen3Coder, other)).is_empty());
+    }
+
+    #[test]
+    fn qwen3_coder_object_value_written_as_a_python_literal() {
+        let text = "<tool_call>\n<function=get_weather>\n<parameter=opts>\n{'unit': 'c', 'hourly': True}\n</parameter>\n</function>\n</tool_call>";
+        let out = parse_with(ToolFormat::Qwen3Coder, text);
+        assert_eq!(
+            calls(&out),
+            [("get_weather", r#"{"opts":{"unit":"c","hourly":true}}"#)]
+        );
     }
 
     #[test]
