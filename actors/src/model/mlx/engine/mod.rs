@@ -39,7 +39,9 @@ pub struct EngineOptions {
     pub source: ModelSource,
     /// Served model id.
     pub model_id: String,
-    /// `None`: float32 on CPU (fastest there), bfloat16 on a GPU.
+    /// `None` (`auto`): on CPU, a GGUF's Q4_0/Q4_1/Q5_0/Q8_0 matrices stay quantized (see
+    /// [`gguf_blocks_by_default`]) and the rest is float32; bfloat16 on a GPU. A named dtype
+    /// dequantizes everything to it.
     pub dtype: Option<String>,
     pub device: DeviceChoice,
     /// Overrides the model's own context length (capped by it).
@@ -109,6 +111,12 @@ pub struct MlxEngine {
     guides: Result<GuideFactory, String>,
 }
 
+/// Whether `dtype = "auto"` keeps GGUF blocks on CPU: yes, unless `MLX_SERVE_GGUF_BLOCKS=0`
+/// (which A/B runs against the float32 path use).
+pub fn gguf_blocks_by_default() -> bool {
+    std::env::var("MLX_SERVE_GGUF_BLOCKS").as_deref() != Ok("0")
+}
+
 fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())
 }
@@ -124,14 +132,29 @@ impl MlxEngine {
             None => Dtype::Bfloat16,
         };
         let keep_quantized = backend != "cpu";
+        let gguf_blocks = backend == "cpu" && options.dtype.is_none() && gguf_blocks_by_default();
         let LoadedModel {
             config,
             weights,
             tokenizer,
             ..
-        } = loader::load(&options.source, dtype, keep_quantized)
+        } = loader::load_with(&options.source, dtype, keep_quantized, gguf_blocks)
             .map_err(EngineError::InvalidRequest)?;
         let weight_bytes: usize = weights.values().map(|a| a.nbytes()).sum();
+        let kept = weights
+            .keys()
+            .filter(|k| k.ends_with(super::gguf_quant::TYPE_SUFFIX))
+            .count();
+        tracing::info!(
+            quantized_matrices = kept,
+            weight_bytes,
+            "weights loaded ({})",
+            if kept > 0 {
+                "GGUF blocks kept for the CPU kernels, the rest float32"
+            } else {
+                "dequantized"
+            }
+        );
         let ops = Ops::for_backend(backend == "cpu")
             .without(&std::env::var("MLX_SERVE_STOCK_OPS").unwrap_or_default())
             .map_err(EngineError::InvalidRequest)?;
