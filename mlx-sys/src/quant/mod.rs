@@ -10,13 +10,16 @@
 //! wins once each weight is reused dozens of times. Both split their work over the few-row
 //! pool's threads.
 //!
-//! Block layouts are ggml's (`ggml-common.h`): all four types have 32 elements per block and an
-//! f16 scale `d`; Q4_1 adds an f16 minimum `m`; Q5_0 keeps the fifth bits in a 32-bit word.
+//! Block layouts are ggml's (`ggml-common.h`): Q4_0, Q4_1, Q5_0 and Q8_0 have 32 elements per
+//! block and an f16 scale `d`; Q4_1 adds an f16 minimum `m`; Q5_0 keeps the fifth bits in a
+//! 32-bit word. Q4_K and Q6_K (the K-quants of `Q4_K_M` files) have 256-element super-blocks
+//! with 6- or 8-bit sub-block scales (see `kquants`).
 
 use std::cell::RefCell;
 
 use crate::fewrow::{self, pool, BLayout, Isa, Product};
 
+mod kquants;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -28,9 +31,13 @@ pub const Q4_0: u32 = 2;
 pub const Q4_1: u32 = 3;
 pub const Q5_0: u32 = 6;
 pub const Q8_0: u32 = 8;
+pub const Q4_K: u32 = 12;
+pub const Q6_K: u32 = 14;
 
-/// Elements per block of every supported type.
+/// Elements per block of the 32-element types.
 pub const BLOCK: usize = 32;
+/// Elements per super-block of the K-quants.
+pub const SUPER_BLOCK: usize = 256;
 
 /// Bytes per block of a supported ggml type, `None` for the others.
 pub fn block_bytes(ggml_type: u32) -> Option<usize> {
@@ -39,13 +46,23 @@ pub fn block_bytes(ggml_type: u32) -> Option<usize> {
         Q4_1 => Some(20),
         Q5_0 => Some(22),
         Q8_0 => Some(34),
+        Q4_K => Some(144),
+        Q6_K => Some(210),
         _ => None,
+    }
+}
+
+/// Elements per block of a supported type.
+pub fn block_elems(ggml_type: u32) -> usize {
+    match ggml_type {
+        Q4_K | Q6_K => SUPER_BLOCK,
+        _ => BLOCK,
     }
 }
 
 /// Whether a tensor of this type and row length can stay quantized.
 pub fn supported(ggml_type: u32, k: usize) -> bool {
-    block_bytes(ggml_type).is_some() && k % BLOCK == 0 && k > 0
+    block_bytes(ggml_type).is_some() && k % block_elems(ggml_type) == 0 && k > 0
 }
 
 /// IEEE half to single precision (subnormals included); once per block, so no F16C needed.
@@ -73,14 +90,19 @@ unsafe fn half_at(p: *const u8) -> f32 {
 }
 
 /// The plain reference every SIMD path is tested against, and the fallback: `blocks` blocks at
-/// `src` to `32 · blocks` floats at `dst`.
+/// `src` to `block_elems · blocks` floats at `dst`.
 ///
 /// # Safety
-/// `src` holds `blocks` whole blocks of `ggml_type` and `dst` room for `32 · blocks` floats.
+/// `src` holds `blocks` whole blocks of `ggml_type` and `dst` room for their elements.
 pub unsafe fn dequant_scalar(ggml_type: u32, src: *const u8, blocks: usize, dst: *mut f32) {
     let Some(bb) = block_bytes(ggml_type) else {
         return;
     };
+    match ggml_type {
+        Q4_K => return kquants::q4_k(src, blocks, dst),
+        Q6_K => return kquants::q6_k(src, blocks, dst),
+        _ => {}
+    }
     for b in 0..blocks {
         let s = src.add(b * bb);
         let o = std::slice::from_raw_parts_mut(dst.add(b * BLOCK), BLOCK);
@@ -126,6 +148,8 @@ pub unsafe fn dequant_scalar(ggml_type: u32, src: *const u8, blocks: usize, dst:
 #[inline]
 pub unsafe fn dequant(ggml_type: u32, src: *const u8, blocks: usize, dst: *mut f32) {
     match fewrow::isa() {
+        // The K-quants' plain loops are left to the compiler's vectorizer.
+        _ if block_elems(ggml_type) != BLOCK => dequant_scalar(ggml_type, src, blocks, dst),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => x86::dequant_avx512(ggml_type, src, blocks, dst),
         #[cfg(target_arch = "x86_64")]
@@ -186,7 +210,7 @@ pub unsafe extern "C" fn qmm_kernel(
         m,
         k,
         w,
-        row_bytes: k / BLOCK * bb,
+        row_bytes: k / block_elems(ggml_type) * bb,
         n,
         ggml_type,
         out,
@@ -231,7 +255,8 @@ fn few_rows(ops: &Operands, j0: usize, j1: usize) {
             unsafe {
                 for r in 0..nb {
                     let src = ops.w.add((j + r) * ops.row_bytes);
-                    dequant(ops.ggml_type, src, k / BLOCK, s.as_mut_ptr().add(r * k));
+                    let blocks = k / block_elems(ops.ggml_type);
+                    dequant(ops.ggml_type, src, blocks, s.as_mut_ptr().add(r * k));
                 }
                 let p = Product {
                     m: ops.m,
@@ -299,7 +324,8 @@ fn many_rows(ops: &Operands) {
                 // each thread writes its own rows.
                 unsafe {
                     let src = ops.w.add((j0 + r) * ops.row_bytes);
-                    dequant(ops.ggml_type, src, k / BLOCK, dst.0.add(r * k));
+                    let blocks = k / block_elems(ops.ggml_type);
+                    dequant(ops.ggml_type, src, blocks, dst.0.add(r * k));
                 }
             }
         });
@@ -368,9 +394,10 @@ pub unsafe extern "C" fn dequant_kernel(
     let Some(bb) = block_bytes(ggml_type) else {
         return;
     };
-    let row_bytes = k / BLOCK * bb;
+    let blocks = k / block_elems(ggml_type);
+    let row_bytes = blocks * bb;
     for r in 0..rows {
-        dequant(ggml_type, w.add(r * row_bytes), k / BLOCK, out.add(r * k));
+        dequant(ggml_type, w.add(r * row_bytes), blocks, out.add(r * k));
     }
 }
 

@@ -42,16 +42,17 @@ fn random_blocks(ggml_type: u32, blocks: usize, rng: &mut Rng) -> Vec<u8> {
             *b = rng.next() as u8;
         }
         let d = f32_to_f16(0.002 + 0.02 * (rng.unit() + 0.5)).to_le_bytes();
-        block[..2].copy_from_slice(&d);
-        if ggml_type == Q4_1 {
-            let m = f32_to_f16(0.2 * rng.unit()).to_le_bytes();
+        let at = if ggml_type == Q6_K { 208 } else { 0 };
+        block[at..at + 2].copy_from_slice(&d);
+        if ggml_type == Q4_1 || ggml_type == Q4_K {
+            let m = f32_to_f16(0.02 * (rng.unit() + 0.5)).to_le_bytes();
             block[2..4].copy_from_slice(&m);
         }
     }
     out
 }
 
-const TYPES: [u32; 4] = [Q4_0, Q4_1, Q5_0, Q8_0];
+const TYPES: [u32; 6] = [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K];
 
 #[test]
 fn f16_conversion_matches_known_values() {
@@ -97,12 +98,13 @@ fn simd_dequantizers_match_the_reference_on_random_blocks() {
     for t in TYPES {
         let blocks = 37;
         let data = random_blocks(t, blocks, &mut rng);
-        let mut want = vec![0f32; blocks * 32];
+        let mut want = vec![0f32; blocks * block_elems(t)];
         unsafe { dequant_scalar(t, data.as_ptr(), blocks, want.as_mut_ptr()) };
         let mut paths: Vec<(&str, unsafe fn(u32, *const u8, usize, *mut f32))> =
             vec![("dispatch", dequant)];
+        // The K-quants have no hand-written path: the dispatcher takes the reference loop.
         #[cfg(target_arch = "x86_64")]
-        {
+        if block_elems(t) == BLOCK {
             if std::arch::is_x86_feature_detected!("avx512f") {
                 paths.push(("avx512", x86::dequant_avx512));
             }
@@ -111,7 +113,7 @@ fn simd_dequantizers_match_the_reference_on_random_blocks() {
             }
         }
         for (name, f) in paths {
-            let mut got = vec![f32::NAN; blocks * 32];
+            let mut got = vec![f32::NAN; blocks * block_elems(t)];
             unsafe { f(t, data.as_ptr(), blocks, got.as_mut_ptr()) };
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 // FMA versus multiply-then-add: at most one rounding apart.
@@ -127,7 +129,8 @@ fn simd_dequantizers_match_the_reference_on_random_blocks() {
 /// `x · Wᵀ` in f64 over the reference dequantization.
 fn reference_product(t: u32, x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Vec<f64> {
     let mut dense = vec![0f32; n * k];
-    unsafe { dequant_scalar(t, w.as_ptr(), n * k / 32, dense.as_mut_ptr()) };
+    let blocks = n * k / block_elems(t);
+    unsafe { dequant_scalar(t, w.as_ptr(), blocks, dense.as_mut_ptr()) };
     let mut out = vec![0f64; m * n];
     for i in 0..m {
         for j in 0..n {
@@ -154,9 +157,12 @@ fn products_match_the_reference_for_decode_few_and_many_rows() {
         (32, 96, 64),
         (33, 100, 192),
         (70, 1300, 160),
+        (1, 300, 512),
+        (5, 64, 256),
+        (40, 70, 768),
     ] {
-        for t in TYPES {
-            let w = random_blocks(t, n * k / 32, &mut rng);
+        for t in TYPES.into_iter().filter(|&t| k % block_elems(t) == 0) {
+            let w = random_blocks(t, n * k / block_elems(t), &mut rng);
             let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
             let want = reference_product(t, &x, m, k, &w, n);
             let mut got = vec![f32::NAN; m * n];
@@ -187,10 +193,11 @@ fn products_match_the_reference_for_decode_few_and_many_rows() {
 fn dequant_kernel_gives_rows_in_order() {
     let mut rng = Rng(5);
     for t in TYPES {
-        let (rows, k) = (5, 96);
-        let w = random_blocks(t, rows * k / 32, &mut rng);
+        let (rows, k) = (5, 512);
+        let blocks = rows * k / block_elems(t);
+        let w = random_blocks(t, blocks, &mut rng);
         let mut want = vec![0f32; rows * k];
-        unsafe { dequant_scalar(t, w.as_ptr(), rows * k / 32, want.as_mut_ptr()) };
+        unsafe { dequant_scalar(t, w.as_ptr(), blocks, want.as_mut_ptr()) };
         let mut got = vec![0f32; rows * k];
         unsafe { dequant_kernel(w.as_ptr(), rows as i64, k as i64, t, got.as_mut_ptr()) };
         for (g, w) in got.iter().zip(&want) {
@@ -204,9 +211,9 @@ fn dequant_kernel_gives_rows_in_order() {
 #[ignore]
 fn quant_speed() {
     let mut rng = Rng(1);
-    for t in [Q4_1, Q8_0] {
-        for &(n, k) in &[(1536usize, 576usize), (576, 1536), (49152, 576)] {
-            let w = random_blocks(t, n * k / 32, &mut rng);
+    for t in [Q4_1, Q8_0, Q5_0, Q4_K, Q6_K] {
+        for &(n, k) in &[(1536usize, 768usize), (768, 1536), (49152, 768)] {
+            let w = random_blocks(t, n * k / block_elems(t), &mut rng);
             for m in [1usize, 2, 4, 8, 16, 32, 128] {
                 let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
                 let mut out = vec![0f32; m * n];

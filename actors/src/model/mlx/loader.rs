@@ -59,7 +59,7 @@ pub fn load(source: &ModelSource, dtype: Dtype, keep_quantized: bool) -> LoadRes
 }
 
 /// [`load`], and with `gguf_blocks` a GGUF's matrices of the types the CPU kernels cover
-/// (Q4_0, Q4_1, Q5_0, Q8_0) stay in their ggml blocks (see `gguf_quant`); every other tensor is
+/// (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) stay in their ggml blocks (see `gguf_quant`); every other tensor is
 /// dequantized to `dtype` as before. For the CPU backend only: GPU backends have no kernel for
 /// ggml blocks.
 pub fn load_with(
@@ -81,6 +81,8 @@ fn kept_block_type(t: GgmlType, shape: &[usize]) -> Option<u32> {
         GgmlType::Q4_1 => 3,
         GgmlType::Q5_0 => 6,
         GgmlType::Q8_0 => 8,
+        GgmlType::Q4K => 12,
+        GgmlType::Q6K => 14,
         _ => return None,
     };
     (shape.len() == 2 && mlx_sys::quant::supported(id, shape[1])).then_some(id)
