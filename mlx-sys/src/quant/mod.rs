@@ -217,6 +217,13 @@ pub unsafe extern "C" fn qmm_kernel(
     };
     if m > fewrow::MAX_ROWS {
         many_rows(&ops);
+    } else if m == 1 && fused_decode(ggml_type) {
+        let xsum: Vec<f32> = std::slice::from_raw_parts(x, k)
+            .chunks_exact(BLOCK)
+            .map(|c| c.iter().sum())
+            .collect();
+        let xsum = &xsum;
+        split_columns(&ops, 4, &|j0, j1| one_row(&ops, xsum, j0, j1));
     } else {
         split_columns(&ops, 4, &|j0, j1| few_rows(&ops, j0, j1));
     }
@@ -238,6 +245,51 @@ fn split_columns(ops: &Operands, align: usize, part: &(dyn Fn(usize, usize) + Sy
             part(start, end);
         }
     });
+}
+
+/// Whether single-row products of this type take the fused kernel ([`one_row`]).
+fn fused_decode(ggml_type: u32) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        fewrow::isa() == Isa::Avx512
+            && block_elems(ggml_type) == BLOCK
+            && std::arch::is_x86_feature_detected!("f16c")
+            && std::env::var_os("MLX_SERVE_QUANT_UNFUSED").is_none()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ggml_type;
+        false
+    }
+}
+
+/// Columns `j0..j1` of a single-row product, four weight rows at a time (AVX-512 only).
+#[cfg(target_arch = "x86_64")]
+fn one_row(ops: &Operands, xsum: &[f32], j0: usize, j1: usize) {
+    let blocks = ops.k / BLOCK;
+    let row = |j: usize| unsafe { ops.w.add(j * ops.row_bytes) };
+    let mut j = j0;
+    // SAFETY: rows j..j + 4 (or the tail) exist, x has k floats and xsum k/32; `fused_decode`
+    // checked the CPU features.
+    unsafe {
+        while j + 4 <= j1 {
+            let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+            let d = x86::dot_rows_avx512::<4>(ops.ggml_type, rows, ops.x, xsum.as_ptr(), blocks);
+            std::ptr::copy_nonoverlapping(d.as_ptr(), ops.out.add(j), 4);
+            j += 4;
+        }
+        while j < j1 {
+            let d =
+                x86::dot_rows_avx512::<1>(ops.ggml_type, [row(j)], ops.x, xsum.as_ptr(), blocks);
+            *ops.out.add(j) = d[0];
+            j += 1;
+        }
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn one_row(_: &Operands, _: &[f32], _: usize, _: usize) {
+    unreachable!("fused_decode is false off x86")
 }
 
 /// Columns `j0..j1` of a product with at most [`fewrow::MAX_ROWS`] rows, on this thread.

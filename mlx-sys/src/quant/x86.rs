@@ -131,3 +131,69 @@ pub unsafe fn dequant_avx2(ggml_type: u32, src: *const u8, blocks: usize, dst: *
         }
     }
 }
+
+#[inline]
+#[target_feature(enable = "avx512f,f16c")]
+unsafe fn half512(p: *const u8) -> f32 {
+    let h = u16::from_le_bytes([*p, *p.add(1)]);
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h as i32)))
+}
+
+/// Dot products of one row `x` with `R` weight rows (32-element types), dequantizing each block
+/// in registers: `Σ_b d_b·(q_b·x_b) + m_b·Σx_b`, with the offset term `m_b·Σx_b` taken from the
+/// precomputed block sums `xsum` instead of per element. For decode, where nothing amortizes the
+/// dequantization, this skips the buffer that the few-row path writes and reads back.
+#[target_feature(enable = "avx512f,f16c")]
+pub unsafe fn dot_rows_avx512<const R: usize>(
+    ggml_type: u32,
+    rows: [*const u8; R],
+    x: *const f32,
+    xsum: *const f32,
+    blocks: usize,
+) -> [f32; R] {
+    let bb = block_bytes(ggml_type).unwrap_or(0);
+    let mut acc = [_mm512_setzero_ps(); R];
+    let mut offset = [0f32; R];
+    for b in 0..blocks {
+        let x0 = _mm512_loadu_ps(x.add(32 * b));
+        let x1 = _mm512_loadu_ps(x.add(32 * b + 16));
+        let sx = *xsum.add(b);
+        for r in 0..R {
+            let s = rows[r].add(b * bb);
+            let d = half512(s);
+            let (lo, hi, min) = match ggml_type {
+                Q4_0 => {
+                    let (lo, hi) = nibbles(s.add(2));
+                    (widen512(lo), widen512(hi), -8.0 * d)
+                }
+                Q4_1 => {
+                    let (lo, hi) = nibbles(s.add(4));
+                    (widen512(lo), widen512(hi), half512(s.add(2)))
+                }
+                Q5_0 => {
+                    let qh = (s.add(2) as *const u32).read_unaligned();
+                    let (lo, hi) = nibbles(s.add(6));
+                    // fifth512 already subtracts 16.
+                    (fifth512(lo, qh & 0xffff), fifth512(hi, qh >> 16), 0.0)
+                }
+                _ => {
+                    let q0 = _mm_loadu_si128(s.add(2) as *const __m128i);
+                    let q1 = _mm_loadu_si128(s.add(18) as *const __m128i);
+                    (
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q0)),
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q1)),
+                        0.0,
+                    )
+                }
+            };
+            let qx = _mm512_fmadd_ps(lo, x0, _mm512_mul_ps(hi, x1));
+            acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(d), qx, acc[r]);
+            offset[r] += min * sx;
+        }
+    }
+    let mut out = [0f32; R];
+    for r in 0..R {
+        out[r] = _mm512_reduce_add_ps(acc[r]) + offset[r];
+    }
+    out
+}
