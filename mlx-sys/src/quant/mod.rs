@@ -148,7 +148,15 @@ pub unsafe fn dequant_scalar(ggml_type: u32, src: *const u8, blocks: usize, dst:
 #[inline]
 pub unsafe fn dequant(ggml_type: u32, src: *const u8, blocks: usize, dst: *mut f32) {
     match fewrow::isa() {
-        // The K-quants' plain loops are left to the compiler's vectorizer.
+        // The K-quants' plain loops, vectorized by the compiler for the widest instructions.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if ggml_type == Q4_K => x86::q4_k_avx512(src, blocks, dst),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if ggml_type == Q6_K => kquants::wide::q6_k_avx512(src, blocks, dst),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if ggml_type == Q4_K => kquants::wide::q4_k_avx2(src, blocks, dst),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if ggml_type == Q6_K => kquants::wide::q6_k_avx2(src, blocks, dst),
         _ if block_elems(ggml_type) != BLOCK => dequant_scalar(ggml_type, src, blocks, dst),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => x86::dequant_avx512(ggml_type, src, blocks, dst),
@@ -331,10 +339,11 @@ fn few_rows(ops: &Operands, j0: usize, j1: usize) {
     });
 }
 
-/// Weight rows per dequantized tile of a many-row product: about 2 MiB of floats, so the tile
-/// stays in L2/L3 while `sgemm` packs it.
+/// Weight rows per dequantized tile of a many-row product: the whole matrix up to 64 MiB of
+/// floats. Few large `sgemm` calls: alternating our dequantizing threads with OpenBLAS's (which
+/// spin a while after each call) tile by tile made Qwen's prefill 2.7x slower on 2 busy cores.
 fn tile_rows(k: usize, n: usize) -> usize {
-    ((2 << 20) / (4 * k)).clamp(16, n.max(16)) / 16 * 16
+    ((64 << 20) / (4 * k)).clamp(16, n.max(16)) / 16 * 16
 }
 
 #[cfg(mlx_serve_openblas)]

@@ -197,3 +197,29 @@ pub unsafe fn dot_rows_avx512<const R: usize>(
     }
     out
 }
+
+/// Q4_K super-blocks (see `kquants`): each 32-byte run of nibbles is two sub-blocks, the low
+/// nibbles `d·sc·q − dmin·m` of one and the high nibbles of the next.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn q4_k_avx512(src: *const u8, blocks: usize, dst: *mut f32) {
+    for b in 0..blocks {
+        let s = src.add(b * 144);
+        let o = dst.add(b * 256);
+        let d = half_at(s);
+        let dmin = half_at(s.add(2));
+        let scales = std::slice::from_raw_parts(s.add(4), 12);
+        for i in 0..4 {
+            let q = s.add(16 + 32 * i);
+            let (lo0, hi0) = nibbles(q);
+            let (lo1, hi1) = nibbles(q.add(16));
+            for (sub, (a, c)) in [(lo0, lo1), (hi0, hi1)].into_iter().enumerate() {
+                let (sc, m) = super::kquants::scale_min(2 * i + sub, scales);
+                let vd = _mm512_set1_ps(d * sc as f32);
+                let vm = _mm512_set1_ps(-dmin * m as f32);
+                let out = o.add(64 * i + 32 * sub);
+                _mm512_storeu_ps(out, _mm512_fmadd_ps(widen512(a), vd, vm));
+                _mm512_storeu_ps(out.add(16), _mm512_fmadd_ps(widen512(c), vd, vm));
+            }
+        }
+    }
+}
