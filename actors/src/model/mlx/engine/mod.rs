@@ -39,9 +39,9 @@ pub struct EngineOptions {
     pub source: ModelSource,
     /// Served model id.
     pub model_id: String,
-    /// `None` (`auto`): on CPU, a GGUF's Q4_0/Q4_1/Q5_0/Q8_0 matrices stay quantized (see
-    /// [`gguf_blocks_by_default`]) and the rest is float32; bfloat16 on a GPU. A named dtype
-    /// dequantizes everything to it.
+    /// `None` (`auto`): float32 on CPU, where with `MLX_SERVE_GGUF_BLOCKS=1` a GGUF's
+    /// Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K matrices stay quantized instead (see
+    /// [`gguf_blocks_by_default`]); bfloat16 on a GPU. A named dtype dequantizes everything.
     pub dtype: Option<String>,
     pub device: DeviceChoice,
     /// Overrides the model's own context length (capped by it).
@@ -111,10 +111,12 @@ pub struct MlxEngine {
     guides: Result<GuideFactory, String>,
 }
 
-/// Whether `dtype = "auto"` keeps GGUF blocks on CPU: yes, unless `MLX_SERVE_GGUF_BLOCKS=0`
-/// (which A/B runs against the float32 path use).
+/// Whether `dtype = "auto"` keeps GGUF blocks on CPU: only with `MLX_SERVE_GGUF_BLOCKS=1`.
+/// Opt-in for now: on the shared 2-core box SmolLM2 decoded faster with the kernels but
+/// Qwen2.5-Coder decoded and prefilled slower than float32 (docs/benchmarks.md), and the
+/// default must not get slower.
 pub fn gguf_blocks_by_default() -> bool {
-    std::env::var("MLX_SERVE_GGUF_BLOCKS").as_deref() != Ok("0")
+    std::env::var("MLX_SERVE_GGUF_BLOCKS").as_deref() == Ok("1")
 }
 
 fn internal(e: impl std::fmt::Display) -> EngineError {
