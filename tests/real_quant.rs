@@ -4,7 +4,7 @@
 //! same numbers), and that difference is printed with the margins.
 #![cfg(feature = "mlx")]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use mlx_rs::ops::indexing::argmax_axis;
@@ -30,9 +30,9 @@ fn pulled(name: &str) -> PathBuf {
     catalog::pull(name, &dir, &|_| {}).expect("pull the model")
 }
 
-fn load(path: &PathBuf, blocks: bool) -> (Model, TokenizerBundle, usize) {
+fn load(path: &Path, blocks: bool) -> (Model, TokenizerBundle, usize) {
     let loaded = loader::load_with(
-        &ModelSource::Gguf(path.clone()),
+        &ModelSource::Gguf(path.to_path_buf()),
         Dtype::Float32,
         false,
         blocks,
