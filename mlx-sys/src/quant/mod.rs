@@ -17,7 +17,9 @@
 
 use std::cell::RefCell;
 
-use crate::fewrow::{self, pool, BLayout, Isa, Product};
+#[cfg(target_arch = "x86_64")]
+use crate::fewrow::Isa;
+use crate::fewrow::{self, pool, BLayout, Product};
 
 mod kquants;
 #[cfg(target_arch = "x86_64")]
