@@ -22,6 +22,7 @@ fn main() {
     println!("cargo::rustc-check-cfg=cfg(mlx_serve_openblas)");
     println!("cargo::rustc-check-cfg=cfg(mlx_serve_scipy_openblas)");
     println!("cargo:rerun-if-changed=compat");
+    println!("cargo:rerun-if-changed=csrc");
     for var in [
         "MLX_SERVE_BACKEND",
         "MLX_SERVE_BUILD_CACHE",
@@ -43,6 +44,7 @@ fn main() {
     let mlxc_lib_dir = build_mlx_c(&cache, backend, &mlx, &mlx_c_src, &cmake);
 
     let lib_dir = mlx.join("lib");
+    build_gguf_ops(&mlx, &mlx_c_src);
     println!("cargo:rustc-link-search=native={}", mlxc_lib_dir.display());
     println!("cargo:rustc-link-lib=static=mlxc");
     println!("cargo:rustc-link-search=native={}", lib_dir.display());
@@ -330,6 +332,32 @@ fn build_mlx_c(cache: &Path, backend: Backend, mlx: &Path, src: &Path, cmake: &P
     );
     assert!(lib.exists(), "mlx-c build produced no {}", lib.display());
     build
+}
+
+/// Our own MLX primitives (csrc/), compiled against the same MLX headers and mlx-c's private
+/// array/stream accessors; linked statically ahead of libmlx.
+fn build_gguf_ops(mlx: &Path, mlx_c_src: &Path) {
+    let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++20")
+        .file(manifest.join("csrc/gguf_ops.cpp"))
+        .include(mlx.join("include"))
+        .include(mlx_c_src)
+        .flag("-include")
+        .flag(
+            manifest
+                .join("compat/mlx_c_compat.h")
+                .to_string_lossy()
+                .as_ref(),
+        )
+        .flag_if_supported("-Wno-unused-parameter")
+        // mlx-c's array.h defines a static it never uses.
+        .flag_if_supported("-Wno-unused-variable")
+        .opt_level(2)
+        .pic(true);
+    build.compile("mlx_serve_gguf_ops");
 }
 
 /// Links a fast BLAS ahead of libmlx so its `cblas_*gemm` symbols win over the reference BLAS

@@ -165,8 +165,10 @@ fn safetensors_conversion_gives_identical_greedy_output() {
         assert!(dir.path().join(file).exists(), "{file} missing");
     }
     let question = "Name three colors of the rainbow.";
-    let mut from_gguf =
-        MlxEngine::load(&options(ModelSource::Gguf(gguf))).expect("load gguf engine");
+    // Against the same float32 numbers the conversion wrote (`auto` would keep GGUF blocks).
+    let mut f32_options = options(ModelSource::Gguf(gguf));
+    f32_options.dtype = Some("float32".into());
+    let mut from_gguf = MlxEngine::load(&f32_options).expect("load gguf engine");
     let a = generate(
         &mut from_gguf,
         1,

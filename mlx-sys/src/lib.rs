@@ -8,6 +8,7 @@
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
 pub mod fewrow;
+pub mod quant;
 
 /// The MLX backend this crate was built against: `cpu`, `cuda` or `metal`.
 pub const BACKEND: &str = env!("MLX_SERVE_MLX_BACKEND");

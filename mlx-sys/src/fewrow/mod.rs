@@ -146,7 +146,10 @@ pub unsafe fn run(p: &Product) {
 }
 
 /// Output columns `j0..j1` of the product, on the calling thread.
-unsafe fn columns(p: &Product, j0: usize, j1: usize) {
+///
+/// # Safety
+/// As [`run`].
+pub unsafe fn columns(p: &Product, j0: usize, j1: usize) {
     match isa() {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 => x86::columns_avx512(p, j0, j1),
@@ -468,7 +471,7 @@ mod arm {
     }
 }
 
-mod pool;
+pub(crate) mod pool;
 
 #[cfg(test)]
 mod tests;

@@ -72,7 +72,13 @@ pub fn needs_qk_unpermute(architecture: &str) -> bool {
 /// [`needs_qk_unpermute`]).
 ///
 /// `data` is row-major `[rows, cols]`; `rows` must be a multiple of `2 * n_heads`.
-pub fn undo_llama_qk_permutation(data: &mut [f32], rows: usize, cols: usize, n_heads: usize) {
+/// Rows are moved whole, so `data` may also be quantized rows (`cols` = bytes per row).
+pub fn undo_llama_qk_permutation<T: Copy + Default>(
+    data: &mut [T],
+    rows: usize,
+    cols: usize,
+    n_heads: usize,
+) {
     reorder_rows(data, rows, cols, n_heads, |head_dim, s, i| {
         (s * head_dim / 2 + i, 2 * i + s)
     });
@@ -80,7 +86,12 @@ pub fn undo_llama_qk_permutation(data: &mut [f32], rows: usize, cols: usize, n_h
 
 /// llama.cpp's permutation itself (HF → GGUF order); the inverse of
 /// [`undo_llama_qk_permutation`], useful for writing GGUF-ordered test data.
-pub fn llama_qk_permutation(data: &mut [f32], rows: usize, cols: usize, n_heads: usize) {
+pub fn llama_qk_permutation<T: Copy + Default>(
+    data: &mut [T],
+    rows: usize,
+    cols: usize,
+    n_heads: usize,
+) {
     reorder_rows(data, rows, cols, n_heads, |head_dim, s, i| {
         (2 * i + s, s * head_dim / 2 + i)
     });
@@ -88,8 +99,8 @@ pub fn llama_qk_permutation(data: &mut [f32], rows: usize, cols: usize, n_heads:
 
 /// Moves rows within each head: `map(head_dim, s, i)` gives `(destination, source)` row
 /// indices inside the head.
-fn reorder_rows(
-    data: &mut [f32],
+fn reorder_rows<T: Copy + Default>(
+    data: &mut [T],
     rows: usize,
     cols: usize,
     n_heads: usize,
@@ -100,7 +111,7 @@ fn reorder_rows(
         "Q/K permutation needs rows ({rows}) divisible by 2 × heads ({n_heads}) and data of rows × cols"
     );
     let head_dim = rows / n_heads;
-    let mut head = vec![0f32; head_dim * cols];
+    let mut head = vec![T::default(); head_dim * cols];
     for h in 0..n_heads {
         let block = &mut data[h * head_dim * cols..(h + 1) * head_dim * cols];
         head.copy_from_slice(block);

@@ -12,6 +12,7 @@ use super::attention::{attend, CausalMask};
 use super::config::ModelConfig;
 use super::cpu_ops::{silu, softmax_last};
 use super::ffi::{rope_per_row, slice};
+use super::gguf_quant::Embedding;
 use super::host_kernels;
 use super::kv_cache::KvCache;
 use super::linear::{take, Linear, Projections};
@@ -56,7 +57,7 @@ struct Rope {
 
 /// The decoder stack plus embeddings and output head.
 pub struct Model {
-    embed_tokens: Array,
+    embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: Array,
     lm_head: Option<Linear>,
@@ -124,7 +125,7 @@ impl Model {
                 )?,
             });
         }
-        let embed_tokens = take(&mut w, "model.embed_tokens.weight")?;
+        let embed_tokens = Embedding::take(&mut w)?;
         let lm_head = if w.contains_key("lm_head.weight") && !config.tie_word_embeddings {
             Some(Linear::load(&mut w, "lm_head", false)?)
         } else {
@@ -176,7 +177,7 @@ impl Model {
     ) -> Result<Array, Exception> {
         let len = tokens.len() as i32;
         let ids = Array::from_slice(tokens, &[1, len]);
-        let mut h = self.embed_tokens.take_axis(&ids, 0)?;
+        let mut h = self.embed_tokens.lookup(&ids)?;
         let offset = cache.offset() as i32;
         // The additive matrix serves only the composed attention path.
         let composed = self.ops.grouped_attention && !self.ops.host_kernels_for(len, h.dtype());
@@ -216,7 +217,7 @@ impl Model {
         }
         let batch = tokens.len() as i32;
         let ids = Array::from_slice(tokens, &[batch, 1]);
-        let mut h = self.embed_tokens.take_axis(&ids, 0)?;
+        let mut h = self.embed_tokens.lookup(&ids)?;
         let step = kv.step()?;
         let pass = Pass {
             offset: 0,
@@ -242,7 +243,7 @@ impl Model {
         let h = h.reshape(&[-1, *h.shape().last().unwrap_or(&0)])?;
         let logits = match &self.lm_head {
             Some(head) => head.forward(&h)?,
-            None => h.matmul(self.embed_tokens.t())?,
+            None => self.embed_tokens.tied_head(&h)?,
         };
         logits.as_dtype(mlx_rs::Dtype::Float32)
     }

@@ -5,6 +5,7 @@ use mlx_rs::error::Exception;
 use mlx_rs::ops::{concatenate, quantized_matmul};
 use mlx_rs::Array;
 
+use super::gguf_quant::GgufWeight;
 use super::weights::Weights;
 
 pub(super) fn take(w: &mut Weights, name: &str) -> Result<Array, Exception> {
@@ -12,8 +13,12 @@ pub(super) fn take(w: &mut Weights, name: &str) -> Result<Array, Exception> {
         .ok_or_else(|| Exception::custom(format!("missing weight {name}")))
 }
 
-/// A projection `x · Wᵀ (+ b)`, dense or MLX-affine-quantized.
+/// A projection `x · Wᵀ (+ b)`: dense, MLX-affine-quantized, or ggml blocks (CPU).
 pub enum Linear {
+    Gguf {
+        weight: GgufWeight,
+        bias: Option<Array>,
+    },
     Dense {
         weight: Array,
         bias: Option<Array>,
@@ -35,6 +40,9 @@ impl Linear {
         } else {
             w.remove(&format!("{prefix}.bias"))
         };
+        if let Some(weight) = GgufWeight::take(w, prefix) {
+            return Ok(Linear::Gguf { weight, bias });
+        }
         let weight = take(w, &format!("{prefix}.weight"))?;
         if let Some(scales) = w.remove(&format!("{prefix}.scales")) {
             let biases = take(w, &format!("{prefix}.biases"))?;
@@ -53,6 +61,7 @@ impl Linear {
 
     pub fn forward(&self, x: &Array) -> Result<Array, Exception> {
         let (y, bias) = match self {
+            Linear::Gguf { weight, bias } => (weight.matmul(x)?, bias),
             Linear::Dense { weight, bias } => {
                 // Rows of every leading axis as one matrix, so that a decode batch
                 // `[batch, 1, in]` is one `[batch, in]` product (the weights read once), not
@@ -113,6 +122,7 @@ impl Linear {
     pub fn out_features(&self) -> i32 {
         let w = match self {
             Linear::Dense { weight, .. } | Linear::Quantized { weight, .. } => weight,
+            Linear::Gguf { weight, .. } => &weight.blocks,
         };
         w.shape()[0]
     }
@@ -126,7 +136,9 @@ impl Linear {
         let biases: Vec<Option<&Array>> = parts
             .iter()
             .map(|p| match p {
-                Linear::Dense { bias, .. } | Linear::Quantized { bias, .. } => bias.as_ref(),
+                Linear::Dense { bias, .. }
+                | Linear::Quantized { bias, .. }
+                | Linear::Gguf { bias, .. } => bias.as_ref(),
             })
             .collect();
         let all_bias = biases.iter().all(Option::is_some);
@@ -140,11 +152,27 @@ impl Linear {
         } else {
             None
         };
+        let gguf: Vec<&GgufWeight> = parts
+            .iter()
+            .filter_map(|p| match p {
+                Linear::Gguf { weight, .. } => Some(weight),
+                _ => None,
+            })
+            .collect();
+        if !gguf.is_empty() {
+            if gguf.len() != parts.len() {
+                return Ok(Err(parts));
+            }
+            return Ok(match GgufWeight::concat(&gguf)? {
+                Some(weight) => Ok(Linear::Gguf { weight, bias }),
+                None => Err(parts),
+            });
+        }
         let dense: Vec<&Array> = parts
             .iter()
             .filter_map(|p| match p {
                 Linear::Dense { weight, .. } => Some(weight),
-                Linear::Quantized { .. } => None,
+                _ => None,
             })
             .collect();
         if dense.len() == parts.len() {
@@ -170,7 +198,7 @@ impl Linear {
                     biases_.push(biases);
                     params.push((*group_size, *bits));
                 }
-                Linear::Dense { .. } => return Ok(Err(parts)),
+                Linear::Dense { .. } | Linear::Gguf { .. } => return Ok(Err(parts)),
             }
         }
         let (group_size, bits) = params[0];

@@ -10,7 +10,7 @@ use mlx_rs::{Array, Dtype};
 
 use super::config::ModelConfig;
 use super::weights::Weights;
-use crate::model::gguf::{hf_tensor_name, undo_llama_qk_permutation, GgufFile};
+use crate::model::gguf::{hf_tensor_name, undo_llama_qk_permutation, GgmlType, GgufFile};
 use crate::model::tokenizer::TokenizerBundle;
 
 /// Where a model comes from.
@@ -55,13 +55,40 @@ pub fn dtype_name(dtype: Dtype) -> &'static str {
 }
 
 pub fn load(source: &ModelSource, dtype: Dtype, keep_quantized: bool) -> LoadResult<LoadedModel> {
+    load_with(source, dtype, keep_quantized, false)
+}
+
+/// [`load`], and with `gguf_blocks` a GGUF's matrices of the types the CPU kernels cover
+/// (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) stay in their ggml blocks (see `gguf_quant`); every other tensor is
+/// dequantized to `dtype` as before. For the CPU backend only: GPU backends have no kernel for
+/// ggml blocks.
+pub fn load_with(
+    source: &ModelSource,
+    dtype: Dtype,
+    keep_quantized: bool,
+    gguf_blocks: bool,
+) -> LoadResult<LoadedModel> {
     match source {
-        ModelSource::Gguf(path) => load_gguf(path, dtype),
+        ModelSource::Gguf(path) => load_gguf(path, dtype, gguf_blocks),
         ModelSource::HfDir(dir) => load_hf_dir(dir, dtype, keep_quantized),
     }
 }
 
-fn load_gguf(path: &Path, dtype: Dtype) -> LoadResult<LoadedModel> {
+/// The ggml type id of a tensor that can stay in its blocks, if it can.
+fn kept_block_type(t: GgmlType, shape: &[usize]) -> Option<u32> {
+    let id = match t {
+        GgmlType::Q4_0 => 2,
+        GgmlType::Q4_1 => 3,
+        GgmlType::Q5_0 => 6,
+        GgmlType::Q8_0 => 8,
+        GgmlType::Q4K => 12,
+        GgmlType::Q6K => 14,
+        _ => return None,
+    };
+    (shape.len() == 2 && mlx_sys::quant::supported(id, shape[1])).then_some(id)
+}
+
+fn load_gguf(path: &Path, dtype: Dtype, gguf_blocks: bool) -> LoadResult<LoadedModel> {
     let file = GgufFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let raw_config = file
         .hf_config()
@@ -77,18 +104,44 @@ fn load_gguf(path: &Path, dtype: Dtype) -> LoadResult<LoadedModel> {
         let Some(hf) = hf_tensor_name(&name) else {
             continue; // e.g. rope_freqs: recomputed from the config
         };
-        let (shape, mut data) = file
-            .tensor_f32(&name)
-            .map_err(|e| format!("{}: tensor {name}: {e}", path.display()))?;
-        if permuted && shape.len() == 2 {
-            let heads = if hf.ends_with("self_attn.q_proj.weight") {
+        let qk_heads = |hf: &str| {
+            if !permuted {
+                None
+            } else if hf.ends_with("self_attn.q_proj.weight") {
                 Some(config.num_attention_heads)
             } else if hf.ends_with("self_attn.k_proj.weight") {
                 Some(config.kv_heads())
             } else {
                 None
-            };
-            if let Some(heads) = heads {
+            }
+        };
+        let info = file
+            .tensor_info(&name)
+            .ok_or_else(|| format!("{}: tensor {name} vanished", path.display()))?;
+        if let (true, Some(id)) = (gguf_blocks, kept_block_type(info.ggml_type, &info.shape)) {
+            let rows = info.shape[0];
+            let mut bytes = file
+                .tensor_bytes(&name)
+                .map_err(|e| format!("{}: tensor {name}: {e}", path.display()))?
+                .to_vec();
+            let row_bytes = bytes.len() / rows;
+            if let Some(heads) = qk_heads(&hf) {
+                undo_llama_qk_permutation(&mut bytes, rows, row_bytes, heads);
+            }
+            let prefix = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
+            let blocks = Array::from_slice(&bytes, &[rows as i32, row_bytes as i32]);
+            weights.insert(hf, blocks);
+            weights.insert(
+                format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX),
+                Array::from_int(id as i32),
+            );
+            continue;
+        }
+        let (shape, mut data) = file
+            .tensor_f32(&name)
+            .map_err(|e| format!("{}: tensor {name}: {e}", path.display()))?;
+        if shape.len() == 2 {
+            if let Some(heads) = qk_heads(&hf) {
                 undo_llama_qk_permutation(&mut data, shape[0], shape[1], heads);
             }
         }

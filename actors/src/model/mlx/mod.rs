@@ -10,6 +10,7 @@ pub mod decoder;
 pub mod device;
 pub mod engine;
 mod ffi;
+pub mod gguf_quant;
 mod host_kernels;
 pub mod kv_cache;
 mod linear;

@@ -40,7 +40,9 @@ pub struct EngineOptions {
     pub source: ModelSource,
     /// Served model id.
     pub model_id: String,
-    /// `None`: float32 on CPU (fastest there), bfloat16 on a GPU.
+    /// `None` (`auto`): float32 on CPU, where with `MLX_SERVE_GGUF_BLOCKS=1` a GGUF's
+    /// Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K matrices stay quantized instead (see
+    /// [`gguf_blocks_by_default`]); bfloat16 on a GPU. A named dtype dequantizes everything.
     pub dtype: Option<String>,
     pub device: DeviceChoice,
     /// Overrides the model's own context length (capped by it).
@@ -112,6 +114,14 @@ pub struct MlxEngine {
     guides: Result<GuideFactory, String>,
 }
 
+/// Whether `dtype = "auto"` keeps GGUF blocks on CPU: only with `MLX_SERVE_GGUF_BLOCKS=1`.
+/// Opt-in for now: on the shared 2-core box SmolLM2 decoded faster with the kernels but
+/// Qwen2.5-Coder decoded and prefilled slower than float32 (docs/benchmarks.md), and the
+/// default must not get slower.
+pub fn gguf_blocks_by_default() -> bool {
+    std::env::var("MLX_SERVE_GGUF_BLOCKS").as_deref() == Ok("1")
+}
+
 fn internal(e: impl std::fmt::Display) -> EngineError {
     EngineError::Internal(e.to_string())
 }
@@ -127,14 +137,29 @@ impl MlxEngine {
             None => Dtype::Bfloat16,
         };
         let keep_quantized = backend != "cpu";
+        let gguf_blocks = backend == "cpu" && options.dtype.is_none() && gguf_blocks_by_default();
         let LoadedModel {
             config,
             weights,
             tokenizer,
             ..
-        } = loader::load(&options.source, dtype, keep_quantized)
+        } = loader::load_with(&options.source, dtype, keep_quantized, gguf_blocks)
             .map_err(EngineError::InvalidRequest)?;
         let weight_bytes: usize = weights.values().map(|a| a.nbytes()).sum();
+        let kept = weights
+            .keys()
+            .filter(|k| k.ends_with(super::gguf_quant::TYPE_SUFFIX))
+            .count();
+        tracing::info!(
+            quantized_matrices = kept,
+            weight_bytes,
+            "weights loaded ({})",
+            if kept > 0 {
+                "GGUF blocks kept for the CPU kernels, the rest float32"
+            } else {
+                "dequantized"
+            }
+        );
         let ops = Ops::for_backend(backend == "cpu")
             .without(&std::env::var("MLX_SERVE_STOCK_OPS").unwrap_or_default())
             .map_err(EngineError::InvalidRequest)?;
