@@ -72,7 +72,7 @@ conf=$(mktemp --suffix .toml)
 log=$(mktemp)
 "$MLX_SERVE" serve --config "$conf" >"$log" 2>&1 &
 server=$!
-trap 'kill $server 2>/dev/null; rm -f "$conf"' EXIT
+trap 'kill $server 2>/dev/null; rm -f "$conf"; true' EXIT
 for _ in $(seq 1 300); do
     curl -sf "http://127.0.0.1:$PORT/health" >/dev/null 2>&1 && break
     sleep 0.2
