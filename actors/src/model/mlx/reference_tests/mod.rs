@@ -167,10 +167,6 @@ fn linear(x: &[f64], weight: &[f32], bias: Option<&[f32]>, out: usize) -> Vec<f6
         .collect()
 }
 
-fn rms(x: &[f64], weight: &[f32], eps: f64) -> Vec<f64> {
-    rms_shifted(x, weight, eps, 0.0)
-}
-
 /// RMSNorm multiplying by `shift + weight` (Gemma: shift 1).
 fn rms_shifted(x: &[f64], weight: &[f32], eps: f64, shift: f64) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
