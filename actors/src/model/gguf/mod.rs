@@ -5,6 +5,7 @@
 //! `[rows, cols]` matrix is `shape == [rows, cols]` as in PyTorch/MLX. [`hf`] maps the
 //! metadata and tensor names onto Hugging Face conventions.
 
+pub mod gemma3;
 pub mod hf;
 mod parse;
 
@@ -16,6 +17,7 @@ use memmap2::Mmap;
 
 pub use super::dequant::GgmlType;
 use super::dequant::{dequantize, DequantError};
+pub use gemma3::{gguf_norm_to_hf, hf_tensor_name_for};
 pub use hf::{hf_tensor_name, needs_qk_unpermute, undo_llama_qk_permutation, HfTensor};
 
 /// Default data alignment when `general.alignment` is absent.

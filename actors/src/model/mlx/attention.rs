@@ -23,6 +23,8 @@ pub struct CausalMask {
     /// Additive `[len, offset + len]` matrix (0 where a query may see the key, -inf after it),
     /// built only for the composed path: MLX's kernel and the host softmax mask by position.
     additive: Option<Array>,
+    /// Sliding-window layers: a query sees at most this many keys, its own included.
+    window: Option<i32>,
 }
 
 impl CausalMask {
@@ -37,12 +39,38 @@ impl CausalMask {
             return Ok(None);
         }
         if !materialize {
-            return Ok(Some(Self { additive: None }));
+            return Ok(Some(Self {
+                additive: None,
+                window: None,
+            }));
         }
+        Self::build(len, offset, None, dtype).map(Some)
+    }
+
+    /// Like [`CausalMask::new`] for a sliding-window layer, whose keys start `past` positions
+    /// before the first query; each query also loses sight of keys `window` or more positions
+    /// back. Always materialized: MLX's kernel has no windowed mode.
+    pub fn windowed(
+        len: i32,
+        past: i32,
+        window: i32,
+        dtype: Dtype,
+    ) -> Result<Option<Self>, Exception> {
+        if len <= 1 {
+            return Ok(None);
+        }
+        Self::build(len, past, Some(window), dtype).map(Some)
+    }
+
+    fn build(len: i32, offset: i32, window: Option<i32>, dtype: Dtype) -> Result<Self, Exception> {
         let keys = offset + len;
         let mut m = vec![0.0f32; (len * keys) as usize];
         for (row, chunk) in m.chunks_mut(keys as usize).enumerate() {
-            chunk[offset as usize + row + 1..].fill(f32::NEG_INFINITY);
+            let visible_end = offset as usize + row + 1;
+            chunk[visible_end..].fill(f32::NEG_INFINITY);
+            if let Some(w) = window {
+                chunk[..visible_end.saturating_sub(w as usize)].fill(f32::NEG_INFINITY);
+            }
         }
         let mask = Array::from_slice(&m, &[len, keys]);
         let additive = if dtype == Dtype::Float32 {
@@ -50,9 +78,10 @@ impl CausalMask {
         } else {
             mask.as_dtype(dtype)?
         };
-        Ok(Some(Self {
+        Ok(Self {
             additive: Some(additive),
-        }))
+            window,
+        })
     }
 }
 
@@ -75,7 +104,14 @@ pub fn attend(
     // A single query (decode) has little to gain from grouping and pays for every extra
     // operation: MLX's own path measured ~5% faster there at 1,000 positions of context.
     if !ops.grouped_attention || q.shape()[2] == 1 {
-        let mask = mask.map(|_| ScaledDotProductAttentionMask::Causal);
+        let mask = match mask {
+            Some(CausalMask {
+                additive: Some(m),
+                window: Some(_),
+            }) => Some(ScaledDotProductAttentionMask::Array(m)),
+            Some(_) => Some(ScaledDotProductAttentionMask::Causal),
+            None => None,
+        };
         return scaled_dot_product_attention(q, keys, values, scale, mask, None);
     }
     let (heads, len, d) = (q.shape()[1], q.shape()[2], q.shape()[3]);
@@ -91,8 +127,9 @@ pub fn attend(
     let probs = if host_softmax {
         // The host kernel applies the causal mask itself (and skips the masked tail).
         let causal = mask.map(|_| (len as usize, (k - len) as usize));
+        let window = mask.and_then(|m| m.window).map(|w| w as usize);
         // SAFETY: `scores` is the product just computed, referenced nowhere else.
-        unsafe { host_kernels::softmax_in_place(scores, causal)? }
+        unsafe { host_kernels::softmax_in_place(scores, causal, window)? }
     } else {
         let scores = match mask {
             Some(mask) => scores

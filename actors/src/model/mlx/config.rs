@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 /// The subset of `config.json` the decoder needs; unknown fields are ignored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
-    /// `llama`, `mistral`, `qwen2` or `qwen3`.
+    /// `llama`, `mistral`, `qwen2`, `qwen3` or `gemma3_text`.
     pub model_type: String,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -37,6 +37,27 @@ pub struct ModelConfig {
     /// MLX-community quantized checkpoints: `{"group_size": 64, "bits": 4}`.
     #[serde(default)]
     pub quantization: Option<Quantization>,
+    /// Gemma 3 (see `gemma3.rs`): queries are scaled by `query_pre_attn_scalar^-0.5`.
+    #[serde(default)]
+    pub query_pre_attn_scalar: Option<f64>,
+    /// Gemma 3: how many positions back a sliding-attention layer sees (itself included).
+    #[serde(default)]
+    pub sliding_window: Option<usize>,
+    /// Gemma 3 (older configs): every `sliding_window_pattern`-th layer attends globally.
+    #[serde(default)]
+    pub sliding_window_pattern: Option<usize>,
+    /// Gemma 3 (newer configs): `sliding_attention` or `full_attention` per layer.
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    /// Gemma 3: the RoPE base of the sliding-attention layers (`rope_theta` is the global one).
+    #[serde(default)]
+    pub rope_local_base_freq: Option<f64>,
+    /// Gemma 2-style `tanh` capping of the output logits (null in Gemma 3 configs).
+    #[serde(default)]
+    pub final_logit_softcapping: Option<f64>,
+    /// Gemma 2-style capping of the attention scores; not supported (null in Gemma 3).
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<f64>,
 }
 
 /// `rope_scaling`: how positions are stretched past the trained context. Only the fields the
@@ -109,14 +130,14 @@ impl ModelConfig {
         self.attention_bias.unwrap_or(self.model_type == "qwen2")
     }
 
-    /// Qwen3 normalizes queries and keys per head before RoPE.
+    /// Qwen3 and Gemma 3 normalize queries and keys per head before RoPE.
     pub fn qk_norm(&self) -> bool {
-        self.model_type == "qwen3"
+        matches!(self.model_type.as_str(), "qwen3" | "gemma3_text")
     }
 
     /// Checks the shape arithmetic once, so the decoder can trust it.
     pub fn validate(&self) -> Result<(), String> {
-        const KNOWN: [&str; 4] = ["llama", "mistral", "qwen2", "qwen3"];
+        const KNOWN: [&str; 5] = ["llama", "mistral", "qwen2", "qwen3", "gemma3_text"];
         if !KNOWN.contains(&self.model_type.as_str()) {
             return Err(format!(
                 "unsupported model_type {:?}; supported: {}",
@@ -133,6 +154,9 @@ impl ModelConfig {
                 self.num_attention_heads,
                 self.kv_heads()
             ));
+        }
+        if self.is_gemma3() {
+            self.validate_gemma3()?;
         }
         if let Some(scaling) = &self.rope_scaling {
             let kind = scaling.kind();

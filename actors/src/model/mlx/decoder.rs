@@ -1,23 +1,26 @@
 //! One decoder for the Llama family and its close relatives, with per-family switches:
-//! Llama/Mistral (plain), Qwen2 (q/k/v bias), Qwen3 (per-head q/k RMS norm). Tied or separate
-//! output embeddings. Weights are looked up by their Hugging Face names.
+//! Llama/Mistral (plain), Qwen2 (q/k/v bias), Qwen3 (per-head q/k RMS norm), Gemma 3 (sliding
+//! window layers, sandwich norms, GeGLU: see `gemma3`). Tied or separate output embeddings.
+//! Weights are looked up by their Hugging Face names.
 
 use std::cell::RefCell;
 
 use mlx_rs::error::Exception;
-use mlx_rs::fast::{rms_norm, rope};
+use mlx_rs::fast::rms_norm;
 use mlx_rs::Array;
 
 use super::attention::{attend, CausalMask};
 use super::config::ModelConfig;
 use super::cpu_ops::{silu, softmax_last};
-use super::ffi::{rope_per_row, slice};
+use super::ffi::slice;
+use super::gemma3::{self, SlotWindow};
 use super::gguf_quant::Embedding;
 use super::host_kernels;
 use super::kv_cache::KvCache;
 use super::linear::{take, Linear, Projections};
 use super::ops::Ops;
 use super::profile::Profile;
+use super::rope::Rope;
 use super::slot_kv::{SlotKv, SlotStep};
 use super::weights::Weights;
 
@@ -31,12 +34,16 @@ struct Attention {
     n_kv_heads: i32,
     head_dim: i32,
     scale: f32,
+    /// A sliding-window layer: its own RoPE base, and only the window's keys.
+    sliding: bool,
 }
 
 struct Mlp {
     /// gate_proj and up_proj of the checkpoint.
     gate_up: Projections,
     down_proj: Linear,
+    /// GeGLU (tanh-approximated GELU, Gemma) instead of SwiGLU.
+    gelu: bool,
 }
 
 struct DecoderLayer {
@@ -44,15 +51,10 @@ struct DecoderLayer {
     mlp: Mlp,
     input_layernorm: Array,
     post_attention_layernorm: Array,
-}
-
-/// Rotary embedding settings shared by every layer.
-struct Rope {
-    dims: i32,
-    base: f32,
-    scale: f32,
-    /// Per-frequency periods for Llama 3 scaling (replaces `base`).
-    freqs: Option<Array>,
+    /// Gemma's sandwich norms: with these, `post_attention_layernorm` norms the attention output
+    /// before the residual add, and these norm the MLP's input and output.
+    pre_feedforward_layernorm: Option<Array>,
+    post_feedforward_layernorm: Option<Array>,
 }
 
 /// The decoder stack plus embeddings and output head.
@@ -62,6 +64,13 @@ pub struct Model {
     norm: Array,
     lm_head: Option<Linear>,
     rope: Rope,
+    /// The sliding layers' RoPE (Gemma 3).
+    local_rope: Option<Rope>,
+    /// Window of the sliding layers.
+    window: Option<i32>,
+    /// Gemma scales embeddings by `sqrt(hidden_size)`.
+    embed_scale: Option<f32>,
+    final_logit_softcapping: Option<f32>,
     eps: f32,
     ops: Ops,
     pub config: ModelConfig,
@@ -82,6 +91,10 @@ impl Model {
             }
         };
         config.validate().map_err(Exception::custom)?;
+        let gemma = config.is_gemma3();
+        if gemma {
+            gemma3::shift_norms(&mut w)?;
+        }
         let head_dim = config.head_dim() as i32;
         let bias = config.qkv_bias();
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
@@ -109,7 +122,8 @@ impl Model {
                     n_heads: config.num_attention_heads as i32,
                     n_kv_heads: config.kv_heads() as i32,
                     head_dim,
-                    scale: (head_dim as f32).powf(-0.5),
+                    scale: config.attention_scale(),
+                    sliding: config.is_sliding_layer(i),
                 },
                 mlp: Mlp {
                     gate_up: group(vec![
@@ -117,12 +131,19 @@ impl Model {
                         Linear::load(&mut w, &format!("{p}.mlp.up_proj"), false)?,
                     ])?,
                     down_proj: Linear::load(&mut w, &format!("{p}.mlp.down_proj"), false)?,
+                    gelu: gemma,
                 },
                 input_layernorm: take(&mut w, &format!("{p}.input_layernorm.weight"))?,
                 post_attention_layernorm: take(
                     &mut w,
                     &format!("{p}.post_attention_layernorm.weight"),
                 )?,
+                pre_feedforward_layernorm: gemma
+                    .then(|| take(&mut w, &format!("{p}.pre_feedforward_layernorm.weight")))
+                    .transpose()?,
+                post_feedforward_layernorm: gemma
+                    .then(|| take(&mut w, &format!("{p}.post_feedforward_layernorm.weight")))
+                    .transpose()?,
             });
         }
         let embed_tokens = Embedding::take(&mut w)?;
@@ -133,12 +154,23 @@ impl Model {
         };
         let norm = take(&mut w, "model.norm.weight")?;
         let rope = Rope::from_config(&config)?;
+        let window = config.attention_window().map(|w| w as i32);
+        let local_rope = window.map(|_| Rope {
+            dims: head_dim,
+            base: config.local_rope_base() as f32,
+            scale: 1.0,
+            freqs: None,
+        });
         Ok(Self {
             embed_tokens,
             layers,
             norm,
             lm_head,
             rope,
+            local_rope,
+            window,
+            embed_scale: gemma.then(|| (config.hidden_size as f32).sqrt()),
+            final_logit_softcapping: config.final_logit_softcapping.map(|c| c as f32),
             eps: config.rms_norm_eps as f32,
             ops,
             config,
@@ -177,15 +209,22 @@ impl Model {
     ) -> Result<Array, Exception> {
         let len = tokens.len() as i32;
         let ids = Array::from_slice(tokens, &[1, len]);
-        let mut h = self.embed_tokens.lookup(&ids)?;
+        let mut h = self.embed(&ids)?;
         let offset = cache.offset() as i32;
         // The additive matrix serves only the composed attention path.
         let composed = self.ops.grouped_attention && !self.ops.host_kernels_for(len, h.dtype());
         let pass = Pass {
             offset,
             rope: &self.rope,
+            local_rope: self.local_rope.as_ref(),
+            window: self.window,
             eps: self.eps,
             mask: CausalMask::new(len, offset, h.dtype(), composed)?,
+            window_mask: match self.window {
+                Some(w) => gemma3::pass_window_mask(len, offset, w, h.dtype())?,
+                None => None,
+            },
+            slot_window: None,
             ops: self.ops,
             profile,
         };
@@ -217,13 +256,21 @@ impl Model {
         }
         let batch = tokens.len() as i32;
         let ids = Array::from_slice(tokens, &[batch, 1]);
-        let mut h = self.embed_tokens.lookup(&ids)?;
+        let mut h = self.embed(&ids)?;
         let step = kv.step()?;
+        let slot_window = match self.window {
+            Some(w) => Some(SlotWindow::new(kv, step.max_len, w, h.dtype())?),
+            None => None,
+        };
         let pass = Pass {
             offset: 0,
             rope: &self.rope,
+            local_rope: self.local_rope.as_ref(),
+            window: self.window,
             eps: self.eps,
             mask: None,
+            window_mask: None,
+            slot_window,
             ops: self.ops,
             profile,
         };
@@ -236,6 +283,15 @@ impl Model {
         self.logits(&h)?.reshape(&[batch, -1])
     }
 
+    fn embed(&self, ids: &Array) -> Result<Array, Exception> {
+        let h = self.embed_tokens.lookup(ids)?;
+        match self.embed_scale {
+            // In the weights' dtype, as Hugging Face rounds the factor.
+            Some(s) => h.multiply(Array::from_f32(s).as_dtype(h.dtype())?),
+            None => Ok(h),
+        }
+    }
+
     /// Final norm and output head; float32 (sampling reads it on the host whatever the dtype).
     fn logits(&self, h: &Array) -> Result<Array, Exception> {
         let h = rms_norm(h, Some(&self.norm), self.eps)?;
@@ -245,79 +301,13 @@ impl Model {
             Some(head) => head.forward(&h)?,
             None => self.embed_tokens.tied_head(&h)?,
         };
-        logits.as_dtype(mlx_rs::Dtype::Float32)
-    }
-}
-
-impl Rope {
-    fn from_config(config: &ModelConfig) -> Result<Self, Exception> {
-        let dims = config.head_dim() as i32;
-        let base = config.rope_theta as f32;
-        let mut rope = Rope {
-            dims,
-            base,
-            scale: 1.0,
-            freqs: None,
-        };
-        let Some(scaling) = &config.rope_scaling else {
-            return Ok(rope);
-        };
-        match scaling.kind() {
-            "linear" => rope.scale = 1.0 / scaling.factor.unwrap_or(1.0) as f32,
-            "llama3" => {
-                let factor = scaling.factor.unwrap_or(8.0);
-                let low = scaling.low_freq_factor.unwrap_or(1.0);
-                let high = scaling.high_freq_factor.unwrap_or(4.0);
-                let original = scaling.original_max_position_embeddings.unwrap_or(8192.0);
-                let low_wavelen = original / low;
-                let high_wavelen = original / high;
-                let periods: Vec<f32> = (0..dims / 2)
-                    .map(|i| {
-                        let freq = (base as f64).powf(2.0 * i as f64 / dims as f64);
-                        let wavelen = 2.0 * std::f64::consts::PI * freq;
-                        let scaled = if wavelen > low_wavelen {
-                            freq * factor
-                        } else if wavelen < high_wavelen {
-                            freq
-                        } else {
-                            let smooth = (original / wavelen - low) / (high - low);
-                            freq / ((1.0 - smooth) / factor + smooth)
-                        };
-                        scaled as f32
-                    })
-                    .collect();
-                rope.freqs = Some(Array::from_slice(&periods, &[dims / 2]));
+        let logits = logits.as_dtype(mlx_rs::Dtype::Float32)?;
+        match self.final_logit_softcapping {
+            Some(cap) => {
+                let cap = Array::from_f32(cap);
+                mlx_rs::ops::tanh(&logits.divide(&cap)?)?.multiply(&cap)
             }
-            _ => {}
-        }
-        Ok(rope)
-    }
-
-    /// Rotates `x: [B, heads, 1, d]` with row `b` at position `positions[b]`.
-    fn apply_rows(&self, x: &Array, positions: &Array) -> Result<Array, Exception> {
-        let base = self.freqs.is_none().then_some(self.base);
-        rope_per_row(
-            x,
-            self.dims,
-            base,
-            self.scale,
-            positions,
-            self.freqs.as_ref(),
-        )
-    }
-
-    fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
-        match &self.freqs {
-            Some(freqs) => rope(x, self.dims, false, None::<f32>, self.scale, offset, freqs),
-            None => rope(
-                x,
-                self.dims,
-                false,
-                self.base,
-                self.scale,
-                offset,
-                None::<&Array>,
-            ),
+            None => Ok(logits),
         }
     }
 }
@@ -327,9 +317,15 @@ struct Pass<'a> {
     /// Position of the first new token (the cache's length before this pass).
     offset: i32,
     rope: &'a Rope,
+    local_rope: Option<&'a Rope>,
+    window: Option<i32>,
     eps: f32,
     /// Causal mask for this pass's queries (none for a single token).
     mask: Option<CausalMask>,
+    /// The sliding layers' mask for this pass's queries (none for a single token).
+    window_mask: Option<CausalMask>,
+    /// The sliding layers' keys and mask in a decode step of the slots.
+    slot_window: Option<SlotWindow>,
     ops: Ops,
     profile: Option<&'a RefCell<Profile>>,
 }
@@ -357,6 +353,19 @@ impl DecoderLayer {
         let normed = rms_norm(x, Some(&self.input_layernorm), pass.eps)?;
         pass.mark("rms_norm", &[&normed])?;
         let attn = attn(&self.self_attn, &normed)?;
+        if let (Some(pre), Some(post)) = (
+            &self.pre_feedforward_layernorm,
+            &self.post_feedforward_layernorm,
+        ) {
+            let attn = rms_norm(&attn, Some(&self.post_attention_layernorm), pass.eps)?;
+            let h = x.add(&attn)?;
+            let normed = rms_norm(&h, Some(pre), pass.eps)?;
+            pass.mark("rms_norm", &[&normed])?;
+            let mlp = rms_norm(&self.mlp.forward(&normed, pass)?, Some(post), pass.eps)?;
+            let out = h.add(&mlp)?;
+            pass.mark("residual", &[&out])?;
+            return Ok(out);
+        }
         let h = x.add(&attn)?;
         let normed = rms_norm(&h, Some(&self.post_attention_layernorm), pass.eps)?;
         pass.mark("rms_norm", &[&normed])?;
@@ -367,6 +376,13 @@ impl DecoderLayer {
 }
 
 impl Attention {
+    fn rope<'a>(&self, pass: &Pass<'a>) -> &'a Rope {
+        match (self.sliding, pass.local_rope) {
+            (true, Some(local)) => local,
+            _ => pass.rope,
+        }
+    }
+
     /// q, k and v for `x: [batch, len, hidden]`.
     fn project(&self, x: &Array, pass: &Pass) -> Result<[Array; 3], Exception> {
         let qkv: [Array; 3] = self
@@ -419,17 +435,22 @@ impl Attention {
             q = rms_norm(&q, Some(qn), pass.eps)?;
             k = rms_norm(&k, Some(kn), pass.eps)?;
         }
-        let q = pass.rope.apply_rows(&q, &step.positions)?;
-        let k = pass.rope.apply_rows(&k, &step.positions)?;
+        let rope = self.rope(pass);
+        let q = rope.apply_rows(&q, &step.positions)?;
+        let k = rope.apply_rows(&k, &step.positions)?;
         pass.mark("rope", &[&q, &k, &v])?;
         let (keys, values) = kv.update(index, step, &k, &v)?;
+        let (keys, values, mask) = match (&pass.slot_window, self.sliding) {
+            (Some(w), true) => (w.keys(&keys)?, w.keys(&values)?, &w.mask),
+            _ => (keys, values, &step.mask),
+        };
         pass.mark("kv_cache", &[&keys, &values])?;
         // Query heads that share a key/value head stacked: [B, kv_heads, group, d].
         let group = self.n_heads / self.n_kv_heads;
         let q = q
             .multiply(Array::from_f32(self.scale).as_dtype(q.dtype())?)?
             .reshape(&[b, self.n_kv_heads, group, d])?;
-        let scores = q.matmul(keys.swap_axes(-1, -2)?)?.add(&step.mask)?;
+        let scores = q.matmul(keys.swap_axes(-1, -2)?)?.add(mask)?;
         let probs = softmax_last(&scores, pass.ops.power_exp)?;
         let out = probs.matmul(&values)?.reshape(&[b, 1, self.n_heads * d])?;
         pass.mark("attention", &[&out])?;
@@ -451,7 +472,7 @@ impl Attention {
         cache: &mut KvCache,
         host_kernels: bool,
     ) -> Result<Array, Exception> {
-        let (offset, rope, eps) = (pass.offset, pass.rope, pass.eps);
+        let (offset, rope, eps) = (pass.offset, self.rope(pass), pass.eps);
         let len = q.shape()[1];
         let heads = |t: &Array, n: i32| -> Result<Array, Exception> {
             t.reshape(&[1, len, n, self.head_dim])?
@@ -468,13 +489,21 @@ impl Attention {
         let k = rope.apply(&k, offset)?;
         pass.mark("rope", &[&q, &k, &v])?;
         let (keys, values) = cache.update(index, &k, &v)?;
+        let (keys, values, mask) = match (pass.window, self.sliding) {
+            (Some(w), true) => (
+                gemma3::window_keys(&keys, offset, w)?,
+                gemma3::window_keys(&values, offset, w)?,
+                pass.window_mask.as_ref(),
+            ),
+            _ => (keys, values, pass.mask.as_ref()),
+        };
         pass.mark("kv_cache", &[&keys, &values])?;
         let out = attend(
             &q,
             &keys,
             &values,
             self.scale,
-            pass.mask.as_ref(),
+            mask,
             pass.ops,
             host_kernels,
             &|group, arrays| pass.mark(group, arrays),
@@ -493,7 +522,10 @@ impl Mlp {
             Projections::Fused { linear, .. } if pass.host_kernels(x) => {
                 let gate_up = linear.forward(x)?;
                 pass.mark("gate_up_proj", &[&gate_up])?;
-                host_kernels::silu_mul(&gate_up)?
+                match self.gelu {
+                    true => host_kernels::gelu_tanh_mul(&gate_up)?,
+                    false => host_kernels::silu_mul(&gate_up)?,
+                }
             }
             _ => {
                 let gate_up = self.gate_up.forward(x)?;
@@ -501,7 +533,10 @@ impl Mlp {
                     return Err(Exception::custom("gate/up projection count"));
                 };
                 pass.mark("gate_up_proj", &[gate, up])?;
-                silu(gate, pass.ops.power_exp)?.multiply(up)?
+                match self.gelu {
+                    true => gemma3::gelu_tanh(gate, pass.ops.power_exp)?.multiply(up)?,
+                    false => silu(gate, pass.ops.power_exp)?.multiply(up)?,
+                }
             }
         };
         pass.mark("silu*up", &[&act])?;

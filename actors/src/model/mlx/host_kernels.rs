@@ -134,31 +134,56 @@ fn data(a: &Array) -> Result<&[f32], Exception> {
 /// (query heads of a group stacked `len` rows each), and each sees keys `0..=offset + row % len`:
 /// the masked tail is not exponentiated, only zeroed.
 ///
+/// With `window = Some(w)` each query also loses sight of keys `w` or more positions before its
+/// own (sliding-window attention), masked like the tail.
+///
 /// # Safety
 /// `scores` must be a freshly computed array nothing else references (see
 /// [`data_mut_unshared`]).
 pub unsafe fn softmax_in_place(
     mut scores: Array,
     causal: Option<(usize, usize)>,
+    window: Option<usize>,
 ) -> Result<Array, Exception> {
     let row = *scores.shape().last().unwrap_or(&1) as usize;
     // SAFETY: the caller's contract is data_mut_unshared's.
     let data = unsafe { data_mut_unshared(&mut scores)? };
     rows_parallel_in_place(data, row, |r, x| {
         let valid = causal.map_or(row, |(len, offset)| (offset + r % len + 1).min(row));
-        let (live, masked) = x.split_at_mut(valid);
+        let first = window.map_or(0, |w| valid.saturating_sub(w));
+        let (head, masked) = x.split_at_mut(valid);
+        let (before, live) = head.split_at_mut(first);
         softmax_row_in_place(live);
+        before.fill(0.0);
         masked.fill(0.0);
     });
     Ok(scores)
 }
 
+/// `gelu_tanh(x)·u` for one row of `[gate | up]`, as `x / (1 + e^(-2u))` (see `gemma3`).
+fn gelu_tanh_mul_row(gate_up: &[f32], out: &mut [f32]) {
+    const C: f32 = -2.0 * 0.797_884_6; // -2·√(2/π)
+    let (gate, up) = gate_up.split_at(out.len());
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g / (1.0 + exp(C * (g + 0.044715 * g * g * g))) * u;
+    }
+}
+
 /// SiLU(gate)·up from a fused `[..., 2·I]` projection output whose first half is the gate.
 pub fn silu_mul(gate_up: &Array) -> Result<Array, Exception> {
+    glu(gate_up, silu_mul_row)
+}
+
+/// GELU(gate)·up (tanh approximation, Gemma's GeGLU), laid out as for [`silu_mul`].
+pub fn gelu_tanh_mul(gate_up: &Array) -> Result<Array, Exception> {
+    glu(gate_up, gelu_tanh_mul_row)
+}
+
+fn glu(gate_up: &Array, f: fn(&[f32], &mut [f32])) -> Result<Array, Exception> {
     let mut shape = gate_up.shape().to_vec();
     let width = *shape.last().unwrap_or(&0) as usize;
     let half = width / 2;
-    let out = map_rows(data(gate_up)?, width, half, silu_mul_row);
+    let out = map_rows(data(gate_up)?, width, half, f);
     if let Some(last) = shape.last_mut() {
         *last = half as i32;
     }
@@ -195,7 +220,8 @@ mod tests {
         let x = Array::from_slice(&masked, &[3, 300]);
         // SAFETY: a fresh product, referenced nowhere else.
         let ours =
-            unsafe { softmax_in_place(x.multiply(Array::from_f32(1.0)).unwrap(), None) }.unwrap();
+            unsafe { softmax_in_place(x.multiply(Array::from_f32(1.0)).unwrap(), None, None) }
+                .unwrap();
         let theirs = mlx_rs::ops::softmax_axis(&x, -1, true).unwrap();
         for (a, b) in ours.as_slice::<f32>().iter().zip(theirs.as_slice::<f32>()) {
             assert!((a - b).abs() <= 1e-6 * (1.0 + b.abs()), "{a} vs {b}");
@@ -213,7 +239,7 @@ mod tests {
         }
         // SAFETY: a fresh array, referenced nowhere else.
         let ours =
-            unsafe { softmax_in_place(Array::from_slice(&scores, &[1, 6, 7]), Some((3, 4))) }
+            unsafe { softmax_in_place(Array::from_slice(&scores, &[1, 6, 7]), Some((3, 4)), None) }
                 .unwrap();
         let theirs =
             mlx_rs::ops::softmax_axis(Array::from_slice(&explicit, &[1, 6, 7]), -1, true).unwrap();
@@ -275,11 +301,11 @@ mod speed {
         let ones = Array::from_f32(1.0);
         time("host softmax (incl. a copy of the input)", &|| {
             // SAFETY: a fresh product, referenced nowhere else.
-            unsafe { softmax_in_place(x.multiply(&ones).unwrap(), None) }.unwrap()
+            unsafe { softmax_in_place(x.multiply(&ones).unwrap(), None, None) }.unwrap()
         });
         time("host softmax, causal", &|| {
             // SAFETY: a fresh product, referenced nowhere else.
-            unsafe { softmax_in_place(x.multiply(&ones).unwrap(), Some((512, 512))) }.unwrap()
+            unsafe { softmax_in_place(x.multiply(&ones).unwrap(), Some((512, 512)), None) }.unwrap()
         });
         let mut out = vec![0.0f32; n];
         let t = std::time::Instant::now();

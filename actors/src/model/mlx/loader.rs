@@ -9,8 +9,12 @@ use mlx_rs::ops::dequantize;
 use mlx_rs::{Array, Dtype};
 
 use super::config::ModelConfig;
+use super::gemma3;
 use super::weights::Weights;
-use crate::model::gguf::{hf_tensor_name, undo_llama_qk_permutation, GgmlType, GgufFile};
+use crate::model::gguf::{
+    gguf_norm_to_hf, hf_tensor_name_for, undo_llama_qk_permutation, GgmlType, GgufFile,
+};
+use crate::model::template::GEMMA_TURN_TEMPLATE;
 use crate::model::tokenizer::TokenizerBundle;
 
 /// Where a model comes from.
@@ -98,10 +102,11 @@ fn load_gguf(path: &Path, dtype: Dtype, gguf_blocks: bool) -> LoadResult<LoadedM
     config.validate()?;
     // llama.cpp permutes Q/K rows of llama-architecture models for its interleaved RoPE.
     let permuted = matches!(config.model_type.as_str(), "llama" | "mistral");
+    let arch = file.architecture().unwrap_or_default().to_string();
     let mut weights = Weights::new();
     let names: Vec<String> = file.tensors().iter().map(|t| t.name.clone()).collect();
     for name in names {
-        let Some(hf) = hf_tensor_name(&name) else {
+        let Some(hf) = hf_tensor_name_for(&arch, &name) else {
             continue; // e.g. rope_freqs: recomputed from the config
         };
         let qk_heads = |hf: &str| {
@@ -140,6 +145,7 @@ fn load_gguf(path: &Path, dtype: Dtype, gguf_blocks: bool) -> LoadResult<LoadedM
         let (shape, mut data) = file
             .tensor_f32(&name)
             .map_err(|e| format!("{}: tensor {name}: {e}", path.display()))?;
+        gguf_norm_to_hf(&arch, &hf, &mut data);
         if shape.len() == 2 {
             if let Some(heads) = qk_heads(&hf) {
                 undo_llama_qk_permutation(&mut data, shape[0], shape[1], heads);
@@ -209,6 +215,7 @@ fn load_hf_dir(dir: &Path, dtype: Dtype, keep_quantized: bool) -> LoadResult<Loa
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
     let raw_config: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let raw_config = gemma3::text_config(raw_config);
     let config: ModelConfig = serde_json::from_value(raw_config.clone())
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
     config.validate()?;
@@ -220,6 +227,12 @@ fn load_hf_dir(dir: &Path, dtype: Dtype, keep_quantized: bool) -> LoadResult<Loa
     }
     let mut weights = Weights::new();
     let quant = config.quantization;
+    if config.is_gemma3() {
+        raw = raw
+            .into_iter()
+            .filter_map(|(n, a)| gemma3::text_weight_name(&n).map(|n| (n, a)))
+            .collect();
+    }
     let names: Vec<String> = raw.keys().cloned().collect();
     for name in names {
         if name.ends_with(".scales") || name.ends_with(".biases") || name.contains("rotary_emb") {
@@ -285,8 +298,12 @@ pub fn write_hf_dir(model: &LoadedModel, dtype: Dtype, out: &Path) -> LoadResult
         out.join("model.safetensors"),
     )
     .map_err(|e| format!("writing safetensors: {e}"))?;
-    model
-        .tokenizer
+    let mut tokenizer = model.tokenizer.clone();
+    if tokenizer.chat_template.is_none() && model.config.is_gemma3() {
+        // What the server renders for it, so that other runtimes format chats the same way.
+        tokenizer.chat_template = Some(GEMMA_TURN_TEMPLATE.to_string());
+    }
+    tokenizer
         .write_hf_files(out)
         .map_err(|e| format!("writing tokenizer files: {e}"))?;
     Ok(())

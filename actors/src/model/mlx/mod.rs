@@ -10,6 +10,7 @@ pub mod decoder;
 pub mod device;
 pub mod engine;
 mod ffi;
+pub mod gemma3;
 pub mod gguf_quant;
 mod host_kernels;
 pub mod kv_cache;
@@ -18,6 +19,7 @@ pub mod loader;
 pub mod ops;
 pub mod prefix_cache;
 pub mod profile;
+mod rope;
 pub mod slot_kv;
 pub mod weights;
 

@@ -7,7 +7,10 @@
 //! variables `messages`, `tools` (none when there are no tools), `add_generation_prompt`,
 //! `bos_token`, `eos_token`.
 
+mod gemma;
 mod json;
+
+pub use gemma::GEMMA_TURN_TEMPLATE;
 
 use minijinja::value::{Kwargs, Value};
 use minijinja::{Environment, Error, ErrorKind};

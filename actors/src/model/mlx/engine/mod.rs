@@ -169,7 +169,7 @@ impl MlxEngine {
         let template = match tokenizer.template_for(false) {
             Some(src) => ChatTemplate::new(src, bos.clone(), eos_text.clone())
                 .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}")))?,
-            None => ChatTemplate::chatml(bos.clone(), eos_text.clone()),
+            None => ChatTemplate::fallback_for(&config.model_type, bos.clone(), eos_text.clone()),
         };
         let tool_template = match &tokenizer.tool_use_template {
             Some(src) => Some(ChatTemplate::new(src, bos, eos_text).map_err(|e| {

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Row `i` of batch logits `[batch, vocab]`, contiguous.
-fn row_of(logits: &Array, i: usize) -> Array {
+pub(super) fn row_of(logits: &Array, i: usize) -> Array {
     let i = i as i32;
     super::super::ffi::slice(logits, &[i, 0], &[i + 1, VOCAB as i32])
         .unwrap()
@@ -14,7 +14,7 @@ fn row_of(logits: &Array, i: usize) -> Array {
 /// A decode batch of sequences at different positions gives each the logits it would get alone.
 #[test]
 fn decode_batch_matches_f64_reference_per_sequence() {
-    for family in ["llama", "qwen2", "qwen3"] {
+    for family in ["llama", "qwen2", "qwen3", "gemma3_text"] {
         let cfg = config(family);
         let tensors = random_tensors(&cfg, 11);
         let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();

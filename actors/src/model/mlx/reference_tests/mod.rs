@@ -25,7 +25,7 @@ const LAYERS: usize = 2;
 type Tensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
 
 fn config(model_type: &str) -> ModelConfig {
-    serde_json::from_value(serde_json::json!({
+    let mut c = serde_json::json!({
         "model_type": model_type,
         "hidden_size": HIDDEN,
         "intermediate_size": INTER,
@@ -37,8 +37,28 @@ fn config(model_type: &str) -> ModelConfig {
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
         "tie_word_embeddings": model_type != "qwen3",
-    }))
-    .unwrap()
+    });
+    if model_type == "gemma3_text" {
+        // A window shorter than the test sequences, a query scale and a local RoPE base that
+        // differ from the defaults they could be confused with.
+        c["layer_types"] = serde_json::json!(["sliding_attention", "full_attention"]);
+        c["sliding_window"] = serde_json::json!(GEMMA_WINDOW);
+        c["query_pre_attn_scalar"] = serde_json::json!(9.0);
+        c["rope_local_base_freq"] = serde_json::json!(100.0);
+    }
+    serde_json::from_value(c).unwrap()
+}
+
+/// The sliding window of the tiny Gemma 3 model.
+const GEMMA_WINDOW: usize = 3;
+
+/// RMSNorm weights of a Gemma checkpoint are offsets from 1 (the model multiplies by `1 + w`).
+fn norm_offset(cfg: &ModelConfig) -> f32 {
+    if cfg.is_gemma3() {
+        0.0
+    } else {
+        1.0
+    }
 }
 
 fn random_tensors(cfg: &ModelConfig, seed: u64) -> Tensors {
@@ -59,7 +79,8 @@ fn random_tensors(cfg: &ModelConfig, seed: u64) -> Tensors {
         0.0,
         &mut rng,
     );
-    put("model.norm.weight".into(), vec![HIDDEN], 0.2, 1.0, &mut rng);
+    let one = norm_offset(cfg);
+    put("model.norm.weight".into(), vec![HIDDEN], 0.2, one, &mut rng);
     if !cfg.tie_word_embeddings {
         put(
             "lm_head.weight".into(),
@@ -105,35 +126,18 @@ fn random_tensors(cfg: &ModelConfig, seed: u64) -> Tensors {
             }
         }
         if cfg.qk_norm() {
-            put(
-                format!("{p}.self_attn.q_norm.weight"),
-                vec![HEAD_DIM],
-                0.2,
-                1.0,
-                &mut rng,
-            );
-            put(
-                format!("{p}.self_attn.k_norm.weight"),
-                vec![HEAD_DIM],
-                0.2,
-                1.0,
-                &mut rng,
-            );
+            for n in ["q_norm", "k_norm"] {
+                let name = format!("{p}.self_attn.{n}.weight");
+                put(name, vec![HEAD_DIM], 0.2, one, &mut rng);
+            }
         }
-        put(
-            format!("{p}.input_layernorm.weight"),
-            vec![HIDDEN],
-            0.2,
-            1.0,
-            &mut rng,
-        );
-        put(
-            format!("{p}.post_attention_layernorm.weight"),
-            vec![HIDDEN],
-            0.2,
-            1.0,
-            &mut rng,
-        );
+        let mut norms = vec!["input_layernorm", "post_attention_layernorm"];
+        if cfg.is_gemma3() {
+            norms.extend(["pre_feedforward_layernorm", "post_feedforward_layernorm"]);
+        }
+        for n in norms {
+            put(format!("{p}.{n}.weight"), vec![HIDDEN], 0.2, one, &mut rng);
+        }
     }
     t
 }
@@ -163,13 +167,20 @@ fn linear(x: &[f64], weight: &[f32], bias: Option<&[f32]>, out: usize) -> Vec<f6
         .collect()
 }
 
-fn rms(x: &[f64], weight: &[f32], eps: f64) -> Vec<f64> {
+/// RMSNorm multiplying by `shift + weight` (Gemma: shift 1).
+fn rms_shifted(x: &[f64], weight: &[f32], eps: f64, shift: f64) -> Vec<f64> {
     let ms = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
     let inv = 1.0 / (ms + eps).sqrt();
     x.iter()
         .zip(weight)
-        .map(|(v, g)| v * inv * *g as f64)
+        .map(|(v, g)| v * inv * (shift + *g as f64))
         .collect()
+}
+
+/// `gelu_pytorch_tanh`, in its textbook form.
+fn gelu_tanh(x: f64) -> f64 {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
 }
 
 /// Hugging Face's rotate-half RoPE on one head vector at `pos`.
@@ -184,21 +195,60 @@ fn rope(x: &mut [f64], pos: usize, base: f64) {
     }
 }
 
+/// Gemma 3's switches, read from the config by hand (not through the decoder's helpers).
+struct Gemma {
+    window: Option<usize>,
+    local_base: f64,
+    scale: f64,
+}
+
+fn gemma_of(cfg: &ModelConfig) -> Option<Gemma> {
+    (cfg.model_type == "gemma3_text").then(|| Gemma {
+        window: cfg.sliding_window,
+        local_base: cfg.rope_local_base_freq.unwrap_or(10_000.0),
+        scale: cfg
+            .query_pre_attn_scalar
+            .unwrap_or(HEAD_DIM as f64)
+            .powf(-0.5),
+    })
+}
+
 fn reference_logits(cfg: &ModelConfig, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f64>> {
+    let gemma = gemma_of(cfg);
+    let shift = if gemma.is_some() { 1.0 } else { 0.0 };
     let eps = cfg.rms_norm_eps;
+    let rms = |x: &[f64], weight: &[f32], eps: f64| rms_shifted(x, weight, eps, shift);
     let n = tokens.len();
     let emb = w(t, "model.embed_tokens.weight");
+    let embed_scale = if gemma.is_some() {
+        (HIDDEN as f64).sqrt()
+    } else {
+        1.0
+    };
     let mut h: Vec<Vec<f64>> = tokens
         .iter()
         .map(|&tok| {
             emb[tok as usize * HIDDEN..(tok as usize + 1) * HIDDEN]
                 .iter()
-                .map(|&v| v as f64)
+                .map(|&v| v as f64 * embed_scale)
                 .collect()
         })
         .collect();
     for l in 0..LAYERS {
         let p = format!("model.layers.{l}");
+        let sliding = cfg
+            .layer_types
+            .as_ref()
+            .is_some_and(|t| t[l] == "sliding_attention");
+        let base = match &gemma {
+            Some(g) if sliding => g.local_base,
+            _ => cfg.rope_theta,
+        };
+        // Keys a query at `pos` sees: all before it, or the last `window` with itself.
+        let first_key = |pos: usize| match gemma.as_ref().and_then(|g| g.window) {
+            Some(w) if sliding => (pos + 1).saturating_sub(w),
+            _ => 0,
+        };
         let bias = |name: &str| {
             t.get(&format!("{p}.self_attn.{name}.bias"))
                 .map(|b| b.1.as_slice())
@@ -238,19 +288,23 @@ fn reference_logits(cfg: &ModelConfig, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f
                     .map(|hv| rms(hv, w(t, &format!("{p}.self_attn.k_norm.weight")), eps))
                     .collect();
             }
-            q.iter_mut().for_each(|hv| rope(hv, pos, cfg.rope_theta));
-            k.iter_mut().for_each(|hv| rope(hv, pos, cfg.rope_theta));
+            q.iter_mut().for_each(|hv| rope(hv, pos, base));
+            k.iter_mut().for_each(|hv| rope(hv, pos, base));
             qs.push(q);
             ks.push(k);
             vs.push(v.chunks(HEAD_DIM).map(|c| c.to_vec()).collect::<Vec<_>>());
         }
         let group = HEADS / KV_HEADS;
-        let scale = 1.0 / (HEAD_DIM as f64).sqrt();
+        let scale = gemma
+            .as_ref()
+            .map_or(1.0 / (HEAD_DIM as f64).sqrt(), |g| g.scale);
         for pos in 0..n {
             let mut attn = Vec::with_capacity(HEADS * HEAD_DIM);
+            let keys = first_key(pos)..=pos;
             for head in 0..HEADS {
                 let kvh = head / group;
-                let scores: Vec<f64> = (0..=pos)
+                let scores: Vec<f64> = keys
+                    .clone()
                     .map(|j| {
                         qs[pos][head]
                             .iter()
@@ -264,7 +318,12 @@ fn reference_logits(cfg: &ModelConfig, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f
                 let exps: Vec<f64> = scores.iter().map(|s| (s - max).exp()).collect();
                 let sum: f64 = exps.iter().sum();
                 for d in 0..HEAD_DIM {
-                    attn.push((0..=pos).map(|j| exps[j] / sum * vs[j][kvh][d]).sum());
+                    let first = *keys.start();
+                    attn.push(
+                        keys.clone()
+                            .map(|j| exps[j - first] / sum * vs[j][kvh][d])
+                            .sum(),
+                    );
                 }
             }
             let o = linear(
@@ -273,25 +332,37 @@ fn reference_logits(cfg: &ModelConfig, t: &Tensors, tokens: &[u32]) -> Vec<Vec<f
                 None,
                 HIDDEN,
             );
-            let x: Vec<f64> = h[pos].iter().zip(&o).map(|(a, b)| a + b).collect();
-            let xn = rms(
-                &x,
-                w(t, &format!("{p}.post_attention_layernorm.weight")),
-                eps,
-            );
+            let norm = |x: &[f64], name: &str| rms(x, w(t, &format!("{p}.{name}.weight")), eps);
+            // Gemma norms each sublayer's output too, and its MLP input with a norm of its own.
+            let (x, xn) = if gemma.is_some() {
+                let o = norm(&o, "post_attention_layernorm");
+                let x: Vec<f64> = h[pos].iter().zip(&o).map(|(a, b)| a + b).collect();
+                let xn = norm(&x, "pre_feedforward_layernorm");
+                (x, xn)
+            } else {
+                let x: Vec<f64> = h[pos].iter().zip(&o).map(|(a, b)| a + b).collect();
+                let xn = norm(&x, "post_attention_layernorm");
+                (x, xn)
+            };
             let g = linear(&xn, w(t, &format!("{p}.mlp.gate_proj.weight")), None, INTER);
             let u = linear(&xn, w(t, &format!("{p}.mlp.up_proj.weight")), None, INTER);
             let act: Vec<f64> = g
                 .iter()
                 .zip(&u)
-                .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                .map(|(&g, u)| match gemma {
+                    Some(_) => gelu_tanh(g) * u,
+                    None => g / (1.0 + (-g).exp()) * u,
+                })
                 .collect();
-            let d = linear(
+            let mut d = linear(
                 &act,
                 w(t, &format!("{p}.mlp.down_proj.weight")),
                 None,
                 HIDDEN,
             );
+            if gemma.is_some() {
+                d = norm(&d, "post_feedforward_layernorm");
+            }
             h[pos] = x.iter().zip(&d).map(|(a, b)| a + b).collect();
         }
     }
@@ -388,6 +459,11 @@ fn qwen2_decoder_with_qkv_bias_matches_f64_reference() {
 #[test]
 fn qwen3_decoder_with_qk_norm_and_lm_head_matches_f64_reference() {
     check_family("qwen3");
+}
+
+#[test]
+fn gemma3_decoder_with_sliding_window_matches_f64_reference() {
+    check_family("gemma3_text");
 }
 
 #[test]
@@ -509,3 +585,4 @@ fn smollm_shape_decode_speed() {
 }
 
 mod batch;
+mod gemma3;

@@ -1,0 +1,195 @@
+//! Gemma 3 270M (the catalog's `gemma3-270m`, pulled on first use) against an independent
+//! reference: `scripts/gemma3_logits.py` runs the same GGUF through the `gguf` Python package's
+//! dequantizers and a float64 numpy forward pass of its own, and `testdata/gemma3_270m.json`
+//! holds what it printed (top logits after the prompt, greedy continuation). One prompt is
+//! longer than the 512-position sliding window; it is checked prefilled in chunks, decoded in a
+//! batch next to another sequence, and resumed from the prefix cache.
+#![cfg(feature = "mlx")]
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use mlx_serve_actors::engine::{Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent};
+use mlx_serve_actors::model::catalog;
+use mlx_serve_actors::model::mlx::decoder::Model;
+use mlx_serve_actors::model::mlx::device::DeviceChoice;
+use mlx_serve_actors::model::mlx::engine::{EngineOptions, MlxEngine};
+use mlx_serve_actors::model::mlx::kv_cache::KvCache;
+use mlx_serve_actors::model::mlx::loader::{self, ModelSource};
+use serde_json::Value;
+
+// MLX state is per thread and the machine has two cores: one model at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn gemma() -> PathBuf {
+    let dir = catalog::default_models_dir();
+    catalog::pull("gemma3-270m", &dir, &|_| {}).expect("pull gemma3-270m")
+}
+
+fn reference() -> Value {
+    serde_json::from_str(include_str!("testdata/gemma3_270m.json")).expect("fixture")
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("array of ids")
+        .iter()
+        .map(|x| x.as_u64().expect("id") as u32)
+        .collect()
+}
+
+fn options(prefill_chunk: usize, max_batch: usize) -> EngineOptions {
+    EngineOptions {
+        source: ModelSource::Gguf(gemma()),
+        model_id: "gemma3-270m".into(),
+        dtype: None,
+        device: DeviceChoice::Cpu,
+        context_length: Some(2048),
+        prefill_chunk,
+        prefix_cache_bytes: 256 << 20,
+        max_batch,
+    }
+}
+
+fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        prompt: Prompt::Tokens(prompt),
+        sampling: SamplingParams::default(),
+        max_tokens: Some(max_tokens),
+        stop: Vec::new(),
+        logprobs: None,
+        constraint: None,
+        reasoning: None,
+    }
+}
+
+/// Runs the requests together (they share decode steps) and returns each one's text and cached
+/// prompt tokens, in order.
+fn run(engine: &mut MlxEngine, requests: Vec<GenerateRequest>) -> Vec<(String, usize)> {
+    let n = requests.len();
+    for (i, r) in requests.into_iter().enumerate() {
+        engine.add(i as u64, r).expect("admit");
+    }
+    let mut out = vec![(String::new(), 0); n];
+    let mut done = 0;
+    while done < n {
+        for (seq, event) in engine.step() {
+            let slot = &mut out[seq as usize];
+            match event {
+                SeqEvent::Text { text, .. } => slot.0.push_str(&text),
+                SeqEvent::Finished { usage, .. } => {
+                    slot.1 = usage.cached_tokens;
+                    done += 1;
+                }
+                SeqEvent::Failed(e) => panic!("generation failed: {e}"),
+                SeqEvent::Started { .. } => {}
+            }
+        }
+    }
+    out
+}
+
+/// The reference's greedy continuation as text, cut at the first end-of-generation token.
+fn reference_text(engine: &MlxEngine, case: &Value) -> String {
+    let eos = &engine.tokenizer().eos_token_ids;
+    let greedy: Vec<u32> = ids(&case["greedy"])
+        .into_iter()
+        .take_while(|t| !eos.contains(t))
+        .collect();
+    engine
+        .tokenizer()
+        .tokenizer
+        .decode(&greedy, false)
+        .expect("decode")
+}
+
+#[test]
+fn gemma3_first_logits_match_the_numpy_reference_also_past_the_window() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let loaded =
+        loader::load(&ModelSource::Gguf(gemma()), mlx_rs::Dtype::Float32, false).expect("load");
+    let reference = reference();
+    // Our tokenizer gives the reference's ids for the short prompt.
+    let short = &reference["short"];
+    let text_ids = loaded
+        .tokenizer
+        .encode(short["text"].as_str().expect("text"), true)
+        .expect("encode");
+    assert_eq!(text_ids, ids(&short["prompt_ids"]));
+    let model = Model::new(loaded.config, loaded.weights).expect("model");
+    for (name, chunk) in [("short", 64), ("long", 200)] {
+        let case = &reference[name];
+        let prompt = ids(&case["prompt_ids"]);
+        let mut cache = KvCache::new(model.num_layers());
+        let mut logits = None;
+        for part in prompt.chunks(chunk) {
+            logits = Some(model.forward_last(part, &mut cache).expect("forward"));
+        }
+        let logits = logits.expect("a chunk");
+        logits.eval().expect("eval");
+        let logits = logits.as_slice::<f32>();
+        for (rank, top) in case["top"].as_array().expect("top").iter().enumerate() {
+            let id = top["id"].as_u64().expect("id") as usize;
+            let want = top["logit"].as_f64().expect("logit");
+            let got = logits[id] as f64;
+            assert!(
+                (got - want).abs() < 0.005 * (1.0 + want.abs()),
+                "{name}: logit of top-{rank} token {id}: {got} vs reference {want}"
+            );
+        }
+        let best = (0..logits.len())
+            .max_by(|&a, &b| logits[a].total_cmp(&logits[b]))
+            .expect("vocab");
+        assert_eq!(
+            best as u64,
+            case["top"][0]["id"].as_u64().expect("id"),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn gemma3_greedy_text_matches_reference_chunked_batched_and_from_the_prefix_cache() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let reference = reference();
+    let (short, long) = (&reference["short"], &reference["long"]);
+    let long_prompt = ids(&long["prompt_ids"]);
+    assert!(
+        long_prompt.len() > 512,
+        "the long prompt must exceed the window"
+    );
+    let steps = ids(&long["greedy"]).len();
+    let mut engine = MlxEngine::load(&options(160, 4)).expect("load");
+    let want_long = reference_text(&engine, long);
+    let want_short = reference_text(&engine, short);
+
+    // Chunked prefill across the window, then decode, alone.
+    let alone = run(&mut engine, vec![request(long_prompt.clone(), steps)]);
+    assert_eq!(alone[0].0, want_long, "long prompt alone");
+
+    // The long prompt and the short one in one decode batch; the long one resumes from the
+    // prefix cache (all but its last token).
+    let both = run(
+        &mut engine,
+        vec![
+            request(long_prompt.clone(), steps),
+            request(ids(&short["prompt_ids"]), ids(&short["greedy"]).len()),
+        ],
+    );
+    assert_eq!(both[0].0, want_long, "long prompt batched, from the cache");
+    assert!(both[0].1 >= 512, "cached {} tokens", both[0].1);
+    assert_eq!(both[1].0, want_short, "short prompt batched");
+
+    // A shorter prefix of the long prompt cached first: the full prompt resumes from it and
+    // prefills the rest past the window.
+    let mut engine = MlxEngine::load(&options(512, 2)).expect("load");
+    run(&mut engine, vec![request(long_prompt[..300].to_vec(), 1)]);
+    let resumed = run(&mut engine, vec![request(long_prompt.clone(), steps)]);
+    // 300, or 301 when the token generated after the prefix is the prompt's next one.
+    let cached = resumed[0].1;
+    assert!((300..=301).contains(&cached), "cached {cached} tokens");
+    assert_eq!(
+        resumed[0].0, want_long,
+        "long prompt resumed from a short prefix"
+    );
+}
