@@ -28,6 +28,7 @@ pub mod request;
 pub mod response;
 pub mod sse;
 pub mod stream;
+mod thinking;
 pub mod translate;
 
 pub use aliases::ModelAliases;
