@@ -333,7 +333,9 @@ impl ChatCompletionRequest {
                 messages,
                 tools,
                 add_generation_prompt: true,
-                template_kwargs: template_kwargs(self.chat_template_kwargs.as_ref())?,
+                template_kwargs: super::common::template_kwargs(
+                    self.chat_template_kwargs.as_ref(),
+                )?,
             },
             sampling,
             max_tokens,
@@ -519,20 +521,6 @@ pub struct ChunkChoice {
 
 /// A streamed chunk.
 pub type ChatCompletionChunk = Envelope<ChunkChoice>;
-
-/// `chat_template_kwargs`: an object (or null) of extra template variables.
-pub(crate) fn template_kwargs(
-    v: Option<&Value>,
-) -> Result<serde_json::Map<String, Value>, ApiError> {
-    match v {
-        None | Some(Value::Null) => Ok(Default::default()),
-        Some(Value::Object(m)) => Ok(m.clone()),
-        Some(_) => Err(ApiError::invalid(
-            "chat_template_kwargs",
-            "chat_template_kwargs must be an object of template variables",
-        )),
-    }
-}
 
 #[cfg(test)]
 mod tests {

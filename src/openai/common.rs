@@ -389,6 +389,20 @@ pub fn check_max_tokens(name: &str, v: Option<i64>) -> Result<Option<usize>, Api
     }
 }
 
+/// `chat_template_kwargs`: an object (or null) of extra template variables.
+pub(crate) fn template_kwargs(
+    v: Option<&serde_json::Value>,
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    match v {
+        None | Some(serde_json::Value::Null) => Ok(Default::default()),
+        Some(serde_json::Value::Object(m)) => Ok(m.clone()),
+        Some(_) => Err(ApiError::invalid(
+            "chat_template_kwargs",
+            "chat_template_kwargs must be an object of template variables",
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
