@@ -141,50 +141,37 @@ impl ResponseStream {
     }
 
     fn open_reasoning(&mut self, out: &mut Vec<Frame>) -> usize {
-        let index = self.response.output.len();
-        let item_id = new_id("rs");
         let item = OutputItem::Reasoning {
-            id: item_id.clone(),
+            id: new_id("rs"),
             summary: Vec::new(),
             content: Vec::new(),
             status: "in_progress",
         };
-        self.response.output.push(item.clone());
-        self.frame(
-            StreamEvent::OutputItemAdded {
-                output_index: index,
-                item,
-            },
-            out,
-        );
         let part = OutputContent::ReasoningText {
             text: String::new(),
         };
-        if let OutputItem::Reasoning { content, .. } = &mut self.response.output[index] {
-            content.push(part.clone());
-        }
-        self.frame(
-            StreamEvent::ContentPartAdded {
-                item_id,
-                output_index: index,
-                content_index: 0,
-                part,
-            },
-            out,
-        );
+        let index = self.open_item(item, part, out);
         self.open = Open::Reasoning(index);
         index
     }
 
     fn open_message(&mut self, out: &mut Vec<Frame>) -> usize {
-        let index = self.response.output.len();
-        let item_id = new_id("msg");
         let item = OutputItem::Message {
-            id: item_id.clone(),
+            id: new_id("msg"),
             status: "in_progress",
             role: "assistant",
             content: Vec::new(),
         };
+        let index = self.open_item(item, OutputContent::text(""), out);
+        self.open = Open::Text(index);
+        index
+    }
+
+    /// Adds an empty item with its one (empty) content part: `output_item.added`, then
+    /// `content_part.added`.
+    fn open_item(&mut self, item: OutputItem, part: OutputContent, out: &mut Vec<Frame>) -> usize {
+        let index = self.response.output.len();
+        let item_id = item.id().to_owned();
         self.response.output.push(item.clone());
         self.frame(
             StreamEvent::OutputItemAdded {
@@ -193,8 +180,9 @@ impl ResponseStream {
             },
             out,
         );
-        let part = OutputContent::text("");
-        if let OutputItem::Message { content, .. } = &mut self.response.output[index] {
+        if let OutputItem::Message { content, .. } | OutputItem::Reasoning { content, .. } =
+            &mut self.response.output[index]
+        {
             content.push(part.clone());
         }
         self.frame(
@@ -206,7 +194,6 @@ impl ResponseStream {
             },
             out,
         );
-        self.open = Open::Text(index);
         index
     }
 
