@@ -12,6 +12,7 @@ pub mod anthropic;
 pub mod bench;
 pub mod cli;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod keep_alive;
 pub mod limits;

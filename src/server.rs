@@ -6,15 +6,19 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::{ServerHandle, Service};
+use actix_http::{error::DispatchError, HttpService, Protocol};
+use actix_service::{fn_service, map_config, ServiceFactoryExt as _};
+use actix_web::dev::{AppConfig, Extensions, ServerHandle, Service};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::Method;
-use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use actix_web::rt::net::TcpStream;
+use actix_web::{web, App, HttpMessage, HttpResponse};
 use futures_util::future::{ready, Either};
 use mlx_serve_actors::model::actor::EngineFactory;
 use mlx_serve_actors::model::registry::ReleaseHook;
 
 use crate::config::{EngineFailurePolicy, Settings};
+use crate::connection::Connection;
 use crate::limits::{Guarded, PeerLimiter};
 use crate::pipeline::seams::Seams;
 use crate::routes::{self, extract::RequestId};
@@ -111,7 +115,7 @@ pub async fn start_server_with_loader(
     let cors = Arc::new(s.cors_origins.clone());
     let limiter = PeerLimiter::new(s.max_inflight_per_ip, s.retry_after_s);
     let app_state = state.clone();
-    let server = HttpServer::new(move || {
+    let app = move || {
         let cors = cors.clone();
         let limiter = limiter.clone();
         App::new()
@@ -207,17 +211,43 @@ pub async fn start_server_with_loader(
             .wrap_fn(|req, srv| crate::metrics::middleware::watch(srv.call(req)))
             .configure(routes::configure)
             .default_service(web::to(routes::not_found))
-    })
-    .on_connect(routes::disconnect::on_connect)
-    .workers(s.workers)
-    .shutdown_timeout(s.shutdown_grace_s)
-    .bind((s.host.as_str(), s.port))?;
-    let addr = server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or_else(|| io::Error::other("the server bound no address"))?;
-    let server = server.run();
+    };
+    let listeners = listen(&s.host, s.port)?;
+    let addr = listeners[0].local_addr()?;
+    // actix-web's `HttpServer`, assembled by hand so that connections are `Connection`s.
+    let mut builder = actix_server::Server::build()
+        .workers(s.workers)
+        .shutdown_timeout(s.shutdown_grace_s);
+    let shutdown = builder.graceful_shutdown_signal();
+    for lst in listeners {
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        let local = lst.local_addr()?;
+        builder = builder.listen(format!("mlx-serve-{local}"), lst, move || {
+            let shutdown = shutdown.clone();
+            let http = HttpService::build()
+                .client_request_timeout(HEAD_TIMEOUT)
+                .client_disconnect_timeout(Duration::from_secs(1))
+                .h1_allow_half_closed(true)
+                .local_addr(local)
+                .graceful_shutdown_signal(move || {
+                    let signal = shutdown.clone();
+                    async move { signal.notified().await }
+                })
+                .on_connect_ext(|io: &Connection, ext: &mut Extensions| {
+                    routes::disconnect::on_connect(io.stream(), ext)
+                })
+                .finish(map_config(app(), |_| AppConfig::default()));
+            fn_service(|io: TcpStream| async move {
+                // Streamed tokens are small writes: send each at once.
+                let _ = io.set_nodelay(true);
+                let peer = io.peer_addr().ok();
+                let conn = Connection::new(io, routes::bare_error_body);
+                Ok::<_, DispatchError>((conn, Protocol::Http1, peer))
+            })
+            .and_then(http)
+        })?;
+    }
+    let server = builder.run();
     let handle = server.handle();
     let fatal = Arc::new(Mutex::new(None));
     actix_rt::spawn(watchdog(state.clone(), handle.clone(), fatal.clone()));
@@ -231,6 +261,34 @@ pub async fn start_server_with_loader(
         server: actix_rt::spawn(server),
         fatal,
     })
+}
+
+/// How long a client may take to send a request's head (actix-web's default): then 408.
+pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Listening sockets for every address `host` resolves to, as actix-web's `bind` makes them.
+fn listen(host: &str, port: u16) -> io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol as IpProtocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut out = Vec::new();
+    let mut last = None;
+    for addr in (host, port).to_socket_addrs()? {
+        let socket = Socket::new(
+            Domain::for_address(addr),
+            Type::STREAM,
+            Some(IpProtocol::TCP),
+        )?;
+        #[cfg(not(windows))]
+        socket.set_reuse_address(true)?;
+        match socket.bind(&addr.into()).and_then(|()| socket.listen(1024)) {
+            Ok(()) => out.push(socket.into()),
+            Err(e) => last = Some(e),
+        }
+    }
+    if out.is_empty() {
+        return Err(last.unwrap_or_else(|| io::Error::other("the server bound no address")));
+    }
+    Ok(out)
 }
 
 /// Unload idle models whose keep-alive ran out, and release the memory of unloaded ones.

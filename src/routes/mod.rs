@@ -86,11 +86,45 @@ pub fn is_anthropic_path(path: &str) -> bool {
 
 /// An error rendered in the shape of the API the path belongs to.
 pub fn error_for(req: &HttpRequest, e: ApiError) -> HttpResponse {
-    if is_anthropic_path(req.path()) {
+    error_for_path(req.path(), e)
+}
+
+fn error_for_path(path: &str, e: ApiError) -> HttpResponse {
+    if is_anthropic_path(path) {
         messages::MessagesError::from(e).error_response()
     } else {
         e.error_response()
     }
+}
+
+/// The JSON body for an error actix-http answers by itself, before routing (see
+/// [`crate::connection`]): `path` is the request's, or empty when its request line was unreadable.
+pub fn bare_error_body(path: &str, status: u16) -> Option<Vec<u8>> {
+    let message = match status {
+        400 => "Malformed HTTP request: the request line, a header or the body framing \
+                (Content-Length, Transfer-Encoding) could not be parsed."
+            .to_owned(),
+        408 => format!(
+            "The request headers were not received within {} s.",
+            crate::server::HEAD_TIMEOUT.as_secs()
+        ),
+        431 => "The request headers are too large.".to_owned(),
+        _ => return None,
+    };
+    let code = if status == 408 {
+        "request_timeout"
+    } else {
+        "malformed_request"
+    };
+    let e = ApiError::InvalidRequest {
+        message,
+        param: None,
+        code: Some(code),
+    };
+    let body = error_for_path(path, e).into_body();
+    actix_web::body::MessageBody::try_into_bytes(body)
+        .ok()
+        .map(|b| b.to_vec())
 }
 
 /// Unknown routes get the error shape of their API (OpenAI's, or Anthropic's under

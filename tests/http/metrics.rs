@@ -79,7 +79,13 @@ async fn metrics_count_requests_tokens_and_latency_after_requests() {
         .await;
     assert_eq!(s, 404);
 
-    let text = scrape_until(&t, |m| sample(m, "mlx_serve_requests_total", &[]) >= 3.0).await;
+    // The engine gauges are published every `metrics.publish_interval`: wait for the one
+    // after the requests finished, too.
+    let idle = format!("mlx_serve_num_requests_running{{model=\"{MODEL}\"}} 0");
+    let text = scrape_until(&t, |m| {
+        sample(m, "mlx_serve_requests_total", &[]) >= 3.0 && m.contains(&idle)
+    })
+    .await;
     let ok = ["route=\"/v1/chat/completions\"", "status=\"200\""];
     assert_eq!(
         sample(&text, "mlx_serve_requests_total", &ok),

@@ -90,3 +90,47 @@ async fn a_short_soak_gets_only_expected_answers_and_leaves_the_server_idle() {
     let after = report.after.expect("health after the run");
     assert_eq!((after.running, after.queue_depth), (0, 0));
 }
+
+/// actix-http's own answers (a head it cannot parse, a head too slow) carry the JSON error of
+/// the API the request line names, also for a second request on a kept-alive connection.
+#[actix_rt::test]
+async fn unparseable_and_slow_heads_get_the_api_error_body() {
+    let t = start(|_| {}, FakeConfig::default()).await;
+    let addr = t.server.addr;
+    let raw = actix_rt::task::spawn_blocking(move || {
+        let ok = "GET /health HTTP/1.1\r\nhost: x\r\n\r\n";
+        let bad = "POST /v1/messages HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n{}";
+        crate::replay::exchange(addr, format!("{ok}{bad}").into_bytes(), false)
+    })
+    .await
+    .unwrap();
+    let second = raw
+        .match_indices("HTTP/1.1 ")
+        .nth(1)
+        .map(|(i, _)| &raw[i..])
+        .unwrap_or_else(|| panic!("one response only: {raw}"));
+    assert!(raw.starts_with("HTTP/1.1 200 "), "{raw}");
+    let (status, body) = final_response(second);
+    assert_eq!(status, 400, "{second}");
+    let body = body.unwrap_or_else(|| panic!("no JSON body: {second}"));
+    assert_eq!(body["type"], "error", "{body}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{body}");
+
+    // Headers never finished: actix's 408 after its 5 s head timeout, in OpenAI's shape.
+    let raw = actix_rt::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n")
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    })
+    .await
+    .unwrap();
+    let (status, body) = final_response(&raw);
+    assert_eq!(status, 408, "{raw}");
+    let body = body.unwrap_or_else(|| panic!("no JSON body: {raw}"));
+    assert_eq!(body["error"]["code"], "request_timeout", "{body}");
+}
