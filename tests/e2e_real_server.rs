@@ -164,6 +164,82 @@ fn context_overflow_is_a_400_naming_both_numbers() {
     assert!(msg.contains("64"), "{msg}");
 }
 
+/// Prompts are encoded off the model thread before they take a queue place: with the one slot
+/// busy and the one queue place taken, a prompt too long for the context is still told so (400,
+/// not 429), and token counting answers while the generation runs.
+#[test]
+fn a_too_long_prompt_is_refused_before_the_queue_and_counting_does_not_wait() {
+    let server = start(&[
+        ("MLX_SERVE__MODEL__CONTEXT_LENGTH", "300"),
+        ("MLX_SERVE__MODEL__MAX_BATCH", "1"),
+        ("MLX_SERVE__SERVER__QUEUE_SIZE", "1"),
+    ]);
+    let spawn = |question: &'static str, max_tokens: usize| {
+        let base = server.base.clone();
+        std::thread::spawn(move || {
+            http()
+                .post(format!("{base}/v1/chat/completions"))
+                .json(&chat_body(question, max_tokens, false))
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let running = spawn("Tell me a long story about a dragon.", 160);
+    let health = |server: &Server| -> Value {
+        http()
+            .get(format!("{}/health", server.base))
+            .send()
+            .and_then(|r| r.json())
+            .expect("health")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while health(&server)["running"] != 1 {
+        assert!(Instant::now() < deadline, "the first request never ran");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let queued = spawn("Tell me a long story about a castle.", 8);
+    while health(&server)["queue_depth"] != 1 {
+        assert!(Instant::now() < deadline, "the second request never queued");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A fitting request now finds the queue full ...
+    let resp = http()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .json(&chat_body("Hi", 8, false))
+        .send()
+        .expect("chat");
+    assert_eq!(resp.status().as_u16(), 429);
+    // ... but one that could never run is told why at once.
+    let resp = http()
+        .post(format!("{}/v1/chat/completions", server.base))
+        .json(&chat_body(&"word ".repeat(400), 8, false))
+        .send()
+        .expect("chat");
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().expect("json");
+    assert_eq!(body["error"]["code"], "context_length_exceeded", "{body}");
+    let counted: Value = http()
+        .post(format!("{}/v1/messages/count_tokens", server.base))
+        .json(&json!({
+            "model": "smollm2-135m-instruct",
+            "messages": [{"role": "user", "content": "How many tokens is this?"}],
+        }))
+        .send()
+        .and_then(|r| r.json())
+        .expect("count_tokens");
+    assert!(
+        counted["input_tokens"].as_u64().unwrap_or(0) > 5,
+        "{counted}"
+    );
+    assert_eq!(
+        health(&server)["running"],
+        1,
+        "counted only after the generation"
+    );
+    assert_eq!(running.join().unwrap().expect("first"), 200);
+    assert_eq!(queued.join().unwrap().expect("second"), 200);
+}
+
 /// Words that tokenize to roughly one token each, varied so nothing collapses.
 fn long_question(words: usize) -> String {
     let vocab = [

@@ -60,6 +60,7 @@ fn request(prompt: Vec<u32>, max_tokens: usize) -> GenerateRequest {
         logprobs: None,
         constraint: None,
         reasoning: None,
+        encoded: None,
     }
 }
 

@@ -70,6 +70,7 @@ fn generate(
                 logprobs: None,
                 constraint: None,
                 reasoning: None,
+                encoded: None,
             },
         )
         .expect("admit");
@@ -234,6 +235,7 @@ fn long_shared_prefix_is_reused_and_output_matches_a_cold_run() {
                 logprobs: None,
                 constraint: None,
                 reasoning: None,
+                encoded: None,
             },
         )
         .expect("admit");
@@ -334,6 +336,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
                     logprobs: None,
                     constraint: None,
                     reasoning: None,
+                    encoded: None,
                 },
             )
             .expect("admit");
@@ -350,6 +353,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
                 logprobs: None,
                 constraint: None,
                 reasoning: None,
+                encoded: None,
             },
         )
         .expect("admit");
@@ -509,6 +513,7 @@ fn constrained_sequences_share_a_batch_with_an_unchanged_greedy_one() {
                     logprobs: None,
                     constraint,
                     reasoning: None,
+                    encoded: None,
                 },
             )
             .expect("admit");
@@ -562,6 +567,7 @@ fn a_preempted_sequence_resumes_with_its_unpreempted_greedy_text() {
         logprobs: None,
         constraint: None,
         reasoning: None,
+        encoded: None,
     };
     engine.add(10, request(long, 24)).expect("admit");
     let mut texts: std::collections::HashMap<u64, String> = Default::default();

@@ -45,6 +45,7 @@ fn run(
         logprobs: None,
         constraint: None,
         reasoning: ReasoningFormat::Think.spec(budget),
+        encoded: None,
     };
     engine.add(id, request).expect("admit");
     let mut texts = Vec::new();

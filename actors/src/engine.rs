@@ -6,6 +6,8 @@
 //! used by protocol tests (`fake::FakeEngine`) both implement it, so everything above this line
 //! is tested without MLX.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// Identifies one sequence inside an engine for its whole life.
@@ -124,6 +126,50 @@ pub struct GenerateRequest {
     /// prompt that opens the reasoning itself and end reasoning that runs past its budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<ReasoningSpec>,
+    /// The prompt as the engine's [`PromptEncoder`] rendered and tokenized it, when the front
+    /// did that before queueing (not part of the request's identity: never serialized).
+    #[serde(skip)]
+    pub encoded: Option<Arc<EncodedPrompt>>,
+}
+
+/// A prompt rendered and tokenized for one engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPrompt {
+    /// The tokens to prefill.
+    pub tokens: Vec<u32>,
+    /// The end of the rendered text: where a chat template may have opened the reasoning.
+    pub tail: String,
+}
+
+/// Renders and tokenizes prompts the way one engine runs them. Plain shared data (`Send +
+/// Sync`): the front encodes a prompt on its own threads, so a prompt that does not fit is
+/// refused before it takes a queue place, and counting tokens never waits behind generation.
+pub trait PromptEncoder: Send + Sync {
+    /// The prompt's tokens (and rendered tail), or why it cannot run.
+    fn encode(&self, prompt: &Prompt) -> Result<EncodedPrompt, EngineError>;
+
+    /// Tokens a prompt and its completion may hold together.
+    fn context_length(&self) -> usize;
+}
+
+/// How many tokens a sequence with `prompt_tokens` may generate: `max_tokens` if prompt and
+/// completion fit `context_length`, the rest of the context when `max_tokens` is unset.
+pub fn completion_budget(
+    context_length: usize,
+    prompt_tokens: usize,
+    max_tokens: Option<usize>,
+) -> Result<usize, EngineError> {
+    let room = context_length.saturating_sub(prompt_tokens);
+    let wanted = max_tokens.unwrap_or(1);
+    if prompt_tokens + wanted > context_length {
+        return Err(EngineError::ContextLength {
+            context_length,
+            prompt_tokens,
+            max_tokens: wanted,
+            requested: prompt_tokens + wanted,
+        });
+    }
+    Ok(max_tokens.unwrap_or(room))
 }
 
 /// The reasoning markers of a model and an optional thinking budget (Anthropic's
@@ -341,6 +387,12 @@ pub trait Engine {
 
     /// Render and tokenize a prompt without queuing it (for `count_tokens` and validation).
     fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError>;
+
+    /// This engine's prompt encoder, for the front to use off the model thread; engines that
+    /// have none encode in [`Engine::add`].
+    fn encoder(&self) -> Option<Arc<dyn PromptEncoder>> {
+        None
+    }
 
     /// Validate, tokenize and admit a sequence. Errors here concern this request only.
     fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError>;

@@ -80,6 +80,7 @@ pub fn to_generate(req: &MessagesRequest) -> Result<Translated, AnthropicError> 
                 budget: Some(b),
                 ..ReasoningSpec::default()
             }),
+            encoded: None,
         },
         tool_mode,
         parallel_tool_calls,

@@ -108,6 +108,7 @@ fn run_with(
             logprobs: None,
             constraint,
             reasoning: None,
+            encoded: None,
         },
     )?;
     let mut ttft = None;

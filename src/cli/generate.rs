@@ -78,6 +78,7 @@ pub fn run(args: GenerateArgs) -> anyhow::Result<()> {
         logprobs: None,
         constraint: None,
         reasoning: None,
+        encoded: None,
     };
     let _ = mlx_rs::memory::reset_peak_memory();
     let start = Instant::now();

@@ -153,6 +153,7 @@ mod tests {
             logprobs: None,
             constraint: None,
             reasoning: None,
+            encoded: None,
         }
     }
 

@@ -346,6 +346,7 @@ impl ChatCompletionRequest {
                 self.structured_outputs.as_ref(),
             )?,
             reasoning: None,
+            encoded: None,
         })
     }
 }

@@ -244,6 +244,7 @@ impl CompletionRequest {
                 logprobs,
                 constraint: constraint.clone(),
                 reasoning: None,
+                encoded: None,
             })
             .collect())
     }

@@ -229,6 +229,7 @@ mod tests {
             logprobs: None,
             constraint: None,
             reasoning: None,
+            encoded: None,
         }
     }
 

@@ -163,15 +163,15 @@ pub async fn start_on(
     let origin = match &resolution.hit {
         Some(hit) => Origin::Replay(cache::replay_events(hit)),
         // A failed submit drops the store ticket, which releases coalesced waiters.
-        None => match lease.handle().submit_with_priority(request, ctx.priority) {
+        None => match prepared(lease.handle(), request).await.and_then(|request| {
+            lease
+                .handle()
+                .submit_with_priority(request, ctx.priority)
+                .map_err(|e| ApiError::from_submit(e, state.settings.server.retry_after_s))
+        }) {
             Ok(generation) => Origin::Live(generation),
-            Err(e) => {
-                // Not recorded here: the HTTP middleware counts refused requests with their status.
-                return Err(ApiError::from_submit(
-                    e,
-                    state.settings.server.retry_after_s,
-                ));
-            }
+            // Not recorded here: the HTTP middleware counts refused requests with their status.
+            Err(e) => return Err(e),
         },
     };
     let timeout = Duration::from_secs(state.settings.server.request_timeout_s);
@@ -195,6 +195,16 @@ pub async fn start_on(
         facts,
         lease,
     })
+}
+
+/// The request with its prompt encoded off the model thread; a prompt that cannot run (too long
+/// for the context, an invalid template) is refused here, before it takes a queue place.
+async fn prepared(
+    model: &mlx_serve_actors::model::actor::ModelHandle,
+    mut request: GenerateRequest,
+) -> Result<GenerateRequest, ApiError> {
+    model.prepare(&mut request).await?;
+    Ok(request)
 }
 
 impl Source {

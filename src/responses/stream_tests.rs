@@ -15,6 +15,7 @@ fn machine() -> ResponseStream {
         logprobs: None,
         constraint: None,
         reasoning: None,
+        encoded: None,
     };
     ResponseStream::new(base_response(&req, &engine))
 }

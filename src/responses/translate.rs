@@ -116,6 +116,7 @@ pub fn translate(
             logprobs: None,
             constraint: None,
             reasoning: None,
+            encoded: None,
         },
         tools: options,
         conversation,

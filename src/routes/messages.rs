@@ -208,6 +208,7 @@ pub async fn count_tokens(
         logprobs: None,
         constraint: None,
         reasoning: None,
+        encoded: None,
     };
     let options = tool_options(&mode, parallel);
     let _ = tool_prep::prepare(&state, lease.handle(), &mut request, &options).await;

@@ -36,6 +36,7 @@ fn request(text: &str) -> GenerateRequest {
         logprobs: None,
         constraint: None,
         reasoning: None,
+        encoded: None,
     }
 }
 

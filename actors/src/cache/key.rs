@@ -213,6 +213,7 @@ mod tests {
             logprobs: None,
             constraint: None,
             reasoning: None,
+            encoded: None,
         }
     }
 

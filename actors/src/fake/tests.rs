@@ -13,6 +13,7 @@ fn request(text: &str, max_tokens: Option<usize>, stop: &[&str]) -> GenerateRequ
         logprobs: None,
         constraint: None,
         reasoning: None,
+        encoded: None,
     }
 }
 

@@ -16,7 +16,7 @@ mod scheduler;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -25,8 +25,13 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 pub use health::{EngineHealth, HealthSnapshot};
 pub use scheduler::{Policy, Scheduler};
 
-use crate::engine::{Engine, EngineError, GenerateRequest, Prompt, SeqEvent, SeqId};
+use crate::engine::{
+    completion_budget, Engine, EngineError, GenerateRequest, Prompt, PromptEncoder, SeqEvent, SeqId,
+};
 use scheduler::is_terminal;
+
+/// Where the model thread publishes its engine's prompt encoder for the front.
+type EncoderSlot = Arc<RwLock<Option<Arc<dyn PromptEncoder>>>>;
 
 /// Builds the engine; called on the model thread (MLX needs that).
 pub type EngineFactory = Arc<dyn Fn() -> Result<Box<dyn Engine>, EngineError> + Send + Sync>;
@@ -99,8 +104,21 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 impl ModelActor {
     /// Build the engine with `factory` (on the calling thread) and record the outcome in `health`.
     pub fn load(factory: &EngineFactory, health: Arc<EngineHealth>, policy: Policy) -> Self {
+        Self::load_into(factory, health, policy, &EncoderSlot::default())
+    }
+
+    /// [`ModelActor::load`], publishing the engine's prompt encoder in `encoder`.
+    fn load_into(
+        factory: &EngineFactory,
+        health: Arc<EngineHealth>,
+        policy: Policy,
+        encoder: &EncoderSlot,
+    ) -> Self {
         let engine = match catch_unwind(AssertUnwindSafe(|| factory())) {
             Ok(Ok(engine)) => {
+                if let Ok(mut slot) = encoder.write() {
+                    *slot = engine.encoder();
+                }
                 if let Ok(mut info) = health.info.lock() {
                     *info = Some(engine.info());
                 }
@@ -223,6 +241,7 @@ impl Handler<CountTokens> for ModelActor {
 pub struct ModelHandle {
     addr: Addr<ModelActor>,
     health: Arc<EngineHealth>,
+    encoder: EncoderSlot,
     queue_capacity: usize,
     next_id: Arc<AtomicU64>,
 }
@@ -236,11 +255,15 @@ impl ModelHandle {
     /// `start` with a scheduling policy.
     pub fn start_with(factory: EngineFactory, queue_capacity: usize, policy: Policy) -> Self {
         let health = Arc::new(EngineHealth::default());
-        let h = health.clone();
-        let addr = SyncArbiter::start(1, move || ModelActor::load(&factory, h.clone(), policy));
+        let encoder = EncoderSlot::default();
+        let (h, slot) = (health.clone(), encoder.clone());
+        let addr = SyncArbiter::start(1, move || {
+            ModelActor::load_into(&factory, h.clone(), policy, &slot)
+        });
         Self {
             addr,
             health,
+            encoder,
             queue_capacity,
             next_id: Arc::new(AtomicU64::new(1)),
         }
@@ -293,8 +316,37 @@ impl ModelHandle {
         })
     }
 
-    /// Count a prompt's tokens on the model thread.
+    /// The loaded engine's prompt encoder, if it has one.
+    fn encoder(&self) -> Option<Arc<dyn PromptEncoder>> {
+        self.encoder.read().ok()?.clone()
+    }
+
+    /// Render and tokenize the request's prompt off the model thread (on the blocking pool) and
+    /// refuse it here, before it takes a queue place, when it cannot fit the context. Without an
+    /// encoder (an engine that has none, or one still loading) the engine does both on admission.
+    pub async fn prepare(&self, request: &mut GenerateRequest) -> Result<(), EngineError> {
+        let Some(encoder) = self.encoder().filter(|_| request.encoded.is_none()) else {
+            return Ok(());
+        };
+        let context_length = encoder.context_length();
+        let prompt = request.prompt.clone();
+        let encoded = tokio::task::spawn_blocking(move || encoder.encode(&prompt))
+            .await
+            .map_err(|e| EngineError::Internal(format!("encoding the prompt: {e}")))??;
+        completion_budget(context_length, encoded.tokens.len(), request.max_tokens)?;
+        request.encoded = Some(Arc::new(encoded));
+        Ok(())
+    }
+
+    /// Count a prompt's tokens: with the engine's encoder off the model thread (so never behind
+    /// a generation step), else on the model thread.
     pub async fn count_tokens(&self, prompt: Prompt) -> Result<usize, EngineError> {
+        if let Some(encoder) = self.encoder() {
+            return tokio::task::spawn_blocking(move || encoder.encode(&prompt))
+                .await
+                .map_err(|e| EngineError::Internal(format!("counting tokens: {e}")))?
+                .map(|e| e.tokens.len());
+        }
         self.addr
             .send(CountTokens(prompt))
             .await

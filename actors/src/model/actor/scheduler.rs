@@ -231,6 +231,7 @@ mod tests {
             logprobs: None,
             constraint: None,
             reasoning: None,
+            encoded: None,
         }
     }
 

@@ -215,6 +215,7 @@ async fn reply(lease: &Lease, text: &str) -> String {
         logprobs: None,
         constraint: None,
         reasoning: None,
+        encoded: None,
     };
     let mut g = lease.handle().submit(request).expect("queued");
     let mut out = String::new();

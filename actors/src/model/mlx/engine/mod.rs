@@ -14,6 +14,7 @@ use tokenizers::Tokenizer;
 use mlx_rs::Dtype;
 
 mod bench;
+mod prompts;
 mod schedule;
 mod steps;
 
@@ -25,7 +26,10 @@ use super::loader::{self, dtype_name, LoadedModel, ModelSource};
 use super::ops::Ops;
 use super::prefix_cache::{PrefixCache, PrefixStats};
 use super::slot_kv::SlotKv;
-use crate::engine::{EngineError, EngineInfo, GenerateRequest, Prompt, SamplingParams, SeqId};
+use crate::engine::{
+    completion_budget, EngineError, EngineInfo, GenerateRequest, Prompt, PromptEncoder,
+    SamplingParams, SeqId,
+};
 use crate::guided::{self, Guide, GuideFactory};
 use crate::model::detok::IncrementalDecoder;
 use crate::model::sampling::Sampler;
@@ -33,6 +37,7 @@ use crate::model::stops::StopMatcher;
 use crate::model::template::ChatTemplate;
 use crate::model::tokenizer::TokenizerBundle;
 use crate::reasoning::ThinkingTracker;
+use prompts::Prompts;
 
 /// How to load and run a model.
 #[derive(Debug, Clone)]
@@ -83,12 +88,10 @@ struct Running {
 
 pub struct MlxEngine {
     model: Model,
-    tokenizer: TokenizerBundle,
+    /// Tokenizer and chat templates, shared with the front (see [`Engine::encoder`]).
+    prompts: Arc<Prompts>,
     /// Shared with every sequence's incremental decoder.
     shared_tokenizer: Arc<Tokenizer>,
-    template: ChatTemplate,
-    /// The model's separate template for requests with tools, when it has one.
-    tool_template: Option<ChatTemplate>,
     eos: Vec<u32>,
     info: EngineInfo,
     context_length: usize,
@@ -202,10 +205,13 @@ impl MlxEngine {
         }
         let mut engine = Self {
             model,
-            tokenizer,
+            prompts: Arc::new(Prompts::new(
+                tokenizer,
+                template,
+                tool_template,
+                context_length,
+            )),
             shared_tokenizer,
-            template,
-            tool_template,
             eos,
             info,
             context_length,
@@ -243,7 +249,7 @@ impl MlxEngine {
     }
 
     pub fn tokenizer(&self) -> &TokenizerBundle {
-        &self.tokenizer
+        &self.prompts.tokenizer
     }
 
     /// Tokens of a prompt as the engine would run it.
@@ -255,80 +261,17 @@ impl MlxEngine {
         self.prefix.stats()
     }
 
-    fn render(&self, prompt: &Prompt) -> Result<String, EngineError> {
-        match prompt {
-            Prompt::Text(text) => Ok(text.clone()),
-            Prompt::Tokens(ids) => self
-                .tokenizer
-                .tokenizer
-                .decode(ids, false)
-                .map_err(|e| EngineError::InvalidRequest(format!("prompt tokens: {e}"))),
-            Prompt::Chat {
-                messages,
-                tools,
-                add_generation_prompt,
-                template_kwargs,
-            } => {
-                let template = match (&self.tool_template, tools.is_empty()) {
-                    (Some(t), false) => t,
-                    _ => &self.template,
-                };
-                template.render_with(messages, tools, *add_generation_prompt, template_kwargs)
-            }
-            .map_err(|e| EngineError::InvalidRequest(format!("chat template: {e}"))),
-        }
-    }
-
     fn tokenize(&self, prompt: &Prompt) -> Result<Vec<u32>, EngineError> {
-        if let Prompt::Tokens(ids) = prompt {
-            let vocab = self.tokenizer.tokenizer.get_vocab_size(true) as u32;
-            if let Some(bad) = ids.iter().find(|&&id| id >= vocab) {
-                return Err(EngineError::InvalidRequest(format!(
-                    "prompt token {bad} is outside the vocabulary (0..{vocab})"
-                )));
-            }
-            if ids.is_empty() {
-                return Err(EngineError::InvalidRequest("the prompt is empty".into()));
-            }
-            return Ok(ids.clone());
-        }
-        let text = self.render(prompt)?;
-        // A rendered chat already carries its special tokens; raw text gets BOS when the model
-        // wants one.
-        let add_special = matches!(prompt, Prompt::Text(_));
-        let ids = self
-            .tokenizer
-            .encode(&text, add_special)
-            .map_err(internal)?;
-        if ids.is_empty() {
-            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
-        }
-        Ok(ids)
+        self.prompts.encode(prompt).map(|e| e.tokens)
     }
 
     fn admit(&mut self, id: SeqId, request: GenerateRequest) -> Result<Running, EngineError> {
-        let prompt = self.tokenize(&request.prompt)?;
-        let room = self.context_length.saturating_sub(prompt.len());
-        let max_tokens = match request.max_tokens {
-            Some(n) if prompt.len() + n > self.context_length => {
-                return Err(EngineError::ContextLength {
-                    context_length: self.context_length,
-                    prompt_tokens: prompt.len(),
-                    max_tokens: n,
-                    requested: prompt.len() + n,
-                })
-            }
-            Some(n) => n,
-            None if room == 0 => {
-                return Err(EngineError::ContextLength {
-                    context_length: self.context_length,
-                    prompt_tokens: prompt.len(),
-                    max_tokens: 1,
-                    requested: prompt.len() + 1,
-                })
-            }
-            None => room,
+        let encoded = match &request.encoded {
+            Some(e) => e.clone(),
+            None => Arc::new(self.prompts.encode(&request.prompt)?),
         };
+        let prompt = encoded.tokens.clone();
+        let max_tokens = completion_budget(self.context_length, prompt.len(), request.max_tokens)?;
         let guide =
             match &request.constraint {
                 None => None,
@@ -343,17 +286,12 @@ impl MlxEngine {
             };
         let thinking = match &request.reasoning {
             Some(spec) => {
-                let text = self.render(&request.prompt)?;
-                let mut tail_at = text.len().saturating_sub(256);
-                while !text.is_char_boundary(tail_at) {
-                    tail_at -= 1;
-                }
                 let mut spec = spec.clone();
                 if guide.is_some() {
                     // Forced closing tokens could break the grammar: no budget under a constraint.
                     spec.budget = None;
                 }
-                ThinkingTracker::new(&spec, &text[tail_at..])
+                ThinkingTracker::new(&spec, &encoded.tail)
             }
             None => None,
         };

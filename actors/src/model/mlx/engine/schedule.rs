@@ -1,11 +1,13 @@
 //! The `Engine` contract: admission, the step that mixes one prompt chunk with a decode step for
 //! every running sequence, preemption and cancellation.
 
+use std::sync::Arc;
+
 use super::super::config::ModelConfig;
 use super::{internal, MlxEngine, Running};
 use crate::engine::{
-    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt, SeqEvent,
-    SeqId,
+    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt,
+    PromptEncoder, SeqEvent, SeqId,
 };
 
 impl Engine for MlxEngine {
@@ -32,6 +34,10 @@ impl Engine for MlxEngine {
 
     fn count_prompt_tokens(&mut self, prompt: &Prompt) -> Result<usize, EngineError> {
         self.tokenize(prompt).map(|t| t.len())
+    }
+
+    fn encoder(&self) -> Option<Arc<dyn PromptEncoder>> {
+        Some(self.prompts.clone())
     }
 
     fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {

@@ -13,8 +13,7 @@ impl MlxEngine {
         let (lp, alternatives) = logprobs(logits, chosen, top);
         let text = |id: u32| {
             let s = self
-                .tokenizer
-                .tokenizer
+                .shared_tokenizer
                 .decode(&[id], false)
                 .unwrap_or_default();
             let bytes = s.as_bytes().to_vec();
@@ -161,7 +160,11 @@ impl MlxEngine {
         let piece = seq.detok.push(token).map_err(internal)?.unwrap_or_default();
         if let Some(t) = seq.thinking.as_mut() {
             if let Some(close) = t.observe(&piece).map(str::to_owned) {
-                let ids = self.tokenizer.encode(&close, false).map_err(internal)?;
+                let ids = self
+                    .prompts
+                    .tokenizer
+                    .encode(&close, false)
+                    .map_err(internal)?;
                 t.force(ids);
             }
         }
