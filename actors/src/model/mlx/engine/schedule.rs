@@ -101,6 +101,7 @@ impl Engine for MlxEngine {
             };
             self.start_running(seq);
         }
+        let chunk = self.prompt_chunk();
         let mut out = Vec::new();
         let mut keep = Vec::with_capacity(self.running.len());
         let mut decode = Vec::new();
@@ -117,7 +118,7 @@ impl Engine for MlxEngine {
                     continue;
                 }
                 prefilled_one = true;
-                self.prefill_step(&mut seq)
+                self.prefill_step(&mut seq, chunk)
             } else {
                 decode.push(seq);
                 continue;
@@ -153,7 +154,7 @@ impl Engine for MlxEngine {
             .chain(&self.waiting)
             .find(|s| !s.cancelled && s.prefilled < s.prompt.len());
         next.map_or(1.0, |s| {
-            let chunk = self.prefill_chunk.min(s.prompt.len() - s.prefilled);
+            let chunk = self.prompt_chunk().min(s.prompt.len() - s.prefilled);
             chunk_weight(&self.model.config, s.prefilled, chunk)
         })
     }
@@ -169,6 +170,27 @@ impl Engine for MlxEngine {
         self.waiting.retain(|s| s.id != id);
     }
 }
+
+impl MlxEngine {
+    /// Prompt tokens for this step's chunk. While other sequences decode, a quarter of
+    /// `prefill_chunk` (at least [`MIN_SHARED_CHUNK`]): their next token waits for the chunk, and
+    /// a smaller chunk costs a long prompt little (each chunk's cost is nearly all compute,
+    /// proportional to its tokens; the weights are read once per chunk either way).
+    pub(super) fn prompt_chunk(&self) -> usize {
+        let decoding = self
+            .running
+            .iter()
+            .any(|s| !s.cancelled && s.prefilled >= s.prompt.len());
+        if decoding {
+            (self.prefill_chunk / 4).max(MIN_SHARED_CHUNK).min(self.prefill_chunk)
+        } else {
+            self.prefill_chunk
+        }
+    }
+}
+
+/// The smallest prompt chunk run beside decoding sequences.
+const MIN_SHARED_CHUNK: usize = 64;
 
 /// What a prompt chunk of `chunk` tokens starting at position `at` costs relative to a 512-token
 /// chunk at position 0: projections cost the same per token wherever it sits, attention grows with

@@ -34,8 +34,12 @@ impl MlxEngine {
         }
     }
 
-    /// Feeds the next prompt chunk of `seq`; once the prompt is complete, samples its first token.
-    pub(super) fn prefill_step(&mut self, seq: &mut Running) -> Result<Vec<SeqEvent>, EngineError> {
+    /// Feeds the next `chunk` prompt tokens of `seq`; once the prompt is complete, samples its first token.
+    pub(super) fn prefill_step(
+        &mut self,
+        seq: &mut Running,
+        chunk: usize,
+    ) -> Result<Vec<SeqEvent>, EngineError> {
         if seq.prefilled == 0 {
             // Looked up at the sequence's first chunk, not when it joined the running set:
             // prompt chunks go one sequence at a time, so by now an older sequence with the same
@@ -46,7 +50,7 @@ impl MlxEngine {
                 seq.cached_tokens = hit.tokens;
             }
         }
-        let end = (seq.prefilled + self.prefill_chunk).min(seq.prompt.len());
+        let end = (seq.prefilled + chunk).min(seq.prompt.len());
         let logits = self
             .model
             .forward_last(&seq.prompt[seq.prefilled..end], &mut seq.cache)
