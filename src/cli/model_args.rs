@@ -12,9 +12,9 @@ pub struct ModelArgs {
     /// Where pulled models live (default: $MLX_SERVE_MODELS or ~/.cache/mlx-serve/models).
     #[arg(long)]
     pub models_dir: Option<std::path::PathBuf>,
-    /// Weight dtype: float32 (CPU default), bfloat16, float16. Left out (auto) with
-    /// MLX_SERVE_GGUF_BLOCKS=1: on CPU a GGUF's Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K matrices stay
-    /// quantized, the rest float32.
+    /// Weight dtype: float32, bfloat16, float16. Left out (auto): on CPU a GGUF's
+    /// Q4_0/Q4_1/Q5_0/Q8_0/Q4_K/Q6_K matrices stay quantized, the rest float32
+    /// (MLX_SERVE_GGUF_BLOCKS=0: all float32); bfloat16 on a GPU.
     #[arg(long)]
     pub dtype: Option<String>,
     /// auto, cpu or gpu.

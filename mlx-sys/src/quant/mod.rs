@@ -1,14 +1,15 @@
 //! Products and dequantization on GGUF-quantized weights kept in their file layout, the
 //! arithmetic behind the `GgufMatmul` and `GgufDequantize` primitives (csrc/gguf_ops.cpp).
 //!
-//! A weight is `n` rows (output features), each row the ggml blocks of `k` inputs. Decoding is
-//! bound by reading the weights, so a product with few rows of `x` (decode, batched decode,
-//! speculative checks) dequantizes four weight rows at a time into a small per-thread buffer
-//! that stays in L1/L2, and runs the f32 few-row tile of [`crate::fewrow`] on it: the weights are
-//! read from memory once, in their 4.5–8.5-bit form, for every row of `x`. Products with many rows
+//! A weight is `n` rows (output features), each row the ggml blocks of `k` inputs. A product
+//! with few rows of `x` (decode, batched decode, speculative checks) quantizes `x` to int8 blocks
+//! once ([`q8`]) and runs integer dot products on the weight blocks as stored ([`idot`], x86 with
+//! AVX2 or AVX-512 VNNI): each weight block is decoded once for all rows of `x`. Elsewhere (and
+//! with `MLX_SERVE_QUANT_INT=0`) few rows dequantize four weight rows at a time into a small
+//! per-thread buffer and run the f32 tile of [`crate::fewrow`]. Products with many rows
 //! (prefill) dequantize a tile of weight rows and hand it to OpenBLAS's `sgemm`, whose blocking
-//! wins once each weight is reused dozens of times. Both split their work over the few-row
-//! pool's threads.
+//! wins once each weight is reused dozens of times. All split their output columns over the
+//! few-row pool's threads.
 //!
 //! Block layouts are ggml's (`ggml-common.h`): Q4_0, Q4_1, Q5_0 and Q8_0 have 32 elements per
 //! block and an f16 scale `d`; Q4_1 adds an f16 minimum `m`; Q5_0 keeps the fifth bits in a
@@ -21,7 +22,10 @@ use std::cell::RefCell;
 use crate::fewrow::Isa;
 use crate::fewrow::{self, pool, BLayout, Product};
 
+#[cfg(target_arch = "x86_64")]
+mod idot;
 mod kquants;
+pub mod q8;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
@@ -225,18 +229,61 @@ pub unsafe extern "C" fn qmm_kernel(
         ggml_type,
         out,
     };
+    if m <= int_max_rows() && int_rows(&ops) {
+        return;
+    }
     if m > fewrow::MAX_ROWS {
         many_rows(&ops);
-    } else if m == 1 && fused_decode(ggml_type) {
-        let xsum: Vec<f32> = std::slice::from_raw_parts(x, k)
-            .chunks_exact(BLOCK)
-            .map(|c| c.iter().sum())
-            .collect();
-        let xsum = &xsum;
-        split_columns(&ops, 4, &|j0, j1| one_row(&ops, xsum, j0, j1));
     } else {
         split_columns(&ops, 4, &|j0, j1| few_rows(&ops, j0, j1));
     }
+}
+
+/// Products of up to this many rows take the integer kernels (`MLX_SERVE_QUANT_INT_ROWS`
+/// overrides, for measurements); larger ones dequantize for `sgemm`. Measured on Qwen2.5-Coder
+/// (docs/benchmarks.md): a 42-token prompt prefilled faster on the integer kernels than through
+/// the dequantized `sgemm`, a 147-token one slower.
+fn int_max_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| {
+        std::env::var("MLX_SERVE_QUANT_INT_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(64)
+    })
+}
+
+/// Whether the integer kernels are on: `MLX_SERVE_QUANT_INT=0` turns them off (then few rows
+/// dequantize to a buffer and run the f32 tile), for comparisons.
+#[cfg(target_arch = "x86_64")]
+fn int_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("MLX_SERVE_QUANT_INT").as_deref() != Ok("0"))
+}
+
+/// Few rows through the integer kernels (activations quantized to 8 bits once, here); `false`
+/// where this CPU has none (aarch64 and pre-AVX2 x86 keep the dequantizing path).
+fn int_rows(ops: &Operands) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(isa) = idot::int_isa().filter(|_| int_enabled()) {
+        // SAFETY: `x` holds m × k floats (qmm_kernel's contract).
+        let q8 = unsafe { q8::Q8Rows::quantize(ops.x, ops.m, ops.k) };
+        let job = idot::Job {
+            w: ops.w,
+            row_bytes: ops.row_bytes,
+            x: &q8,
+            m: ops.m,
+            out: ops.out,
+            ldo: ops.n,
+        };
+        // SAFETY: the ISA was detected; the column ranges are disjoint and within n.
+        split_columns(ops, 4, &|j0, j1| unsafe {
+            idot::columns(isa, ops.ggml_type, &job, j0, j1)
+        });
+        return true;
+    }
+    let _ = ops;
+    false
 }
 
 /// Runs `part(j0, j1)` over column ranges (multiples of `align`) on the pool's threads, or all
@@ -255,51 +302,6 @@ fn split_columns(ops: &Operands, align: usize, part: &(dyn Fn(usize, usize) + Sy
             part(start, end);
         }
     });
-}
-
-/// Whether single-row products of this type take the fused kernel ([`one_row`]).
-fn fused_decode(ggml_type: u32) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        fewrow::isa() == Isa::Avx512
-            && block_elems(ggml_type) == BLOCK
-            && std::arch::is_x86_feature_detected!("f16c")
-            && std::env::var_os("MLX_SERVE_QUANT_UNFUSED").is_none()
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = ggml_type;
-        false
-    }
-}
-
-/// Columns `j0..j1` of a single-row product, four weight rows at a time (AVX-512 only).
-#[cfg(target_arch = "x86_64")]
-fn one_row(ops: &Operands, xsum: &[f32], j0: usize, j1: usize) {
-    let blocks = ops.k / BLOCK;
-    let row = |j: usize| unsafe { ops.w.add(j * ops.row_bytes) };
-    let mut j = j0;
-    // SAFETY: rows j..j + 4 (or the tail) exist, x has k floats and xsum k/32; `fused_decode`
-    // checked the CPU features.
-    unsafe {
-        while j + 4 <= j1 {
-            let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
-            let d = x86::dot_rows_avx512::<4>(ops.ggml_type, rows, ops.x, xsum.as_ptr(), blocks);
-            std::ptr::copy_nonoverlapping(d.as_ptr(), ops.out.add(j), 4);
-            j += 4;
-        }
-        while j < j1 {
-            let d =
-                x86::dot_rows_avx512::<1>(ops.ggml_type, [row(j)], ops.x, xsum.as_ptr(), blocks);
-            *ops.out.add(j) = d[0];
-            j += 1;
-        }
-    }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn one_row(_: &Operands, _: &[f32], _: usize, _: usize) {
-    unreachable!("fused_decode is false off x86")
 }
 
 /// Columns `j0..j1` of a product with at most [`fewrow::MAX_ROWS`] rows, on this thread.
