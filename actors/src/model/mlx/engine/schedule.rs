@@ -182,7 +182,9 @@ impl MlxEngine {
             .iter()
             .any(|s| !s.cancelled && s.prefilled >= s.prompt.len());
         if decoding {
-            (self.prefill_chunk / 4).max(MIN_SHARED_CHUNK).min(self.prefill_chunk)
+            (self.prefill_chunk / 4)
+                .max(MIN_SHARED_CHUNK)
+                .min(self.prefill_chunk)
         } else {
             self.prefill_chunk
         }
