@@ -48,10 +48,7 @@ impl PeerLimiter {
         let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
         let n = map.entry(ip).or_insert(0);
         if *n >= self.limit {
-            return Err(ApiError::PeerLimit {
-                limit: self.limit,
-                retry_after_s: self.retry_after_s,
-            });
+            return Err(ApiError::peer_limit(self.limit, self.retry_after_s));
         }
         *n += 1;
         Ok(PeerGuard {
@@ -123,10 +120,8 @@ mod tests {
         let b: IpAddr = "10.0.0.2".parse().unwrap();
         let g1 = l.enter(Some(a)).unwrap();
         let _g2 = l.enter(Some(a)).unwrap();
-        assert!(matches!(
-            l.enter(Some(a)),
-            Err(ApiError::PeerLimit { limit: 2, .. })
-        ));
+        let refused = l.enter(Some(a)).map(|_| ()).unwrap_err();
+        assert_eq!(refused, ApiError::peer_limit(2, refused.retry_after_s.unwrap_or(0)));
         // Other peers and unknown peers are not affected.
         let _g3 = l.enter(Some(b)).unwrap();
         let _g4 = l.enter(None).unwrap();

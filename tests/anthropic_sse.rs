@@ -2,7 +2,8 @@
 //! every `event:` line must equal the JSON `type`, and the event order, block indexes and
 //! assembled content must be what Anthropic's clients expect.
 
-use mlx_serve::anthropic::{ping, AnthropicError, MessageStream, StreamInput};
+use mlx_serve::anthropic::{ping, MessageStream, StreamInput};
+use mlx_serve::error::{ApiError, ErrorKind};
 use mlx_serve_actors::engine::FinishReason;
 use serde_json::{json, Value};
 
@@ -305,7 +306,7 @@ fn error_mid_stream_ends_with_an_error_event() {
     let a = run(vec![
         started(),
         text("partial"),
-        StreamInput::Error(AnthropicError::Api("engine failure: out of memory".into())),
+        StreamInput::Error(ApiError::internal("engine failure: out of memory")),
         text("ignored"),
         finished(FinishReason::Stop, 1),
     ]);
@@ -319,8 +320,9 @@ fn error_mid_stream_ends_with_an_error_event() {
 
 #[test]
 fn error_before_prefill_is_the_only_event() {
-    let a = run(vec![StreamInput::Error(AnthropicError::Overloaded(
-        "queue full".into(),
+    let a = run(vec![StreamInput::Error(ApiError::new(
+        ErrorKind::Unavailable,
+        "queue full",
     ))]);
     assert_eq!(a.types, ["error"]);
     assert_eq!(a.error.expect("error")["type"], "overloaded_error");

@@ -5,7 +5,6 @@
 use bytes::Bytes;
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
-use super::error::AnthropicError;
 use super::response::StreamEvent;
 use super::stream::{ping, MessageStream, StreamInput};
 use crate::error::ApiError;
@@ -114,7 +113,7 @@ impl ChunkRenderer for MessagesRenderer {
     }
 
     fn error(&mut self, e: &ApiError) -> Vec<Bytes> {
-        self.push(StreamInput::Error(AnthropicError::from(e.clone())))
+        self.push(StreamInput::Error(e.clone()))
     }
 
     fn keep_alive(&mut self) -> Bytes {
@@ -186,10 +185,7 @@ mod tests {
     #[test]
     fn pipeline_errors_become_anthropic_error_events() {
         let mut r = MessagesRenderer::new("m", true);
-        let frames = r.error(&ApiError::QueueFull {
-            capacity: 1,
-            retry_after_s: 1,
-        });
+        let frames = r.error(&ApiError::queue_full(1, 1));
         let text = String::from_utf8_lossy(&frames[0]).into_owned();
         assert!(text.starts_with("event: error\n"), "{text}");
         assert!(text.contains(r#""type":"rate_limit_error""#), "{text}");

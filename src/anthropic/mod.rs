@@ -14,7 +14,6 @@
 //! `[aliases]` table, [`to_generate`], `pipeline::start`, then `pipeline::collect` +
 //! [`render_message`] or `pipeline::stream::sse_response` + [`MessagesRenderer`].
 //! `count_tokens`: [`count_tokens_prompt`] → the model actor's `CountTokens`.
-//! ([`sse_response`] / [`sse_body`] are the standalone body used by `tests/anthropic_http.rs`.)
 //!
 //! Accepted and ignored: `metadata`, `thinking`, `service_tier`, `cache_control` (prefix reuse is
 //! automatic; cache hits are reported as `cache_read_input_tokens`). Refused with a 400: images
@@ -22,21 +21,17 @@
 
 pub mod aliases;
 pub mod chunks;
-pub mod error;
 pub mod render;
 pub mod request;
 pub mod response;
-pub mod sse;
 pub mod stream;
 mod thinking;
 pub mod translate;
 
 pub use aliases::ModelAliases;
 pub use chunks::MessagesRenderer;
-pub use error::{api_key, json_error_handler, parse_body, AnthropicError, ErrorResponse};
 pub use render::{render_message, Completion};
 pub use request::{CountTokensRequest, MessagesRequest};
 pub use response::{CountTokensResponse, Message, StreamEvent};
-pub use sse::{from_seq_event, sse_body, sse_response, DEFAULT_PING_INTERVAL};
 pub use stream::{ping, MessageStream, StreamInput};
 pub use translate::{count_tokens_prompt, to_generate, ToolMode, Translated};

@@ -3,7 +3,7 @@
 use mlx_serve_actors::engine::{FinishReason, ToolCall, Usage as EngineUsage};
 use serde_json::Value;
 
-use super::error::AnthropicError;
+use crate::error::ApiError;
 use super::response::{new_message_id, new_tool_use_id, Message, ResponseBlock, StopReason, Usage};
 
 /// Everything the pipeline knows once a sequence has finished.
@@ -46,7 +46,7 @@ pub fn tool_use_id(id: &str) -> String {
 }
 
 /// A tool call's arguments text as the `input` object Anthropic requires.
-pub fn tool_input(call: &ToolCall) -> Result<Value, AnthropicError> {
+pub fn tool_input(call: &ToolCall) -> Result<Value, ApiError> {
     if call.arguments.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
@@ -56,13 +56,13 @@ pub fn tool_input(call: &ToolCall) -> Result<Value, AnthropicError> {
         // same `input_json` fragments.
         _ if call.arguments.trim_start().starts_with('{') => {
             mlx_serve_actors::tool_parser::close_json_prefix(&call.arguments).ok_or_else(|| {
-                AnthropicError::Api(format!(
+                ApiError::internal(format!(
                     "the model called `{}` with broken arguments",
                     call.name
                 ))
             })
         }
-        Ok(_) | Err(_) => Err(AnthropicError::Api(format!(
+        Ok(_) | Err(_) => Err(ApiError::internal(format!(
             "the model called `{}` with arguments that are not a JSON object",
             call.name
         ))),
@@ -70,7 +70,7 @@ pub fn tool_input(call: &ToolCall) -> Result<Value, AnthropicError> {
 }
 
 /// The reply of a non-streaming `/v1/messages`.
-pub fn render_message(c: Completion<'_>) -> Result<Message, AnthropicError> {
+pub fn render_message(c: Completion<'_>) -> Result<Message, ApiError> {
     let mut content = Vec::with_capacity(2 + c.tool_calls.len());
     if !c.reasoning.is_empty() {
         content.push(ResponseBlock::Thinking {
@@ -239,7 +239,7 @@ mod tests {
     fn non_object_arguments_are_an_api_error() {
         let calls = [call("c", "ls", "[1,2]")];
         let e = render_message(completion("", &calls, FinishReason::Stop)).unwrap_err();
-        assert_eq!(e.error_type(), "api_error");
+        assert_eq!(e.anthropic_type(), "api_error");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::ErrorDetail;
+use crate::error::AnthropicErrorDetail as ErrorDetail;
 
 /// The reply of `POST /v1/messages` (non-streaming), and the skeleton in `message_start`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

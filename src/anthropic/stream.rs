@@ -10,7 +10,7 @@ use std::collections::HashSet;
 use mlx_serve_actors::engine::FinishReason;
 use serde_json::json;
 
-use super::error::AnthropicError;
+use crate::error::ApiError;
 use super::render::{stop_reason, tool_use_id};
 use super::response::{
     new_message_id, BlockDelta, DeltaUsage, Message, MessageDeltaBody, ResponseBlock, StopReason,
@@ -59,7 +59,7 @@ pub enum StreamInput {
         output_tokens: usize,
     },
     /// The sequence failed; sends an `error` event and ends the stream.
-    Error(AnthropicError),
+    Error(ApiError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +242,7 @@ impl MessageStream {
             }
             StreamInput::Error(e) => {
                 out.push(StreamEvent::Error {
-                    error: e.body().error,
+                    error: e.anthropic_detail(),
                 });
                 self.done = true;
             }
@@ -326,7 +326,7 @@ impl MessageStream {
     fn fail(&mut self, why: String, mut out: Vec<StreamEvent>) -> Vec<StreamEvent> {
         tracing::error!(message_id = %self.id, "anthropic stream: {why}");
         out.push(StreamEvent::Error {
-            error: AnthropicError::Api(why).body().error,
+            error: ApiError::internal(why).anthropic_detail(),
         });
         self.done = true;
         out

@@ -105,7 +105,7 @@ fn nothing_follows_message_stop() {
     assert!(s.is_done());
     assert!(s.push(StreamInput::Text("late".into())).is_empty());
     assert!(s
-        .push(StreamInput::Error(AnthropicError::Api("late".into())))
+        .push(StreamInput::Error(ApiError::internal("late")))
         .is_empty());
 }
 

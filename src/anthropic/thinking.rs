@@ -3,7 +3,7 @@
 use mlx_serve_actors::engine::Prompt;
 use serde_json::Value;
 
-use super::error::AnthropicError;
+use crate::error::ApiError;
 
 /// `thinking` as the chat template's `enable_thinking` (Qwen3, DeepSeek V3.1, GLM read it):
 /// `enabled` → true, `disabled` → false; `adaptive` leaves the template's default. Anything but
@@ -11,7 +11,7 @@ use super::error::AnthropicError;
 pub(super) fn apply(
     prompt: &mut Prompt,
     thinking: Option<&Value>,
-) -> Result<Option<usize>, AnthropicError> {
+) -> Result<Option<usize>, ApiError> {
     let Some(t) = thinking.filter(|t| !t.is_null()) else {
         return Ok(None);
     };
@@ -20,7 +20,7 @@ pub(super) fn apply(
         Some("disabled") => Some(false),
         Some("adaptive") => None,
         _ => {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 "thinking.type",
                 "must be `enabled`, `disabled` or `adaptive`",
             ))
@@ -31,7 +31,7 @@ pub(super) fn apply(
         Some(b) => match b.as_u64().or_else(|| whole_float(b)) {
             Some(n) if n >= 1 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
             _ => {
-                return Err(AnthropicError::field(
+                return Err(ApiError::field(
                     "thinking.budget_tokens",
                     "must be a positive integer",
                 ))

@@ -9,7 +9,7 @@ use mlx_serve_actors::engine::{
 use mlx_serve_actors::guided;
 use serde_json::{json, Value};
 
-use super::error::AnthropicError;
+use crate::error::ApiError;
 use super::request::{
     ContentBlock, CountTokensRequest, InputMessage, MessageContent, MessagesRequest, ToolChoice,
     ToolDefinition,
@@ -49,12 +49,12 @@ pub struct Translated {
 
 /// Validates a `/v1/messages` request and translates it for the engine. Errors are 400s naming
 /// the offending field.
-pub fn to_generate(req: &MessagesRequest) -> Result<Translated, AnthropicError> {
+pub fn to_generate(req: &MessagesRequest) -> Result<Translated, ApiError> {
     check_model(&req.model)?;
     let max_tokens = match req.max_tokens {
-        None => return Err(AnthropicError::field("max_tokens", "Field required")),
+        None => return Err(ApiError::field("max_tokens", "Field required")),
         Some(n) if n < 1 => {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 "max_tokens",
                 format!("must be at least 1, got {n}"),
             ))
@@ -89,7 +89,7 @@ pub fn to_generate(req: &MessagesRequest) -> Result<Translated, AnthropicError> 
 }
 
 /// Validates a `/v1/messages/count_tokens` request; the engine counts the returned prompt.
-pub fn count_tokens_prompt(req: &CountTokensRequest) -> Result<Prompt, AnthropicError> {
+pub fn count_tokens_prompt(req: &CountTokensRequest) -> Result<Prompt, ApiError> {
     check_model(&req.model)?;
     let mut prompt = to_prompt(req.system.as_ref(), &req.messages, req.tools.as_deref())?;
     super::thinking::apply(&mut prompt, req.thinking.as_ref())?;
@@ -100,9 +100,9 @@ pub fn count_tokens_prompt(req: &CountTokensRequest) -> Result<Prompt, Anthropic
     Ok(prompt)
 }
 
-fn check_model(model: &str) -> Result<(), AnthropicError> {
+fn check_model(model: &str) -> Result<(), ApiError> {
     if model.trim().is_empty() {
-        return Err(AnthropicError::field("model", "Field required"));
+        return Err(ApiError::field("model", "Field required"));
     }
     Ok(())
 }
@@ -112,9 +112,9 @@ pub fn to_prompt(
     system: Option<&MessageContent>,
     messages: &[InputMessage],
     tools: Option<&[ToolDefinition]>,
-) -> Result<Prompt, AnthropicError> {
+) -> Result<Prompt, ApiError> {
     if messages.is_empty() {
-        return Err(AnthropicError::field(
+        return Err(ApiError::field(
             "messages",
             "at least one message is required",
         ));
@@ -149,7 +149,7 @@ pub fn to_prompt(
                 }
             }
             other => {
-                return Err(AnthropicError::field(
+                return Err(ApiError::field(
                     format!("{at}.role"),
                     format!("must be `user`, `assistant` or `system`, got `{other}`"),
                 ))
@@ -159,7 +159,7 @@ pub fn to_prompt(
     if messages.last().is_some_and(|m| m.role == "assistant") {
         // A trailing assistant turn asks Anthropic to continue it ("prefill"); the chat template
         // would close it and start a new turn instead, so refuse rather than answer differently.
-        return Err(AnthropicError::field(
+        return Err(ApiError::field(
             format!("messages[{}]", messages.len() - 1),
             "a final assistant message (prefill) is not supported by this server; end with a user message",
         ));
@@ -203,7 +203,7 @@ fn user_turn(
     at: &str,
     tool_names: &HashMap<String, String>,
     out: &mut Vec<ChatMessage>,
-) -> Result<(), AnthropicError> {
+) -> Result<(), ApiError> {
     let blocks = match content {
         MessageContent::Text(t) => {
             push_merged(out, chat("user", t.clone()));
@@ -238,7 +238,7 @@ fn user_turn(
                 });
             }
             ContentBlock::ToolUse { .. } => {
-                return Err(AnthropicError::field(
+                return Err(ApiError::field(
                     at,
                     "`tool_use` blocks belong in assistant messages",
                 ))
@@ -253,7 +253,7 @@ fn user_turn(
     Ok(())
 }
 
-fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, AnthropicError> {
+fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, ApiError> {
     let blocks = match content {
         MessageContent::Text(t) => return Ok(chat("assistant", t.clone())),
         MessageContent::Blocks(b) => b,
@@ -272,7 +272,7 @@ fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, Ant
                     input.clone()
                 };
                 if !input.is_object() {
-                    return Err(AnthropicError::field(
+                    return Err(ApiError::field(
                         format!("{at}.input"),
                         "must be an object",
                     ));
@@ -284,7 +284,7 @@ fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, Ant
                 });
             }
             ContentBlock::ToolResult { .. } => {
-                return Err(AnthropicError::field(
+                return Err(ApiError::field(
                     at,
                     "`tool_result` blocks belong in user messages",
                 ))
@@ -307,7 +307,7 @@ fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, Ant
 }
 
 /// Joins text blocks; anything else in a place that only takes text is a 400.
-fn text_only(content: &MessageContent, at: &str) -> Result<String, AnthropicError> {
+fn text_only(content: &MessageContent, at: &str) -> Result<String, ApiError> {
     match content {
         MessageContent::Text(t) => Ok(t.clone()),
         MessageContent::Blocks(blocks) => {
@@ -324,7 +324,7 @@ fn text_only(content: &MessageContent, at: &str) -> Result<String, AnthropicErro
     }
 }
 
-fn unsupported(block: &ContentBlock, at: &str) -> AnthropicError {
+fn unsupported(block: &ContentBlock, at: &str) -> ApiError {
     let why = match block {
         ContentBlock::Image => {
             "image content is not supported: the served model has no vision".to_owned()
@@ -339,18 +339,18 @@ fn unsupported(block: &ContentBlock, at: &str) -> AnthropicError {
             "thinking blocks are not allowed here".to_owned()
         }
     };
-    AnthropicError::field(at, why)
+    ApiError::field(at, why)
 }
 
 /// Anthropic tool definitions as OpenAI function tools (what HF chat templates expect).
-fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, AnthropicError> {
+fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, ApiError> {
     tools
         .iter()
         .enumerate()
         .map(|(i, t)| {
             let at = format!("tools[{i}]");
             if let Some(kind) = t.kind.as_deref().filter(|k| *k != "custom") {
-                return Err(AnthropicError::field(
+                return Err(ApiError::field(
                     format!("{at}.type"),
                     format!(
                         "server tool `{kind}` is not supported by this server; \
@@ -359,7 +359,7 @@ fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, AnthropicError> 
                 ));
             }
             if t.name.is_empty() {
-                return Err(AnthropicError::field(
+                return Err(ApiError::field(
                     format!("{at}.name"),
                     "Field required",
                 ));
@@ -367,13 +367,13 @@ fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, AnthropicError> 
             let schema = match &t.input_schema {
                 Some(s) if s.is_object() => s.clone(),
                 Some(_) => {
-                    return Err(AnthropicError::field(
+                    return Err(ApiError::field(
                         format!("{at}.input_schema"),
                         "must be a JSON Schema object",
                     ))
                 }
                 None => {
-                    return Err(AnthropicError::field(
+                    return Err(ApiError::field(
                         format!("{at}.input_schema"),
                         "Field required",
                     ))
@@ -394,7 +394,7 @@ fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, AnthropicError> 
 /// The constraint of `output_config.format` or the beta `output_format` (`{"type":
 /// "json_schema", "schema"}`), compiled once here: a schema that cannot be enforced is a 400
 /// naming the field.
-fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, AnthropicError> {
+fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, ApiError> {
     let config_format = req
         .output_config
         .as_ref()
@@ -403,7 +403,7 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, Anthro
     let beta = req.output_format.as_ref().filter(|f| !f.is_null());
     let (at, format) = match (config_format, beta) {
         (Some(_), Some(_)) => {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 "output_format",
                 "use either output_config.format or output_format, not both",
             ))
@@ -415,13 +415,13 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, Anthro
     match format.get("type").and_then(Value::as_str) {
         Some("json_schema") => {}
         Some(other) => {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 format!("{at}.type"),
                 format!("format type `{other}` is not supported; use `json_schema`"),
             ))
         }
         None => {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 format!("{at}.type"),
                 "Field required",
             ))
@@ -430,13 +430,13 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, Anthro
     let schema = match format.get("schema") {
         Some(s) if s.is_object() => s.clone(),
         Some(_) => {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 format!("{at}.schema"),
                 "must be a JSON Schema object",
             ))
         }
         None => {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 format!("{at}.schema"),
                 "Field required",
             ))
@@ -444,7 +444,7 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, Anthro
     };
     let constraint = Constraint::JsonSchema(schema);
     guided::check(&constraint).map_err(|e| {
-        AnthropicError::field(
+        ApiError::field(
             format!("{at}.schema"),
             format!("the schema cannot be enforced: {e}"),
         )
@@ -457,7 +457,7 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, Anthro
 fn check_forced_schemas(
     tools: &[ToolDefinition],
     only: Option<&str>,
-) -> Result<(), AnthropicError> {
+) -> Result<(), ApiError> {
     for (i, t) in tools.iter().enumerate() {
         if only.is_some_and(|name| name != t.name) {
             continue;
@@ -466,7 +466,7 @@ fn check_forced_schemas(
             continue;
         };
         guided::check(&Constraint::JsonSchema(schema.clone())).map_err(|e| {
-            AnthropicError::field(
+            ApiError::field(
                 format!("tools[{i}].input_schema"),
                 format!(
                     "the schema of tool `{}` cannot be enforced for tool_choice: {e}",
@@ -483,9 +483,9 @@ fn check_forced_schemas(
 pub fn tool_mode(
     choice: Option<&ToolChoice>,
     tools: &[ToolDefinition],
-) -> Result<(ToolMode, bool), AnthropicError> {
+) -> Result<(ToolMode, bool), ApiError> {
     let needs_tools = |what: &str| {
-        AnthropicError::field(
+        ApiError::field(
             "tool_choice",
             format!("`{what}` may only be specified while providing tools"),
         )
@@ -521,7 +521,7 @@ pub fn tool_mode(
                 return Err(needs_tools("tool"));
             }
             if !tools.iter().any(|t| &t.name == name) {
-                return Err(AnthropicError::field(
+                return Err(ApiError::field(
                     "tool_choice.name",
                     format!("no tool named `{name}` in `tools`"),
                 ));
@@ -532,10 +532,10 @@ pub fn tool_mode(
     })
 }
 
-fn sampling(req: &MessagesRequest) -> Result<SamplingParams, AnthropicError> {
-    let unit = |name: &str, v: Option<f64>| -> Result<Option<f32>, AnthropicError> {
+fn sampling(req: &MessagesRequest) -> Result<SamplingParams, ApiError> {
+    let unit = |name: &str, v: Option<f64>| -> Result<Option<f32>, ApiError> {
         match v {
-            Some(x) if !(0.0..=1.0).contains(&x) => Err(AnthropicError::field(
+            Some(x) if !(0.0..=1.0).contains(&x) => Err(ApiError::field(
                 name,
                 format!("must be between 0 and 1, got {x}"),
             )),
@@ -551,7 +551,7 @@ fn sampling(req: &MessagesRequest) -> Result<SamplingParams, AnthropicError> {
     }
     let top_k = match req.top_k {
         Some(k) if k < 0 => {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 "top_k",
                 format!("must be at least 0, got {k}"),
             ))
@@ -567,10 +567,10 @@ fn sampling(req: &MessagesRequest) -> Result<SamplingParams, AnthropicError> {
     })
 }
 
-fn stop_sequences(stops: &[String]) -> Result<Vec<String>, AnthropicError> {
+fn stop_sequences(stops: &[String]) -> Result<Vec<String>, ApiError> {
     for (i, s) in stops.iter().enumerate() {
         if s.is_empty() {
-            return Err(AnthropicError::field(
+            return Err(ApiError::field(
                 format!("stop_sequences[{i}]"),
                 "must not be empty",
             ));

@@ -28,13 +28,13 @@ fn chat_of(t: &Translated) -> (&[ChatMessage], &[Value]) {
     }
 }
 
-fn err(v: Value) -> AnthropicError {
+fn err(v: Value) -> ApiError {
     to_generate(&req(v)).expect_err("should be rejected")
 }
 
 fn assert_invalid(v: Value, needle: &str) {
     let e = err(v);
-    assert_eq!(e.error_type(), "invalid_request_error", "{e}");
+    assert_eq!(e.anthropic_type(), "invalid_request_error", "{e}");
     assert!(
         e.to_string().contains(needle),
         "`{e}` should mention `{needle}`"

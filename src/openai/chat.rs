@@ -526,6 +526,7 @@ pub type ChatCompletionChunk = Envelope<ChunkChoice>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     fn parse(v: Value) -> ChatCompletionRequest {
         serde_json::from_value(v).expect("parses")
@@ -563,7 +564,7 @@ mod tests {
         );
         let e = r.normalize(&ModelSettings::default()).unwrap_err();
         assert!(
-            matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[1].role")
+            e.kind == ErrorKind::InvalidRequest && e.param.as_deref() == Some("messages[1].role")
         );
     }
 
@@ -589,7 +590,8 @@ mod tests {
         );
         let e = r.normalize(&ModelSettings::default()).unwrap_err();
         assert!(
-            matches!(e, ApiError::InvalidRequest { param: Some(p), .. } if p == "messages[0].content[0].type")
+            e.kind == ErrorKind::InvalidRequest
+                && e.param.as_deref() == Some("messages[0].content[0].type")
         );
     }
 }

@@ -406,6 +406,7 @@ pub(crate) fn template_kwargs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn out_of_range_temperature_names_the_field() {
@@ -415,7 +416,7 @@ mod tests {
         };
         let err = input.resolve(&SamplingDefaults::default()).unwrap_err();
         assert!(
-            matches!(err, ApiError::InvalidRequest { param: Some(p), .. } if p == "temperature")
+            err.kind == ErrorKind::InvalidRequest && err.param.as_deref() == Some("temperature")
         );
     }
 
@@ -443,7 +444,7 @@ mod tests {
         for bad in [0, -1, 17] {
             let err = choice_count("best_of", Some(bad)).unwrap_err();
             assert!(
-                matches!(err, ApiError::InvalidRequest { param: Some(ref p), .. } if p == "best_of")
+                err.kind == ErrorKind::InvalidRequest && err.param.as_deref() == Some("best_of")
             );
         }
     }

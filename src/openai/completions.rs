@@ -327,6 +327,7 @@ pub type Completion = Envelope<CompletionChoice>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn list_of_prompts_becomes_one_request_each_with_default_max_tokens() {
@@ -344,8 +345,8 @@ mod tests {
     }
 
     fn param_of(e: ApiError) -> Option<String> {
-        match e {
-            ApiError::InvalidRequest { param, .. } => param,
+        match e.kind {
+            ErrorKind::InvalidRequest => e.param,
             _ => None,
         }
     }

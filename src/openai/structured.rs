@@ -171,11 +171,12 @@ fn regex_escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use serde_json::json;
 
     fn param(e: &ApiError) -> Option<String> {
-        match e {
-            ApiError::InvalidRequest { param, .. } => param.clone(),
+        match e.kind {
+            ErrorKind::InvalidRequest => e.param.clone(),
             _ => None,
         }
     }

@@ -166,6 +166,7 @@ fn invalid(e: &ToolChoiceError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
     use serde_json::json;
 
     fn tools() -> Vec<Value> {
@@ -173,8 +174,8 @@ mod tests {
     }
 
     fn param_of(e: ApiError) -> Option<String> {
-        match e {
-            ApiError::InvalidRequest { param, .. } => param,
+        match e.kind {
+            ErrorKind::InvalidRequest => e.param,
             _ => None,
         }
     }

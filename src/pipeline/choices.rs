@@ -349,7 +349,7 @@ mod tests {
     async fn an_error_in_one_choice_ends_and_drops_them_all() {
         let (mut choices, dropped) = merge(vec![
             vec![(1, text("a")), (500, finished(1))],
-            vec![(5, Event::Error(ApiError::Timeout(1)))],
+            vec![(5, Event::Error(ApiError::timeout(1)))],
             vec![(1, text("p")), (500, finished(1))],
         ]);
         let mut last = None;
@@ -372,7 +372,7 @@ mod tests {
             Some((0, Event::Text { .. }))
         ));
         let (mut failing, _) = merge(vec![
-            vec![(1, Event::Error(ApiError::Timeout(1)))],
+            vec![(1, Event::Error(ApiError::timeout(1)))],
             vec![(50, text("x"))],
         ]);
         assert!(failing.prime(Duration::from_secs(1)).await.is_err());

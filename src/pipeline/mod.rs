@@ -243,7 +243,7 @@ impl Source {
                         Ok(ev) => ev,
                         Err(_) => {
                             let secs = self.state.settings.server.request_timeout_s;
-                            self.fail(ApiError::Timeout(secs), "timeout");
+                            self.fail(ApiError::timeout(secs), Outcome::Timeout);
                             continue;
                         }
                     }
@@ -251,8 +251,8 @@ impl Source {
             };
             match raw {
                 None => self.fail(
-                    ApiError::Unavailable("the model engine stopped during the request".into()),
-                    "error",
+                    ApiError::unavailable("the model engine stopped during the request"),
+                    Outcome::Error,
                 ),
                 Some(ev) => self.absorb(ev),
             }
@@ -323,7 +323,7 @@ impl Source {
     fn engine_error(&self, e: mlx_serve_actors::engine::EngineError) -> ApiError {
         let h = self.lease.handle().health().snapshot(Duration::MAX);
         match (h.loaded, h.failure) {
-            (false, Some(why)) => ApiError::Unavailable(why),
+            (false, Some(why)) => ApiError::unavailable(why),
             _ => e.into(),
         }
     }

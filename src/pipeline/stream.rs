@@ -59,7 +59,7 @@ pub trait ChunkRenderer: Send + 'static {
     }
     /// A failure; nothing follows it.
     fn error(&mut self, e: &ApiError) -> Vec<Bytes> {
-        vec![e.sse_event()]
+        vec![e.sse_oaicompat()]
     }
     /// Sent while waiting for the first token.
     fn keep_alive(&mut self) -> Bytes {
@@ -173,9 +173,7 @@ impl Driver {
                     self.started_prompt = false;
                     self.seen_output = false;
                 } else {
-                    self.error(ApiError::Internal(
-                        "generation ended without a result".into(),
-                    ));
+                    self.error(ApiError::internal("generation ended without a result"));
                 }
                 continue;
             };

@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 
 use super::request::ResponsesRequest;
 use super::response::{new_id, IncompleteDetails, ResponseErrorOut, ResponseObject};
-use crate::error::ApiError;
-use crate::state::unix_now;
+use crate::error::{ApiError, ErrorKind};
+use mlx_serve_actors::cache::unix_now;
 
 /// The response before any output: `in_progress`, everything the request set echoed back.
 /// `request` is the translated engine request (its temperature and top_p are the ones used).
@@ -71,11 +71,11 @@ pub fn final_status(reason: FinishReason) -> (&'static str, Option<IncompleteDet
 /// The `error` of a response that failed mid-generation. The codes are those the official
 /// clients know (`server_error`, `rate_limit_exceeded`, `invalid_prompt`).
 pub fn error_out(e: &ApiError) -> ResponseErrorOut {
-    let code = match e {
-        ApiError::QueueFull { .. } => "rate_limit_exceeded",
-        ApiError::InvalidRequest { .. }
-        | ApiError::ContextLength(_)
-        | ApiError::ToolChoiceUnsatisfied(_) => "invalid_prompt",
+    let code = match e.kind {
+        ErrorKind::QueueFull => "rate_limit_exceeded",
+        ErrorKind::InvalidRequest
+        | ErrorKind::ContextLength
+        | ErrorKind::ToolChoiceUnsatisfied => "invalid_prompt",
         _ => "server_error",
     };
     ResponseErrorOut {

@@ -420,7 +420,7 @@ impl ResponseStream {
         if self.done {
             return out;
         }
-        let body = e.body().error;
+        let body = e.to_json_oaicompat().error;
         self.frame(
             StreamEvent::Error {
                 code: body.code.map(str::to_owned),

@@ -242,7 +242,7 @@ fn a_failure_sends_error_then_response_failed_and_nothing_after() {
     let mut m = machine();
     m.begin();
     m.text("partial");
-    let frames = m.fail(&ApiError::Internal("engine failure: boom".into()));
+    let frames = m.fail(&ApiError::internal("engine failure: boom"));
     let events: Vec<Value> = frames
         .iter()
         .map(|f| serde_json::to_value(f).expect("json"))

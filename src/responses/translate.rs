@@ -131,14 +131,14 @@ fn check_text_format(req: &ResponsesRequest) -> Result<(), ApiError> {
     };
     match format.get("type").and_then(Value::as_str) {
         Some("text") => Ok(()),
-        Some(kind @ ("json_schema" | "json_object")) => Err(ApiError::InvalidRequest {
-            message: format!(
+        Some(kind @ ("json_schema" | "json_object")) => Err(ApiError::invalid(
+            "text.format",
+            format!(
                 "text.format `{kind}` is not supported by this server yet (no constrained \
                  decoding); use `text` and ask for JSON in the prompt"
             ),
-            param: Some("text.format".into()),
-            code: Some("unsupported_value"),
-        }),
+        )
+        .with_code("unsupported_value")),
         _ => Err(ApiError::invalid(
             "text.format.type",
             format!("invalid text.format {format}: expected {{\"type\": \"text\"}}"),
@@ -296,13 +296,10 @@ fn check_call_ids(history: &[Turn], input: &[Turn]) -> Result<(), ApiError> {
         match turn {
             Turn::Call { call_id, .. } => known.push(call_id),
             Turn::Output { call_id, .. } if !known.contains(&call_id.as_str()) => {
-                return Err(ApiError::InvalidRequest {
-                    message: format!(
-                        "No tool call found for function call output with call_id {call_id}."
-                    ),
-                    param: Some(format!("input[{i}].call_id")),
-                    code: None,
-                })
+                return Err(ApiError::invalid(
+                    format!("input[{i}].call_id"),
+                    format!("No tool call found for function call output with call_id {call_id}."),
+                ))
             }
             _ => {}
         }

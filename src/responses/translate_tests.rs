@@ -1,4 +1,5 @@
 use super::*;
+use crate::error::ErrorKind;
 use serde_json::json;
 
 fn request(body: Value) -> ResponsesRequest {
@@ -30,9 +31,9 @@ fn tools(t: &Translated) -> &[Value] {
 }
 
 fn param(e: ApiError) -> Option<String> {
-    match e {
-        ApiError::InvalidRequest { param, .. } => param,
-        other => panic!("expected a 400, got {other:?}"),
+    match e.kind {
+        ErrorKind::InvalidRequest => e.param,
+        _ => panic!("expected a 400, got {e:?}"),
     }
 }
 

@@ -32,9 +32,7 @@ pub async fn stats(
 ) -> Result<HttpResponse, ApiError> {
     match snapshot(&state).await {
         Some(stats) => Ok(HttpResponse::Ok().json(stats)),
-        None => Err(ApiError::Unavailable(
-            "the response cache did not answer".into(),
-        )),
+        None => Err(ApiError::unavailable("the response cache did not answer")),
     }
 }
 
@@ -46,10 +44,10 @@ pub fn require_admin(req: &HttpRequest, state: &AppState, what: &str) -> Result<
     let any_of = |keys: &[String]| presented.iter().any(|k| key_matches(k, keys));
     let admin = any_of(&server.admin_keys);
     if !(admin || server.api_keys.is_empty() || any_of(&server.api_keys)) {
-        return Err(ApiError::InvalidApiKey);
+        return Err(ApiError::invalid_api_key());
     }
     if !server.admin_keys.is_empty() && !admin {
-        return Err(ApiError::Forbidden(format!(
+        return Err(ApiError::forbidden(format!(
             "{what} needs an admin key (server.admin_keys)."
         )));
     }
@@ -67,7 +65,7 @@ pub async fn clear(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         Some(cache) => cache
             .clear()
             .await
-            .ok_or_else(|| ApiError::Unavailable("the response cache did not answer".into()))?,
+            .ok_or_else(|| ApiError::unavailable("the response cache did not answer"))?,
     };
     tracing::info!(removed, "response cache cleared");
     Ok(HttpResponse::Ok()

@@ -42,7 +42,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
             let encoding = checked?;
             // A compressed body's declared length says nothing about its decoded size.
             if encoding == ContentEncoding::Identity && declared.is_some_and(|n| n > limit) {
-                return Err(ApiError::PayloadTooLarge { limit });
+                return Err(ApiError::payload_too_large(limit));
             }
             let read = read_body(Decompress::new(payload, encoding), limit);
             let body = match timeout_s {
@@ -54,7 +54,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
                         if let Some(socket) = socket {
                             socket.stop_reading();
                         }
-                        return Err(ApiError::BodyTimeout(s));
+                        return Err(ApiError::body_timeout(s));
                     }
                 },
             };
@@ -67,13 +67,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 async fn read_body(mut payload: Decompress<Payload>, limit: usize) -> Result<BytesMut, ApiError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidRequest {
-            message: format!("could not read the request body: {e}"),
-            param: None,
-            code: None,
-        })?;
+        let chunk = chunk.map_err(|e| ApiError::invalid_request(format!("could not read the request body: {e}")))?;
         if body.len() + chunk.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+            return Err(ApiError::payload_too_large(limit));
         }
         body.extend_from_slice(&chunk);
     }
@@ -98,7 +94,7 @@ fn check_content_type(headers: &header::HeaderMap) -> Result<(), ApiError> {
     if essence == "application/json" || essence.ends_with("+json") {
         return Ok(());
     }
-    Err(ApiError::UnsupportedMediaType(format!(
+    Err(ApiError::unsupported_media_type(format!(
         "Unsupported Content-Type {:?}: send the body as JSON with \
          `Content-Type: application/json`.",
         value.to_str().unwrap_or("(not text)")
@@ -121,7 +117,7 @@ fn encoding(headers: &header::HeaderMap) -> Result<ContentEncoding, ApiError> {
         _ => None,
     };
     parsed.ok_or_else(|| {
-        ApiError::UnsupportedMediaType(format!(
+        ApiError::unsupported_media_type(format!(
             "Unsupported Content-Encoding {:?}: send the body uncompressed or as gzip, deflate, \
              br or zstd.",
             value.to_str().unwrap_or("(not text)")
@@ -144,18 +140,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => {}
         None => {
-            return Err(ApiError::InvalidRequest {
-                message: "The request body is empty: send a JSON object.".into(),
-                param: None,
-                code: None,
-            })
+            return Err(ApiError::invalid_request(
+                "The request body is empty: send a JSON object.",
+            ))
         }
         Some(_) => {
-            return Err(ApiError::InvalidRequest {
-                message: "The request body must be a JSON object.".into(),
-                param: None,
-                code: None,
-            })
+            return Err(ApiError::invalid_request(
+                "The request body must be a JSON object.",
+            ))
         }
     }
     let mut de = serde_json::Deserializer::from_slice(body);
@@ -169,14 +161,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         Ok(v) => Ok(v),
         Err((path, inner)) => {
             if !inner.is_data() {
-                return Err(ApiError::InvalidRequest {
-                    message: format!(
-                        "We could not parse the JSON body of your request: {}. Send valid JSON.",
-                        inner
-                    ),
-                    param: None,
-                    code: None,
-                });
+                return Err(ApiError::invalid_request(format!(
+                    "We could not parse the JSON body of your request: {inner}. Send valid JSON."
+                )));
             }
             let msg = inner.to_string();
             let msg = strip_position(&msg);
@@ -188,11 +175,10 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
                 Some(field) => format!("{path}.{field}"),
                 None => path,
             };
-            Err(ApiError::InvalidRequest {
-                message: format!("Invalid value for `{param}`: {msg}"),
-                param: Some(param),
-                code: None,
-            })
+            Err(ApiError::invalid(
+                param.clone(),
+                format!("Invalid value for `{param}`: {msg}"),
+            ))
         }
     }
 }
@@ -233,7 +219,7 @@ impl FromRequest for Authorized {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return ready(Err(ApiError::Internal("application state missing".into())));
+            return ready(Err(ApiError::internal("application state missing")));
         };
         let keys = &state.settings.server.api_keys;
         if keys.is_empty() {
@@ -302,7 +288,7 @@ mod tests {
 
     fn param_of(body: &str) -> Option<String> {
         match parse_json::<ChatCompletionRequest>(body.as_bytes()) {
-            Err(ApiError::InvalidRequest { param, .. }) => param,
+            Err(e) if e.kind == ErrorKind::InvalidRequest => e.param,
             other => panic!("expected a 400, got {:?}", other.map(|_| ())),
         }
     }

@@ -1,11 +1,11 @@
 //! `POST /v1/messages` and `POST /v1/messages/count_tokens`: the Anthropic Messages API through
 //! the same pipeline as the OpenAI routes (response cache, model queue, tool parser, metrics),
-//! rendered as a `Message` or as Anthropic's SSE events. Every error is in Anthropic's shape.
+//! rendered as a `Message` or as Anthropic's SSE events. Every error is in Anthropic's shape
+//! ([`AnthropicShape`]).
 
 use std::time::Duration;
 
-use actix_web::http::{header, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, HttpRequest, HttpResponse};
 use mlx_serve_actors::engine::{GenerateRequest, Prompt, ToolCall};
 use mlx_serve_actors::model::registry::Lease;
 use mlx_serve_actors::tool_parser::ToolChoice as ParserChoice;
@@ -14,10 +14,10 @@ use super::disconnect::PeerWatch;
 use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::anthropic::translate::tool_mode;
 use crate::anthropic::{
-    count_tokens_prompt, render_message, to_generate, AnthropicError, Completion,
+    count_tokens_prompt, render_message, to_generate, Completion,
     CountTokensRequest, CountTokensResponse, MessagesRenderer, MessagesRequest, ToolMode,
 };
-use crate::error::ApiError;
+use crate::error::{AnthropicShape, ApiError};
 use crate::pipeline::cache::CacheScope;
 use crate::pipeline::seams::ToolOptions;
 use crate::pipeline::stream::{sse_response, StreamPlan};
@@ -102,7 +102,7 @@ pub async fn messages(
     req: HttpRequest,
     state: web::Data<AppState>,
     body: Result<ApiJson<MessagesRequest>, ApiError>,
-) -> Result<HttpResponse, MessagesError> {
+) -> Result<HttpResponse, AnthropicShape> {
     auth?;
     let body = body?.0;
     let rid = request_id(&req);
@@ -190,9 +190,9 @@ pub async fn count_tokens(
     auth: Result<Authorized, ApiError>,
     state: web::Data<AppState>,
     body: Result<ApiJson<CountTokensRequest>, ApiError>,
-) -> Result<HttpResponse, MessagesError> {
+) -> Result<HttpResponse, AnthropicShape> {
     auth?;
-    let body = body.map_err(MessagesError::from)?.0;
+    let body = body?.0;
     let mut prompt = count_tokens_prompt(&body)?;
     let model = state.resolve_model(&body.model)?;
     let lease = state.lease(&model.entry).await?;
@@ -216,7 +216,7 @@ pub async fn count_tokens(
         .handle()
         .count_tokens(request.prompt)
         .await
-        .map_err(|e| MessagesError::from(ApiError::from(e)))?;
+        .map_err(ApiError::from)?;
     Ok(HttpResponse::Ok().json(CountTokensResponse { input_tokens }))
 }
 
@@ -239,7 +239,7 @@ async fn fit_max_tokens(
     state: &AppState,
     model: &Resolved,
     request: &mut GenerateRequest,
-) -> Result<Option<Lease>, MessagesError> {
+) -> Result<Option<Lease>, ApiError> {
     let Some(max_tokens) = request.max_tokens else {
         return Ok(None);
     };
@@ -260,7 +260,7 @@ async fn fit_max_tokens(
         .handle()
         .count_tokens(request.prompt.clone())
         .await
-        .map_err(|e| MessagesError::from(ApiError::from(e)))?;
+        .map_err(ApiError::from)?;
     if prompt < context && prompt.saturating_add(max_tokens) > context {
         tracing::debug!(
             max_tokens,

@@ -13,10 +13,7 @@ use crate::state::AppState;
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 fn disabled(path: &str) -> ApiError {
-    ApiError::NotFound {
-        method: "GET".into(),
-        path: path.into(),
-    }
+    ApiError::not_found("GET", path)
 }
 
 /// `GET /metrics`.
@@ -29,7 +26,7 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     let text = m
         .render()
         .await
-        .ok_or_else(|| ApiError::Internal("the metrics actor is not running".into()))?;
+        .ok_or_else(|| ApiError::internal("the metrics actor is not running"))?;
     Ok(HttpResponse::Ok().content_type(PROMETHEUS_TEXT).body(text))
 }
 
@@ -61,7 +58,7 @@ pub async fn stats(
     let latency = m
         .summary()
         .await
-        .ok_or_else(|| ApiError::Internal("the metrics actor is not running".into()))?;
+        .ok_or_else(|| ApiError::internal("the metrics actor is not running"))?;
     let h = state.health();
     Ok(HttpResponse::Ok().json(Stats {
         model: state.primary_model_id(),

@@ -70,11 +70,7 @@ fn resource(path: &'static str, allow: &'static str, route: Route) -> actix_web:
     web::resource(path)
         .route(route)
         .default_service(web::to(move |req: HttpRequest| async move {
-            let e = ApiError::MethodNotAllowed {
-                method: req.method().to_string(),
-                path: req.path().to_owned(),
-                allow,
-            };
+            let e = ApiError::method_not_allowed(req.method().as_str(), req.path(), allow);
             error_for(&req, e)
         }))
 }
@@ -91,7 +87,7 @@ pub fn error_for(req: &HttpRequest, e: ApiError) -> HttpResponse {
 
 fn error_for_path(path: &str, e: ApiError) -> HttpResponse {
     if is_anthropic_path(path) {
-        messages::MessagesError::from(e).error_response()
+        e.http_anthropic()
     } else {
         e.error_response()
     }
@@ -116,11 +112,7 @@ pub fn bare_error_body(path: &str, status: u16) -> Option<Vec<u8>> {
     } else {
         "malformed_request"
     };
-    let e = ApiError::InvalidRequest {
-        message,
-        param: None,
-        code: Some(code),
-    };
+    let e = ApiError::invalid_request(message).with_code(code);
     let body = error_for_path(path, e).into_body();
     actix_web::body::MessageBody::try_into_bytes(body)
         .ok()
@@ -130,9 +122,6 @@ pub fn bare_error_body(path: &str, status: u16) -> Option<Vec<u8>> {
 /// Unknown routes get the error shape of their API (OpenAI's, or Anthropic's under
 /// `/v1/messages`) rather than an empty 404.
 pub async fn not_found(req: HttpRequest) -> HttpResponse {
-    let e = ApiError::NotFound {
-        method: req.method().to_string(),
-        path: req.path().to_owned(),
-    };
+    let e = ApiError::not_found(req.method().as_str(), req.path());
     error_for(&req, e)
 }

@@ -94,11 +94,7 @@ async fn previous(state: &AppState, tenant: &str, id: &str) -> Result<Vec<Turn>,
         .get(tenant, id)
         .await
         .map(|(_, conversation)| conversation)
-        .ok_or_else(|| ApiError::ResponseNotFound {
-            id: id.to_owned(),
-            what: "Previous response",
-            param: Some("previous_response_id"),
-        })
+        .ok_or_else(|| ApiError::response_not_found(id, "Previous response", Some("previous_response_id")))
 }
 
 /// Run `source` to its end through the output machine: the JSON reply is the machine's final
@@ -150,9 +146,7 @@ async fn drain(
             Event::Error(e) => return Err(e),
         }
     }
-    Err(ApiError::Internal(
-        "generation ended without a result".into(),
-    ))
+    Err(ApiError::internal("generation ended without a result"))
 }
 
 fn tenant(req: &HttpRequest, state: &AppState) -> String {
@@ -160,11 +154,7 @@ fn tenant(req: &HttpRequest, state: &AppState) -> String {
 }
 
 fn not_found(id: &str) -> ApiError {
-    ApiError::ResponseNotFound {
-        id: id.to_owned(),
-        what: "Response",
-        param: None,
-    }
+    ApiError::response_not_found(id, "Response", None)
 }
 
 /// `GET /v1/responses/{id}`: a stored response of the caller's key.

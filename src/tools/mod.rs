@@ -177,7 +177,7 @@ impl RequestParser {
     fn check(&self) -> Result<(), ApiError> {
         self.choice
             .check(self.names.iter().map(String::as_str))
-            .map_err(|e| ApiError::ToolChoiceUnsatisfied(e.to_string()))
+            .map_err(ApiError::tool_choice_unsatisfied)
     }
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 mod anthropic;
+mod anthropic_routes;
 mod anthropic_tools;
 mod api;
 mod cache;
