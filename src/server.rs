@@ -95,11 +95,26 @@ pub async fn start_server_with_loader(
     loader: ModelLoader,
     seams: Seams,
 ) -> io::Result<RunningServer> {
-    let mut seams = seams;
+    start_composed(compose(settings, loader, seams, false)?).await
+}
+
+/// The composition root: every seam (tool parser, response cache, metrics) attached and wired to
+/// the others, the pipeline built on them and the state around it. With `configured_cache` the
+/// `[cache]` actor is started unless `seams` brings a cache (the server; embedders and tests
+/// bring their own or none).
+fn compose(
+    settings: Settings,
+    loader: ModelLoader,
+    mut seams: Seams,
+    configured_cache: bool,
+) -> io::Result<web::Data<AppState>> {
     // Tool calls are part of the OpenAI contract rather than an optional plug-in: the real
     // parser is used unless the caller brought its own (`[tools] format = "none"` turns it off).
     if seams.tool_parser.is_none() {
-        seams.tool_parser = Some(Arc::new(crate::tools::ToolCalling::start(&settings.tools)));
+        seams.tool_parser = Some(Arc::new(crate::tools::ToolCalling::new(&settings.tools)));
+    }
+    if configured_cache {
+        seams = crate::pipeline::cache::with_configured_cache(seams, &settings.cache);
     }
     let seams = crate::metrics::attach(seams, &settings)?;
     if let (Some(cache), Some(to)) = (

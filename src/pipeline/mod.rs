@@ -404,7 +404,6 @@ impl Source {
         if let (Some(ticket), false) = (ticket, reason == FinishReason::Cancelled) {
             ticket.store(CachedResponse {
                 text: self.raw_text.clone(),
-                tool_calls: Vec::new(),
                 finish_reason: reason,
                 stop_sequence,
                 usage,

@@ -4,15 +4,14 @@
 //! template), the prompt is steered toward `tool_choice` (and offered the tools when the
 //! template cannot render them), and a [`StreamParser`] turns the generated text into content
 //! and tool-call deltas, the same way streaming or not. At the end the reply is checked
-//! against `tool_choice` and the parser's counters go to the actor.
+//! against `tool_choice`, and its outcome (format, calls, failures) goes to the metrics record.
 
 mod prompt;
 
-use actix::{Actor, Addr};
 use mlx_serve_actors::engine::{GenerateRequest, Prompt};
 use mlx_serve_actors::tool_parser::{
-    forced_call_grammar, lazy_call_grammar, ParseOptions, RecordStreamStats, StreamEvent,
-    StreamParser, ToolChoice, ToolFormat, ToolParserActor, ToolSet,
+    forced_call_grammar, lazy_call_grammar, ParseOptions, StreamEvent,
+    StreamParser, ToolChoice, ToolFormat, ToolSet,
 };
 use serde_json::Value;
 
@@ -27,26 +26,14 @@ pub use prompt::template_renders_tools;
 /// The real [`ToolParserSeam`].
 pub struct ToolCalling {
     settings: ToolsSettings,
-    actor: Option<Addr<ToolParserActor>>,
 }
 
 impl ToolCalling {
-    /// A seam that reports to a freshly started `ToolParserActor` (call inside an actix system).
-    pub fn start(settings: &ToolsSettings) -> Self {
-        Self::with_actor(settings, Some(ToolParserActor::new().start()))
-    }
-
-    /// A seam reporting to `actor` (`None`: counters are not kept).
-    pub fn with_actor(settings: &ToolsSettings, actor: Option<Addr<ToolParserActor>>) -> Self {
+    /// The seam for `[tools]`.
+    pub fn new(settings: &ToolsSettings) -> Self {
         Self {
             settings: settings.clone(),
-            actor,
         }
-    }
-
-    /// The actor holding the per-format counters (`GetStats`).
-    pub fn actor(&self) -> Option<&Addr<ToolParserActor>> {
-        self.actor.as_ref()
     }
 
     fn build(
@@ -70,7 +57,6 @@ impl ToolCalling {
             choice: options.choice.clone(),
             parallel: options.parallel,
             names: Vec::new(),
-            actor: self.actor.clone(),
         }))
     }
 }
@@ -140,7 +126,6 @@ struct RequestParser {
     parallel: bool,
     /// Names of the calls passed on, in order.
     names: Vec<String>,
-    actor: Option<Addr<ToolParserActor>>,
 }
 
 impl RequestParser {
@@ -190,9 +175,6 @@ impl StreamingToolParser for RequestParser {
     fn finish(&mut self) -> Vec<ParsedDelta> {
         let events = self.inner.finish();
         let out = self.map(events);
-        if let Some(actor) = &self.actor {
-            actor.do_send(RecordStreamStats(self.inner.stats().clone()));
-        }
         out
     }
 

@@ -42,7 +42,7 @@ fn request(text: &str) -> GenerateRequest {
 }
 
 fn seam() -> ToolCalling {
-    ToolCalling::with_actor(&ToolsSettings::default(), None)
+    ToolCalling::new(&ToolsSettings::default())
 }
 
 fn options(choice: ToolChoice, parallel: bool) -> ToolOptions {
@@ -232,7 +232,7 @@ fn unknown_tool_names_stay_text_unless_allowed() {
         allow_unknown_tools: true,
         ..ToolsSettings::default()
     };
-    let mut p = ToolCalling::with_actor(&allow, None)
+    let mut p = ToolCalling::new(&allow)
         .prepare(&mut request("x"), &ToolOptions::default(), Some(QWEN_LIKE))
         .expect("parser");
     assert_eq!(run(p.as_mut(), &[other]).1.len(), 1);
@@ -241,7 +241,7 @@ fn unknown_tool_names_stay_text_unless_allowed() {
 #[test]
 fn format_follows_template_and_config_override() {
     let outcome_format = |settings: &ToolsSettings, template: Option<&str>| {
-        let mut p = ToolCalling::with_actor(settings, None)
+        let mut p = ToolCalling::new(settings)
             .prepare(&mut request("x"), &ToolOptions::default(), template)
             .expect("parser");
         run(p.as_mut(), &[]);
@@ -259,7 +259,7 @@ fn format_follows_template_and_config_override() {
         format: ToolFormat::Disabled,
         ..ToolsSettings::default()
     };
-    assert!(ToolCalling::with_actor(&off, None)
+    assert!(ToolCalling::new(&off)
         .prepare(&mut request("x"), &ToolOptions::default(), Some(QWEN_LIKE))
         .is_none());
 }

@@ -157,15 +157,18 @@ impl DiskTier {
     }
 
     /// Reads `key` as a cached response. Entries older than `ttl_seconds` (by their
-    /// `created_at`) and corrupt entries are deleted and reported as such.
+    /// `created_at`) and corrupt entries are deleted and reported as such; entries of another
+    /// format version are deleted and reported as missing.
     pub fn get(&self, key: &CacheKey, ttl_seconds: Option<u64>) -> Result<DiskGet, DiskError> {
         let Some(raw) = self.get_bytes(key)? else {
             return Ok(DiskGet::Missing);
         };
-        let outcome = match entry::decode(&raw).ok() {
-            None => DiskGet::Corrupt,
-            Some(value) if is_expired(value.created_at, ttl_seconds) => DiskGet::Expired,
-            Some(value) => return Ok(DiskGet::Hit(value)),
+        let outcome = match entry::decode(&raw) {
+            // Written by a build with another entry format: unusable, but not damage.
+            Err(entry::DecodeError::Version(_)) => DiskGet::Missing,
+            Err(_) => DiskGet::Corrupt,
+            Ok(value) if is_expired(value.created_at, ttl_seconds) => DiskGet::Expired,
+            Ok(value) => return Ok(DiskGet::Hit(value)),
         };
         self.remove(key)?;
         Ok(outcome)
@@ -432,6 +435,17 @@ mod tests {
             disk.get(&key(4), None).expect("get"),
             DiskGet::Hit(_)
         ));
+    }
+
+    #[test]
+    fn entries_of_an_older_format_are_misses_and_are_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (disk, _) = DiskTier::open(&dir.path().join("c.redb"), 1 << 20).expect("open");
+        let mut old = encode(&sample("hello"));
+        old[4] = entry::FORMAT_VERSION - 1;
+        disk.put(&key(1), &old).expect("put");
+        assert_eq!(disk.get(&key(1), None).expect("get"), DiskGet::Missing);
+        assert_eq!(disk.items(), 0);
     }
 
     #[test]

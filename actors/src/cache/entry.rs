@@ -8,21 +8,20 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{FinishReason, TokenLogprob, ToolCall, Usage};
+use crate::engine::{FinishReason, TokenLogprob, Usage};
 
 const MAGIC: &[u8; 4] = b"MSRC";
-const FORMAT_VERSION: u8 = 1;
+/// 2: `tool_calls` left the value (calls are parsed again from `text` when it is replayed).
+/// Entries of another version read as misses, not as corruption.
+pub const FORMAT_VERSION: u8 = 2;
 const HEADER_LEN: usize = MAGIC.len() + 1 + 32;
 
 /// One finished generation, independent of the wire format that asked for it. The HTTP layer
 /// renders it with a fresh `id`/`created`, as one JSON body or replayed as SSE chunks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CachedResponse {
-    /// Generated text (without tool-call markup when tool calls were parsed out).
+    /// The raw generated text, tool-call markup included (replays parse it again).
     pub text: String,
-    /// Tool calls parsed from the output, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tool_calls: Vec<ToolCall>,
     /// Why generation ended.
     pub finish_reason: FinishReason,
     /// The stop string that matched, for `FinishReason::StopSequence`.
@@ -45,11 +44,6 @@ impl CachedResponse {
 
     /// Estimated heap footprint, for the memory tier's byte bound. Cheap: no serialization.
     pub fn approx_bytes(&self) -> usize {
-        let calls: usize = self
-            .tool_calls
-            .iter()
-            .map(|c| c.id.len() + c.name.len() + c.arguments.len() + 72)
-            .sum();
         let logprobs: usize = self.logprobs.as_ref().map_or(0, |lps| {
             lps.iter()
                 .map(|lp| {
@@ -61,7 +55,6 @@ impl CachedResponse {
         std::mem::size_of::<Self>()
             + self.text.len()
             + self.stop_sequence.as_ref().map_or(0, String::len)
-            + calls
             + logprobs
     }
 }
@@ -137,7 +130,6 @@ pub fn unseal<'a>(magic: &[u8; 4], version: u8, bytes: &'a [u8]) -> Result<&'a [
 pub(crate) fn sample(text: &str) -> CachedResponse {
     CachedResponse {
         text: text.to_owned(),
-        tool_calls: vec![],
         finish_reason: FinishReason::Stop,
         stop_sequence: None,
         usage: Usage {
@@ -156,12 +148,8 @@ mod tests {
 
     #[test]
     fn encoded_entry_round_trips_with_tool_calls_and_logprobs() {
-        let mut value = sample("hello");
-        value.tool_calls.push(ToolCall {
-            id: "call_1".into(),
-            name: "get_weather".into(),
-            arguments: r#"{"city":"Paris"}"#.into(),
-        });
+        let mut value =
+            sample(r#"<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>"#);
         value.finish_reason = FinishReason::StopSequence;
         value.stop_sequence = Some("\n\n".into());
         value.logprobs = Some(vec![TokenLogprob {
@@ -189,6 +177,17 @@ mod tests {
         let mut other_version = bytes.clone();
         other_version[4] = 9;
         assert_eq!(decode(&other_version), Err(DecodeError::Version(9)));
+    }
+
+    #[test]
+    fn an_entry_of_the_previous_format_is_another_version_not_corrupt() {
+        // Version 1 carried `tool_calls`; its bytes must not decode as this version's value.
+        let old = seal(
+            MAGIC,
+            1,
+            br#"{"text":"hi","tool_calls":[],"finish_reason":"stop","usage":{"prompt_tokens":1,"cached_tokens":0,"completion_tokens":1},"created_at":0}"#,
+        );
+        assert_eq!(decode(&old), Err(DecodeError::Version(1)));
     }
 
     #[test]

@@ -341,6 +341,11 @@ impl Handler<Lookup> for CacheActor {
                             tier: CacheTier::Redis,
                         }
                     }
+                    // Written by a build with another entry format: a miss, not damage.
+                    Some(Err(DecodeError::Version(_))) => {
+                        act.cache.record_miss();
+                        LookupOutcome::Miss(guard)
+                    }
                     Some(_) => {
                         act.cache.record_corrupt(1);
                         act.cache.record_miss();
