@@ -1,10 +1,13 @@
 //! mlx-serve's front: CLI, configuration, HTTP routes and wire formats.
 //!
-//! - [`config`]: `Settings` from `config.toml`, environment and flags.
-//! - [`server`]: `run_server(settings, factory)`; [`state`]: what handlers share.
-//! - [`pipeline`]: the one request pipeline (cache, model, tool-parser and metrics seams) and
-//!   its SSE driver; [`routes`] render it per API; [`openai`], [`anthropic`], [`responses`]: wire
-//!   types and translation per API; [`error`]: `ApiError`.
+//! - [`config`]: `Settings` from `config.toml`, environment and flags; `[aliases]`.
+//! - [`server`]: `run_server(settings, factory)` and the composition root; [`state`]: what
+//!   handlers share (the pipeline plus HTTP-only state).
+//! - [`pipeline`]: the one request pipeline ([`pipeline::Pipeline`]: models, cache, tool-parser
+//!   and metrics seams, settings) and its SSE driver; it depends only on the actors crate,
+//!   [`config`], [`error`] and the SSE framing ([`sse`]). [`routes`] render it per API (their extractors: body, API key,
+//!   cache scope, client disconnects); [`openai`], [`anthropic`], [`responses`]: wire types and
+//!   translation per API; [`error`]: `ApiError`, one error rendered per API.
 //! - [`limits`]: per-client limits (requests in flight per peer IP).
 //! - [`cli`]: clap subcommands.
 

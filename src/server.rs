@@ -22,7 +22,8 @@ use crate::connection::Connection;
 use crate::limits::{Guarded, PeerLimiter};
 use crate::pipeline::seams::Seams;
 use crate::routes::{self, extract::RequestId};
-use crate::state::{AppState, ModelLoader};
+use crate::pipeline::{ModelLoader, Pipeline};
+use crate::state::AppState;
 
 /// A started server.
 pub struct RunningServer {
@@ -124,7 +125,12 @@ fn compose(
         cache.report_to(to);
     }
     let hook: ReleaseHook = Arc::new(release_memory);
-    let state = web::Data::new(AppState::with_loader(settings, loader, seams, Some(hook)));
+    let pipeline = Pipeline::new(settings, loader, seams, Some(hook));
+    Ok(web::Data::new(AppState::around(pipeline)))
+}
+
+/// Serve a composed state. Call inside an actix system.
+async fn start_composed(state: web::Data<AppState>) -> io::Result<RunningServer> {
     preload(&state);
     let s = state.settings.server.clone();
     let cors = Arc::new(s.cors_origins.clone());
@@ -382,8 +388,7 @@ pub fn run_server_with(settings: Settings, factory: EngineFactory, seams: Seams)
 /// Run a server whose models are built by `loader` (one engine factory per table entry).
 pub fn run_server_models(settings: Settings, loader: ModelLoader, seams: Seams) -> io::Result<()> {
     actix_rt::System::new().block_on(async move {
-        let seams = crate::pipeline::cache::with_configured_cache(seams, &settings.cache);
-        let server = start_server_with_loader(settings, loader, seams).await?;
+        let server = start_composed(compose(settings, loader, seams, true)?).await?;
         server.wait().await
     })
 }

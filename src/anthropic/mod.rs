@@ -3,23 +3,20 @@
 //!
 //! - [`request`]: wire types of the requests; [`response`]: `Message`, SSE events, count reply.
 //! - [`translate`]: validation and translation into an engine `GenerateRequest`.
-//! - [`render`]: a finished generation as a `Message`; [`stream`]: the SSE state machine;
-//!   [`sse`]: the streaming HTTP body around it (pings included).
-//! - [`error`]: `AnthropicError`, Anthropic's error shape and status codes.
-//! - [`aliases`]: `claude-*` style model names mapped onto local models.
+//! - [`render`]: a finished generation as a `Message`; [`stream`]: the SSE state machine.
 //! - [`chunks`]: [`MessagesRenderer`], the SSE renderer the shared pipeline drives.
 //!
 //! Routed by `crate::routes::messages` through the same pipeline as the OpenAI API: body and
-//! API key via the shared extractors (errors mapped into [`AnthropicError`]), `model` through the
-//! `[aliases]` table, [`to_generate`], `pipeline::start`, then `pipeline::collect` +
-//! [`render_message`] or `pipeline::stream::sse_response` + [`MessagesRenderer`].
+//! API key via the shared extractors, every error a `crate::error::ApiError` rendered in
+//! Anthropic's shape (`AnthropicShape`), `model` through the `[aliases]` table
+//! (`crate::config::ModelAliases`), [`to_generate`], `pipeline::start`, then `pipeline::collect`
+//! + [`render_message`] or `pipeline::stream::sse_response` + [`MessagesRenderer`].
 //! `count_tokens`: [`count_tokens_prompt`] → the model actor's `CountTokens`.
 //!
 //! Accepted and ignored: `metadata`, `thinking`, `service_tier`, `cache_control` (prefix reuse is
 //! automatic; cache hits are reported as `cache_read_input_tokens`). Refused with a 400: images
 //! and other non-text input blocks, server tools, a trailing assistant message (prefill).
 
-pub mod aliases;
 pub mod chunks;
 pub mod render;
 pub mod request;
@@ -28,7 +25,6 @@ pub mod stream;
 mod thinking;
 pub mod translate;
 
-pub use aliases::ModelAliases;
 pub use chunks::MessagesRenderer;
 pub use render::{render_message, Completion};
 pub use request::{CountTokensRequest, MessagesRequest};

@@ -12,7 +12,8 @@ use serde_json::Value;
 /// Body of `POST /v1/messages`.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct MessagesRequest {
-    /// Model name as sent by the client (resolved through [`super::ModelAliases`] by the caller).
+    /// Model name as sent by the client (the caller resolves it through
+    /// `crate::config::ModelAliases`).
     #[serde(default)]
     pub model: String,
     /// How long the model stays loaded after this request (Ollama's `keep_alive`).

@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 use mlx_serve_actors::cache::CacheSettings;
 use serde::{Deserialize, Serialize};
 
+mod aliases;
+mod metrics;
 mod models;
+pub use aliases::ModelAliases;
+pub use metrics::MetricsSettings;
 pub use models::{default_model_id, keep_alive_of, ModelEntry, ModelSettings};
 
 /// Everything the server is configured with.
@@ -29,7 +33,7 @@ pub struct Settings {
     /// Admission order and preemption.
     pub scheduler: SchedulerSettings,
     /// Prometheus metrics and the latency window.
-    pub metrics: crate::metrics::MetricsSettings,
+    pub metrics: MetricsSettings,
     /// The per-request JSONL trace.
     pub trace: mlx_serve_actors::metrics::TraceSettings,
     /// The response cache (`[cache]`, `[cache.disk]`, `[cache.redis]`).
@@ -353,7 +357,7 @@ impl Settings {
                 })
             }
         }
-        crate::metrics::settings::validate(&self.metrics, &self.trace)?;
+        metrics::validate(&self.metrics, &self.trace)?;
         let s = &self.server;
         check(
             !s.host.is_empty(),

@@ -1,9 +1,8 @@
 //! Counts API requests that failed before the pipeline could record them (bad JSON, unknown
-//! model, missing API key, full queue, …). The pipeline marks each request it will record
-//! through a task-local flag set while the handler runs; unmarked `POST /v1/…` requests that
-//! ended with an error status are recorded here.
+//! model, missing API key, full queue, …). The pipeline says which requests it recorded
+//! ([`recorded_by_pipeline`]); the other `POST /v1/…` requests that ended with an error status
+//! are recorded here.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::time::Instant;
 
@@ -11,17 +10,9 @@ use actix_web::dev::ServiceResponse;
 use actix_web::{web, Error};
 
 use crate::error::ApiError;
-use crate::pipeline::seams::RequestRecord;
+use crate::pipeline::record::recorded_by_pipeline;
+use crate::pipeline::seams::{Api, Outcome, RequestRecord};
 use crate::state::AppState;
-
-tokio::task_local! {
-    static RECORDED: Cell<bool>;
-}
-
-/// The pipeline will record this request itself (called inside the handler).
-pub fn mark_recorded() {
-    let _ = RECORDED.try_with(|c| c.set(true));
-}
 
 /// Run `fut` (the rest of the service chain) and record the request if it failed unrecorded.
 pub fn watch<B, F>(fut: F) -> impl Future<Output = Result<ServiceResponse<B>, Error>>
@@ -29,14 +20,14 @@ where
     F: Future<Output = Result<ServiceResponse<B>, Error>>,
 {
     let arrived = Instant::now();
-    RECORDED.scope(Cell::new(false), async move {
-        let res = fut.await?;
-        let recorded = RECORDED.with(Cell::get);
+    async move {
+        let (res, recorded) = recorded_by_pipeline(fut).await;
+        let res = res?;
         if !recorded {
             record_unpiped(&res, arrived);
         }
         Ok(res)
-    })
+    }
 }
 
 fn record_unpiped<B>(res: &ServiceResponse<B>, arrived: Instant) {
@@ -64,8 +55,8 @@ fn record_unpiped<B>(res: &ServiceResponse<B>, arrived: Instant) {
         None => "invalid_request_error",
     };
     metrics.record(RequestRecord {
-        api: "http",
-        outcome: "error",
+        api: Api::Http,
+        outcome: Outcome::Error,
         duration_s: arrived.elapsed().as_secs_f64(),
         model: state.primary_model_id(),
         route: route_label(req.match_pattern().as_deref()),

@@ -1,11 +1,9 @@
 //! The front's side of the metrics: the [`MetricsSink`] adapter that implements the pipeline's
 //! `MetricsSeam` over `Addr<MetricsActor>`, its start-up ([`attach`]), the periodic publication
 //! of the engine's gauges ([`publish_engine_state`]), the recorder for requests refused before
-//! the pipeline ran ([`middleware`]) and the `[metrics]` settings.
+//! the pipeline ran ([`middleware`]). The `[metrics]` settings live in `crate::config`.
 
 pub mod middleware;
-pub mod record;
-pub mod settings;
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -24,8 +22,6 @@ use mlx_serve_actors::model::registry::{ModelState, ModelStatus};
 use crate::config::Settings;
 use crate::pipeline::seams::{MetricsSeam, RequestRecord, Seams};
 use crate::state::AppState;
-
-pub use settings::MetricsSettings;
 
 /// `MetricsSeam` over the metrics actor: every call is a message, none blocks.
 pub struct MetricsSink {

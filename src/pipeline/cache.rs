@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr};
 use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::{HttpRequest, HttpResponse};
+use actix_web::HttpResponse;
 use futures_util::future::BoxFuture;
 use mlx_serve_actors::cache::{
     should_cache, CacheActor, CacheDirectives, CacheKey, CachePolicy, CacheReporter, CacheSettings,
@@ -24,12 +24,11 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::seams::{ResponseCacheSeam, Seams};
-use crate::routes::extract::{key_matches, presented_keys};
-use crate::state::AppState;
+use super::Pipeline;
 
 /// The request facts the cache key needs beyond the engine request, plus the client's
-/// `Cache-Control` directives. Routes fill it; the default (no tenant, no side fields) suits
-/// a server without API keys.
+/// `Cache-Control` directives. Routes fill it (its extractor reads tenant and directives from
+/// the HTTP request); the default (no tenant, no side fields) suits a server without API keys.
 #[derive(Debug, Clone, Default)]
 pub struct CacheScope {
     /// SHA-256 (hex) of the caller's API key; empty without one. Raw keys are never kept.
@@ -45,32 +44,6 @@ pub struct CacheScope {
 }
 
 impl CacheScope {
-    /// Tenant and directives of an HTTP request. With API keys configured the tenant is the key
-    /// that authenticated; without, whatever key the client presented (clients that send
-    /// different keys still do not share answers).
-    pub fn from_request(req: &HttpRequest, api_keys: &[String]) -> Self {
-        let presented = presented_keys(req.headers());
-        let key = if api_keys.is_empty() {
-            presented.first().copied()
-        } else {
-            presented.into_iter().find(|k| key_matches(k, api_keys))
-        };
-        let directives = req
-            .headers()
-            .get_all(actix_web::http::header::CACHE_CONTROL)
-            .filter_map(|v| v.to_str().ok())
-            .map(CacheDirectives::parse)
-            .fold(CacheDirectives::default(), |a, b| CacheDirectives {
-                no_cache: a.no_cache || b.no_cache,
-                no_store: a.no_store || b.no_store,
-            });
-        Self {
-            tenant: key.map(tenant_id).unwrap_or_default(),
-            directives,
-            ..Self::default()
-        }
-    }
-
     /// The key of `request` under this scope for the served `model`.
     pub fn key(&self, model: &str, request: &GenerateRequest) -> CacheKey {
         CacheKey::compute(&KeyInput {
@@ -123,7 +96,7 @@ impl ModelKeys {
 }
 
 /// Drop an unloaded model's entries from the response cache's memory tier.
-pub async fn forget_model(state: &AppState, model: &str) {
+pub async fn forget_model(state: &Pipeline, model: &str) {
     let keys = state.cache_keys.take(model);
     let Some(cache) = &state.seams.cache else {
         return;
@@ -237,7 +210,7 @@ impl Resolution {
 /// Consult the cache for `request`: a hit, leadership of a miss, or the answer of an identical
 /// request in flight (coalescing). Never fails: an unreachable cache means generate.
 pub(crate) async fn resolve(
-    state: &AppState,
+    state: &Pipeline,
     model: &str,
     request: &GenerateRequest,
     scope: &CacheScope,
@@ -397,33 +370,6 @@ pub fn with_configured_cache(mut seams: Seams, settings: &CacheSettings) -> Seam
 mod tests {
     use super::*;
     use actix_web::test::TestRequest;
-
-    #[test]
-    fn tenant_is_the_hashed_key_that_authenticated() {
-        let keys = vec!["sk-a".to_owned(), "sk-b".to_owned()];
-        let req = TestRequest::default()
-            .insert_header(("authorization", "Bearer sk-b"))
-            .to_http_request();
-        let scope = CacheScope::from_request(&req, &keys);
-        assert_eq!(scope.tenant, tenant_id("sk-b"));
-        assert!(!scope.tenant.contains("sk-b"));
-        let other = TestRequest::default()
-            .insert_header(("x-api-key", "sk-a"))
-            .to_http_request();
-        assert_ne!(CacheScope::from_request(&other, &keys).tenant, scope.tenant);
-        let anonymous = TestRequest::default().to_http_request();
-        assert_eq!(CacheScope::from_request(&anonymous, &[]).tenant, "");
-    }
-
-    #[test]
-    fn cache_control_directives_are_read_from_every_header() {
-        let req = TestRequest::default()
-            .insert_header(("cache-control", "max-age=0"))
-            .append_header(("cache-control", "no-store"))
-            .to_http_request();
-        let scope = CacheScope::from_request(&req, &[]);
-        assert!(scope.directives.no_store && !scope.directives.no_cache);
-    }
 
     #[test]
     fn combined_status_is_a_hit_only_when_every_prompt_hit() {

@@ -15,17 +15,16 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::web;
 use futures_util::future::select_all;
 use mlx_serve_actors::cache::CacheDirectives;
 use mlx_serve_actors::engine::{GenerateRequest, Usage};
 
 use super::cache::CacheStatus;
-use super::{start, Event, RequestContext, Source};
+use super::{start, Event, Pipeline, RequestContext, Source};
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The seed of choice `i` of a request seeded with `seed`: `seed` for choice 0, else the `i`-th
 /// output of a SplitMix64 generator seeded with `seed` (well mixed, and documented in the README).
@@ -93,7 +92,7 @@ impl From<Source> for Choices {
 /// Start `n` choices of `request`: one [`start`] each, in order, so choice 0 reaches the engine
 /// first. If one cannot start (a full queue), the ones already started are cancelled.
 pub async fn start_choices(
-    state: &web::Data<AppState>,
+    state: &Arc<Pipeline>,
     request: GenerateRequest,
     mut ctx: RequestContext,
     n: usize,

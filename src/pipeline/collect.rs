@@ -39,44 +39,6 @@ pub struct Collected {
     pub stop_sequence: Option<String>,
 }
 
-/// [`collect`], abandoned (and the generation cancelled) if the client disconnects first.
-pub async fn collect_for(
-    source: Source,
-    peer: Option<crate::routes::disconnect::PeerWatch>,
-) -> Result<Collected, ApiError> {
-    unless_gone(collect(source), peer).await?
-}
-
-/// [`collect_choices`], abandoned (and every choice cancelled) if the client disconnects first.
-pub async fn collect_choices_for(
-    choices: Choices,
-    peer: Option<crate::routes::disconnect::PeerWatch>,
-) -> Result<Vec<Collected>, ApiError> {
-    unless_gone(collect_choices(choices), peer).await?
-}
-
-/// Runs `work` unless the client goes first; then `work` is dropped (which cancels what it
-/// owns) and the answer is a client-disconnected error nobody will read.
-async fn unless_gone<T>(
-    work: impl std::future::Future<Output = T>,
-    peer: Option<crate::routes::disconnect::PeerWatch>,
-) -> Result<T, ApiError> {
-    let Some(peer) = peer else {
-        return Ok(work.await);
-    };
-    tokio::select! {
-        result = work => Ok(result),
-        () = peer.gone(Duration::from_millis(50)) => {
-            tracing::info!("client disconnected; generation cancelled");
-            Err(ApiError::InvalidRequest {
-                message: "client disconnected".into(),
-                param: None,
-                code: None,
-            })
-        }
-    }
-}
-
 /// One choice's events gathered into a [`Collected`].
 #[derive(Default)]
 struct Assembly {
@@ -134,7 +96,7 @@ impl Assembly {
 }
 
 fn ended_without_result() -> ApiError {
-    ApiError::Internal("generation ended without a result".into())
+    ApiError::internal("generation ended without a result")
 }
 
 /// Drain a source into one response (the JSON renderer's input).

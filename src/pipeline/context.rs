@@ -5,15 +5,15 @@ use std::time::{Duration, Instant};
 
 use super::cache::CacheScope;
 use super::seams::ToolOptions;
-use crate::state::Resolved;
+use super::Resolved;
 
 /// Per-request facts for logs and metrics.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
     /// `x-request-id`.
     pub request_id: String,
-    /// `chat`, `completions`, …
-    pub api: &'static str,
+    /// The API it came in through.
+    pub api: Api,
     /// Whether the response streams.
     pub stream: bool,
     /// When the request arrived.
@@ -33,7 +33,7 @@ pub struct RequestContext {
 
 impl RequestContext {
     /// A context for a request arriving now.
-    pub fn new(request_id: String, api: &'static str, stream: bool) -> Self {
+    pub fn new(request_id: String, api: Api, stream: bool) -> Self {
         Self {
             request_id,
             api,

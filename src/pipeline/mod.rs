@@ -10,21 +10,21 @@ pub mod cache;
 pub mod choices;
 mod collect;
 mod context;
+mod models;
+pub mod record;
 pub mod seams;
 pub mod stream;
 pub mod tool_prep;
 
 pub use choices::{start_choices, Choices};
-pub use collect::{
-    collect, collect_choices, collect_choices_for, collect_for, AssembledToolCall, Collected,
-};
+pub use collect::{collect, collect_choices, AssembledToolCall, Collected};
 pub use context::RequestContext;
+pub use models::{ModelLoader, Pipeline, Resolved};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::web;
 use mlx_serve_actors::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage};
 use mlx_serve_actors::metrics::CacheOutcome;
 use mlx_serve_actors::model::actor::Generation;
@@ -34,9 +34,8 @@ use tokio::time::timeout_at;
 
 use crate::config::ModelEntry;
 use crate::error::ApiError;
-use crate::state::AppState;
 use cache::{CacheStatus, StoreTicket};
-use seams::{CachedResponse, ParsedDelta, RequestRecord, StreamingToolParser};
+use seams::{CachedResponse, Outcome, ParsedDelta, RequestRecord, StreamingToolParser};
 
 /// What renderers consume.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +91,7 @@ enum Origin {
 /// The event stream of one generation.
 pub struct Source {
     origin: Origin,
-    state: web::Data<AppState>,
+    state: Arc<Pipeline>,
     ctx: RequestContext,
     request: Option<GenerateRequest>,
     parser: Option<Box<dyn StreamingToolParser>>,
@@ -106,14 +105,14 @@ pub struct Source {
     first_token: Option<Instant>,
     tool_calls: bool,
     ended: bool,
-    facts: crate::metrics::record::RecordFacts,
+    facts: record::RecordFacts,
     /// Keeps the model resident (and counted busy) until the request ends.
     lease: Lease,
 }
 
 /// Start a generation: response cache first, else the model's queue.
 pub async fn start(
-    state: &web::Data<AppState>,
+    state: &Arc<Pipeline>,
     request: GenerateRequest,
     ctx: RequestContext,
 ) -> Result<Source, ApiError> {
@@ -121,7 +120,7 @@ pub async fn start(
 }
 
 /// The model a context names: its resolved entry, else the default model.
-pub fn entry_of(state: &AppState, ctx: &RequestContext) -> Arc<ModelEntry> {
+pub fn entry_of(state: &Pipeline, ctx: &RequestContext) -> Arc<ModelEntry> {
     match &ctx.model {
         Some(r) => r.entry.clone(),
         None => state.primary().clone(),
@@ -131,7 +130,7 @@ pub fn entry_of(state: &AppState, ctx: &RequestContext) -> Arc<ModelEntry> {
 /// [`start`] on a lease the route already holds (it needed the loaded model first), or on a
 /// fresh one: the model is loaded here when it is not resident.
 pub async fn start_on(
-    state: &web::Data<AppState>,
+    state: &Arc<Pipeline>,
     lease: Option<Lease>,
     mut request: GenerateRequest,
     ctx: RequestContext,
@@ -159,7 +158,7 @@ pub async fn start_on(
         CacheStatus::Bypass if state.seams.cache.is_some() => CacheOutcome::Bypass,
         CacheStatus::Bypass => CacheOutcome::Uncacheable,
     };
-    let facts = crate::metrics::record::RecordFacts::new(state, &entry.id, &request, cache_outcome);
+    let facts = record::RecordFacts::new(&state.seams, &entry.id, &request, cache_outcome);
     let origin = match &resolution.hit {
         Some(hit) => Origin::Replay(cache::replay_events(hit)),
         // A failed submit drops the store ticket, which releases coalesced waiters.
@@ -175,7 +174,7 @@ pub async fn start_on(
         },
     };
     let timeout = Duration::from_secs(state.settings.server.request_timeout_s);
-    crate::metrics::middleware::mark_recorded();
+    record::mark_recorded();
     Ok(Source {
         origin,
         state: state.clone(),
@@ -300,7 +299,7 @@ impl Source {
                     let verdict = p.verdict();
                     self.push_parsed(deltas, Vec::new());
                     if let Err(e) = verdict {
-                        self.fail(e, "error");
+                        self.fail(e, Outcome::Error);
                         return;
                     }
                 }
@@ -313,7 +312,7 @@ impl Source {
             }
             SeqEvent::Failed(e) => {
                 let e = self.engine_error(e);
-                self.fail(e, "error")
+                self.fail(e, Outcome::Error)
             }
         }
     }
@@ -381,9 +380,9 @@ impl Source {
         }
     }
 
-    fn fail(&mut self, e: ApiError, outcome: &'static str) {
-        tracing::warn!(request_id = %self.ctx.request_id, api = self.ctx.api, error = %e, "generation failed");
-        self.facts.error = Some(crate::metrics::record::ErrorFacts::of(&e));
+    fn fail(&mut self, e: ApiError, outcome: Outcome) {
+        tracing::warn!(request_id = %self.ctx.request_id, api = self.ctx.api.as_str(), error = %e, "generation failed");
+        self.facts.error = Some(record::ErrorFacts::of(&e));
         self.record(outcome, Usage::default());
         self.pending.push_back(Event::Error(e));
         self.ended = true;
@@ -394,10 +393,10 @@ impl Source {
     fn finish(&mut self, reason: FinishReason, stop_sequence: Option<String>, usage: Usage) {
         self.ended = true;
         let outcome = match reason {
-            _ if self.tool_calls => "tool_calls",
-            FinishReason::Length => "length",
-            FinishReason::Cancelled => "cancelled",
-            FinishReason::Stop | FinishReason::StopSequence => "stop",
+            _ if self.tool_calls => Outcome::ToolCalls,
+            FinishReason::Length => Outcome::Length,
+            FinishReason::Cancelled => Outcome::Cancelled,
+            FinishReason::Stop | FinishReason::StopSequence => Outcome::Stop,
         };
         self.record(outcome, usage);
         let ticket = self.ticket.take();
@@ -413,14 +412,14 @@ impl Source {
         }
     }
 
-    fn record(&self, outcome: &'static str, usage: Usage) {
+    fn record(&self, outcome: Outcome, usage: Usage) {
         let duration_s = self.ctx.arrived.elapsed().as_secs_f64();
         let ttft = self
             .first_token
             .map(|t| t.duration_since(self.ctx.arrived).as_secs_f64());
         tracing::info!(
             request_id = %self.ctx.request_id,
-            api = self.ctx.api,
+            api = self.ctx.api.as_str(),
             stream = self.ctx.stream,
             outcome,
             cache = self.cache_status.header_value(),
@@ -462,7 +461,7 @@ impl Drop for Source {
     fn drop(&mut self) {
         if !self.ended {
             self.ended = true;
-            self.record("cancelled", Usage::default());
+            self.record(Outcome::Cancelled, Usage::default());
         }
     }
 }

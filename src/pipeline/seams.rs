@@ -147,15 +147,86 @@ pub trait ToolParserSeam: Send + Sync {
     }
 }
 
+/// The API a request came in through (a low-cardinality label).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /v1/chat/completions`.
+    Chat,
+    /// `POST /v1/completions`.
+    Completions,
+    /// `POST /v1/messages` (Anthropic).
+    Messages,
+    /// `POST /v1/responses`.
+    Responses,
+    /// Refused by the HTTP layer before the pipeline ran.
+    #[default]
+    Http,
+}
+
+impl Api {
+    /// The name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Chat => "chat",
+            Self::Completions => "completions",
+            Self::Messages => "messages",
+            Self::Responses => "responses",
+            Self::Http => "http",
+        }
+    }
+
+    /// The route pattern it is served on.
+    pub fn route(self) -> &'static str {
+        match self {
+            Self::Chat => "/v1/chat/completions",
+            Self::Completions => "/v1/completions",
+            Self::Messages => "/v1/messages",
+            Self::Responses => "/v1/responses",
+            Self::Http => "other",
+        }
+    }
+}
+
+/// How a request ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Outcome {
+    /// The model stopped (end of turn or a stop sequence).
+    Stop,
+    /// `max_tokens` or the context ran out.
+    Length,
+    /// The reply made tool calls.
+    ToolCalls,
+    /// The client went away or the request was cancelled.
+    Cancelled,
+    /// It ran past `server.request_timeout_s`.
+    Timeout,
+    /// It failed.
+    #[default]
+    Error,
+}
+
+impl Outcome {
+    /// The OpenAI finish reason of a finished generation; `None` for failures.
+    pub fn finish_reason(self) -> Option<&'static str> {
+        match self {
+            Self::Stop => Some("stop"),
+            Self::Length => Some("length"),
+            Self::ToolCalls => Some("tool_calls"),
+            Self::Cancelled => Some("abort"),
+            Self::Timeout | Self::Error => None,
+        }
+    }
+}
+
 /// One finished request, as the metrics see it.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestRecord {
-    /// `chat`, `completions`, … (low cardinality).
-    pub api: &'static str,
+    /// The API it came in through.
+    pub api: Api,
     /// Whether it streamed.
     pub stream: bool,
-    /// `stop`, `length`, `tool_calls`, `error`, `cancelled`, `timeout`.
-    pub outcome: &'static str,
+    /// How it ended.
+    pub outcome: Outcome,
     /// Token counts.
     pub usage: Usage,
     /// Seconds from arrival to the first token (None if none came).

@@ -5,18 +5,18 @@
 //! the `Generation` inside drops and cancels its sequence.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use bytes::Bytes;
 use futures_util::stream;
 use mlx_serve_actors::engine::{FinishReason, GenerateRequest, TokenLogprob, Usage};
 
 use super::choices::{add_choice_usage, start_choices, Choices};
-use super::{Event, RequestContext};
+use super::{Event, Pipeline, RequestContext};
 use crate::error::ApiError;
 use crate::sse;
-use crate::state::AppState;
 
 /// How one API renders streamed events. `index` is the choice's position in the response:
 /// `prompt * n + choice` (legacy completions with a list of prompts), the choice for chat.
@@ -104,7 +104,7 @@ struct ChoiceState {
 }
 
 struct Driver {
-    state: web::Data<AppState>,
+    state: Arc<Pipeline>,
     current: Option<Choices>,
     rest: VecDeque<GenerateRequest>,
     ctx: RequestContext,
@@ -244,7 +244,7 @@ impl Driver {
 
 /// The SSE response for a plan.
 pub fn sse_response(
-    state: web::Data<AppState>,
+    state: Arc<Pipeline>,
     plan: StreamPlan,
     renderer: Box<dyn ChunkRenderer>,
 ) -> HttpResponse {

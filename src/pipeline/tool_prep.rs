@@ -6,20 +6,19 @@
 
 use std::time::Duration;
 
-use actix_web::web;
 use mlx_serve_actors::engine::{EngineInfo, GenerateRequest, Prompt};
 use mlx_serve_actors::model::actor::ModelHandle;
 use mlx_serve_actors::reasoning::{ReasoningFormat, ReasoningSplitter};
 
 use super::seams::{StreamingToolParser, ToolOptions};
-use crate::state::AppState;
+use super::Pipeline;
 
 const LOAD_POLL: Duration = Duration::from_millis(50);
 
 /// The request's tool parser (its prompt adjusted by the seam), or `None` when the request
 /// offers no tools or no tool parser is plugged in.
 pub async fn prepare(
-    state: &web::Data<AppState>,
+    state: &Pipeline,
     model: &ModelHandle,
     request: &mut GenerateRequest,
     options: &ToolOptions,
@@ -39,7 +38,7 @@ pub async fn prepare(
 /// The request's reasoning splitter: chat prompts only, with `[reasoning] parser` resolved
 /// against the model's chat template (`auto`).
 pub async fn reasoning_splitter(
-    state: &web::Data<AppState>,
+    state: &Pipeline,
     model: &ModelHandle,
     request: &GenerateRequest,
 ) -> Option<ReasoningSplitter> {
@@ -61,7 +60,7 @@ pub async fn reasoning_splitter(
 
 /// The model's facts once it has loaded; `None` when it failed to load or did not load within
 /// the request timeout (the request then fails in the queue).
-pub async fn loaded_info(state: &AppState, model: &ModelHandle) -> Option<EngineInfo> {
+pub async fn loaded_info(state: &Pipeline, model: &ModelHandle) -> Option<EngineInfo> {
     let timeout = Duration::from_secs(state.settings.server.request_timeout_s);
     let deadline = tokio::time::Instant::now() + timeout;
     loop {

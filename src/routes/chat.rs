@@ -6,7 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
-use super::disconnect::PeerWatch;
+use super::disconnect::ClientWatch;
 use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::chat::{
@@ -15,9 +15,10 @@ use crate::openai::chat::{
 };
 use crate::openai::common::{finish_reason, Envelope, UsageOut};
 use crate::pipeline::cache::CacheScope;
+use crate::pipeline::seams::Api;
 use crate::pipeline::choices::add_choice_usage;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
-use crate::pipeline::{collect_choices_for, start_choices, Collected, RequestContext};
+use crate::pipeline::{collect_choices, start_choices, Collected, RequestContext};
 use crate::sse;
 use crate::state::{unix_now, AppState};
 
@@ -69,6 +70,8 @@ impl ResponseMeta {
 pub async fn chat_completions(
     _auth: Authorized,
     req: HttpRequest,
+    client: ClientWatch,
+    scope: CacheScope,
     state: web::Data<AppState>,
     body: ApiJson<ChatCompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -83,14 +86,14 @@ pub async fn chat_completions(
     let scope = CacheScope {
         tool_choice: body.tool_choice.clone(),
         response_format: body.response_format.clone(),
-        ..CacheScope::from_request(&req, &state.settings.server.api_keys)
+        ..scope
     };
-    let mut ctx = RequestContext::new(rid, "chat", body.streaming())
+    let mut ctx = RequestContext::new(rid, Api::Chat, body.streaming())
         .with_cache(scope)
         .with_model(model.clone(), keep_alive);
     ctx.tools = body.tool_options()?;
     ctx.priority = priority(&req, body.priority)?;
-    let mut choices = start_choices(&state, request, ctx.clone(), n).await?;
+    let mut choices = start_choices(&state.pipeline, request, ctx.clone(), n).await?;
     let cache_status = choices.cache_status();
     let meta = ResponseMeta::new("chatcmpl", model.requested, &state);
     if body.streaming() {
@@ -107,11 +110,11 @@ pub async fn chat_completions(
             logprobs: want_logprobs,
             include_usage: body.include_usage(),
         };
-        let mut resp = sse_response(state, plan, Box::new(renderer));
+        let mut resp = sse_response(state.pipeline.clone(), plan, Box::new(renderer));
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
-    let collected = collect_choices_for(choices, PeerWatch::of(&req)).await?;
+    let collected = client.collect(collect_choices(choices)).await?;
     let mut resp = HttpResponse::Ok().json(render(meta, collected, want_logprobs));
     cache_status.apply(&mut resp);
     Ok(resp)

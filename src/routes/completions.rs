@@ -10,7 +10,7 @@ use bytes::Bytes;
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::chat::ResponseMeta;
-use super::disconnect::PeerWatch;
+use super::disconnect::ClientWatch;
 use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::openai::common::{finish_reason, UsageOut};
@@ -18,9 +18,10 @@ use crate::openai::completions::{
     best_choices, CompletionChoice, CompletionLogprobs, CompletionRequest,
 };
 use crate::pipeline::cache::CacheScope;
+use crate::pipeline::seams::Api;
 use crate::pipeline::choices::add_choice_usage;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
-use crate::pipeline::{collect_choices_for, start_choices, RequestContext};
+use crate::pipeline::{collect_choices, start_choices, RequestContext};
 use crate::sse;
 use crate::state::AppState;
 
@@ -29,6 +30,8 @@ use crate::state::AppState;
 pub async fn completions(
     _auth: Authorized,
     req: HttpRequest,
+    client: ClientWatch,
+    scope: CacheScope,
     state: web::Data<AppState>,
     body: ApiJson<CompletionRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -45,8 +48,7 @@ pub async fn completions(
     } else {
         Vec::new()
     };
-    let scope = CacheScope::from_request(&req, &state.settings.server.api_keys);
-    let mut ctx = RequestContext::new(rid, "completions", body.streaming())
+        let mut ctx = RequestContext::new(rid, Api::Completions, body.streaming())
         .with_cache(scope)
         .with_model(model.clone(), keep_alive);
     ctx.priority = priority(&req, body.priority)?;
@@ -54,7 +56,7 @@ pub async fn completions(
     let Some(first) = requests.next() else {
         return Err(ApiError::invalid("prompt", "prompt must not be empty"));
     };
-    let mut choices = start_choices(&state, first, ctx.clone(), plan.best_of).await?;
+    let mut choices = start_choices(&state.pipeline, first, ctx.clone(), plan.best_of).await?;
     // A stream's headers go out before later prompts run: it reports the first prompt.
     let mut cache_status = choices.cache_status();
     if body.streaming() {
@@ -74,7 +76,7 @@ pub async fn completions(
             n: plan.n,
             offsets: HashMap::new(),
         };
-        let mut resp = sse_response(state, stream_plan, Box::new(renderer));
+        let mut resp = sse_response(state.pipeline.clone(), stream_plan, Box::new(renderer));
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
@@ -83,7 +85,7 @@ pub async fn completions(
     let mut next = Some(choices);
     let mut prompt = 0;
     while let Some(choices) = next.take() {
-        let mut generated = collect_choices_for(choices, PeerWatch::of(&req)).await?;
+        let mut generated = client.collect(collect_choices(choices)).await?;
         // Every generated choice is billed; the prompt once.
         for (i, c) in generated.iter().enumerate() {
             add_choice_usage(&mut total, &c.usage, i);
@@ -107,7 +109,7 @@ pub async fn completions(
         }
         prompt += 1;
         if let Some(r) = requests.next() {
-            let choices = start_choices(&state, r, ctx.clone(), plan.best_of).await?;
+            let choices = start_choices(&state.pipeline, r, ctx.clone(), plan.best_of).await?;
             cache_status = cache_status.combine(choices.cache_status());
             next = Some(choices);
         }

@@ -16,11 +16,14 @@
 //!   `server.request_timeout_s`).
 
 use std::any::Any;
+use std::future::{ready, Future, Ready};
 use std::time::Duration;
 
-use actix_web::dev::Extensions;
+use actix_web::dev::{Extensions, Payload};
 use actix_web::http::Version;
-use actix_web::HttpRequest;
+use actix_web::{FromRequest, HttpRequest};
+
+use crate::error::ApiError;
 
 /// The client socket of a connection (Unix fd), valid while the connection's handler runs.
 #[derive(Debug, Clone, Copy)]
@@ -152,5 +155,47 @@ impl PeerWatch {
                 PeerState::HalfClosed => {}
             }
         }
+    }
+}
+
+/// The client of a non-streamed request, watched while its answer is computed (an extractor;
+/// nothing is watched without a TCP socket, e.g. in unit tests).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientWatch(Option<PeerWatch>);
+
+impl FromRequest for ClientWatch {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(Ok(Self(PeerWatch::of(req))))
+    }
+}
+
+impl ClientWatch {
+    /// Runs `work` unless the client goes first; then `work` is dropped (which cancels what it
+    /// owns) and the answer is `None`.
+    pub async fn unless_gone<T>(self, work: impl Future<Output = T>) -> Option<T> {
+        let Some(peer) = self.0 else {
+            return Some(work.await);
+        };
+        tokio::select! {
+            result = work => Some(result),
+            () = peer.gone(Duration::from_millis(50)) => {
+                tracing::info!("client disconnected; generation cancelled");
+                None
+            }
+        }
+    }
+
+    /// [`Self::unless_gone`] for a fallible answer; a departed client gets an error nobody
+    /// will read.
+    pub async fn collect<T>(
+        self,
+        work: impl Future<Output = Result<T, ApiError>>,
+    ) -> Result<T, ApiError> {
+        self.unless_gone(work)
+            .await
+            .unwrap_or_else(|| Err(ApiError::invalid_request("client disconnected")))
     }
 }

@@ -1,5 +1,5 @@
 //! Extractors shared by the API routes: the JSON body (size limit, errors naming the field),
-//! API-key authentication and the request id.
+//! API-key authentication, the response-cache scope and the request id.
 
 use std::time::Duration;
 
@@ -13,8 +13,11 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use mlx_serve_actors::cache::CacheDirectives;
+
 use super::disconnect::PeerSocket;
 use crate::error::ApiError;
+use crate::pipeline::cache::{tenant_id, CacheScope};
 use crate::state::AppState;
 
 /// A JSON body parsed with OpenAI-style errors: 413 over the limit, 400 naming the field.
@@ -231,7 +234,46 @@ impl FromRequest for Authorized {
         ready(if ok {
             Ok(Authorized)
         } else {
-            Err(ApiError::InvalidApiKey)
+            Err(ApiError::invalid_api_key())
+        })
+    }
+}
+
+/// Tenant and directives of an HTTP request. With API keys configured the tenant is the key that
+/// authenticated; without, whatever key the client presented (clients that send different keys
+/// still do not share answers).
+pub fn cache_scope(req: &HttpRequest, api_keys: &[String]) -> CacheScope {
+    let presented = presented_keys(req.headers());
+    let key = if api_keys.is_empty() {
+        presented.first().copied()
+    } else {
+        presented.into_iter().find(|k| key_matches(k, api_keys))
+    };
+    let directives = req
+        .headers()
+        .get_all(header::CACHE_CONTROL)
+        .filter_map(|v| v.to_str().ok())
+        .map(CacheDirectives::parse)
+        .fold(CacheDirectives::default(), |a, b| CacheDirectives {
+            no_cache: a.no_cache || b.no_cache,
+            no_store: a.no_store || b.no_store,
+        });
+    CacheScope {
+        tenant: key.map(tenant_id).unwrap_or_default(),
+        directives,
+        ..CacheScope::default()
+    }
+}
+
+/// The request's [`CacheScope`] under the configured API keys; routes add their side fields.
+impl FromRequest for CacheScope {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(match req.app_data::<web::Data<AppState>>() {
+            Some(state) => Ok(cache_scope(req, &state.settings.server.api_keys)),
+            None => Err(ApiError::internal("application state missing")),
         })
     }
 }
@@ -284,6 +326,36 @@ pub fn request_id(req: &HttpRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
+    use actix_web::test::TestRequest;
+
+    #[test]
+    fn tenant_is_the_hashed_key_that_authenticated() {
+        let keys = vec!["sk-a".to_owned(), "sk-b".to_owned()];
+        let req = TestRequest::default()
+            .insert_header(("authorization", "Bearer sk-b"))
+            .to_http_request();
+        let scope = cache_scope(&req, &keys);
+        assert_eq!(scope.tenant, tenant_id("sk-b"));
+        assert!(!scope.tenant.contains("sk-b"));
+        let other = TestRequest::default()
+            .insert_header(("x-api-key", "sk-a"))
+            .to_http_request();
+        assert_ne!(cache_scope(&other, &keys).tenant, scope.tenant);
+        let anonymous = TestRequest::default().to_http_request();
+        assert_eq!(cache_scope(&anonymous, &[]).tenant, "");
+    }
+
+    #[test]
+    fn cache_control_directives_are_read_from_every_header() {
+        let req = TestRequest::default()
+            .insert_header(("cache-control", "max-age=0"))
+            .append_header(("cache-control", "no-store"))
+            .to_http_request();
+        let scope = cache_scope(&req, &[]);
+        assert!(scope.directives.no_store && !scope.directives.no_cache);
+    }
+
     use crate::openai::chat::ChatCompletionRequest;
 
     fn param_of(body: &str) -> Option<String> {

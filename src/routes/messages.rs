@@ -10,7 +10,7 @@ use mlx_serve_actors::engine::{GenerateRequest, Prompt, ToolCall};
 use mlx_serve_actors::model::registry::Lease;
 use mlx_serve_actors::tool_parser::ToolChoice as ParserChoice;
 
-use super::disconnect::PeerWatch;
+use super::disconnect::ClientWatch;
 use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::anthropic::translate::tool_mode;
 use crate::anthropic::{
@@ -19,87 +19,21 @@ use crate::anthropic::{
 };
 use crate::error::{AnthropicShape, ApiError};
 use crate::pipeline::cache::CacheScope;
+use crate::pipeline::seams::Api;
 use crate::pipeline::seams::ToolOptions;
 use crate::pipeline::stream::{sse_response, StreamPlan};
 use crate::pipeline::tool_prep;
-use crate::pipeline::{collect_for, start_on, RequestContext};
-use crate::state::{AppState, Resolved};
-
-/// An Anthropic error plus the `Retry-After` a full queue tells the client.
-#[derive(Debug, thiserror::Error)]
-#[error("{error}")]
-pub struct MessagesError {
-    error: AnthropicError,
-    retry_after_s: Option<u64>,
-    /// A status Anthropic's error classes have no variant for (405, 408, 415), with its headers.
-    http: Option<ApiError>,
-}
-
-impl From<AnthropicError> for MessagesError {
-    fn from(error: AnthropicError) -> Self {
-        Self {
-            error,
-            retry_after_s: None,
-            http: None,
-        }
-    }
-}
-
-impl From<ApiError> for MessagesError {
-    fn from(e: ApiError) -> Self {
-        let retry_after_s = match &e {
-            ApiError::QueueFull { retry_after_s, .. }
-            | ApiError::PeerLimit { retry_after_s, .. } => Some(*retry_after_s),
-            _ => None,
-        };
-        let http = matches!(
-            e,
-            ApiError::MethodNotAllowed { .. }
-                | ApiError::UnsupportedMediaType(_)
-                | ApiError::BodyTimeout(_)
-        )
-        .then(|| e.clone());
-        Self {
-            error: e.into(),
-            retry_after_s,
-            http,
-        }
-    }
-}
-
-impl ResponseError for MessagesError {
-    fn status_code(&self) -> StatusCode {
-        match &self.http {
-            Some(e) => e.status_code(),
-            None => self.error.status(),
-        }
-    }
-
-    fn error_response(&self) -> HttpResponse {
-        let mut resp = HttpResponse::build(self.status_code());
-        if let Some(s) = self.retry_after_s {
-            resp.insert_header((header::RETRY_AFTER, s.to_string()));
-        }
-        if let Some(e) = &self.http {
-            // The same headers the OpenAI rendering sends (`Allow`).
-            for (name, value) in e.error_response().headers() {
-                if name != header::CONTENT_TYPE {
-                    resp.insert_header((name.clone(), value.clone()));
-                }
-            }
-            if let ApiError::BodyTimeout(_) = e {
-                resp.force_close();
-            }
-        }
-        resp.json(self.error.body())
-    }
-}
+use crate::pipeline::{collect, start_on, RequestContext};
+use crate::pipeline::Resolved;
+use crate::state::AppState;
 
 /// `POST /v1/messages` (Claude Code adds `?beta=true`, which changes nothing here).
 #[tracing::instrument(skip_all, fields(request_id))]
 pub async fn messages(
     auth: Result<Authorized, ApiError>,
     req: HttpRequest,
+    client: ClientWatch,
+    scope: CacheScope,
     state: web::Data<AppState>,
     body: Result<ApiJson<MessagesRequest>, ApiError>,
 ) -> Result<HttpResponse, AnthropicShape> {
@@ -120,14 +54,14 @@ pub async fn messages(
             "{:?}/{}",
             translated.tool_mode, translated.parallel_tool_calls
         ))),
-        ..CacheScope::from_request(&req, &state.settings.server.api_keys)
+        ..scope
     };
-    let mut ctx = RequestContext::new(rid, "messages", translated.stream)
+    let mut ctx = RequestContext::new(rid, Api::Messages, translated.stream)
         .with_cache(scope)
         .with_model(model, keep_alive);
     ctx.tools = tool_options(&translated.tool_mode, translated.parallel_tool_calls);
     ctx.priority = priority(&req, None)?;
-    let mut source = start_on(&state, lease, request, ctx.clone()).await?;
+    let mut source = start_on(&state.pipeline, lease, request, ctx.clone()).await?;
     let cache_status = source.cache_status();
     if translated.stream {
         // An early failure (prompt too long, engine down) still gets a proper status.
@@ -140,11 +74,11 @@ pub async fn messages(
             ctx,
         };
         let renderer = MessagesRenderer::new(body.model, translated.parallel_tool_calls);
-        let mut resp = sse_response(state, plan, Box::new(renderer));
+        let mut resp = sse_response(state.pipeline.clone(), plan, Box::new(renderer));
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
-    let collected = collect_for(source, PeerWatch::of(&req)).await?;
+    let collected = client.collect(collect(source)).await?;
     let mut calls: Vec<ToolCall> = collected
         .tool_calls
         .into_iter()

@@ -8,10 +8,11 @@ use std::time::Duration;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::disconnect::PeerWatch;
-use super::extract::{priority, request_id, ApiJson, Authorized};
+use super::disconnect::ClientWatch;
+use super::extract::{cache_scope, priority, request_id, ApiJson, Authorized};
 use crate::error::ApiError;
 use crate::pipeline::cache::CacheScope;
+use crate::pipeline::seams::Api;
 use crate::pipeline::stream::{sse_response, StreamPlan};
 use crate::pipeline::{start, Event, RequestContext, Source};
 use crate::responses::{
@@ -25,6 +26,8 @@ use crate::state::AppState;
 pub async fn create(
     _auth: Authorized,
     req: HttpRequest,
+    client: ClientWatch,
+    scope: CacheScope,
     state: web::Data<AppState>,
     body: ApiJson<ResponsesRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -33,8 +36,7 @@ pub async fn create(
     tracing::Span::current().record("request_id", rid.as_str());
     let model = state.resolve_model(&body.model)?;
     let keep_alive = crate::keep_alive::residency(&body.keep_alive)?;
-    let scope = CacheScope::from_request(&req, &state.settings.server.api_keys);
-    let history = match &body.previous_response_id {
+        let history = match &body.previous_response_id {
         None => Vec::new(),
         Some(id) => previous(&state, &scope.tenant, id).await?,
     };
@@ -54,12 +56,12 @@ pub async fn create(
         conversation: translated.conversation.clone(),
     });
     let machine = ResponseStream::new(base_response(&body, &translated.request));
-    let mut ctx = RequestContext::new(rid, "responses", body.streaming())
+    let mut ctx = RequestContext::new(rid, Api::Responses, body.streaming())
         .with_cache(scope)
         .with_model(model, keep_alive);
     ctx.tools = translated.tools.clone();
     ctx.priority = priority(&req, None)?;
-    let mut source = start(&state, translated.request, ctx.clone()).await?;
+    let mut source = start(&state.pipeline, translated.request, ctx.clone()).await?;
     let cache_status = source.cache_status();
     if body.streaming() {
         // An early failure (prompt too long, engine down) still gets a proper status.
@@ -72,11 +74,11 @@ pub async fn create(
             ctx,
         };
         let renderer = ResponsesRenderer::new(machine, saver);
-        let mut resp = sse_response(state, plan, Box::new(renderer));
+        let mut resp = sse_response(state.pipeline.clone(), plan, Box::new(renderer));
         cache_status.apply(&mut resp);
         return Ok(resp);
     }
-    let response = drain_for(source, machine, PeerWatch::of(&req)).await?;
+    let response = drain_for(source, machine, client).await?;
     if let Some(saver) = saver {
         // Written through before the reply, so a restart or another replica behind the same
         // Redis can continue from it as soon as the client has the id.
@@ -103,18 +105,12 @@ async fn previous(state: &AppState, tenant: &str, id: &str) -> Result<Vec<Turn>,
 async fn drain_for(
     source: Source,
     machine: ResponseStream,
-    peer: Option<PeerWatch>,
+    client: ClientWatch,
 ) -> Result<ResponseObject, ApiError> {
-    let Some(peer) = peer else {
-        return drain(source, machine).await;
-    };
-    tokio::select! {
-        result = drain(source, machine) => result,
-        () = peer.gone(Duration::from_millis(50)) => {
-            tracing::info!("client disconnected; generation cancelled");
-            Err(ApiError::invalid("input", "client disconnected"))
-        }
-    }
+    client
+        .unless_gone(drain(source, machine))
+        .await
+        .unwrap_or_else(|| Err(ApiError::invalid("input", "client disconnected")))
 }
 
 async fn drain(
@@ -150,7 +146,7 @@ async fn drain(
 }
 
 fn tenant(req: &HttpRequest, state: &AppState) -> String {
-    CacheScope::from_request(req, &state.settings.server.api_keys).tenant
+    cache_scope(req, &state.settings.server.api_keys).tenant
 }
 
 fn not_found(id: &str) -> ApiError {

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::BoxFuture;
 use mlx_serve::pipeline::seams::{
-    CachedResponse, MetricsSeam, ParsedDelta, RequestRecord, ResponseCacheSeam, Seams,
+    CachedResponse, MetricsSeam, Outcome, ParsedDelta, RequestRecord, ResponseCacheSeam, Seams,
     StreamingToolParser, ToolParserSeam,
 };
 use mlx_serve_actors::cache::{
@@ -230,7 +230,7 @@ async fn cache_hit_replays_without_the_engine_and_metrics_see_both() {
     let records = metrics.0.lock().unwrap().clone();
     assert_eq!(records.len(), 2);
     assert!(!records[0].cache_hit && records[1].cache_hit);
-    assert_eq!(records[0].outcome, "stop");
+    assert_eq!(records[0].outcome, Outcome::Stop);
     assert_eq!(records[0].usage.completion_tokens, 2);
 }
 

@@ -1,10 +1,11 @@
-//! Model aliases: the names coding agents send (`claude-sonnet-4-…`) mapped onto local models.
+//! Model aliases: the names clients send (`claude-sonnet-4-…`, `gpt-4o`) mapped onto local
+//! models, for every API.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer};
 
-/// Pattern → local model id, from config (`[anthropic.model_aliases]` or similar):
+/// Pattern → local model id, from `[aliases]`:
 /// `"claude-*" = "smollm2-135m-instruct"`. `*` matches any run of characters (prefix, suffix or
 /// inside); an exact pattern wins over globs, and among globs the most specific one (most literal
 /// characters, then alphabetical order) wins.

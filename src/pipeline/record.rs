@@ -1,6 +1,8 @@
 //! The facts about one generation the pipeline gathers for metrics beyond what it needs itself
 //! (timings, cache outcome, error), and how they complete a [`RequestRecord`].
 
+use std::cell::Cell;
+use std::future::Future;
 use std::time::Instant;
 
 use actix_web::ResponseError;
@@ -8,10 +10,31 @@ use mlx_serve_actors::engine::{GenerateRequest, SeqTimings};
 use mlx_serve_actors::metrics::CacheOutcome;
 use sha2::{Digest, Sha256};
 
+use super::seams::{RequestRecord, Seams};
+#[cfg(test)]
+use super::seams::{Api, Outcome};
+use super::RequestContext;
 use crate::error::ApiError;
-use crate::pipeline::seams::RequestRecord;
-use crate::pipeline::RequestContext;
-use crate::state::AppState;
+
+tokio::task_local! {
+    static RECORDED: Cell<bool>;
+}
+
+/// Runs `fut` (a request's handler) and says whether the pipeline recorded the request itself;
+/// the HTTP layer records the ones it did not (refused before the pipeline ran).
+pub async fn recorded_by_pipeline<T>(fut: impl Future<Output = T>) -> (T, bool) {
+    RECORDED
+        .scope(Cell::new(false), async move {
+            let out = fut.await;
+            (out, RECORDED.with(Cell::get))
+        })
+        .await
+}
+
+/// The pipeline will record this request itself (called inside the handler).
+pub(super) fn mark_recorded() {
+    let _ = RECORDED.try_with(|c| c.set(true));
+}
 
 /// The failure of a request, as metrics and the trace see it.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,13 +76,8 @@ pub struct RecordFacts {
 
 impl RecordFacts {
     /// Facts known at the start; the hash and prompt are computed only when metrics are on.
-    pub fn new(
-        state: &AppState,
-        model: &str,
-        request: &GenerateRequest,
-        cache: CacheOutcome,
-    ) -> Self {
-        let Some(metrics) = &state.seams.metrics else {
+    pub fn new(seams: &Seams, model: &str, request: &GenerateRequest, cache: CacheOutcome) -> Self {
+        let Some(metrics) = &seams.metrics else {
             return Self::default();
         };
         Self {
@@ -94,9 +112,9 @@ impl RecordFacts {
         };
         RequestRecord {
             model: self.model.clone(),
-            route: route_of(base.api),
+            route: base.api.route(),
             status,
-            finish_reason: finish_reason_of(base.outcome),
+            finish_reason: base.outcome.finish_reason(),
             queue_s,
             prefill_s: engine.map(|t| t.prefill_s),
             decode_s: engine.map(|t| t.decode_s),
@@ -107,28 +125,6 @@ impl RecordFacts {
             prompt_text: self.prompt_text.clone(),
             ..base
         }
-    }
-}
-
-/// The route pattern of a pipeline API name.
-pub fn route_of(api: &'static str) -> &'static str {
-    match api {
-        "chat" => "/v1/chat/completions",
-        "completions" => "/v1/completions",
-        "messages" | "anthropic" => "/v1/messages",
-        "responses" => "/v1/responses",
-        _ => "other",
-    }
-}
-
-/// The OpenAI finish reason of a pipeline outcome; `None` for failures.
-pub fn finish_reason_of(outcome: &str) -> Option<&'static str> {
-    match outcome {
-        "stop" => Some("stop"),
-        "length" => Some("length"),
-        "tool_calls" => Some("tool_calls"),
-        "cancelled" => Some("abort"),
-        _ => None,
     }
 }
 
@@ -165,7 +161,7 @@ mod tests {
     }
 
     fn ctx(stream: bool) -> RequestContext {
-        RequestContext::new("r".into(), "chat", stream)
+        RequestContext::new("r".into(), Api::Chat, stream)
     }
 
     #[test]
@@ -181,8 +177,8 @@ mod tests {
             ..RecordFacts::default()
         };
         let base = RequestRecord {
-            api: "chat",
-            outcome: "length",
+            api: Api::Chat,
+            outcome: Outcome::Length,
             ..RequestRecord::default()
         };
         let r = facts.complete(base, &c);
@@ -197,15 +193,15 @@ mod tests {
 
     #[test]
     fn a_started_stream_that_fails_reports_200_with_the_error_type() {
-        let err = ErrorFacts::of(&ApiError::Timeout(5));
+        let err = ErrorFacts::of(&ApiError::timeout(5));
         let started = RecordFacts {
             started: Some(Instant::now()),
             error: Some(err.clone()),
             ..RecordFacts::default()
         };
         let base = || RequestRecord {
-            api: "chat",
-            outcome: "timeout",
+            api: Api::Chat,
+            outcome: Outcome::Timeout,
             ..RequestRecord::default()
         };
         let r = started.complete(base(), &ctx(true));

@@ -5,7 +5,7 @@ use std::time::Duration;
 use mlx_serve_actors::metrics::{TraceSettings, WindowSettings};
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
+use super::ConfigError;
 
 /// `[metrics]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
