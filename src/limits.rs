@@ -121,7 +121,10 @@ mod tests {
         let g1 = l.enter(Some(a)).unwrap();
         let _g2 = l.enter(Some(a)).unwrap();
         let refused = l.enter(Some(a)).map(|_| ()).unwrap_err();
-        assert_eq!(refused, ApiError::peer_limit(2, refused.retry_after_s.unwrap_or(0)));
+        assert_eq!(
+            refused,
+            ApiError::peer_limit(2, refused.retry_after_s.unwrap_or(0))
+        );
         // Other peers and unknown peers are not affected.
         let _g3 = l.enter(Some(b)).unwrap();
         let _g4 = l.enter(None).unwrap();

@@ -21,8 +21,8 @@ use crate::config::{EngineFailurePolicy, Settings};
 use crate::connection::Connection;
 use crate::limits::{Guarded, PeerLimiter};
 use crate::pipeline::seams::Seams;
-use crate::routes::{self, extract::RequestId};
 use crate::pipeline::{ModelLoader, Pipeline};
+use crate::routes::{self, extract::RequestId};
 use crate::state::AppState;
 
 /// A started server.

@@ -71,7 +71,12 @@ impl AppState {
     /// The HTTP front around a built pipeline.
     pub fn around(pipeline: Pipeline) -> Self {
         let responses = ResponseStore::open(&pipeline.settings.cache);
-        if let Some(to) = pipeline.seams.metrics.as_ref().and_then(|m| m.cache_reporter()) {
+        if let Some(to) = pipeline
+            .seams
+            .metrics
+            .as_ref()
+            .and_then(|m| m.cache_reporter())
+        {
             responses.report_errors_to(to.tier_errors);
         }
         Self {

@@ -3,8 +3,8 @@
 use mlx_serve_actors::engine::{FinishReason, ToolCall, Usage as EngineUsage};
 use serde_json::Value;
 
-use crate::error::ApiError;
 use super::response::{new_message_id, new_tool_use_id, Message, ResponseBlock, StopReason, Usage};
+use crate::error::ApiError;
 
 /// Everything the pipeline knows once a sequence has finished.
 #[derive(Debug, Clone, Copy)]

@@ -10,12 +10,12 @@ use std::collections::HashSet;
 use mlx_serve_actors::engine::FinishReason;
 use serde_json::json;
 
-use crate::error::ApiError;
 use super::render::{stop_reason, tool_use_id};
 use super::response::{
     new_message_id, BlockDelta, DeltaUsage, Message, MessageDeltaBody, ResponseBlock, StopReason,
     StreamEvent, Usage,
 };
+use crate::error::ApiError;
 
 /// What the pipeline feeds the stream: engine events, with the model text already split by the
 /// tool parser into plain text and tool-call pieces.

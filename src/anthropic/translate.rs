@@ -9,11 +9,11 @@ use mlx_serve_actors::engine::{
 use mlx_serve_actors::guided;
 use serde_json::{json, Value};
 
-use crate::error::ApiError;
 use super::request::{
     ContentBlock, CountTokensRequest, InputMessage, MessageContent, MessagesRequest, ToolChoice,
     ToolDefinition,
 };
+use crate::error::ApiError;
 
 /// Anthropic's documented default temperature. Followed as is (not replaced by greedy) so a
 /// client that leaves it out gets the sampling it would get from Anthropic.
@@ -272,10 +272,7 @@ fn assistant_turn(content: &MessageContent, at: &str) -> Result<ChatMessage, Api
                     input.clone()
                 };
                 if !input.is_object() {
-                    return Err(ApiError::field(
-                        format!("{at}.input"),
-                        "must be an object",
-                    ));
+                    return Err(ApiError::field(format!("{at}.input"), "must be an object"));
                 }
                 tool_calls.push(ToolCall {
                     id: id.clone(),
@@ -359,10 +356,7 @@ fn openai_tools(tools: &[ToolDefinition]) -> Result<Vec<Value>, ApiError> {
                 ));
             }
             if t.name.is_empty() {
-                return Err(ApiError::field(
-                    format!("{at}.name"),
-                    "Field required",
-                ));
+                return Err(ApiError::field(format!("{at}.name"), "Field required"));
             }
             let schema = match &t.input_schema {
                 Some(s) if s.is_object() => s.clone(),
@@ -420,12 +414,7 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, ApiErr
                 format!("format type `{other}` is not supported; use `json_schema`"),
             ))
         }
-        None => {
-            return Err(ApiError::field(
-                format!("{at}.type"),
-                "Field required",
-            ))
-        }
+        None => return Err(ApiError::field(format!("{at}.type"), "Field required")),
     }
     let schema = match format.get("schema") {
         Some(s) if s.is_object() => s.clone(),
@@ -435,12 +424,7 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, ApiErr
                 "must be a JSON Schema object",
             ))
         }
-        None => {
-            return Err(ApiError::field(
-                format!("{at}.schema"),
-                "Field required",
-            ))
-        }
+        None => return Err(ApiError::field(format!("{at}.schema"), "Field required")),
     };
     let constraint = Constraint::JsonSchema(schema);
     guided::check(&constraint).map_err(|e| {
@@ -454,10 +438,7 @@ fn output_constraint(req: &MessagesRequest) -> Result<Option<Constraint>, ApiErr
 
 /// A forced call is generated under the tool's `input_schema`: one that cannot be enforced is
 /// a 400 naming that tool.
-fn check_forced_schemas(
-    tools: &[ToolDefinition],
-    only: Option<&str>,
-) -> Result<(), ApiError> {
+fn check_forced_schemas(tools: &[ToolDefinition], only: Option<&str>) -> Result<(), ApiError> {
     for (i, t) in tools.iter().enumerate() {
         if only.is_some_and(|name| name != t.name) {
             continue;

@@ -11,7 +11,9 @@ pub mod render;
 use mlx_serve_actors::engine::EngineError;
 use mlx_serve_actors::model::actor::SubmitError;
 
-pub use render::{AnthropicErrorBody, AnthropicErrorDetail, AnthropicShape, ErrorBody, ErrorObject};
+pub use render::{
+    AnthropicErrorBody, AnthropicErrorDetail, AnthropicShape, ErrorBody, ErrorObject,
+};
 
 /// What went wrong; decides the status and the error class in every API.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +73,9 @@ pub struct ApiError {
     code: Option<&'static str>,
     /// The `Allow` header of a 405.
     allow: Option<&'static str>,
-    /// Anthropic's wording, where its clients expect a different one.
-    anthropic_message: Option<String>,
+    /// Anthropic's wording, where its clients expect a different one (boxed: keeps the error
+    /// small, since every fallible handler step returns it).
+    anthropic_message: Option<Box<str>>,
 }
 
 impl ApiError {
@@ -121,7 +124,7 @@ impl ApiError {
     pub fn model_not_found(model: &str, available: &[String]) -> Self {
         let available = available.join(", ");
         Self {
-            anthropic_message: Some(format!("model: {model} (available: {available})")),
+            anthropic_message: Some(format!("model: {model} (available: {available})").into()),
             ..Self::new(
                 ErrorKind::ModelNotFound,
                 format!(
@@ -159,7 +162,7 @@ impl ApiError {
             anthropic_message: Some(
                 "invalid x-api-key: send a configured key as `x-api-key` or \
                  `Authorization: Bearer`"
-                    .to_owned(),
+                    .into(),
             ),
             ..Self::new(
                 ErrorKind::InvalidApiKey,
@@ -297,10 +300,13 @@ impl From<EngineError> for ApiError {
             } => Self {
                 // Anthropic's wording: coding agents match "prompt is too long: N tokens > M
                 // maximum" to trigger compaction.
-                anthropic_message: Some(format!(
-                    "prompt is too long: {requested} tokens > {context_length} maximum \
-                     ({prompt_tokens} in the prompt, {max_tokens} for max_tokens)"
-                )),
+                anthropic_message: Some(
+                    format!(
+                        "prompt is too long: {requested} tokens > {context_length} maximum \
+                         ({prompt_tokens} in the prompt, {max_tokens} for max_tokens)"
+                    )
+                    .into(),
+                ),
                 ..Self::new(ErrorKind::ContextLength, e.to_string()).with_param("messages")
             },
             EngineError::InvalidRequest(message) => Self::invalid_request(message),

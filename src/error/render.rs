@@ -189,7 +189,7 @@ impl ApiError {
     /// Anthropic's message: the same as OpenAI's except where its clients expect other words.
     fn anthropic_message(&self) -> String {
         match (&self.anthropic_message, self.kind) {
-            (Some(m), _) => m.clone(),
+            (Some(m), _) => m.to_string(),
             (None, ErrorKind::ContextLength) => format!("prompt is too long: {}", self.message),
             (None, _) => self.message.clone(),
         }

@@ -369,7 +369,6 @@ pub fn with_configured_cache(mut seams: Seams, settings: &CacheSettings) -> Seam
 #[cfg(test)]
 mod tests {
     use super::*;
-    use actix_web::test::TestRequest;
 
     #[test]
     fn combined_status_is_a_hit_only_when_every_prompt_hit() {

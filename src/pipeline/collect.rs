@@ -2,7 +2,6 @@
 //! their fragments, the finish and usage; one per choice for `n` > 1.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
 

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::cache::CacheScope;
-use super::seams::ToolOptions;
+use super::seams::{Api, ToolOptions};
 use super::Resolved;
 
 /// Per-request facts for logs and metrics.

@@ -421,7 +421,7 @@ impl Source {
             request_id = %self.ctx.request_id,
             api = self.ctx.api.as_str(),
             stream = self.ctx.stream,
-            outcome,
+            outcome = outcome.as_str(),
             cache = self.cache_status.header_value(),
             prompt_tokens = usage.prompt_tokens,
             cached_tokens = usage.cached_tokens,

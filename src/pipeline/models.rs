@@ -225,9 +225,7 @@ impl Pipeline {
     pub fn acquire_error(&self, e: AcquireError) -> ApiError {
         match e {
             AcquireError::Unknown(id) => self.not_found(&id),
-            AcquireError::Failed { .. } | AcquireError::Busy { .. } => {
-                ApiError::unavailable(e)
-            }
+            AcquireError::Failed { .. } | AcquireError::Busy { .. } => ApiError::unavailable(e),
         }
     }
 }

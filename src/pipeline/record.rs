@@ -10,9 +10,9 @@ use mlx_serve_actors::engine::{GenerateRequest, SeqTimings};
 use mlx_serve_actors::metrics::CacheOutcome;
 use sha2::{Digest, Sha256};
 
-use super::seams::{RequestRecord, Seams};
 #[cfg(test)]
 use super::seams::{Api, Outcome};
+use super::seams::{RequestRecord, Seams};
 use super::RequestContext;
 use crate::error::ApiError;
 

@@ -206,6 +206,18 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The name in logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::Cancelled => "cancelled",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+
     /// The OpenAI finish reason of a finished generation; `None` for failures.
     pub fn finish_reason(self) -> Option<&'static str> {
         match self {

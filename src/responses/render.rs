@@ -73,9 +73,9 @@ pub fn final_status(reason: FinishReason) -> (&'static str, Option<IncompleteDet
 pub fn error_out(e: &ApiError) -> ResponseErrorOut {
     let code = match e.kind {
         ErrorKind::QueueFull => "rate_limit_exceeded",
-        ErrorKind::InvalidRequest
-        | ErrorKind::ContextLength
-        | ErrorKind::ToolChoiceUnsatisfied => "invalid_prompt",
+        ErrorKind::InvalidRequest | ErrorKind::ContextLength | ErrorKind::ToolChoiceUnsatisfied => {
+            "invalid_prompt"
+        }
         _ => "server_error",
     };
     ResponseErrorOut {

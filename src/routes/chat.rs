@@ -15,8 +15,8 @@ use crate::openai::chat::{
 };
 use crate::openai::common::{finish_reason, Envelope, UsageOut};
 use crate::pipeline::cache::CacheScope;
-use crate::pipeline::seams::Api;
 use crate::pipeline::choices::add_choice_usage;
+use crate::pipeline::seams::Api;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
 use crate::pipeline::{collect_choices, start_choices, Collected, RequestContext};
 use crate::sse;

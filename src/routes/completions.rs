@@ -18,8 +18,8 @@ use crate::openai::completions::{
     best_choices, CompletionChoice, CompletionLogprobs, CompletionRequest,
 };
 use crate::pipeline::cache::CacheScope;
-use crate::pipeline::seams::Api;
 use crate::pipeline::choices::add_choice_usage;
+use crate::pipeline::seams::Api;
 use crate::pipeline::stream::{openai_end, sse_response, ChunkRenderer, StreamPlan};
 use crate::pipeline::{collect_choices, start_choices, RequestContext};
 use crate::sse;
@@ -48,7 +48,7 @@ pub async fn completions(
     } else {
         Vec::new()
     };
-        let mut ctx = RequestContext::new(rid, Api::Completions, body.streaming())
+    let mut ctx = RequestContext::new(rid, Api::Completions, body.streaming())
         .with_cache(scope)
         .with_model(model.clone(), keep_alive);
     ctx.priority = priority(&req, body.priority)?;

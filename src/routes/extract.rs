@@ -70,7 +70,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
 async fn read_body(mut payload: Decompress<Payload>, limit: usize) -> Result<BytesMut, ApiError> {
     let mut body = BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ApiError::invalid_request(format!("could not read the request body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            ApiError::invalid_request(format!("could not read the request body: {e}"))
+        })?;
         if body.len() + chunk.len() > limit {
             return Err(ApiError::payload_too_large(limit));
         }

@@ -14,8 +14,8 @@ use super::disconnect::ClientWatch;
 use super::extract::{priority, request_id, ApiJson, Authorized};
 use crate::anthropic::translate::tool_mode;
 use crate::anthropic::{
-    count_tokens_prompt, render_message, to_generate, Completion,
-    CountTokensRequest, CountTokensResponse, MessagesRenderer, MessagesRequest, ToolMode,
+    count_tokens_prompt, render_message, to_generate, Completion, CountTokensRequest,
+    CountTokensResponse, MessagesRenderer, MessagesRequest, ToolMode,
 };
 use crate::error::{AnthropicShape, ApiError};
 use crate::pipeline::cache::CacheScope;
@@ -23,8 +23,8 @@ use crate::pipeline::seams::Api;
 use crate::pipeline::seams::ToolOptions;
 use crate::pipeline::stream::{sse_response, StreamPlan};
 use crate::pipeline::tool_prep;
-use crate::pipeline::{collect, start_on, RequestContext};
 use crate::pipeline::Resolved;
+use crate::pipeline::{collect, start_on, RequestContext};
 use crate::state::AppState;
 
 /// `POST /v1/messages` (Claude Code adds `?beta=true`, which changes nothing here).

@@ -36,7 +36,7 @@ pub async fn create(
     tracing::Span::current().record("request_id", rid.as_str());
     let model = state.resolve_model(&body.model)?;
     let keep_alive = crate::keep_alive::residency(&body.keep_alive)?;
-        let history = match &body.previous_response_id {
+    let history = match &body.previous_response_id {
         None => Vec::new(),
         Some(id) => previous(&state, &scope.tenant, id).await?,
     };
@@ -96,7 +96,9 @@ async fn previous(state: &AppState, tenant: &str, id: &str) -> Result<Vec<Turn>,
         .get(tenant, id)
         .await
         .map(|(_, conversation)| conversation)
-        .ok_or_else(|| ApiError::response_not_found(id, "Previous response", Some("previous_response_id")))
+        .ok_or_else(|| {
+            ApiError::response_not_found(id, "Previous response", Some("previous_response_id"))
+        })
 }
 
 /// Run `source` to its end through the output machine: the JSON reply is the machine's final

@@ -10,8 +10,8 @@ mod prompt;
 
 use mlx_serve_actors::engine::{GenerateRequest, Prompt};
 use mlx_serve_actors::tool_parser::{
-    forced_call_grammar, lazy_call_grammar, ParseOptions, StreamEvent,
-    StreamParser, ToolChoice, ToolFormat, ToolSet,
+    forced_call_grammar, lazy_call_grammar, ParseOptions, StreamEvent, StreamParser, ToolChoice,
+    ToolFormat, ToolSet,
 };
 use serde_json::Value;
 

@@ -80,7 +80,10 @@ async fn streamed_reply_is_an_unbuffered_event_stream() {
     let names: Vec<&str> = events.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names.first(), Some(&"message_start"));
     assert_eq!(
-        names.iter().filter(|e| **e == "content_block_delta").count(),
+        names
+            .iter()
+            .filter(|e| **e == "content_block_delta")
+            .count(),
         2
     );
     assert!(text.contains("\"stop_reason\":\"max_tokens\""), "{text}");
@@ -134,7 +137,8 @@ async fn unknown_model_is_404_and_bad_key_is_401() {
         (status, error["type"].as_str()),
         (404, Some("not_found_error"))
     );
-    let (status, error) = error_of(post(&t, "/v1/messages", &hello(json!({})), "wrong").await).await;
+    let (status, error) =
+        error_of(post(&t, "/v1/messages", &hello(json!({})), "wrong").await).await;
     assert_eq!(
         (status, error["type"].as_str()),
         (401, Some("authentication_error"))

@@ -148,8 +148,9 @@ mod tests {
 
     #[test]
     fn encoded_entry_round_trips_with_tool_calls_and_logprobs() {
-        let mut value =
-            sample(r#"<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>"#);
+        let mut value = sample(
+            r#"<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>"#,
+        );
         value.finish_reason = FinishReason::StopSequence;
         value.stop_sequence = Some("\n\n".into());
         value.logprobs = Some(vec![TokenLogprob {

@@ -88,4 +88,3 @@ impl Handler<ParseComplete> for ToolParserActor {
         MessageResult(ParsedOutput::from_events(events))
     }
 }
-
