@@ -246,7 +246,7 @@ async fn start_composed(state: web::Data<AppState>) -> io::Result<RunningServer>
         builder = builder.listen(format!("mlx-serve-{local}"), lst, move || {
             let shutdown = shutdown.clone();
             let http = HttpService::build()
-                .client_request_timeout(HEAD_TIMEOUT)
+                .client_request_timeout(crate::routes::HEAD_TIMEOUT)
                 .client_disconnect_timeout(Duration::from_secs(1))
                 .h1_allow_half_closed(true)
                 .local_addr(local)
@@ -283,9 +283,6 @@ async fn start_composed(state: web::Data<AppState>) -> io::Result<RunningServer>
         fatal,
     })
 }
-
-/// How long a client may take to send a request's head (actix-web's default): then 408.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Listening sockets for every address `host` resolves to, as actix-web's `bind` makes them.
 fn listen(host: &str, port: u16) -> io::Result<Vec<std::net::TcpListener>> {

@@ -10,7 +10,8 @@
 //! API key via the shared extractors, every error a `crate::error::ApiError` rendered in
 //! Anthropic's shape (`AnthropicShape`), `model` through the `[aliases]` table
 //! (`crate::config::ModelAliases`), [`to_generate`], `pipeline::start`, then `pipeline::collect`
-//! + [`render_message`] or `pipeline::stream::sse_response` + [`MessagesRenderer`].
+//! with [`render_message`] or `pipeline::stream::sse_response` with [`MessagesRenderer`].
+//!
 //! `count_tokens`: [`count_tokens_prompt`] → the model actor's `CountTokens`.
 //!
 //! Accepted and ignored: `metadata`, `thinking`, `service_tier`, `cache_control` (prefix reuse is

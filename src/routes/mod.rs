@@ -93,6 +93,9 @@ fn error_for_path(path: &str, e: ApiError) -> HttpResponse {
     }
 }
 
+/// How long a client may take to send a request's head (actix-web's default): then 408.
+pub const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The JSON body for an error actix-http answers by itself, before routing (see
 /// [`crate::connection`]): `path` is the request's, or empty when its request line was unreadable.
 pub fn bare_error_body(path: &str, status: u16) -> Option<Vec<u8>> {
@@ -102,7 +105,7 @@ pub fn bare_error_body(path: &str, status: u16) -> Option<Vec<u8>> {
             .to_owned(),
         408 => format!(
             "The request headers were not received within {} s.",
-            crate::server::HEAD_TIMEOUT.as_secs()
+            HEAD_TIMEOUT.as_secs()
         ),
         431 => "The request headers are too large.".to_owned(),
         _ => return None,

@@ -174,8 +174,7 @@ impl StreamingToolParser for RequestParser {
 
     fn finish(&mut self) -> Vec<ParsedDelta> {
         let events = self.inner.finish();
-        let out = self.map(events);
-        out
+        self.map(events)
     }
 
     fn verdict(&self) -> Result<(), ApiError> {
