@@ -7,7 +7,7 @@
 //! free-running greedy text may only part where float32 itself nearly ties.
 #![cfg(feature = "mlx")]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use mlx_rs::ops::indexing::argmax_axis;
@@ -33,14 +33,8 @@ fn pulled(name: &str) -> PathBuf {
     catalog::pull(name, &dir, &|_| {}).expect("pull the model")
 }
 
-fn load(path: &Path, blocks: bool) -> (Model, TokenizerBundle, usize) {
-    let loaded = loader::load_with(
-        &ModelSource::Gguf(path.to_path_buf()),
-        Dtype::Float32,
-        false,
-        blocks,
-    )
-    .expect("load");
+fn load(source: &ModelSource, blocks: bool) -> (Model, TokenizerBundle, usize) {
+    let loaded = loader::load_with(source, Dtype::Float32, false, blocks).expect("load");
     let bytes = loaded.weights.values().map(|a| a.nbytes()).sum();
     let model = Model::new(loaded.config, loaded.weights).expect("model");
     (model, loaded.tokenizer, bytes)
@@ -88,9 +82,16 @@ fn kl_divergence(p: &[f32], q: &[f32]) -> f64 {
 fn compare(name: &str) {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let path = pulled(name);
-    let (dense, tokenizer, dense_bytes) = load(&path, false);
-    let (quant, _, quant_bytes) = load(&path, true);
+    let source = ModelSource::Gguf(path.clone());
     let file = std::fs::metadata(&path).unwrap().len() as usize;
+    compare_loaded(name, &source, file);
+}
+
+/// The model at `source` dequantized to float32 against the same one on the CPU kernels; `file`
+/// is the size its quantized weights have on disk.
+fn compare_loaded(name: &str, source: &ModelSource, file: usize) {
+    let (dense, tokenizer, dense_bytes) = load(source, false);
+    let (quant, _, quant_bytes) = load(source, true);
     println!(
         "{name}: weights {:.1} MB float32, {:.1} MB kept quantized ({:.2}x the {:.1} MB file)",
         dense_bytes as f64 / 1e6,
@@ -189,4 +190,44 @@ fn smollm2_q4_1_kernels_match_the_dequantized_float32_model() {
 #[test]
 fn qwen_coder_q4_k_m_kernels_match_the_dequantized_float32_model() {
     compare("qwen2.5-coder-0.5b-instruct");
+}
+
+/// An MLX-community style checkpoint, made by MLX's own `quantize` (what `mlx_lm.convert -q`
+/// calls: 4 bits, groups of 64, float16 scales and biases, embedding included) from SmolLM2:
+/// on the CPU its matrices are repacked into Q4_1 blocks and run on the same integer kernels.
+#[test]
+fn mlx_4bit_checkpoint_runs_on_the_integer_kernels() {
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let gguf = pulled(catalog::DEFAULT_MODEL);
+    let mut model =
+        loader::load_with(&ModelSource::Gguf(gguf), Dtype::Float16, false, false).expect("load");
+    let dir = tempfile::tempdir().unwrap();
+    loader::write_hf_dir(&model, Dtype::Float16, dir.path()).expect("write");
+    let mut arrays = Vec::new();
+    for (name, w) in std::mem::take(&mut model.weights) {
+        match name.strip_suffix(".weight") {
+            Some(prefix) if w.ndim() == 2 => {
+                let (q, s, b) = mlx_rs::ops::quantize(&w, 64, 4).unwrap();
+                arrays.push((name.clone(), q));
+                arrays.push((format!("{prefix}.scales"), s));
+                arrays.push((format!("{prefix}.biases"), b));
+            }
+            _ => arrays.push((name, w)),
+        }
+    }
+    let weights_file = dir.path().join("model.safetensors");
+    let metadata = [("format".to_string(), "mlx".to_string())].into();
+    Array::save_safetensors(arrays.iter().map(|(n, a)| (n.as_str(), a)), &metadata, &weights_file)
+        .unwrap();
+    let config_path = dir.path().join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["quantization"] = serde_json::json!({"group_size": 64, "bits": 4});
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let file = std::fs::metadata(&weights_file).unwrap().len() as usize;
+    compare_loaded(
+        "smollm2 mlx 4-bit",
+        &ModelSource::HfDir(dir.path().to_path_buf()),
+        file,
+    );
 }

@@ -63,7 +63,8 @@ pub fn load(source: &ModelSource, dtype: Dtype, keep_quantized: bool) -> LoadRes
 }
 
 /// [`load`], and with `gguf_blocks` a GGUF's matrices of the types the CPU kernels cover
-/// (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) stay in their ggml blocks (see `gguf_quant`); every other tensor is
+/// (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) stay in their ggml blocks (see `gguf_quant`), and an MLX
+/// checkpoint's 4-bit matrices become Q4_1 blocks (`affine_repack`); every other tensor is
 /// dequantized to `dtype` as before. For the CPU backend only: GPU backends have no kernel for
 /// ggml blocks.
 pub fn load_with(
@@ -74,7 +75,7 @@ pub fn load_with(
 ) -> LoadResult<LoadedModel> {
     match source {
         ModelSource::Gguf(path) => load_gguf(path, dtype, gguf_blocks),
-        ModelSource::HfDir(dir) => load_hf_dir(dir, dtype, keep_quantized),
+        ModelSource::HfDir(dir) => load_hf_dir(dir, dtype, keep_quantized, gguf_blocks),
     }
 }
 
@@ -209,7 +210,12 @@ fn safetensors_files(dir: &Path) -> LoadResult<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn load_hf_dir(dir: &Path, dtype: Dtype, keep_quantized: bool) -> LoadResult<LoadedModel> {
+fn load_hf_dir(
+    dir: &Path,
+    dtype: Dtype,
+    keep_quantized: bool,
+    cpu_blocks: bool,
+) -> LoadResult<LoadedModel> {
     let config_path = dir.join("config.json");
     let text = std::fs::read_to_string(&config_path)
         .map_err(|e| format!("{}: {e}", config_path.display()))?;
@@ -248,8 +254,25 @@ fn load_hf_dir(dir: &Path, dtype: Dtype, keep_quantized: bool) -> LoadResult<Loa
                 let biases = raw
                     .remove(&format!("{prefix}.biases"))
                     .ok_or_else(|| format!("{prefix}: quantized weight without biases"))?;
-                // Embeddings are gathered, not multiplied: keep them dense everywhere.
-                if keep_quantized && !prefix.ends_with("embed_tokens") {
+                let k = array.shape().last().map_or(0, |&w| w as usize * 8);
+                if cpu_blocks
+                    && super::affine_repack::repackable(q)
+                    && mlx_sys::quant::supported(mlx_sys::quant::Q4_1, k)
+                {
+                    let blocks = super::affine_repack::q4_1_blocks(
+                        &array,
+                        &scales,
+                        &biases,
+                        q.group_size as usize,
+                    )
+                    .map_err(|e| format!("{name}: {e}"))?;
+                    weights.insert(name, blocks);
+                    weights.insert(
+                        format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX),
+                        Array::from_int(mlx_sys::quant::Q4_1 as i32),
+                    );
+                } else if keep_quantized && !prefix.ends_with("embed_tokens") {
+                    // Embeddings are gathered, not multiplied: MLX's kernels keep them dense.
                     weights.insert(name, array);
                     weights.insert(format!("{prefix}.scales"), cast(scales, dtype)?);
                     weights.insert(format!("{prefix}.biases"), cast(biases, dtype)?);

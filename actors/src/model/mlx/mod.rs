@@ -3,6 +3,7 @@
 //! Everything here runs on the model actor's thread: MLX evaluates a lazy graph only on the thread
 //! that built it, so arrays never leave this module unevaluated.
 
+mod affine_repack;
 mod attention;
 pub mod config;
 mod cpu_ops;
