@@ -343,6 +343,7 @@ fn build_gguf_ops(mlx: &Path, mlx_c_src: &Path) {
         .cpp(true)
         .std("c++20")
         .file(manifest.join("csrc/gguf_ops.cpp"))
+        .file(manifest.join("csrc/slot_attention.cpp"))
         .include(mlx.join("include"))
         .include(mlx_c_src)
         .flag("-include")

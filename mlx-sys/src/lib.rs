@@ -7,6 +7,7 @@
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
+pub mod attention;
 pub mod fewrow;
 pub mod quant;
 

@@ -44,7 +44,7 @@ pub fn exp(x: f32) -> f32 {
 /// single running sum serial; eight independent partial sums let it use vector registers.
 const LANES: usize = 8;
 
-fn reduce(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
+pub(super) fn reduce(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
     let mut acc = [init; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
@@ -54,6 +54,23 @@ fn reduce(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
     }
     let tail = chunks.remainder().iter().fold(init, |a, &v| op(a, v));
     acc.iter().fold(tail, |a, &v| op(a, v))
+}
+
+/// `Σ aᵢ·bᵢ` in [`LANES`] partial sums: the order depends only on the length.
+pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .fold(0.0, |s, (x, y)| s + x * y);
+    let mut acc = [0f32; LANES];
+    for (x, y) in ca.zip(cb) {
+        for j in 0..LANES {
+            acc[j] += x[j] * y[j];
+        }
+    }
+    acc.iter().fold(tail, |s, &v| s + v)
 }
 
 /// Softmax of the valid (unmasked) part of a row, in place.

@@ -21,6 +21,7 @@ pub mod ops;
 pub mod prefix_cache;
 pub mod profile;
 mod rope;
+pub mod slot_attention;
 pub mod slot_kv;
 pub mod weights;
 

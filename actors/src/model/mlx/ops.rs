@@ -12,7 +12,8 @@ pub struct Ops {
     /// Softmax and SiLU through `power` instead of MLX's slow CPU `exp` (see `cpu_ops`).
     pub power_exp: bool,
     /// Prefill's softmax and SiLU-gating on the host, one vectorized pass each (see
-    /// `host_kernels`); float32 only.
+    /// `host_kernels`), and decode's attention as one node over each sequence's own slot
+    /// (`slot_attention`); float32 only.
     pub host_kernels: bool,
 }
 

@@ -257,6 +257,13 @@ impl SlotKv {
         Ok(out)
     }
 
+    /// Layer `layer`'s whole buffers `[slots, kv_heads, capacity, head_dim]`, as of the last
+    /// [`Self::update`].
+    pub fn buffers(&self, layer: usize) -> (&Array, &Array) {
+        let (k, v) = &self.layers[layer];
+        (k, v)
+    }
+
     /// Marks the step's position of every slot as valid.
     pub fn advance(&mut self) {
         for l in &mut self.lengths {

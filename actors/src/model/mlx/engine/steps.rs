@@ -50,7 +50,15 @@ impl MlxEngine {
                 seq.cached_tokens = hit.tokens;
             }
         }
-        let end = (seq.prefilled + chunk).min(seq.prompt.len());
+        let mut end = (seq.prefilled + chunk).min(seq.prompt.len());
+        if end == seq.prompt.len() && end - seq.prefilled > 1 {
+            // The last prompt token runs alone, after the rest: a repeat of this prompt resumes
+            // from the prefix cache at that very token, so both compute its logits in the same
+            // one-row pass over the same KV, and a seeded request samples the same text whether
+            // its prompt was cached or not (the int8-activation kernels would otherwise round
+            // the two shapes' last-bit differences apart).
+            end -= 1;
+        }
         let logits = self
             .model
             .forward_last(&seq.prompt[seq.prefilled..end], &mut seq.cache)
