@@ -97,11 +97,14 @@ fn generate(
 #[test]
 fn greedy_capital_of_france_is_paris_and_reuses_the_prefix() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // "Answer in one word": the bare question's first token is a near tie on SmolLM2 ("The"
+    // -1.88 against "L" -1.97 in float32), which the GGUF kernels' int8 activations flip; with
+    // it every top-2 margin of the answer is 0.46 or more under both numerics.
     let mut engine = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
     let first = generate(
         &mut engine,
         1,
-        chat("What is the capital of France?"),
+        chat("What is the capital of France? Answer in one word."),
         SamplingParams::default(),
         24,
     );
@@ -113,7 +116,7 @@ fn greedy_capital_of_france_is_paris_and_reuses_the_prefix() {
     let again = generate(
         &mut engine,
         2,
-        chat("What is the capital of France?"),
+        chat("What is the capital of France? Answer in one word."),
         SamplingParams::default(),
         24,
     );
@@ -477,7 +480,7 @@ fn constrained_sequences_share_a_batch_with_an_unchanged_greedy_one() {
     use mlx_serve_actors::engine::Constraint;
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut engine = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
-    let plain = "What is the capital of France?";
+    let plain = "What is the capital of France? Answer in one word.";
     let alone = generate(&mut engine, 50, chat(plain), SamplingParams::default(), 16).text;
 
     let schema = serde_json::json!({
