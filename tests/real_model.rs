@@ -395,7 +395,9 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
         widest_step >= 7,
         "at most {widest_step} sequences decoded in one step"
     );
-    assert!(alone[0].contains("Paris"), "answer was {:?}", alone[0]);
+    // A real answer (the bare France question's first token is a near tie, see
+    // `greedy_capital_of_france_is_paris_and_reuses_the_prefix`; this one is not).
+    assert!(alone[2].contains('4'), "answer was {:?}", alone[2]);
 }
 
 /// `bench engine --profile` on the real model: a chunked prefill and decode steps charge their

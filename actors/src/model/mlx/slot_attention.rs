@@ -45,9 +45,11 @@ pub unsafe extern "C" fn slot_attention_kernel(
     }
     let group = h / kvh;
     // SAFETY: the sizes are the caller's contract.
-    let (q, positions, out) = unsafe {
+    let (q, keys, values, positions, out) = unsafe {
         (
             std::slice::from_raw_parts(q, b * h * d),
+            std::slice::from_raw_parts(keys, b * kvh * cap * d),
+            std::slice::from_raw_parts(values, b * kvh * cap * d),
             std::slice::from_raw_parts(positions, b),
             std::slice::from_raw_parts_mut(out, b * h * d),
         )
@@ -57,13 +59,7 @@ pub unsafe extern "C" fn slot_attention_kernel(
         let (seq, head) = (i / h, i % h);
         let n = len(seq);
         let base = ((seq * kvh + head / group) * cap) * d;
-        // SAFETY: slot `seq`'s first `n ≤ capacity` positions of this kv head.
-        let (k, v) = unsafe {
-            (
-                std::slice::from_raw_parts(keys.add(base), n * d),
-                std::slice::from_raw_parts(values.add(base), n * d),
-            )
-        };
+        let (k, v) = (&keys[base..base + n * d], &values[base..base + n * d]);
         attend_row(&q[i * d..(i + 1) * d], k, v, scale, o);
     };
     let work: usize = (0..b).map(len).sum::<usize>() * h * d;
