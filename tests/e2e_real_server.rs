@@ -82,7 +82,11 @@ fn chat_streaming_and_health_during_a_long_generation() {
 
     let resp: Value = client
         .post(format!("{}/v1/chat/completions", server.base))
-        .json(&chat_body("What is the capital of France? Answer in one word.", 24, false))
+        .json(&chat_body(
+            "What is the capital of France? Answer in one word.",
+            24,
+            false,
+        ))
         .send()
         .expect("chat")
         .json()
@@ -427,7 +431,11 @@ fn hostile_clients_and_a_short_soak_leave_the_real_server_healthy() {
     let resp: Value = http()
         .post(format!("{}/v1/chat/completions", server.base))
         .header("cache-control", "no-cache")
-        .json(&chat_body("What is the capital of France? Answer in one word.", 24, false))
+        .json(&chat_body(
+            "What is the capital of France? Answer in one word.",
+            24,
+            false,
+        ))
         .send()
         .expect("chat")
         .json()

@@ -218,8 +218,12 @@ fn mlx_4bit_checkpoint_runs_on_the_integer_kernels() {
     let weights_file = dir.path().join("model.safetensors");
     let metadata: std::collections::HashMap<String, String> =
         [("format".to_string(), "mlx".to_string())].into();
-    Array::save_safetensors(arrays.iter().map(|(n, a)| (n.as_str(), a)), &metadata, &weights_file)
-        .unwrap();
+    Array::save_safetensors(
+        arrays.iter().map(|(n, a)| (n.as_str(), a)),
+        &metadata,
+        &weights_file,
+    )
+    .unwrap();
     let config_path = dir.path().join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();

@@ -117,14 +117,25 @@ mod tests {
 
     #[test]
     fn other_layouts_are_refused_with_a_reason() {
-        assert!(repackable(Quantization { group_size: 64, bits: 4 }));
-        assert!(!repackable(Quantization { group_size: 64, bits: 8 }));
-        assert!(!repackable(Quantization { group_size: 16, bits: 4 }));
+        assert!(repackable(Quantization {
+            group_size: 64,
+            bits: 4
+        }));
+        assert!(!repackable(Quantization {
+            group_size: 64,
+            bits: 8
+        }));
+        assert!(!repackable(Quantization {
+            group_size: 16,
+            bits: 4
+        }));
         let w = Array::from_slice(&[0f32; 64], &[2, 32]);
         let s = Array::from_slice(&[1f32; 2], &[2, 1]);
         assert!(q4_1_blocks(&w, &s, &s, 32).unwrap_err().contains("uint32"));
         let q = Array::from_slice(&[0u32; 8], &[2, 4]);
         let wrong = Array::from_slice(&[1f32; 4], &[2, 2]);
-        assert!(q4_1_blocks(&q, &wrong, &wrong, 32).unwrap_err().contains("do not match"));
+        assert!(q4_1_blocks(&q, &wrong, &wrong, 32)
+            .unwrap_err()
+            .contains("do not match"));
     }
 }

@@ -20,8 +20,8 @@ use super::kv_cache::KvCache;
 use super::linear::{take, Linear, Projections};
 use super::ops::Ops;
 use super::profile::Profile;
-use super::slot_attention::slot_attention;
 use super::rope::Rope;
+use super::slot_attention::slot_attention;
 use super::slot_kv::{SlotKv, SlotStep};
 use super::weights::Weights;
 
@@ -441,18 +441,17 @@ impl Attention {
         let k = rope.apply_rows(&k, &step.positions)?;
         pass.mark("rope", &[&q, &k, &v])?;
         let (keys, values) = kv.update(index, step, &k, &v)?;
-        if pass.slot_window.is_none() || !self.sliding {
-            if pass.ops.host_kernels && q.dtype() == mlx_rs::Dtype::Float32 {
-                // Each sequence over its own keys only: the same bits alone or batched.
-                let (all_keys, all_values) = kv.buffers(index);
-                let q = q.reshape(&[b, self.n_heads, d])?;
-                let out = slot_attention(&q, all_keys, all_values, &step.positions, self.scale)?
-                    .reshape(&[b, 1, self.n_heads * d])?;
-                pass.mark("attention", &[&out])?;
-                let out = self.o_proj.forward(&out)?;
-                pass.mark("o_proj", &[&out])?;
-                return Ok(out);
-            }
+        let windowed = pass.slot_window.is_some() && self.sliding;
+        if !windowed && pass.ops.host_kernels && q.dtype() == mlx_rs::Dtype::Float32 {
+            // Each sequence over its own keys only: the same bits alone or batched.
+            let (all_keys, all_values) = kv.buffers(index);
+            let q = q.reshape(&[b, self.n_heads, d])?;
+            let out = slot_attention(&q, all_keys, all_values, &step.positions, self.scale)?
+                .reshape(&[b, 1, self.n_heads * d])?;
+            pass.mark("attention", &[&out])?;
+            let out = self.o_proj.forward(&out)?;
+            pass.mark("o_proj", &[&out])?;
+            return Ok(out);
         }
         let (keys, values, mask) = match (&pass.slot_window, self.sliding) {
             (Some(w), true) => (w.keys(&keys)?, w.keys(&values)?, &w.mask),

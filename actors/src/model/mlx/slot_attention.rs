@@ -133,9 +133,10 @@ pub fn slot_attention(
             return Ok(Array::from_ptr(res));
         }
         mlx_sys::mlx_array_free(res);
-        let msg = std::ffi::CStr::from_ptr(mlx_sys::attention::mlx_serve_slot_attention_last_error())
-            .to_string_lossy()
-            .into_owned();
+        let msg =
+            std::ffi::CStr::from_ptr(mlx_sys::attention::mlx_serve_slot_attention_last_error())
+                .to_string_lossy()
+                .into_owned();
         Err(Exception::custom(format!("slot attention: {msg}")))
     }
 }
@@ -187,7 +188,10 @@ mod tests {
                     .unwrap()
                     .multiply(Array::from_f32(scale))
                     .unwrap();
-                let want = softmax_axis(&scores, -1, None).unwrap().matmul(&vals).unwrap();
+                let want = softmax_axis(&scores, -1, None)
+                    .unwrap()
+                    .matmul(&vals)
+                    .unwrap();
                 let row = &got[(seq * heads + head) * d..][..d];
                 for (g, w) in row.iter().zip(want.as_slice::<f32>()) {
                     assert!((g - w).abs() < 1e-5, "seq {seq} head {head}: {g} vs {w}");
@@ -214,7 +218,11 @@ mod tests {
             scale,
         )
         .unwrap();
-        assert_eq!(alone.as_slice::<f32>(), &got[..heads * d], "not batch invariant");
+        assert_eq!(
+            alone.as_slice::<f32>(),
+            &got[..heads * d],
+            "not batch invariant"
+        );
     }
 
     #[test]
