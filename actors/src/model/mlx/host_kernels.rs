@@ -13,65 +13,7 @@ use mlx_rs::Array;
 
 use super::ffi::data_mut_unshared;
 
-/// `eˣ` to about 1 ulp for x ≥ -87, and 0 below (so -inf, a masked score, gives exactly 0).
-/// Range reduction `x = n·ln2 + r`, |r| ≤ ln2/2, then a degree-7 Taylor polynomial for `eʳ` and
-/// `2ⁿ` assembled in the exponent bits. Branch-free and without `mul_add` (a libm call without
-/// FMA), so it vectorizes on any x86-64 or aarch64 baseline.
-#[inline(always)]
-pub fn exp(x: f32) -> f32 {
-    const ROUND: f32 = 12_582_912.0; // 1.5·2²³: adding it rounds to an integer in the low bits
-    const LN2_HI: f32 = 0.693_359_4;
-    const LN2_LO: f32 = -2.121_944_4e-4;
-    let xc = x.clamp(-87.0, 88.0);
-    let t = xc * std::f32::consts::LOG2_E + ROUND;
-    let n = t - ROUND;
-    let r = xc - n * LN2_HI - n * LN2_LO;
-    let p = 1.0
-        + r * (1.0
-            + r * (0.5
-                + r * (1.0 / 6.0
-                    + r * (1.0 / 24.0
-                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits((t.to_bits().wrapping_sub(0x4B40_0000).wrapping_add(127)) << 23);
-    if x < -87.0 {
-        0.0
-    } else {
-        p * scale
-    }
-}
-
-/// Lanes for reductions: floating-point addition is not associative, so the compiler keeps a
-/// single running sum serial; eight independent partial sums let it use vector registers.
-const LANES: usize = 8;
-
-pub(super) fn reduce(x: &[f32], init: f32, op: impl Fn(f32, f32) -> f32 + Copy) -> f32 {
-    let mut acc = [init; LANES];
-    let mut chunks = x.chunks_exact(LANES);
-    for c in &mut chunks {
-        for (a, &v) in acc.iter_mut().zip(c) {
-            *a = op(*a, v);
-        }
-    }
-    let tail = chunks.remainder().iter().fold(init, |a, &v| op(a, v));
-    acc.iter().fold(tail, |a, &v| op(a, v))
-}
-
-/// `Σ aᵢ·bᵢ` in [`LANES`] partial sums: the order depends only on the length.
-pub(super) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .fold(0.0, |s, (x, y)| s + x * y);
-    let mut acc = [0f32; LANES];
-    for (x, y) in ca.zip(cb) {
-        for j in 0..LANES {
-            acc[j] += x[j] * y[j];
-        }
-    }
-    acc.iter().fold(tail, |s, &v| s + v)
-}
+pub use mlx_sys::attention::{exp, reduce};
 
 /// Softmax of the valid (unmasked) part of a row, in place.
 fn softmax_row_in_place(x: &mut [f32]) {

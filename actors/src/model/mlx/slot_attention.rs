@@ -9,102 +9,6 @@
 use mlx_rs::error::Exception;
 use mlx_rs::{Array, Stream};
 
-use super::host_kernels::{dot, exp, reduce};
-
-/// Per-sequence work (keys × head_dim × heads, summed) above which both cores share a step.
-const PARALLEL_WORK: usize = 1 << 18;
-
-/// `out[b, h, :] = softmax(scale · q[b, h] · K[b, g]ᵀ) · V[b, g]` with `g = h / (heads /
-/// kv_heads)` and `K, V` the slot's positions `0..=positions[b]`.
-///
-/// # Safety
-/// `q`/`out` hold `batch × heads × head_dim` floats, `keys`/`values` at least `batch × kv_heads ×
-/// capacity × head_dim`, `positions` `batch` values; `heads` is a multiple of `kv_heads`.
-pub unsafe extern "C" fn slot_attention_kernel(
-    q: *const f32,
-    keys: *const f32,
-    values: *const f32,
-    positions: *const i32,
-    batch: i64,
-    heads: i64,
-    kv_heads: i64,
-    capacity: i64,
-    head_dim: i64,
-    scale: f32,
-    out: *mut f32,
-) {
-    let (b, h, kvh, cap, d) = (
-        batch as usize,
-        heads as usize,
-        kv_heads as usize,
-        capacity as usize,
-        head_dim as usize,
-    );
-    if b == 0 || h == 0 || d == 0 || kvh == 0 {
-        return;
-    }
-    let group = h / kvh;
-    // SAFETY: the sizes are the caller's contract.
-    let (q, keys, values, positions, out) = unsafe {
-        (
-            std::slice::from_raw_parts(q, b * h * d),
-            std::slice::from_raw_parts(keys, b * kvh * cap * d),
-            std::slice::from_raw_parts(values, b * kvh * cap * d),
-            std::slice::from_raw_parts(positions, b),
-            std::slice::from_raw_parts_mut(out, b * h * d),
-        )
-    };
-    let len = |seq: usize| (positions[seq].max(0) as usize + 1).min(cap);
-    let row = |i: usize, o: &mut [f32]| {
-        let (seq, head) = (i / h, i % h);
-        let n = len(seq);
-        let base = ((seq * kvh + head / group) * cap) * d;
-        let (k, v) = (&keys[base..base + n * d], &values[base..base + n * d]);
-        attend_row(&q[i * d..(i + 1) * d], k, v, scale, o);
-    };
-    let work: usize = (0..b).map(len).sum::<usize>() * h * d;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads < 2 || work < PARALLEL_WORK || b * h < 2 {
-        for (i, o) in out.chunks_exact_mut(d).enumerate() {
-            row(i, o);
-        }
-        return;
-    }
-    // Rows split in two contiguous halves: a row's arithmetic is the same on either thread.
-    let half = (b * h).div_ceil(2);
-    let (first, second) = out.split_at_mut(half * d);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            for (i, o) in second.chunks_exact_mut(d).enumerate() {
-                row(half + i, o);
-            }
-        });
-        for (i, o) in first.chunks_exact_mut(d).enumerate() {
-            row(i, o);
-        }
-    });
-}
-
-/// One query over `n` keys and values (`k`, `v`: `n × d`), into `out` (`d`).
-fn attend_row(q: &[f32], k: &[f32], v: &[f32], scale: f32, out: &mut [f32]) {
-    let d = q.len();
-    let mut scores: Vec<f32> = k.chunks_exact(d).map(|key| dot(q, key) * scale).collect();
-    let max = reduce(&scores, f32::NEG_INFINITY, f32::max);
-    for s in scores.iter_mut() {
-        *s = exp(*s - max);
-    }
-    let inv = 1.0 / reduce(&scores, 0.0, |a, b| a + b);
-    out.fill(0.0);
-    for (&p, value) in scores.iter().zip(v.chunks_exact(d)) {
-        for (o, &x) in out.iter_mut().zip(value) {
-            *o += p * x;
-        }
-    }
-    for o in out.iter_mut() {
-        *o *= inv;
-    }
-}
-
 /// The lazy node: `q` `[B, heads, d]`, `keys`/`values` the slot buffers `[slots, kv_heads,
 /// capacity, d]` (batch row `i` in slot `i`), `positions` int32 `[B]`; returns `[B, heads, d]`.
 pub fn slot_attention(
@@ -126,7 +30,7 @@ pub fn slot_attention(
             values.as_ptr(),
             positions.as_ptr(),
             scale,
-            slot_attention_kernel,
+            mlx_sys::attention::slot_attention_kernel,
             stream.as_ptr(),
         );
         if status == 0 {
