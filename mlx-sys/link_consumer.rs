@@ -1,6 +1,7 @@
 // Included by the build scripts of the crates whose binaries and tests run MLX (`mlx-serve`,
-// `mlx-serve-actors`). A dependency's link args never reach a binary, so each of these crates
-// adds, from what mlx-sys publishes as DEP_MLX_*:
+// `mlx-serve-engine`, `mlx-serve-actors`; each depends on mlx-sys directly, as only a direct
+// dependent sees DEP_MLX_*). A dependency's link args never reach a binary, so each of these
+// crates adds, from what mlx-sys publishes as DEP_MLX_*:
 // - an rpath to libmlx, so nothing needs LD_LIBRARY_PATH;
 // - the fast BLAS as a direct, always-kept dependency: the dynamic linker binds cblas_sgemm to the
 //   first library in load order that defines it, and direct dependencies load before libmlx's own

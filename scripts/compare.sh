@@ -34,7 +34,12 @@
 #   OURS_PORT / THEIRS_PORT / LLAMACPP_PORT          [18080 / 18081 / 18082]
 #   LLAMACPP_VENV  throw-away venv for llama.cpp     [/tmp/venv-llamacpp]
 #   LLAMA_CPP_PYTHON_VERSION  llama-cpp-python pin   [0.3.36] (PyPI sdist: cmake builds llama.cpp)
-#   LLAMACPP_CMAKE_ARGS  CMAKE_ARGS for that build   [none: llama.cpp's default, -march=native CPU]
+#   LLAMACPP_CMAKE_ARGS  CMAKE_ARGS for that build   [x86_64: GGML_NATIVE=OFF with AVX2/FMA/F16C,
+#                  plus AVX-512F/VNNI where /proc/cpuinfo has them, AMX and AVX512-BF16 off;
+#                  elsewhere none (llama.cpp's default, -march=native). The -march=native build
+#                  crashed (SIGSEGV / general protection fault in libggml-cpu.so) on every
+#                  multi-token batch on a Sapphire Rapids-class Xeon (AVX-512, AMX); this one
+#                  does not. The args are stamped into the venv: other args rebuild it.]
 #   LLAMACPP_GGUF  GGUF served by llama.cpp          [the *.gguf in the models dir's
 #                  $MODEL/ ($MLX_SERVE_MODELS or ~/.cache/mlx-serve/models), pulled
 #                  with `mlx-serve pull $MODEL` when missing]
@@ -62,6 +67,22 @@ THEIRS_PORT=${THEIRS_PORT:-18081}
 LLAMACPP_PORT=${LLAMACPP_PORT:-18082}
 LLAMACPP_VENV=${LLAMACPP_VENV:-/tmp/venv-llamacpp}
 LLAMA_CPP_PYTHON_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
+# Explicit x86 features instead of -march=native (see LLAMACPP_CMAKE_ARGS above). Each AVX-512
+# option only where the CPU has it: a flag the CPU lacks would build code that dies with SIGILL.
+default_llamacpp_cmake_args() {
+    [ "$(uname -m)" = x86_64 ] && [ -r /proc/cpuinfo ] || return 0
+    local flags on512=OFF vnni=OFF f
+    flags=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    on512=ON
+    for f in avx512f avx512cd avx512vl avx512dq avx512bw; do
+        case $flags in *" $f "*) ;; *) on512=OFF ;; esac
+    done
+    if [ "$on512" = ON ]; then case $flags in *" avx512_vnni "*) vnni=ON ;; esac; fi
+    echo "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+        "-DGGML_AVX512=$on512 -DGGML_AVX512_VNNI=$vnni -DGGML_AVX512_BF16=OFF" \
+        "-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
+}
+LLAMACPP_CMAKE_ARGS=${LLAMACPP_CMAKE_ARGS-$(default_llamacpp_cmake_args)}
 LLAMACPP_MODEL=${LLAMACPP_MODEL:-$MODEL}
 LLAMACPP_THREADS=${LLAMACPP_THREADS:-$(nproc)}
 LLAMACPP_N_CTX=${LLAMACPP_N_CTX:-4096}
@@ -99,18 +120,29 @@ ensure_venv() {
 
 # llama-cpp-python is an sdist: pip compiles llama.cpp with cmake and a C/C++ compiler (~12
 # minutes on 2 cores). Without a cmake on PATH its build backend fetches cmake from PyPI.
+# --no-cache-dir: pip's wheel cache is keyed by the sdist, not by CMAKE_ARGS, so a wheel built
+# earlier with other flags (the crashing -march=native one) would otherwise be reinstalled.
+# gguf (and jinja2, a llama-cpp-python dependency) serve scripts/long_prompt_ttft.py.
 ensure_llamacpp_venv() {
-    if "$LLAMACPP_VENV/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then return; fi
+    local stamp=$LLAMACPP_VENV/.mlx-serve-cmake-args
+    if "$LLAMACPP_VENV/bin/python" -c 'import llama_cpp.server, gguf, jinja2' 2>/dev/null; then
+        if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$LLAMACPP_CMAKE_ARGS" ]; then return; fi
+        log "$LLAMACPP_VENV was built with other CMAKE_ARGS (or unknown ones): rebuilding"
+    fi
     command -v c++ >/dev/null || log "WARNING: no C++ compiler on PATH; the build will fail"
     log "creating $LLAMACPP_VENV with llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION" \
-        "(compiles llama.cpp; log: $LLAMACPP_VENV.install.log)"
+        "(compiles llama.cpp with CMAKE_ARGS='$LLAMACPP_CMAKE_ARGS';" \
+        "log: $LLAMACPP_VENV.install.log)"
     python3 -m venv "$LLAMACPP_VENV"
-    if ! CMAKE_ARGS=${LLAMACPP_CMAKE_ARGS:-} "$LLAMACPP_VENV/bin/pip" install \
-        "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION" >"$LLAMACPP_VENV.install.log" 2>&1; then
+    rm -f "$stamp"
+    if ! CMAKE_ARGS=$LLAMACPP_CMAKE_ARGS "$LLAMACPP_VENV/bin/pip" install --no-cache-dir \
+        --force-reinstall "llama-cpp-python[server]==$LLAMA_CPP_PYTHON_VERSION" jinja2 gguf \
+        >"$LLAMACPP_VENV.install.log" 2>&1; then
         tail -n 30 "$LLAMACPP_VENV.install.log" >&2
         log "llama-cpp-python install failed; full log: $LLAMACPP_VENV.install.log"
         return 1
     fi
+    printf '%s' "$LLAMACPP_CMAKE_ARGS" >"$stamp"
 }
 
 find_gguf() {
@@ -306,6 +338,8 @@ done
             grep -i '^version' || echo unknown)"
         echo "llama.cpp gguf: ${LLAMACPP_GGUF:-$(find_gguf)}"
         echo "llama.cpp threads: $LLAMACPP_THREADS, n_ctx: $LLAMACPP_N_CTX, cache: $LLAMACPP_CACHE"
+        echo "llama.cpp CMAKE_ARGS: $(cat "$LLAMACPP_VENV/.mlx-serve-cmake-args" 2>/dev/null ||
+            echo unknown)"
     fi
 } >"$OUT/versions.txt"
 python3 "$ROOT/scripts/compare_report.py" "$OUT"

@@ -8,8 +8,10 @@ plus one token). A fresh nonce opens the system prompt of every attempt, so no p
 cache can serve it: every figure is a cold prefill.
 
 Usage:
-  long_prompt_ttft.py --request req.json --gguf model.gguf --ours http://127.0.0.1:18080 \
+  long_prompt_ttft.py --request req.json --gguf model.gguf [--ours http://127.0.0.1:18080] \
       [--llamacpp http://127.0.0.1:18082] [--repeat 1] [--json out.json]
+(at least one of --ours and --llamacpp). The request is ~11.8k tokens: llama.cpp needs
+`--n_ctx 16384` (scripts/compare.sh starts it with 4096).
 
 Needs jinja2 and the gguf package (both in the llama-cpp-python venv of scripts/compare.sh).
 """
@@ -86,32 +88,37 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--request", required=True)
     ap.add_argument("--gguf", required=True)
-    ap.add_argument("--ours", required=True)
+    ap.add_argument("--ours")
     ap.add_argument("--ours-model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--llamacpp")
     ap.add_argument("--llamacpp-model", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--json")
     args = ap.parse_args()
+    if not args.ours and not args.llamacpp:
+        ap.error("give --ours, --llamacpp or both")
 
     request = json.load(open(args.request))
     template = chat_template(args.gguf)
     rows = []
+    load_before = os.getloadavg()
     for i in range(args.repeat):
         nonce = uuid.uuid4().hex[:12]
         messages, tools = as_chat(request, nonce)
         prompt = render(template, messages, tools)
 
-        anth = dict(request, model=args.ours_model, max_tokens=1, stream=False)
-        sys_blocks = anth.get("system")
-        if isinstance(sys_blocks, list) and sys_blocks:
-            anth["system"] = [{"type": "text", "text": f"[{nonce}]"}] + sys_blocks
-        else:
-            anth["system"] = f"[{nonce}]\n{sys_blocks or ''}"
-        secs, out = post(f"{args.ours}/v1/messages", anth)
-        rows.append({"server": "mlx-serve", "route": "/v1/messages (Claude Code request)",
-                     "prompt_tokens": out.get("usage", {}).get("input_tokens"), "seconds": secs})
-        print(json.dumps(rows[-1]), file=sys.stderr)
+        if args.ours:
+            anth = dict(request, model=args.ours_model, max_tokens=1, stream=False)
+            sys_blocks = anth.get("system")
+            if isinstance(sys_blocks, list) and sys_blocks:
+                anth["system"] = [{"type": "text", "text": f"[{nonce}]"}] + sys_blocks
+            else:
+                anth["system"] = f"[{nonce}]\n{sys_blocks or ''}"
+            secs, out = post(f"{args.ours}/v1/messages", anth)
+            rows.append({"server": "mlx-serve", "route": "/v1/messages (Claude Code request)",
+                         "prompt_tokens": out.get("usage", {}).get("input_tokens"),
+                         "seconds": secs})
+            print(json.dumps(rows[-1]), file=sys.stderr)
 
         for name, url, model in [("mlx-serve", args.ours, args.ours_model),
                                  ("llama.cpp", args.llamacpp, args.llamacpp_model)]:
@@ -133,7 +140,8 @@ def main():
         print(f"| {r['server']} | {r['route']} | {r['prompt_tokens']} | {r['seconds']:.1f} | {tps:.0f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"load_average": os.getloadavg(), "rows": rows}, f, indent=2)
+            json.dump({"load_average_before": load_before, "load_average": os.getloadavg(),
+                       "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ cd "$(dirname "$0")/.."
 
 export CARGO_TERM_COLOR=never
 # The layering holds: no module-level dependency cycles in the front or the runtime.
-python3 scripts/module_cycles.py src actors/src
+python3 scripts/module_cycles.py src engine/src actors/src bench/src
 # Pull the default model once up front, so no single test pays for it on its own clock.
-cargo build --bins
+cargo build --workspace --bins
 ./target/debug/mlx-serve pull smollm2-135m-instruct
 
 set +e

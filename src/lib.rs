@@ -12,7 +12,6 @@
 //! - [`cli`]: clap subcommands.
 
 pub mod anthropic;
-pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod connection;

@@ -4,7 +4,7 @@
 
 use mlx_serve::anthropic::{ping, MessageStream, StreamInput};
 use mlx_serve::error::{ApiError, ErrorKind};
-use mlx_serve_actors::engine::FinishReason;
+use mlx_serve_engine::engine::FinishReason;
 use serde_json::{json, Value};
 
 /// What a client assembles from a stream.

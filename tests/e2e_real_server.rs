@@ -397,7 +397,7 @@ fn hostile_clients_and_a_short_soak_leave_the_real_server_healthy() {
     assert_eq!(replay::final_response(&raw).0, 408, "{raw}");
     replay::vanish(addr, "smollm2-135m-instruct");
 
-    let args = mlx_serve::bench::SoakArgs {
+    let args = mlx_serve_bench::SoakArgs {
         url: server.base.clone(),
         model: Some("smollm2-135m-instruct".into()),
         api_key: None,
@@ -405,6 +405,7 @@ fn hostile_clients_and_a_short_soak_leave_the_real_server_healthy() {
         concurrency: 3,
         pid: Some(server.child.id()),
         serve: false,
+        server: None,
         serve_args: Vec::new(),
         sample_every: Duration::from_secs(5),
         max_tokens: 8,
@@ -415,7 +416,7 @@ fn hostile_clients_and_a_short_soak_leave_the_real_server_healthy() {
     };
     let report = tokio::runtime::Runtime::new()
         .expect("runtime")
-        .block_on(mlx_serve::bench::run_soak(&args))
+        .block_on(mlx_serve_bench::run_soak(&args))
         .expect("soak runs");
     assert_eq!(report.unexpected, 0, "{:?}", report.unexpected_examples);
     for kind in ["chat", "chat_stream", "messages", "disconnect", "malformed"] {

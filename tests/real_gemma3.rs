@@ -9,13 +9,13 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use mlx_serve_actors::engine::{Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent};
-use mlx_serve_actors::model::catalog;
-use mlx_serve_actors::model::mlx::decoder::Model;
-use mlx_serve_actors::model::mlx::device::DeviceChoice;
-use mlx_serve_actors::model::mlx::engine::{EngineOptions, MlxEngine};
-use mlx_serve_actors::model::mlx::kv_cache::KvCache;
-use mlx_serve_actors::model::mlx::loader::{self, ModelSource};
+use mlx_serve_engine::engine::{Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent};
+use mlx_serve_engine::model::catalog;
+use mlx_serve_engine::model::mlx::decoder::Model;
+use mlx_serve_engine::model::mlx::device::DeviceChoice;
+use mlx_serve_engine::model::mlx::engine::{EngineOptions, MlxEngine};
+use mlx_serve_engine::model::mlx::kv_cache::KvCache;
+use mlx_serve_engine::model::mlx::loader::{self, ModelSource};
 use serde_json::Value;
 
 // MLX state is per thread and the machine has two cores: one model at a time.

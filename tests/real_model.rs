@@ -4,13 +4,13 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use mlx_serve_actors::engine::{
+use mlx_serve_engine::engine::{
     ChatMessage, Engine, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent,
 };
-use mlx_serve_actors::model::catalog;
-use mlx_serve_actors::model::mlx::device::DeviceChoice;
-use mlx_serve_actors::model::mlx::engine::{EngineOptions, MlxEngine};
-use mlx_serve_actors::model::mlx::loader::{self, ModelSource};
+use mlx_serve_engine::model::catalog;
+use mlx_serve_engine::model::mlx::device::DeviceChoice;
+use mlx_serve_engine::model::mlx::engine::{EngineOptions, MlxEngine};
+use mlx_serve_engine::model::mlx::loader::{self, ModelSource};
 
 // MLX state is per thread and the machine has two cores: one model at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -410,7 +410,7 @@ fn profile_charges_prefill_and_decode_to_operation_groups() {
     let prompt = engine.tokenize_prompt(&chat(&text)).expect("tokenize");
     assert!(prompt.len() > 256, "two prefill chunks of 256");
     let (prefill, decode) = engine.bench_profile(&prompt, 3).expect("profile");
-    let groups = |p: &mlx_serve_actors::model::mlx::profile::Profile| {
+    let groups = |p: &mlx_serve_engine::model::mlx::profile::Profile| {
         p.groups()
             .iter()
             .map(|(name, d, marks)| (name.to_string(), *d, *marks))
@@ -479,7 +479,7 @@ fn logit_bias_bans_the_greedy_token_and_token_prompts_match_text() {
 /// greedy text is the same as when it runs alone.
 #[test]
 fn constrained_sequences_share_a_batch_with_an_unchanged_greedy_one() {
-    use mlx_serve_actors::engine::Constraint;
+    use mlx_serve_engine::engine::Constraint;
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut engine = MlxEngine::load(&options(ModelSource::Gguf(default_model()))).expect("load");
     let plain = "What is the capital of France? Answer in one word.";

@@ -12,11 +12,11 @@ use std::sync::Mutex;
 
 use mlx_rs::ops::indexing::argmax_axis;
 use mlx_rs::{Array, Dtype};
-use mlx_serve_actors::model::catalog;
-use mlx_serve_actors::model::mlx::decoder::Model;
-use mlx_serve_actors::model::mlx::kv_cache::KvCache;
-use mlx_serve_actors::model::mlx::loader::{self, ModelSource};
-use mlx_serve_actors::model::tokenizer::TokenizerBundle;
+use mlx_serve_engine::model::catalog;
+use mlx_serve_engine::model::mlx::decoder::Model;
+use mlx_serve_engine::model::mlx::kv_cache::KvCache;
+use mlx_serve_engine::model::mlx::loader::{self, ModelSource};
+use mlx_serve_engine::model::tokenizer::TokenizerBundle;
 
 static SERIAL: Mutex<()> = Mutex::new(());
 

@@ -3,14 +3,14 @@
 //! own, so the prompt opens a `<think>` block as DeepSeek-R1's chat template does.
 #![cfg(feature = "mlx")]
 
-use mlx_serve_actors::engine::{
+use mlx_serve_engine::engine::{
     Engine, FinishReason, GenerateRequest, Prompt, SamplingParams, SeqEvent,
 };
-use mlx_serve_actors::model::catalog;
-use mlx_serve_actors::model::mlx::device::DeviceChoice;
-use mlx_serve_actors::model::mlx::engine::{EngineOptions, MlxEngine};
-use mlx_serve_actors::model::mlx::loader::ModelSource;
-use mlx_serve_actors::reasoning::{split_reasoning, ReasoningFormat};
+use mlx_serve_engine::model::catalog;
+use mlx_serve_engine::model::mlx::device::DeviceChoice;
+use mlx_serve_engine::model::mlx::engine::{EngineOptions, MlxEngine};
+use mlx_serve_engine::model::mlx::loader::ModelSource;
+use mlx_serve_engine::reasoning::{split_reasoning, ReasoningFormat};
 
 const PROMPT: &str = "<|im_start|>user\nWhat is the capital of France? Think first.<|im_end|>\n\
                       <|im_start|>assistant\n<think>\n";

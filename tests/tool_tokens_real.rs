@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use mlx_serve_actors::model::catalog::default_models_dir;
-use mlx_serve_actors::model::detok::IncrementalDecoder;
-use mlx_serve_actors::model::gguf::GgufFile;
-use mlx_serve_actors::model::tokenizer::TokenizerBundle;
+use mlx_serve_engine::model::catalog::default_models_dir;
+use mlx_serve_engine::model::detok::IncrementalDecoder;
+use mlx_serve_engine::model::gguf::GgufFile;
+use mlx_serve_engine::model::tokenizer::TokenizerBundle;
 
 #[test]
 fn qwen_tool_call_markers_survive_streamed_detokenization() {

@@ -3,7 +3,7 @@
 //! cancellation, error events) as the OpenAI routes.
 
 use bytes::Bytes;
-use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
+use mlx_serve_engine::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::response::StreamEvent;
 use super::stream::{ping, MessageStream, StreamInput};

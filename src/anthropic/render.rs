@@ -1,6 +1,6 @@
 //! Non-streaming renderer: a finished generation as Anthropic's `Message`.
 
-use mlx_serve_actors::engine::{FinishReason, ToolCall, Usage as EngineUsage};
+use mlx_serve_engine::engine::{FinishReason, ToolCall, Usage as EngineUsage};
 use serde_json::Value;
 
 use super::response::{new_message_id, new_tool_use_id, Message, ResponseBlock, StopReason, Usage};

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use mlx_serve_actors::engine::FinishReason;
+use mlx_serve_engine::engine::FinishReason;
 use serde_json::json;
 
 use super::render::{stop_reason, tool_use_id};

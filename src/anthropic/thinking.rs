@@ -1,6 +1,6 @@
 //! Anthropic's `thinking` field: what it changes in the prompt, and its budget.
 
-use mlx_serve_actors::engine::Prompt;
+use mlx_serve_engine::engine::Prompt;
 use serde_json::Value;
 
 use crate::error::ApiError;

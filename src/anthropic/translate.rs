@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use mlx_serve_actors::engine::{
+use mlx_serve_engine::engine::{
     ChatMessage, Constraint, GenerateRequest, Prompt, ReasoningSpec, SamplingParams, ToolCall,
 };
-use mlx_serve_actors::guided;
+use mlx_serve_engine::guided;
 use serde_json::{json, Value};
 
 use super::request::{

@@ -2,8 +2,8 @@
 //! in one process on one model (the few-row product table the batching design rests on, and the
 //! aggregate decode speed of batches stepping together).
 
-use mlx_serve_actors::engine::Engine;
-use mlx_serve_actors::model::mlx::engine::MlxEngine;
+use mlx_serve_engine::engine::Engine;
+use mlx_serve_engine::model::mlx::engine::MlxEngine;
 
 const ROWS: [i32; 6] = [1, 2, 4, 8, 16, 32];
 

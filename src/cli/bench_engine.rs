@@ -7,11 +7,11 @@
 use std::time::Instant;
 
 use clap::Args;
-use mlx_serve_actors::engine::{
+use mlx_serve_engine::engine::{
     ChatMessage, Constraint, Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent,
 };
-use mlx_serve_actors::model::mlx::engine::MlxEngine;
-use mlx_serve_actors::model::mlx::profile::Profile;
+use mlx_serve_engine::model::mlx::engine::MlxEngine;
+use mlx_serve_engine::model::mlx::profile::Profile;
 
 use super::model_args::ModelArgs;
 

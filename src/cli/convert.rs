@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use mlx_serve_actors::model::mlx::loader;
+use mlx_serve_engine::model::mlx::loader;
 
 use super::model_args::ModelArgs;
 
@@ -23,7 +23,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<()> {
         .model
         .models_dir
         .clone()
-        .unwrap_or_else(mlx_serve_actors::model::catalog::default_models_dir);
+        .unwrap_or_else(mlx_serve_engine::model::catalog::default_models_dir);
     let (source, id) = super::pull::resolve(&args.model.model, &models_dir)?;
     let dtype = loader::parse_dtype(args.model.dtype.as_deref().unwrap_or("float32"))
         .map_err(anyhow::Error::msg)?;

@@ -4,10 +4,10 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use mlx_serve_actors::engine::{Engine, EngineError};
 use mlx_serve_actors::model::actor::EngineFactory;
-use mlx_serve_actors::model::catalog;
-use mlx_serve_actors::model::mlx::engine::{EngineOptions, MlxEngine};
+use mlx_serve_engine::engine::{Engine, EngineError};
+use mlx_serve_engine::model::catalog;
+use mlx_serve_engine::model::mlx::engine::{EngineOptions, MlxEngine};
 
 use crate::config::{ModelEntry, Settings};
 

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::time::Instant;
 
 use clap::Args;
-use mlx_serve_actors::engine::{ChatMessage, Engine, GenerateRequest, Prompt, SeqEvent};
-use mlx_serve_actors::model::mlx::engine::MlxEngine;
+use mlx_serve_engine::engine::{ChatMessage, Engine, GenerateRequest, Prompt, SeqEvent};
+use mlx_serve_engine::model::mlx::engine::MlxEngine;
 
 use super::model_args::{ModelArgs, SamplingArgs};
 

@@ -4,6 +4,7 @@ pub mod analyze;
 pub mod bench;
 #[cfg(feature = "mlx")]
 mod bench_batch;
+#[cfg(feature = "mlx")]
 pub mod bench_engine;
 #[cfg(feature = "mlx")]
 pub mod convert;
@@ -68,6 +69,9 @@ pub enum CliError {
     /// `serve` without `--fake` in a build that has no real engine.
     #[error("this build has no model engine (feature `mlx` is off); run `serve --fake`")]
     NoEngine,
+    /// `serve --fake` in a build without the fake engines.
+    #[error("this build has no fake engine (feature `testing` is off)")]
+    NoFake,
     /// `serve --fake --script FILE` with a file that cannot be read or parsed.
     #[error("script {path}: {why}")]
     Script {

@@ -1,7 +1,7 @@
 //! Flags shared by the commands that load a model or sample from it.
 
 use clap::Args;
-use mlx_serve_actors::engine::SamplingParams;
+use mlx_serve_engine::engine::SamplingParams;
 
 /// Which model to load and how.
 #[derive(Debug, Clone, Args)]
@@ -68,9 +68,9 @@ impl ModelArgs {
         &self,
         prefill_chunk: usize,
         prefix_cache_bytes: usize,
-    ) -> anyhow::Result<mlx_serve_actors::model::mlx::engine::EngineOptions> {
-        use mlx_serve_actors::model::catalog;
-        use mlx_serve_actors::model::mlx::engine::EngineOptions;
+    ) -> anyhow::Result<mlx_serve_engine::model::mlx::engine::EngineOptions> {
+        use mlx_serve_engine::model::catalog;
+        use mlx_serve_engine::model::mlx::engine::EngineOptions;
         let models_dir = self
             .models_dir
             .clone()

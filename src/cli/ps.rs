@@ -75,13 +75,16 @@ pub fn render(health: &Value, all: bool) -> String {
 /// Ask the server and print the table.
 pub fn run(args: PsArgs) -> anyhow::Result<()> {
     let url = format!("{}/health", args.url.trim_end_matches('/'));
-    let client = reqwest::blocking::Client::builder().no_proxy().build()?;
-    let health: Value = client
-        .get(&url)
-        .send()
-        .with_context(|| format!("no mlx-serve answers at {url}"))?
-        .json()
-        .with_context(|| format!("{url} did not answer with JSON"))?;
+    // A 503 (a model still loading or failed) carries the same JSON.
+    let response = match ureq::get(&url).call() {
+        Ok(r) | Err(ureq::Error::Status(_, r)) => r,
+        Err(e) => return Err(e).with_context(|| format!("no mlx-serve answers at {url}")),
+    };
+    let body = response
+        .into_string()
+        .with_context(|| format!("reading {url}"))?;
+    let health: Value =
+        serde_json::from_str(&body).with_context(|| format!("{url} did not answer with JSON"))?;
     print!("{}", render(&health, args.all));
     Ok(())
 }

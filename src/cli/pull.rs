@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use mlx_serve_actors::model::catalog::{self, PullPhase, PullProgress};
+use mlx_serve_engine::model::catalog::{self, PullPhase, PullProgress};
 
 #[derive(Debug, Clone, Args)]
 pub struct PullArgs {
@@ -60,9 +60,9 @@ fn progress_bar() -> impl Fn(&PullProgress) {
 pub fn resolve(
     arg: &str,
     models_dir: &std::path::Path,
-) -> anyhow::Result<(mlx_serve_actors::model::mlx::loader::ModelSource, String)> {
-    use mlx_serve_actors::model::catalog::ResolvedModel;
-    use mlx_serve_actors::model::mlx::loader::ModelSource;
+) -> anyhow::Result<(mlx_serve_engine::model::mlx::loader::ModelSource, String)> {
+    use mlx_serve_engine::model::catalog::ResolvedModel;
+    use mlx_serve_engine::model::mlx::loader::ModelSource;
     let resolved = catalog::resolve_model(arg, models_dir, &progress_bar())?;
     let id = if let Some(model) = catalog::find(arg) {
         model.name.to_string()

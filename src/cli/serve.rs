@@ -2,12 +2,15 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+#[cfg(feature = "testing")]
 use std::time::Duration;
 
 use clap::Args;
-use mlx_serve_actors::engine::Engine;
-use mlx_serve_actors::fake::{FakeConfig, FakeEngine, Script};
 use mlx_serve_actors::model::actor::EngineFactory;
+#[cfg(feature = "testing")]
+use mlx_serve_engine::engine::Engine;
+#[cfg(feature = "testing")]
+use mlx_serve_engine::fake::{FakeConfig, FakeEngine, Script};
 
 use super::CliError;
 use crate::config::{ModelEntry, Overrides, Settings};
@@ -45,6 +48,7 @@ pub struct ServeArgs {
 }
 
 /// A factory for the fake engine, configured from one model's entry.
+#[cfg(feature = "testing")]
 pub fn fake_factory(
     entry: &ModelEntry,
     token_delay: Duration,
@@ -67,6 +71,11 @@ pub fn fake_factory(
 
 /// Run the server until SIGTERM/ctrl-c or a fatal engine failure.
 pub fn run(args: ServeArgs, real: Option<EngineLoader>) -> Result<(), CliError> {
+    let fake = if args.fake {
+        Some(fake_loader(&args)?)
+    } else {
+        None
+    };
     let settings = Settings::load(&Overrides {
         config: args.config,
         host: args.host,
@@ -74,22 +83,8 @@ pub fn run(args: ServeArgs, real: Option<EngineLoader>) -> Result<(), CliError> 
         model: args.model,
     })?;
     crate::logging::init(&settings.logging);
-    let loader: ModelLoader = if args.fake {
-        let script = match &args.script {
-            Some(path) => {
-                let json = std::fs::read_to_string(path).map_err(|e| CliError::Script {
-                    path: path.clone(),
-                    why: e.to_string(),
-                })?;
-                Some(Script::from_json(&json).map_err(|e| CliError::Script {
-                    path: path.clone(),
-                    why: e.to_string(),
-                })?)
-            }
-            None => None,
-        };
-        let delay = Duration::from_millis(args.fake_token_delay_ms);
-        Arc::new(move |entry, _| fake_factory(entry, delay, script.clone()))
+    let loader: ModelLoader = if let Some(fake) = fake {
+        fake
     } else {
         match real {
             Some(load) => Arc::new(load),
@@ -98,4 +93,31 @@ pub fn run(args: ServeArgs, real: Option<EngineLoader>) -> Result<(), CliError> 
     };
     crate::server::run_server_models(settings, loader, Default::default())?;
     Ok(())
+}
+
+/// `--fake`: the fake engine for every model, playing `--script` when given.
+#[cfg(feature = "testing")]
+fn fake_loader(args: &ServeArgs) -> Result<ModelLoader, CliError> {
+    let script = match &args.script {
+        Some(path) => {
+            let json = std::fs::read_to_string(path).map_err(|e| CliError::Script {
+                path: path.clone(),
+                why: e.to_string(),
+            })?;
+            Some(Script::from_json(&json).map_err(|e| CliError::Script {
+                path: path.clone(),
+                why: e.to_string(),
+            })?)
+        }
+        None => None,
+    };
+    let delay = Duration::from_millis(args.fake_token_delay_ms);
+    Ok(Arc::new(move |entry, _| {
+        fake_factory(entry, delay, script.clone())
+    }))
+}
+
+#[cfg(not(feature = "testing"))]
+fn fake_loader(_: &ServeArgs) -> Result<ModelLoader, CliError> {
+    Err(CliError::NoFake)
 }

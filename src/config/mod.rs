@@ -61,7 +61,7 @@ impl Default for AliasSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct ReasoningSettings {
     /// `auto` (from the chat template), `none`, `think` (`<think>…</think>`) or `gpt_oss`.
-    pub parser: mlx_serve_actors::reasoning::ReasoningFormat,
+    pub parser: mlx_serve_engine::reasoning::ReasoningFormat,
 }
 
 /// What to do when the engine thread dies or wedges.

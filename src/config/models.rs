@@ -94,7 +94,7 @@ impl ModelEntry {
 /// The id a model is served under when `id` is left empty: a catalog name as is, else the
 /// file's stem (the rule the engine loader has always used).
 pub fn default_model_id(name: &str) -> String {
-    if mlx_serve_actors::model::catalog::find(name).is_some() {
+    if mlx_serve_engine::model::catalog::find(name).is_some() {
         return name.to_owned();
     }
     let path = Path::new(name);

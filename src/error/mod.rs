@@ -8,8 +8,8 @@
 
 pub mod render;
 
-use mlx_serve_actors::engine::EngineError;
 use mlx_serve_actors::model::actor::SubmitError;
+use mlx_serve_engine::engine::EngineError;
 
 pub use render::{
     AnthropicErrorBody, AnthropicErrorDetail, AnthropicShape, ErrorBody, ErrorObject,

@@ -1,7 +1,7 @@
 use actix_web::body::MessageBody;
 use actix_web::http::{header, StatusCode};
 use actix_web::ResponseError;
-use mlx_serve_actors::engine::EngineError;
+use mlx_serve_engine::engine::EngineError;
 
 use super::*;
 

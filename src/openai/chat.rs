@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use mlx_serve_actors::engine::{ChatMessage, GenerateRequest, Prompt, TokenLogprob, ToolCall};
 use mlx_serve_actors::tool_parser::ToolChoice;
+use mlx_serve_engine::engine::{ChatMessage, GenerateRequest, Prompt, TokenLogprob, ToolCall};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

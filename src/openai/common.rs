@@ -1,6 +1,6 @@
 //! Pieces shared by the chat and completions APIs: stop lists, usage, sampling validation.
 
-use mlx_serve_actors::engine::{FinishReason, SamplingParams, Usage};
+use mlx_serve_engine::engine::{FinishReason, SamplingParams, Usage};
 use serde::{Deserialize, Serialize};
 
 use crate::config::SamplingDefaults;

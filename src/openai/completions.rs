@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use mlx_serve_actors::engine::{GenerateRequest, Prompt, TokenLogprob};
+use mlx_serve_engine::engine::{GenerateRequest, Prompt, TokenLogprob};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 

@@ -2,8 +2,8 @@
 //! extension, read into an engine [`Constraint`] and compiled once here so a schema that
 //! cannot be enforced is a 400 naming the field, never a silently unconstrained answer.
 
-use mlx_serve_actors::engine::Constraint;
-use mlx_serve_actors::guided;
+use mlx_serve_engine::engine::Constraint;
+use mlx_serve_engine::guided;
 use serde_json::Value;
 
 use crate::error::ApiError;

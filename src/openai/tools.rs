@@ -1,8 +1,8 @@
 //! `tool_choice` as the OpenAI API accepts it, checked against the request's `tools`.
 
-use mlx_serve_actors::engine::Constraint;
-use mlx_serve_actors::guided;
 use mlx_serve_actors::tool_parser::{ToolChoice, ToolChoiceError, ToolSet};
+use mlx_serve_engine::engine::Constraint;
+use mlx_serve_engine::guided;
 use serde_json::Value;
 
 use crate::error::ApiError;

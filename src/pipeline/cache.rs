@@ -19,7 +19,7 @@ use mlx_serve_actors::cache::{
     CacheStats, CacheTier, CachedResponse, Clear, Forget, KeyInput, LeaderGuard, Lookup,
     LookupOutcome, ReportTo, Stats, Store,
 };
-use mlx_serve_actors::engine::{GenerateRequest, SeqEvent};
+use mlx_serve_engine::engine::{GenerateRequest, SeqEvent};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::future::select_all;
 use mlx_serve_actors::cache::CacheDirectives;
-use mlx_serve_actors::engine::{GenerateRequest, Usage};
+use mlx_serve_engine::engine::{GenerateRequest, Usage};
 
 use super::cache::CacheStatus;
 use super::{start, Event, Pipeline, RequestContext, Source};
@@ -211,7 +211,7 @@ impl<S: ChoiceSource> Choices<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mlx_serve_actors::engine::{FinishReason, Prompt, SamplingParams};
+    use mlx_serve_engine::engine::{FinishReason, Prompt, SamplingParams};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
 

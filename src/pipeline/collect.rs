@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
+use mlx_serve_engine::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::{choices, Choices, Event, Source};
 use crate::error::ApiError;

@@ -25,11 +25,11 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mlx_serve_actors::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage};
 use mlx_serve_actors::metrics::CacheOutcome;
 use mlx_serve_actors::model::actor::Generation;
 use mlx_serve_actors::model::registry::Lease;
-use mlx_serve_actors::reasoning::{Piece, ReasoningSplitter};
+use mlx_serve_engine::engine::{FinishReason, GenerateRequest, SeqEvent, TokenLogprob, Usage};
+use mlx_serve_engine::reasoning::{Piece, ReasoningSplitter};
 use tokio::time::timeout_at;
 
 use crate::config::ModelEntry;
@@ -319,7 +319,7 @@ impl Source {
 
     /// Requests queued behind a load that then failed are not server bugs (500) but an
     /// unavailable model (503, which clients retry), with the load's reason.
-    fn engine_error(&self, e: mlx_serve_actors::engine::EngineError) -> ApiError {
+    fn engine_error(&self, e: mlx_serve_engine::engine::EngineError) -> ApiError {
         let h = self.lease.handle().health().snapshot(Duration::MAX);
         match (h.loaded, h.failure) {
             (false, Some(why)) => ApiError::unavailable(why),

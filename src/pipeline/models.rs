@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mlx_serve_actors::model::actor::{EngineFactory, HealthSnapshot};
-use mlx_serve_actors::model::catalog;
 use mlx_serve_actors::model::registry::{
     AcquireError, Lease, Limits, ModelRegistry, ModelSpec, ModelStatus, ReleaseHook, SlotConfig,
 };
+use mlx_serve_engine::model::catalog;
 
 use super::cache::ModelKeys;
 use super::seams::Seams;

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::time::Instant;
 
 use actix_web::ResponseError;
-use mlx_serve_actors::engine::{GenerateRequest, SeqTimings};
 use mlx_serve_actors::metrics::CacheOutcome;
+use mlx_serve_engine::engine::{GenerateRequest, SeqTimings};
 use sha2::{Digest, Sha256};
 
 #[cfg(test)]
@@ -138,7 +138,7 @@ pub fn request_hash(request: &GenerateRequest) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mlx_serve_actors::engine::{Prompt, SamplingParams};
+    use mlx_serve_engine::engine::{Prompt, SamplingParams};
 
     fn request(text: &str) -> GenerateRequest {
         GenerateRequest {

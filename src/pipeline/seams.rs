@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use mlx_serve_actors::cache::{CacheKey, CachePolicy, CacheReporter, CacheStats, LookupOutcome};
-use mlx_serve_actors::engine::{GenerateRequest, Prompt, Usage};
 use mlx_serve_actors::metrics::{CacheOutcome, LatencySummary, ToolCallOutcome};
 use mlx_serve_actors::model::actor::HealthSnapshot;
 use mlx_serve_actors::model::registry::ModelStatus;
 use mlx_serve_actors::tool_parser::ToolChoice;
+use mlx_serve_engine::engine::{GenerateRequest, Prompt, Usage};
 
 use crate::error::ApiError;
 

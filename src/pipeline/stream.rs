@@ -11,7 +11,7 @@ use std::time::Duration;
 use actix_web::HttpResponse;
 use bytes::Bytes;
 use futures_util::stream;
-use mlx_serve_actors::engine::{FinishReason, GenerateRequest, TokenLogprob, Usage};
+use mlx_serve_engine::engine::{FinishReason, GenerateRequest, TokenLogprob, Usage};
 
 use super::choices::{add_choice_usage, start_choices, Choices};
 use super::{Event, Pipeline, RequestContext};

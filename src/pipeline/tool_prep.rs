@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use mlx_serve_actors::engine::{EngineInfo, GenerateRequest, Prompt};
 use mlx_serve_actors::model::actor::ModelHandle;
-use mlx_serve_actors::reasoning::{ReasoningFormat, ReasoningSplitter};
+use mlx_serve_engine::engine::{EngineInfo, GenerateRequest, Prompt};
+use mlx_serve_engine::reasoning::{ReasoningFormat, ReasoningSplitter};
 
 use super::seams::{StreamingToolParser, ToolOptions};
 use super::Pipeline;

@@ -3,7 +3,7 @@
 //! themselves are built by [`super::stream::ResponseStream`] for both the JSON and the SSE reply,
 //! so the two are equal by construction.
 
-use mlx_serve_actors::engine::{FinishReason, GenerateRequest};
+use mlx_serve_engine::engine::{FinishReason, GenerateRequest};
 use serde_json::{json, Value};
 
 use super::request::ResponsesRequest;

@@ -230,8 +230,8 @@ pub struct OutputTokensDetails {
     pub reasoning_tokens: usize,
 }
 
-impl From<mlx_serve_actors::engine::Usage> for ResponseUsage {
-    fn from(u: mlx_serve_actors::engine::Usage) -> Self {
+impl From<mlx_serve_engine::engine::Usage> for ResponseUsage {
+    fn from(u: mlx_serve_engine::engine::Usage) -> Self {
         Self {
             input_tokens: u.prompt_tokens,
             input_tokens_details: InputTokensDetails {

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
+use mlx_serve_engine::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::render::{error_out, final_status};
 use super::response::{new_id, Frame, OutputContent, OutputItem, ResponseObject, StreamEvent};

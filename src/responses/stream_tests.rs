@@ -1,14 +1,14 @@
 use super::*;
 use crate::responses::render::base_response;
 use crate::responses::request::ResponsesRequest;
-use mlx_serve_actors::engine::GenerateRequest;
+use mlx_serve_engine::engine::GenerateRequest;
 use serde_json::{json, Value};
 
 fn machine() -> ResponseStream {
     let req: ResponsesRequest =
         serde_json::from_value(json!({"model": "m", "input": "hi"})).expect("parses");
     let engine = GenerateRequest {
-        prompt: mlx_serve_actors::engine::Prompt::Text(String::new()),
+        prompt: mlx_serve_engine::engine::Prompt::Text(String::new()),
         sampling: Default::default(),
         max_tokens: None,
         stop: Vec::new(),

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 
-use mlx_serve_actors::engine::{ChatMessage, GenerateRequest, Prompt, ToolCall};
 use mlx_serve_actors::tool_parser::ToolChoice;
+use mlx_serve_engine::engine::{ChatMessage, GenerateRequest, Prompt, ToolCall};
 use serde_json::{json, Value};
 
 use super::request::{Content, Input, InputItem, ResponsesRequest};

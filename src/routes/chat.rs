@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
+use mlx_serve_engine::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::disconnect::ClientWatch;
 use super::extract::{priority, request_id, ApiJson, Authorized};

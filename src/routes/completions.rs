@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
-use mlx_serve_actors::engine::{FinishReason, TokenLogprob, Usage};
+use mlx_serve_engine::engine::{FinishReason, TokenLogprob, Usage};
 
 use super::chat::ResponseMeta;
 use super::disconnect::ClientWatch;

@@ -47,7 +47,7 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<mlx_serve_actors::metrics::LatencySummary>,
     /// The engine's prefix-cache counters.
-    pub engine_stats: mlx_serve_actors::engine::EngineStats,
+    pub engine_stats: mlx_serve_engine::engine::EngineStats,
     /// Every configured model's state (the fields above describe the default model).
     pub models: Vec<ModelHealth>,
     /// Memory of the resident models and of the process.

@@ -6,9 +6,9 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use mlx_serve_actors::engine::{GenerateRequest, Prompt, ToolCall};
 use mlx_serve_actors::model::registry::Lease;
 use mlx_serve_actors::tool_parser::ToolChoice as ParserChoice;
+use mlx_serve_engine::engine::{GenerateRequest, Prompt, ToolCall};
 
 use super::disconnect::ClientWatch;
 use super::extract::{priority, request_id, ApiJson, Authorized};
@@ -210,7 +210,7 @@ async fn fit_max_tokens(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mlx_serve_actors::engine::ChatMessage;
+    use mlx_serve_engine::engine::ChatMessage;
     use serde_json::json;
 
     fn chat(messages: Vec<ChatMessage>) -> Prompt {

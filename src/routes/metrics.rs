@@ -2,8 +2,8 @@
 //! plus the engine's queue and prefix-cache counters), both answered by the metrics actor.
 
 use actix_web::{web, HttpResponse};
-use mlx_serve_actors::engine::EngineStats;
 use mlx_serve_actors::metrics::LatencySummary;
+use mlx_serve_engine::engine::EngineStats;
 use serde::Serialize;
 
 use crate::error::ApiError;

@@ -8,11 +8,11 @@
 
 mod prompt;
 
-use mlx_serve_actors::engine::{GenerateRequest, Prompt};
 use mlx_serve_actors::tool_parser::{
     forced_call_grammar, lazy_call_grammar, ParseOptions, StreamEvent, StreamParser, ToolChoice,
     ToolFormat, ToolSet,
 };
+use mlx_serve_engine::engine::{GenerateRequest, Prompt};
 use serde_json::Value;
 
 use crate::config::ToolsSettings;

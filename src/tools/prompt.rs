@@ -1,7 +1,7 @@
 //! The prompt side of tool calling: what a request's messages gain before they are rendered.
 
-use mlx_serve_actors::engine::ChatMessage;
 use mlx_serve_actors::tool_parser::{tools_instruction, ToolChoice};
+use mlx_serve_engine::engine::ChatMessage;
 use serde_json::Value;
 
 /// Whether a chat template renders tools itself. A model without a template is rendered with
@@ -73,7 +73,7 @@ fn inline_calls(m: &mut ChatMessage) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mlx_serve_actors::engine::ToolCall;
+    use mlx_serve_engine::engine::ToolCall;
     use serde_json::json;
 
     fn msg(role: &str, content: &str) -> ChatMessage {

@@ -1,4 +1,4 @@
-use mlx_serve_actors::engine::{ChatMessage, Constraint, SamplingParams};
+use mlx_serve_engine::engine::{ChatMessage, Constraint, SamplingParams};
 use serde_json::json;
 
 use super::*;

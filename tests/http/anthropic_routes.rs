@@ -2,7 +2,7 @@
 //! `tests/anthropic_http.rs` wired around a canned generator): status codes, error bodies,
 //! body-extractor errors, aliases and both reply formats.
 
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::anthropic::anthropic_events;

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use mlx_serve::pipeline::seams::{ParsedDelta, Seams, StreamingToolParser, ToolParserSeam};
-use mlx_serve_actors::fake::FakeConfig;
 use mlx_serve_actors::tool_parser::{ParseOptions, StreamEvent, StreamParser, ToolFormat};
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::anthropic::{anthropic_events, message, names};

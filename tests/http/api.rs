@@ -1,6 +1,6 @@
 //! Non-streaming responses: shapes, usage, stop, logprobs, completions, models.
 
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::json;
 
 use crate::common::*;

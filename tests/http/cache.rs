@@ -8,11 +8,11 @@ use std::time::Duration;
 use mlx_serve::config::Settings;
 use mlx_serve::pipeline::cache::ActorCache;
 use mlx_serve::pipeline::seams::Seams;
-use mlx_serve_actors::engine::{
+use mlx_serve_actors::model::actor::EngineFactory;
+use mlx_serve_engine::engine::{
     Engine, EngineError, EngineInfo, GenerateRequest, Prompt, SeqEvent, SeqId,
 };
-use mlx_serve_actors::fake::{FakeConfig, FakeEngine};
-use mlx_serve_actors::model::actor::EngineFactory;
+use mlx_serve_engine::fake::{FakeConfig, FakeEngine};
 use serde_json::{json, Value};
 
 use crate::common::*;

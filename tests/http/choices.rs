@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use mlx_serve_actors::fake::{FakeConfig, Script, ScriptEntry};
 use mlx_serve_actors::tool_parser::ToolFormat;
+use mlx_serve_engine::fake::{FakeConfig, Script, ScriptEntry};
 use serde_json::{json, Value};
 
 use crate::common::*;

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use mlx_serve::config::Settings;
 use mlx_serve::pipeline::seams::Seams;
 use mlx_serve::{start_server, RunningServer};
-use mlx_serve_actors::engine::Engine;
-use mlx_serve_actors::fake::{FakeConfig, FakeEngine};
 use mlx_serve_actors::model::actor::EngineFactory;
+use mlx_serve_engine::engine::Engine;
+use mlx_serve_engine::fake::{FakeConfig, FakeEngine};
 use serde_json::{json, Value};
 
 pub const MODEL: &str = "fake-model";

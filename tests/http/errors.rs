@@ -1,6 +1,6 @@
 //! Every client mistake is a 4xx in OpenAI's error shape, naming the field.
 
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::json;
 
 use crate::common::*;

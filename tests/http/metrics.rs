@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use mlx_serve::pipeline::cache::ActorCache;
 use mlx_serve::pipeline::seams::Seams;
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;

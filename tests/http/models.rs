@@ -10,10 +10,10 @@ use mlx_serve::pipeline::cache::with_configured_cache;
 use mlx_serve::pipeline::seams::Seams;
 use mlx_serve::start_server_with_loader;
 use mlx_serve::state::ModelLoader;
-use mlx_serve_actors::engine::{
+use mlx_serve_engine::engine::{
     Engine, EngineError, EngineInfo, EngineStats, GenerateRequest, Prompt, SeqEvent, SeqId,
 };
-use mlx_serve_actors::fake::{FakeConfig, FakeEngine};
+use mlx_serve_engine::fake::{FakeConfig, FakeEngine};
 use serde_json::{json, Value};
 
 use crate::common::*;

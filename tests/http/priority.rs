@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use mlx_serve::config::SchedulerPolicy;
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;

@@ -2,8 +2,8 @@
 //! fake engine (no small reasoning model is available here): `reasoning_content` on chat,
 //! `thinking` blocks on messages; never content, never parsed for tool calls.
 
-use mlx_serve_actors::fake::{FakeConfig, Script, ScriptEntry};
-use mlx_serve_actors::reasoning::ReasoningFormat;
+use mlx_serve_engine::fake::{FakeConfig, Script, ScriptEntry};
+use mlx_serve_engine::reasoning::ReasoningFormat;
 use serde_json::{json, Value};
 
 use crate::common::*;

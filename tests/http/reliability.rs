@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 
 use crate::common::*;
 use crate::replay::{cases, final_response, replay, trickle, vanish};
@@ -60,7 +60,7 @@ async fn a_short_soak_gets_only_expected_answers_and_leaves_the_server_idle() {
         },
     )
     .await;
-    let args = mlx_serve::bench::SoakArgs {
+    let args = mlx_serve_bench::SoakArgs {
         url: t.base.clone(),
         model: Some(MODEL.into()),
         api_key: None,
@@ -69,6 +69,7 @@ async fn a_short_soak_gets_only_expected_answers_and_leaves_the_server_idle() {
         // The server runs inside this test process.
         pid: Some(std::process::id()),
         serve: false,
+        server: None,
         serve_args: Vec::new(),
         sample_every: Duration::from_millis(500),
         max_tokens: 8,
@@ -77,7 +78,7 @@ async fn a_short_soak_gets_only_expected_answers_and_leaves_the_server_idle() {
         out: None,
         quiet: true,
     };
-    let report = mlx_serve::bench::run_soak(&args).await.expect("soak runs");
+    let report = mlx_serve_bench::run_soak(&args).await.expect("soak runs");
     assert_eq!(report.unexpected, 0, "{:?}", report.unexpected_examples);
     for kind in ["chat", "chat_stream", "messages", "disconnect", "malformed"] {
         assert!(

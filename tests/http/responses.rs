@@ -2,7 +2,7 @@
 //! message: the response object, the SSE event sequence and its equality with the JSON reply,
 //! function calls through the real tool-call parser, stored responses and the error cases.
 
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::anthropic::{anthropic_events, names};

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mlx_serve::config::Settings;
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;

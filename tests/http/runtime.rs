@@ -10,9 +10,9 @@ use futures_util::StreamExt;
 use mlx_serve::pipeline::seams::Seams;
 use mlx_serve::routes;
 use mlx_serve::state::AppState;
-use mlx_serve_actors::engine::{Engine, EngineError};
-use mlx_serve_actors::fake::{FakeConfig, FakeEngine};
 use mlx_serve_actors::model::actor::{EngineFactory, ModelHandle};
+use mlx_serve_engine::engine::{Engine, EngineError};
+use mlx_serve_engine::fake::{FakeConfig, FakeEngine};
 use serde_json::{json, Value};
 
 use crate::common::*;

@@ -10,8 +10,8 @@ use mlx_serve::pipeline::seams::{
 use mlx_serve_actors::cache::{
     CacheKey, CachePolicy, CacheStats, CacheTier, LeaderGuard, LookupOutcome,
 };
-use mlx_serve_actors::engine::{FinishReason, Usage};
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::engine::{FinishReason, Usage};
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;

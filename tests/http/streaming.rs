@@ -1,6 +1,6 @@
 //! SSE framing: role chunk, deltas, finish, usage chunk, [DONE], keep-alives, error events.
 
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;

@@ -2,7 +2,7 @@
 //! grammar accepts): `response_format`, vLLM's `structured_outputs`, Anthropic's
 //! `output_config.format`, and the 400s for what cannot be enforced.
 
-use mlx_serve_actors::fake::FakeConfig;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;

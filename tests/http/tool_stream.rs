@@ -1,8 +1,8 @@
 //! Tool-call arguments streamed as the model writes them, on all three APIs, over the scripted
 //! fake engine (one word per token): the fragments rebuild exactly the non-streaming call.
 
-use mlx_serve_actors::fake::{FakeConfig, Script, ScriptEntry};
 use mlx_serve_actors::tool_parser::ToolFormat;
+use mlx_serve_engine::fake::{FakeConfig, Script, ScriptEntry};
 use serde_json::{json, Value};
 
 use crate::common::*;

@@ -7,8 +7,8 @@
 use std::sync::{Arc, Mutex};
 
 use mlx_serve::pipeline::seams::{MetricsSeam, RequestRecord, Seams};
-use mlx_serve_actors::fake::FakeConfig;
 use mlx_serve_actors::metrics::ToolCallOutcome;
+use mlx_serve_engine::fake::FakeConfig;
 use serde_json::{json, Value};
 
 use crate::common::*;

@@ -95,7 +95,7 @@ async fn waiters_get_the_leaders_answer_and_are_released_when_it_drops() {
         panic!("wait");
     };
     let mut cancelled = sample("partial");
-    cancelled.finish_reason = crate::engine::FinishReason::Cancelled;
+    cancelled.finish_reason = mlx_serve_engine::engine::FinishReason::Cancelled;
     guard.store(cancelled);
     let got = tokio::time::timeout(Duration::from_secs(5), waiter.wait())
         .await

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{FinishReason, TokenLogprob, Usage};
+use mlx_serve_engine::engine::{FinishReason, TokenLogprob, Usage};
 
 const MAGIC: &[u8; 4] = b"MSRC";
 /// 2: `tool_calls` left the value (calls are parsed again from `text` when it is replayed).

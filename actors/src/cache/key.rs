@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Number, Value};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{GenerateRequest, SamplingParams};
+use mlx_serve_engine::engine::{GenerateRequest, SamplingParams};
 
 /// Bumped whenever the key layout changes, so old persisted entries are never matched.
 const KEY_DOMAIN: &[u8] = b"mlx-serve/response-cache/key/v1\0";
@@ -186,7 +186,7 @@ fn write_string(s: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{ChatMessage, Prompt};
+    use mlx_serve_engine::engine::{ChatMessage, Prompt};
 
     fn chat(content: &str, tools: Vec<Value>) -> GenerateRequest {
         GenerateRequest {

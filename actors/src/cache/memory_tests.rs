@@ -147,7 +147,7 @@ fn uncacheable_store_is_refused_and_abandon_releases_waiters() {
         panic!("wait");
     };
     let mut partial = sample("par");
-    partial.finish_reason = crate::engine::FinishReason::Cancelled;
+    partial.finish_reason = mlx_serve_engine::engine::FinishReason::Cancelled;
     assert!(!cache.store(&key(1), Arc::new(partial)));
     assert_eq!(rt.block_on(waiter.wait()), None);
     assert_eq!(cache.stats().cached_items, 0);

@@ -111,8 +111,8 @@ pub const KV_SLOTS_USED: &str = "mlx_serve_kv_slots_used";
 pub const KV_CACHE_USAGE_PERC: &str = "mlx_serve_kv_cache_usage_perc";
 /// Counter: running sequences paused for a higher-priority request. Labels: `model`.
 pub const PREEMPTIONS_TOTAL: &str = "mlx_serve_preemptions_total";
-/// Batch-size buckets; the engine counts steps per bucket (see `EngineStats::batch_hist`).
-pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
+/// Batch-size buckets: the engine counts its steps per bucket (`EngineStats::batch_hist`).
+pub use mlx_serve_engine::engine::BATCH_BUCKETS;
 
 /// Every metric family name above, for checks and docs.
 pub const ALL: &[&str] = &[

@@ -25,7 +25,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 pub use health::{EngineHealth, HealthSnapshot};
 pub use scheduler::{Policy, Scheduler};
 
-use crate::engine::{
+use mlx_serve_engine::engine::{
     completion_budget, Engine, EngineError, GenerateRequest, Prompt, PromptEncoder, SeqEvent, SeqId,
 };
 use scheduler::is_terminal;

@@ -1,18 +1,5 @@
-//! The model: the `ModelActor` and everything the engine behind it is made of.
-//!
-//! Pure parts (file formats, tokenizer, template, sampling, text assembly) build without MLX;
-//! the tensor code needs the `mlx` feature.
+//! The `ModelActor` on its `SyncArbiter` thread, its scheduler, and the registry of the models
+//! a server holds. The engine it drives is the `mlx-serve-engine` crate.
 
 pub mod actor;
-pub mod catalog;
-pub mod dequant;
-pub mod detok;
-pub mod gguf;
 pub mod registry;
-pub mod sampling;
-pub mod stops;
-pub mod template;
-pub mod tokenizer;
-
-#[cfg(feature = "mlx")]
-pub mod mlx;

@@ -78,7 +78,7 @@ pub struct ParsedToolCall {
     pub arguments: String,
 }
 
-impl From<ParsedToolCall> for crate::engine::ToolCall {
+impl From<ParsedToolCall> for mlx_serve_engine::engine::ToolCall {
     fn from(c: ParsedToolCall) -> Self {
         Self {
             id: c.id,

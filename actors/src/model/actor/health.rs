@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::engine::{EngineInfo, EngineStats};
+use mlx_serve_engine::engine::{EngineInfo, EngineStats};
 
 #[derive(Debug)]
 pub struct EngineHealth {
@@ -13,7 +13,7 @@ pub struct EngineHealth {
     pub(super) alive: AtomicBool,
     /// Milliseconds since `epoch` + 1 when the current step began; 0 while idle.
     pub(super) step_started_ms: AtomicU64,
-    /// The current step's [`crate::engine::Engine::step_weight`], as `f64` bits.
+    /// The current step's [`mlx_serve_engine::engine::Engine::step_weight`], as `f64` bits.
     pub(super) step_weight: AtomicU64,
     pub(super) last_beat_ms: AtomicU64,
     pub(super) queued: AtomicUsize,
@@ -99,7 +99,7 @@ impl EngineHealth {
         }
     }
 
-    /// Sets the weight of the step about to run (see [`crate::engine::Engine::step_weight`]).
+    /// Sets the weight of the step about to run (see [`mlx_serve_engine::engine::Engine::step_weight`]).
     pub(super) fn set_step_weight(&self, weight: f64) {
         let w = if weight.is_finite() {
             weight.max(1.0)

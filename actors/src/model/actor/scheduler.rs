@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::health::EngineHealth;
-use crate::engine::{Engine, EngineError, GenerateRequest, SeqEvent, SeqId};
+use mlx_serve_engine::engine::{Engine, EngineError, GenerateRequest, SeqEvent, SeqId};
 
 struct Waiting {
     id: SeqId,
@@ -216,9 +216,9 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Prompt;
-    use crate::engine::SamplingParams;
-    use crate::fake::{FakeConfig, FakeEngine};
+    use mlx_serve_engine::engine::Prompt;
+    use mlx_serve_engine::engine::SamplingParams;
+    use mlx_serve_engine::fake::{FakeConfig, FakeEngine};
     use std::time::Duration;
     use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::engine::{Engine, EngineError, GenerateRequest, Prompt, SeqEvent};
-use crate::fake::{FakeConfig, FakeEngine};
+use mlx_serve_engine::engine::{Engine, EngineError, GenerateRequest, Prompt, SeqEvent};
+use mlx_serve_engine::fake::{FakeConfig, FakeEngine};
 
 const MB: u64 = 1 << 20;
 

@@ -1,5 +1,5 @@
 //! Grammars that hold a reply to a format's own tool-call markup (constrained decoding, see
-//! `crate::guided`):
+//! `mlx_serve_engine::guided`):
 //!
 //! - **forced** ([`forced_call_grammar`]), for `tool_choice: "required"` or a named function: the
 //!   reply is one call, or up to [`MAX_PARALLEL_CALLS`] when parallel calls are allowed, to the
@@ -20,7 +20,7 @@ mod tests;
 use serde_json::{json, Value};
 
 use super::{ToolChoice, ToolFormat, ToolSet};
-use crate::engine::Constraint;
+use mlx_serve_engine::engine::Constraint;
 
 /// Most calls one constrained reply may hold when parallel calls are allowed: a bound, so a
 /// small model cannot keep opening calls until `max_tokens` cuts one in half.
@@ -89,7 +89,7 @@ impl Builder {
 
     /// A rule for a JSON value following `schema`, in the server's JSON layout.
     fn json(&mut self, schema: &Value) -> String {
-        let schema = crate::guided::with_layout(schema);
+        let schema = mlx_serve_engine::guided::with_layout(schema);
         self.rule(format!("%json {schema}"))
     }
 

@@ -1,8 +1,8 @@
 use serde_json::{json, Value};
 
 use super::*;
-use crate::guided::GuideFactory;
 use crate::tool_parser::{parse, ParseOptions};
+use mlx_serve_engine::guided::GuideFactory;
 
 fn definitions() -> Vec<Value> {
     vec![

@@ -6,7 +6,7 @@
 //!
 //! - Tokens: the rendered prompt split on whitespace; output tokens are the echoed words, the
 //!   first as is and the others with a leading space (`"Hello world"` echoes `"Hello world"`).
-//! - `max_tokens`, stop strings (held back while they may still match), the context length
+//! - `max_tokens`, stop strings (the real engine's `StopMatcher`), the context length
 //!   (`EngineError::ContextLength`), cancellation and logprobs behave as a real engine's do.
 //! - Words in the prompt trigger faults, for tests of the failure paths:
 //!   `__fail__` fails the sequence after its first token, `__panic__` panics inside `step`,
@@ -34,6 +34,8 @@ use crate::engine::{
 pub use constrained::constrained_text;
 use constrained::pieces;
 use script::{echo_pieces, script_pieces};
+
+use crate::model::stops::StopMatcher;
 pub use script::{Script, ScriptEntry};
 
 /// How the fake behaves.
@@ -68,11 +70,9 @@ struct FakeSeq {
     words: VecDeque<String>,
     prompt_tokens: usize,
     max_tokens: usize,
-    stop: Vec<String>,
+    stops: StopMatcher,
     logprobs: Option<usize>,
     generated: usize,
-    text: String,
-    emitted: usize,
     started: bool,
     cancelled: bool,
     fail_after_first: bool,
@@ -165,19 +165,6 @@ impl FakeEngine {
     }
 }
 
-/// Text that can be emitted now: everything except a tail that may still grow into a stop string.
-fn safe_len(text: &str, emitted: usize, stop: &[String]) -> usize {
-    let pending = &text[emitted..];
-    let hold = stop
-        .iter()
-        .flat_map(|s| {
-            (1..s.len()).filter(move |&k| s.is_char_boundary(k) && pending.ends_with(&s[..k]))
-        })
-        .max()
-        .unwrap_or(0);
-    text.len() - hold
-}
-
 fn finished(seq: &FakeSeq, reason: FinishReason, stop_sequence: Option<String>) -> SeqEvent {
     SeqEvent::Finished {
         reason,
@@ -226,38 +213,17 @@ impl FakeSeq {
             None => Vec::new(),
         };
         self.generated += 1;
-        self.text.push_str(&piece);
-        // A stop string may straddle tokens: search the tail that could contain a new match.
-        let longest = self.stop.iter().map(String::len).max().unwrap_or(0);
-        let mut from = self.emitted.saturating_sub(longest);
-        while !self.text.is_char_boundary(from) {
-            from -= 1;
-        }
-        let hit = self
-            .stop
-            .iter()
-            .filter_map(|s| self.text[from..].find(s.as_str()).map(|p| (from + p, s)))
-            .min_by_key(|(p, _)| *p);
-        if let Some((pos, s)) = hit {
-            let s = s.clone();
-            let text = self.text[self.emitted.min(pos)..pos].to_owned();
-            self.emitted = pos;
-            events.push(SeqEvent::Text {
-                text,
-                tokens: 1,
-                logprobs,
-            });
-            events.push(finished(self, FinishReason::StopSequence, Some(s)));
-            return (events, true);
-        }
-        let safe = safe_len(&self.text, self.emitted, &self.stop);
-        let text = self.text[self.emitted..safe].to_owned();
-        self.emitted = safe;
+        // The real engine's stop semantics: text is held while it may begin a stop string.
+        let released = self.stops.push(&piece);
         events.push(SeqEvent::Text {
-            text,
+            text: released.text,
             tokens: 1,
             logprobs,
         });
+        if let Some(stop) = released.stop {
+            events.push(finished(self, FinishReason::StopSequence, Some(stop)));
+            return (events, true);
+        }
         if self.generated >= self.max_tokens {
             self.flush(&mut events, 0, Vec::new());
             events.push(finished(self, FinishReason::Length, None));
@@ -267,9 +233,8 @@ impl FakeSeq {
     }
 
     fn flush(&mut self, events: &mut Vec<SeqEvent>, tokens: usize, logprobs: Vec<TokenLogprob>) {
-        if self.emitted < self.text.len() {
-            let text = self.text[self.emitted..].to_owned();
-            self.emitted = self.text.len();
+        let text = self.stops.finish();
+        if !text.is_empty() {
             events.push(SeqEvent::Text {
                 text,
                 tokens,
@@ -334,11 +299,9 @@ impl Engine for FakeEngine {
             words,
             prompt_tokens,
             max_tokens,
-            stop: request.stop.into_iter().filter(|s| !s.is_empty()).collect(),
+            stops: StopMatcher::new(&request.stop),
             logprobs: request.logprobs,
             generated: 0,
-            text: String::new(),
-            emitted: 0,
             started: false,
             cancelled: false,
             fail_after_first: rendered.contains("__fail__"),

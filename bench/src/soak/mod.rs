@@ -46,9 +46,13 @@ pub struct SoakArgs {
     /// The server's process id, for RSS samples (from /proc; Linux).
     #[arg(long, conflicts_with = "serve")]
     pub pid: Option<u32>,
-    /// Start `mlx-serve serve` (this binary) on a free loopback port, soak it, stop it.
+    /// Start `mlx-serve serve` on a free loopback port, soak it, stop it.
     #[arg(long)]
     pub serve: bool,
+    /// With `--serve`: the `mlx-serve` binary to start (default: the one beside this binary,
+    /// else on PATH).
+    #[arg(long, env = "MLX_SERVE_BIN", requires = "serve")]
+    pub server: Option<std::path::PathBuf>,
     /// With `--serve`: one more argument for `serve` (repeat it: `--serve-arg=--fake`).
     #[arg(long = "serve-arg", requires = "serve", allow_hyphen_values = true)]
     pub serve_args: Vec<String>,
@@ -208,11 +212,20 @@ struct Spawned {
     url: String,
 }
 
-async fn spawn_server(extra: &[String]) -> anyhow::Result<Spawned> {
+/// `mlx-serve` beside this executable (a cargo build puts both in one folder), else on PATH.
+fn server_binary() -> std::path::PathBuf {
+    let name = format!("mlx-serve{}", std::env::consts::EXE_SUFFIX);
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join(&name)))
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| name.into())
+}
+
+async fn spawn_server(exe: std::path::PathBuf, extra: &[String]) -> anyhow::Result<Spawned> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let exe = std::env::current_exe()?;
     let child = tokio::process::Command::new(exe)
         .args(["serve", "--host", "127.0.0.1", "--port", &port.to_string()])
         .args(extra)
@@ -261,7 +274,13 @@ async fn after_state(target: &Target) -> Option<After> {
 /// Runs the soak described by `args`.
 pub async fn run_soak(args: &SoakArgs) -> anyhow::Result<SoakReport> {
     let spawned = if args.serve {
-        Some(spawn_server(&args.serve_args).await?)
+        Some(
+            spawn_server(
+                args.server.clone().unwrap_or_else(server_binary),
+                &args.serve_args,
+            )
+            .await?,
+        )
     } else {
         None
     };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use mlx_serve::bench::{self, BenchArgs, BenchCommand, LoadArgs, SuiteArgs};
+use mlx_serve_bench::{self as bench, BenchArgs, BenchCommand, LoadArgs, SuiteArgs};
 use serde_json::{json, Value};
 
 /// `broken`: answer bad requests with 500 instead of a 4xx, as a careless server would.

@@ -207,7 +207,7 @@ pub enum Constraint {
     /// A tool-call grammar in Lark whose markup markers depend on the vocabulary: rule `mkI` is
     /// `markers[I]`, as the special token of that text where the model has one, else as text;
     /// `tillI` is any text up to and including the first `markers[I]`; `freeI` is any text
-    /// without it (see `crate::tool_parser::grammar`).
+    /// without it (see `mlx_serve_actors::tool_parser::grammar`).
     ToolMarkup {
         /// The grammar, referring to `mk0`, `till1`, `free0`, ….
         lark: String,
@@ -365,14 +365,18 @@ pub struct EngineStats {
     /// Running sequences paused for a higher-priority one.
     pub preemptions: u64,
     /// Decode steps so far by batch size: entry `i` counts steps of at most
-    /// `metrics::names::BATCH_BUCKETS[i]` sequences (and more than the bucket before).
+    /// `BATCH_BUCKETS[i]` sequences (and more than the bucket before).
     pub batch_hist: [u64; 8],
 }
+
+/// Upper bounds of the decode batch-size buckets `EngineStats::batch_hist` counts (the batch
+/// histogram's buckets).
+pub const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0];
 
 impl EngineStats {
     /// Counts one decode step of `batch` sequences in `batch_hist`.
     pub fn count_batch(hist: &mut [u64; 8], batch: usize) {
-        let i = crate::metrics::names::BATCH_BUCKETS
+        let i = BATCH_BUCKETS
             .iter()
             .position(|&b| batch as f64 <= b)
             .unwrap_or(hist.len() - 1);

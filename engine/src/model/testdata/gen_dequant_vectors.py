@@ -1,4 +1,4 @@
-# Generates actors/src/model/testdata/dequant_vectors.json with the `gguf` PyPI package.
+# Generates engine/src/model/testdata/dequant_vectors.json with the `gguf` PyPI package.
 import json, numpy as np
 from gguf import GGMLQuantizationType as T, GGML_QUANT_SIZES
 from gguf.quants import dequantize

@@ -1,0 +1,5 @@
+include!("../mlx-sys/link_consumer.rs");
+
+fn main() {
+    link_mlx_consumer();
+}
