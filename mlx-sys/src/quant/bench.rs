@@ -30,7 +30,7 @@ fn layer(t: u32, shapes: &[(usize, usize)], rng: &mut Rng) -> Layer {
         .iter()
         .map(|&(n, k)| {
             let w = random_blocks(t, n * k / block_elems(t), rng);
-            let r = repack(t, &w, n, k);
+            let r = repack(t, w.clone(), n, k);
             (r.ggml_type, r.bytes, n, k)
         })
         .collect();

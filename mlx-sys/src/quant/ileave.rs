@@ -424,6 +424,10 @@ pub(super) struct Job<'a> {
 // Threads write disjoint column ranges of `out` and only read the weights and activations.
 unsafe impl Sync for Job<'_> {}
 
+/// How far ahead of the block being multiplied its weights are prefetched: in decode every
+/// matrix comes from DRAM, and the hardware prefetchers stop at each 4 KiB page.
+const PREFETCH: usize = 2048;
+
 /// `out[i0..i0+R]` for columns `W·h..` of groups `grp..grp+G`.
 #[inline(always)]
 unsafe fn tile<T: Layout, L: Lanes, const G: usize, const R: usize>(
@@ -441,6 +445,15 @@ unsafe fn tile<T: Layout, L: Lanes, const G: usize, const R: usize>(
     for b in 0..k / T::ELEMS {
         for r in 0..T::ELEMS / 32 {
             let xb = b * (T::ELEMS / 32) + r;
+            let run_bytes = T::GB / (T::ELEMS / 32);
+            for g in 0..G {
+                let at = base.add(g * gbytes + b * T::GB + r * run_bytes + PREFETCH);
+                let mut line = 0;
+                while line < run_bytes {
+                    _mm_prefetch::<_MM_HINT_T0>(at.add(line) as *const i8);
+                    line += 64;
+                }
+            }
             let mut runs = [T::run::<L>(base.add(b * T::GB), r, h); G];
             for (g, run) in runs.iter_mut().enumerate().skip(1) {
                 *run = T::run::<L>(base.add(g * gbytes + b * T::GB), r, h);

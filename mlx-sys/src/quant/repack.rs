@@ -58,20 +58,17 @@ pub(super) fn group_block_bytes(base: u32) -> Option<usize> {
 /// the same bytes, except Q4_K's 2.8% more (its packed 6-bit scales become bytes).
 ///
 /// Repacked rows can be multiplied, not gathered (embeddings keep the file layout).
-pub fn repack(ggml_type: u32, bytes: &[u8], rows: usize, cols: usize) -> Repacked {
-    let plain = || Repacked {
-        ggml_type,
-        bytes: bytes.to_vec(),
-    };
+pub fn repack(ggml_type: u32, bytes: Vec<u8>, rows: usize, cols: usize) -> Repacked {
+    let plain = |bytes| Repacked { ggml_type, bytes };
     if !interleave_wanted() || !super::supported(ggml_type, cols) || rows % GROUP != 0 {
-        return plain();
+        return plain(bytes);
     }
     let (Some(bb), Some(gb)) = (block_bytes(ggml_type), group_block_bytes(ggml_type)) else {
-        return plain();
+        return plain(bytes);
     };
     let blocks = cols / block_elems(ggml_type);
     if bytes.len() != rows * blocks * bb {
-        return plain();
+        return plain(bytes);
     }
     let mut out = vec![0u8; rows / GROUP * blocks * gb];
     for (g, dst) in out.chunks_exact_mut(blocks * gb).enumerate() {

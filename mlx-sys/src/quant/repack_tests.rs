@@ -11,7 +11,7 @@ fn repacking_round_trips_every_block_exactly() {
         let (n, k) = (32, 512);
         let blocks = k / block_elems(t);
         let w = random_blocks(t, n * blocks, &mut rng);
-        let r = repack(t, &w, n, k);
+        let r = repack(t, w.clone(), n, k);
         if !cfg!(target_arch = "x86_64") {
             assert_eq!(r.ggml_type, t);
             continue;
@@ -35,13 +35,13 @@ fn repacking_round_trips_every_block_exactly() {
 fn rows_that_do_not_fill_groups_stay_in_the_file_layout() {
     let mut rng = Rng(22);
     let w = random_blocks(Q4_1, 24 * 4, &mut rng);
-    let r = repack(Q4_1, &w, 24, 128);
+    let r = repack(Q4_1, w.clone(), 24, 128);
     assert_eq!(r.ggml_type, Q4_1);
     assert!(r.bytes == w);
 }
 
 /// Each interleaved kernel against `Σ w·x̂` in f64 (`x̂` the 8-bit activations), for tiles of
-/// 1–8 rows with tails and one to three groups.
+/// 1–17 rows with tails and one to three groups.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn interleaved_kernels_match_the_reference_on_quantized_activations() {
@@ -68,7 +68,7 @@ fn interleaved_kernels_match_the_reference_on_quantized_activations() {
             (17, 16),
         ] {
             let w = random_blocks(t, n * k / block_elems(t), &mut rng);
-            let r = repack(t, &w, n, k);
+            let r = repack(t, w.clone(), n, k);
             let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
             let q8 = q8::quantize_scalar(&x, m, k);
             let xhat: Vec<f32> = (0..m * k).map(|e| q8.value(e / k, e % k)).collect();
@@ -103,7 +103,7 @@ fn interleaved_kernels_match_the_reference_on_quantized_activations() {
 
 fn check_product(t: u32, m: usize, n: usize, k: usize, rng: &mut Rng, dequantizing: bool) {
     let w = random_blocks(t, n * k / block_elems(t), rng);
-    let r = repack(t, &w, n, k);
+    let r = repack(t, w.clone(), n, k);
     let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
     let want = reference_product(t, &x, m, k, &w, n);
     let mut got = vec![f32::NAN; m * n];
@@ -168,7 +168,7 @@ fn repacked_weights_dequantize_whole() {
     for t in TYPES {
         let (rows, k) = (48, 512);
         let w = random_blocks(t, rows * k / block_elems(t), &mut rng);
-        let r = repack(t, &w, rows, k);
+        let r = repack(t, w.clone(), rows, k);
         let mut want = vec![0f32; rows * k];
         unsafe { dequant_kernel(w.as_ptr(), rows as i64, k as i64, t, want.as_mut_ptr()) };
         let mut got = vec![f32::NAN; rows * k];
