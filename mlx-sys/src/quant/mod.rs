@@ -24,13 +24,35 @@ use crate::fewrow::{self, pool, BLayout, Product};
 
 #[cfg(target_arch = "x86_64")]
 mod idot;
+#[cfg(target_arch = "x86_64")]
+mod ileave;
 mod kquants;
 pub mod q8;
+pub mod repack;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use repack::{base_type, is_repacked, repack, Repacked, REPACKED};
+
+#[cfg(test)]
+mod bench;
+#[cfg(test)]
+mod repack_tests;
 #[cfg(test)]
 mod tests;
+
+/// ggml's name of a type, for reports.
+pub fn type_label(ggml_type: u32) -> &'static str {
+    match base_type(ggml_type) {
+        Q4_0 => "Q4_0",
+        Q4_1 => "Q4_1",
+        Q5_0 => "Q5_0",
+        Q8_0 => "Q8_0",
+        Q4_K => "Q4_K",
+        Q6_K => "Q6_K",
+        _ => "?",
+    }
+}
 
 /// ggml type ids (`enum ggml_type`) with a kernel here.
 pub const Q4_0: u32 = 2;
@@ -45,8 +67,12 @@ pub const BLOCK: usize = 32;
 /// Elements per super-block of the K-quants.
 pub const SUPER_BLOCK: usize = 256;
 
-/// Bytes per block of a supported ggml type, `None` for the others.
+/// Bytes per block of a supported ggml type, `None` for the others; of a repacked one, a
+/// group block's bytes per row.
 pub fn block_bytes(ggml_type: u32) -> Option<usize> {
+    if is_repacked(ggml_type) {
+        return repack::group_block_bytes(base_type(ggml_type)).map(|b| b / repack::GROUP);
+    }
     match ggml_type {
         Q4_0 => Some(18),
         Q4_1 => Some(20),
@@ -60,7 +86,7 @@ pub fn block_bytes(ggml_type: u32) -> Option<usize> {
 
 /// Elements per block of a supported type.
 pub fn block_elems(ggml_type: u32) -> usize {
-    match ggml_type {
+    match base_type(ggml_type) {
         Q4_K | Q6_K => SUPER_BLOCK,
         _ => BLOCK,
     }
@@ -235,7 +261,9 @@ pub unsafe extern "C" fn qmm_kernel(
     if m > fewrow::MAX_ROWS {
         many_rows(&ops);
     } else {
-        split_columns(&ops, 4, &|j0, j1| few_rows(&ops, j0, j1));
+        split_columns(&ops, row_tile(ggml_type, 4), &|j0, j1| {
+            few_rows(&ops, j0, j1)
+        });
     }
 }
 
@@ -268,6 +296,22 @@ fn int_rows(ops: &Operands) -> bool {
     if let Some(isa) = idot::int_isa().filter(|_| int_enabled()) {
         // SAFETY: `x` holds m × k floats (qmm_kernel's contract).
         let q8 = unsafe { q8::Q8Rows::quantize(ops.x, ops.m, ops.k) };
+        if is_repacked(ops.ggml_type) {
+            let job = ileave::Job {
+                w: ops.w,
+                row_bytes: ops.row_bytes,
+                x: &q8,
+                m: ops.m,
+                out: ops.out,
+                ldo: ops.n,
+            };
+            let base = base_type(ops.ggml_type);
+            // SAFETY: as below; the ranges are whole groups (n is a multiple of 16).
+            split_columns(ops, repack::GROUP, &|j0, j1| unsafe {
+                ileave::columns(isa, base, &job, j0, j1)
+            });
+            return true;
+        }
         let job = idot::Job {
             w: ops.w,
             row_bytes: ops.row_bytes,
@@ -304,24 +348,77 @@ fn split_columns(ops: &Operands, align: usize, part: &(dyn Fn(usize, usize) + Sy
     });
 }
 
+/// Weight rows a dequantizing path takes at a time: repacked weights come in whole groups.
+fn row_tile(ggml_type: u32, rows: usize) -> usize {
+    if is_repacked(ggml_type) {
+        repack::GROUP
+    } else {
+        rows
+    }
+}
+
+thread_local! {
+    static PLAIN: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Weight rows `r0..r1` as floats at `dst`, `k` per row. Repacked weights go back to the file's
+/// blocks a group at a time first (`r0` a multiple of 16, `r1` one or `n`).
+///
+/// # Safety
+/// The rows exist and `dst` has room for `(r1 − r0)·k` floats.
+unsafe fn dequant_rows(ops: &Operands, r0: usize, r1: usize, dst: *mut f32) {
+    let (t, k) = (ops.ggml_type, ops.k);
+    let blocks = k / block_elems(t);
+    if !is_repacked(t) {
+        for r in r0..r1 {
+            dequant(
+                t,
+                ops.w.add(r * ops.row_bytes),
+                blocks,
+                dst.add((r - r0) * k),
+            );
+        }
+        return;
+    }
+    let base = base_type(t);
+    let plain_row = blocks * block_bytes(base).unwrap_or(0);
+    let group = repack::GROUP;
+    PLAIN.with(|p| {
+        let mut p = p.borrow_mut();
+        p.resize(group * plain_row, 0);
+        let mut g = r0;
+        while g < r1 {
+            let src =
+                std::slice::from_raw_parts(ops.w.add(g * ops.row_bytes), group * ops.row_bytes);
+            repack::unrepack_group(base, src, blocks, &mut p);
+            for r in g..(g + group).min(r1) {
+                dequant(
+                    base,
+                    p.as_ptr().add((r - g) * plain_row),
+                    blocks,
+                    dst.add((r - r0) * k),
+                );
+            }
+            g += group;
+        }
+    });
+}
+
 /// Columns `j0..j1` of a product with at most [`fewrow::MAX_ROWS`] rows, on this thread.
 fn few_rows(ops: &Operands, j0: usize, j1: usize) {
     let k = ops.k;
+    let tile = row_tile(ops.ggml_type, 4);
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
-        if s.len() < 4 * k {
-            s.resize(4 * k, 0.0);
+        if s.len() < tile * k {
+            s.resize(tile * k, 0.0);
         }
         let mut j = j0;
         while j < j1 {
-            let nb = (j1 - j).min(4);
-            // SAFETY: rows j..j + nb exist (j1 ≤ n) and the buffer holds 4 rows of k floats.
+            let nb = (j1 - j).min(tile);
+            // SAFETY: rows j..j + nb exist (j1 ≤ n) and the buffer holds `tile` rows of k floats.
             unsafe {
-                for r in 0..nb {
-                    let src = ops.w.add((j + r) * ops.row_bytes);
-                    let blocks = k / block_elems(ops.ggml_type);
-                    dequant(ops.ggml_type, src, blocks, s.as_mut_ptr().add(r * k));
-                }
+                dequant_rows(ops, j, j + nb, s.as_mut_ptr());
                 let p = Product {
                     m: ops.m,
                     n: nb,
@@ -338,7 +435,7 @@ fn few_rows(ops: &Operands, j0: usize, j1: usize) {
                 };
                 fewrow::columns(&p, 0, nb);
             }
-            j += 4;
+            j += tile;
         }
     });
 }
@@ -382,17 +479,11 @@ fn many_rows(ops: &Operands) {
         let tn = rows.min(n - j0);
         let dst = SendPtr(tile.as_mut_ptr());
         let tile_ops = Operands { n: tn, ..*ops };
-        split_columns(&tile_ops, 1, &|r0, r1| {
+        split_columns(&tile_ops, row_tile(ops.ggml_type, 1), &|r0, r1| {
             let dst = &dst;
-            for r in r0..r1 {
-                // SAFETY: row j0 + r exists; the tile has room for `rows` rows of k floats and
-                // each thread writes its own rows.
-                unsafe {
-                    let src = ops.w.add((j0 + r) * ops.row_bytes);
-                    let blocks = k / block_elems(ops.ggml_type);
-                    dequant(ops.ggml_type, src, blocks, dst.0.add(r * k));
-                }
-            }
+            // SAFETY: rows j0 + r0..j0 + r1 exist; the tile has room for `rows` rows of k
+            // floats and each thread writes its own rows (j0 and `rows` are multiples of 16).
+            unsafe { dequant_rows(ops, j0 + r0, j0 + r1, dst.0.add(r0 * k)) };
         });
         let (t, nn) = (b'T' as std::os::raw::c_char, b'N' as std::os::raw::c_char);
         let (tn_i, m_i, k_i, n_i) = (tn as i32, m as i32, k as i32, n as i32);
@@ -435,7 +526,9 @@ fn many_rows(ops: &Operands) {
                 ..*ops
             }
         };
-        split_columns(&part, 4, &|j0, j1| few_rows(&part, j0, j1));
+        split_columns(&part, row_tile(ops.ggml_type, 4), &|j0, j1| {
+            few_rows(&part, j0, j1)
+        });
         i += rows;
     }
 }
@@ -444,7 +537,8 @@ struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 
 /// `out[rows × k]` = the quantized rows at `w`: the kernel the `GgufDequantize` primitive calls
-/// (embedding lookups gather rows first).
+/// (embedding lookups gather rows first, so their weights stay in the file layout; repacked
+/// weights dequantize whole, in groups of 16 rows).
 ///
 /// # Safety
 /// `w` holds `rows` rows of `k / 32` blocks of `ggml_type`; `out` room for `rows × k` floats.
@@ -460,10 +554,17 @@ pub unsafe extern "C" fn dequant_kernel(
         return;
     };
     let blocks = k / block_elems(ggml_type);
-    let row_bytes = blocks * bb;
-    for r in 0..rows {
-        dequant(ggml_type, w.add(r * row_bytes), blocks, out.add(r * k));
-    }
+    let ops = Operands {
+        x: std::ptr::null(),
+        m: 0,
+        k,
+        w,
+        row_bytes: blocks * bb,
+        n: rows,
+        ggml_type,
+        out,
+    };
+    dequant_rows(&ops, 0, rows, out);
 }
 
 /// The kernels as the C function pointers csrc/gguf_ops.cpp takes.

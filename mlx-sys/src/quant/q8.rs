@@ -18,6 +18,8 @@ pub struct Q8Rows {
     pub d: Vec<f32>,
     /// Per block: `d · Σq`.
     pub s: Vec<f32>,
+    /// Per 16 elements: `Σq` (the repacked kernels' integer offsets).
+    pub sum16: Vec<i32>,
 }
 
 impl Q8Rows {
@@ -32,6 +34,7 @@ impl Q8Rows {
             q: vec![0; m * k],
             d: vec![0.0; blocks],
             s: vec![0.0; blocks],
+            sum16: vec![0; 2 * blocks],
         };
         let x = std::slice::from_raw_parts(x, m * k);
         #[cfg(target_arch = "x86_64")]
@@ -63,14 +66,17 @@ fn quantize_into(x: &[f32], out: &mut Q8Rows) {
             .fold(0u32, |a, v| a.max(v.to_bits() & 0x7fff_ffff));
         let d = f32::from_bits(amax) / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, v) in qs.iter_mut().zip(xs) {
-            let r = (v * id).round_ties_even() as i32;
-            *q = r as i8;
-            sum += r;
+        let mut sums = [0i32; 2];
+        for (h, (qs, xs)) in qs.chunks_exact_mut(16).zip(xs.chunks_exact(16)).enumerate() {
+            for (q, v) in qs.iter_mut().zip(xs) {
+                let r = (v * id).round_ties_even() as i32;
+                *q = r as i8;
+                sums[h] += r;
+            }
         }
         out.d[b] = d;
-        out.s[b] = d * sum as f32;
+        out.s[b] = d * (sums[0] + sums[1]) as f32;
+        out.sum16[2 * b..2 * b + 2].copy_from_slice(&sums);
     }
 }
 
@@ -87,6 +93,7 @@ pub(super) fn quantize_scalar(x: &[f32], m: usize, k: usize) -> Q8Rows {
         q: vec![0; m * k],
         d: vec![0.0; m * k / BLOCK],
         s: vec![0.0; m * k / BLOCK],
+        sum16: vec![0; 2 * m * k / BLOCK],
     };
     quantize_into(x, &mut out);
     out

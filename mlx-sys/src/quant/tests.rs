@@ -2,17 +2,17 @@
 
 use super::*;
 
-struct Rng(u64);
+pub(super) struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
-    fn unit(&mut self) -> f32 {
+    pub fn unit(&mut self) -> f32 {
         (self.next() as f32 / (1u64 << 31) as f32) - 0.5
     }
 }
@@ -34,7 +34,7 @@ fn f32_to_f16(v: f32) -> u16 {
 }
 
 /// `blocks` random blocks of a type: random quants, scales around 0.01, minimums around ±0.1.
-fn random_blocks(ggml_type: u32, blocks: usize, rng: &mut Rng) -> Vec<u8> {
+pub(super) fn random_blocks(ggml_type: u32, blocks: usize, rng: &mut Rng) -> Vec<u8> {
     let bb = block_bytes(ggml_type).unwrap();
     let mut out = vec![0u8; blocks * bb];
     for block in out.chunks_mut(bb) {
@@ -52,7 +52,7 @@ fn random_blocks(ggml_type: u32, blocks: usize, rng: &mut Rng) -> Vec<u8> {
     out
 }
 
-const TYPES: [u32; 6] = [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K];
+pub(super) const TYPES: [u32; 6] = [Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K];
 
 #[test]
 fn f16_conversion_matches_known_values() {
@@ -127,7 +127,14 @@ fn simd_dequantizers_match_the_reference_on_random_blocks() {
 }
 
 /// `x · Wᵀ` in f64 over the reference dequantization.
-fn reference_product(t: u32, x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Vec<f64> {
+pub(super) fn reference_product(
+    t: u32,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+) -> Vec<f64> {
     let mut dense = vec![0f32; n * k];
     let blocks = n * k / block_elems(t);
     unsafe { dequant_scalar(t, w.as_ptr(), blocks, dense.as_mut_ptr()) };
@@ -145,7 +152,14 @@ fn reference_product(t: u32, x: &[f32], m: usize, k: usize, w: &[u8], n: usize) 
 /// How far rounding the activations to 8 bits can move each output of a few-row product on the
 /// integer path: every `x` moves by at most half its block's step `max|x|/127`, so an output by
 /// at most `Σ |w|·step/2`. Zero where the path keeps float activations.
-fn activation_bound(t: u32, x: &[f32], m: usize, k: usize, w: &[u8], n: usize) -> Vec<f64> {
+pub(super) fn activation_bound(
+    t: u32,
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[u8],
+    n: usize,
+) -> Vec<f64> {
     let int_path = cfg!(target_arch = "x86_64") && m <= 64;
     if !int_path {
         return vec![0.0; m * n];
@@ -296,43 +310,6 @@ fn integer_kernels_match_the_reference_on_quantized_activations() {
                         "type {t} {isa:?} m{m} n{n} at {idx}: {g} vs {w}"
                     );
                 }
-            }
-        }
-    }
-}
-
-/// `cargo test -p mlx-sys --release --lib quant_speed -- --ignored --nocapture`
-#[test]
-#[ignore]
-fn quant_speed() {
-    let mut rng = Rng(1);
-    for t in [Q4_1, Q8_0, Q5_0, Q4_K, Q6_K] {
-        for &(n, k) in &[(1536usize, 768usize), (768, 1536), (49152, 768)] {
-            let w = random_blocks(t, n * k / block_elems(t), &mut rng);
-            for m in [1usize, 2, 4, 8, 32] {
-                let x: Vec<f32> = (0..m * k).map(|_| rng.unit()).collect();
-                let mut out = vec![0f32; m * n];
-                let mut best = f64::MAX;
-                for _ in 0..(2_000_000 / (m * n)).clamp(3, 20) {
-                    let t0 = std::time::Instant::now();
-                    unsafe {
-                        qmm_kernel(
-                            x.as_ptr(),
-                            m as i64,
-                            k as i64,
-                            w.as_ptr(),
-                            n as i64,
-                            t,
-                            out.as_mut_ptr(),
-                        )
-                    };
-                    best = best.min(t0.elapsed().as_secs_f64());
-                }
-                println!(
-                    "type {t} n{n} k{k} m{m}: {:.1} us, {:.1} GB/s of weights",
-                    best * 1e6,
-                    w.len() as f64 / best / 1e9
-                );
             }
         }
     }

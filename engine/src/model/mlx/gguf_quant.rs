@@ -16,7 +16,7 @@ pub const TYPE_SUFFIX: &str = "ggml_type";
 /// ggml's lower-case name of a type the kernels keep (`q4_k`), for reports.
 pub fn type_name(ggml_type: u32) -> &'static str {
     use mlx_sys::quant::{Q4_0, Q4_1, Q4_K, Q5_0, Q6_K, Q8_0};
-    match ggml_type {
+    match mlx_sys::quant::base_type(ggml_type) {
         Q4_0 => "q4_0",
         Q4_1 => "q4_1",
         Q5_0 => "q5_0",

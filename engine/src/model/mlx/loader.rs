@@ -93,6 +93,24 @@ fn kept_block_type(t: GgmlType, shape: &[usize]) -> Option<u32> {
     (shape.len() == 2 && mlx_sys::quant::supported(id, shape[1])).then_some(id)
 }
 
+/// A matrix of ggml blocks and its type scalar as the CPU kernels read them: multiplied
+/// matrices in mlx-sys's interleaved layout, embeddings (gathered by row) in the file's.
+fn kernel_blocks(id: u32, bytes: Vec<u8>, rows: usize, k: usize, prefix: &str) -> (Array, Array) {
+    let kept = if prefix.ends_with("embed_tokens") {
+        mlx_sys::quant::Repacked {
+            ggml_type: id,
+            bytes,
+        }
+    } else {
+        mlx_sys::quant::repack(id, bytes, rows, k)
+    };
+    let row_bytes = (kept.bytes.len() / rows.max(1)) as i32;
+    (
+        Array::from_slice(&kept.bytes, &[rows as i32, row_bytes]),
+        Array::from_int(kept.ggml_type as i32),
+    )
+}
+
 fn load_gguf(path: &Path, dtype: Dtype, gguf_blocks: bool) -> LoadResult<LoadedModel> {
     let file = GgufFile::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let raw_config = file
@@ -135,12 +153,9 @@ fn load_gguf(path: &Path, dtype: Dtype, gguf_blocks: bool) -> LoadResult<LoadedM
                 undo_llama_qk_permutation(&mut bytes, rows, row_bytes, heads);
             }
             let prefix = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
-            let blocks = Array::from_slice(&bytes, &[rows as i32, row_bytes as i32]);
+            let (blocks, ty) = kernel_blocks(id, bytes, rows, info.shape[1], &prefix);
             weights.insert(hf, blocks);
-            weights.insert(
-                format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX),
-                Array::from_int(id as i32),
-            );
+            weights.insert(format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX), ty);
             continue;
         }
         let (shape, mut data) = file
@@ -266,11 +281,11 @@ fn load_hf_dir(
                         q.group_size as usize,
                     )
                     .map_err(|e| format!("{name}: {e}"))?;
+                    let rows = blocks.shape()[0] as usize;
+                    let bytes = blocks.as_slice::<u8>().to_vec();
+                    let (blocks, ty) = kernel_blocks(mlx_sys::quant::Q4_1, bytes, rows, k, &prefix);
                     weights.insert(name, blocks);
-                    weights.insert(
-                        format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX),
-                        Array::from_int(mlx_sys::quant::Q4_1 as i32),
-                    );
+                    weights.insert(format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX), ty);
                 } else if keep_quantized && !prefix.ends_with("embed_tokens") {
                     // Embeddings are gathered, not multiplied: MLX's kernels keep them dense.
                     weights.insert(name, array);
