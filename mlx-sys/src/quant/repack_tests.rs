@@ -45,15 +45,8 @@ fn rows_that_do_not_fill_groups_stay_in_the_file_layout() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn interleaved_kernels_match_the_reference_on_quantized_activations() {
-    use super::idot::{int_isa, IntIsa};
     use super::ileave::{columns, Job};
-    let mut isas = vec![];
-    if int_isa().is_some() {
-        isas.push(IntIsa::Avx2);
-    }
-    if int_isa() == Some(IntIsa::Vnni) {
-        isas.push(IntIsa::Vnni);
-    }
+    let isas = super::tests::cpu_isas();
     let mut rng = Rng(23);
     for t in TYPES {
         let k = 512;

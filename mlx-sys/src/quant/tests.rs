@@ -264,20 +264,25 @@ fn vectorized_activation_quantizer_matches_the_plain_loop() {
     }
 }
 
+/// Every integer instruction set this CPU runs: AVX2 always (with AVX2), VNNI where present.
+#[cfg(target_arch = "x86_64")]
+pub(super) fn cpu_isas() -> Vec<super::idot::IntIsa> {
+    use super::idot::{int_isa, IntIsa};
+    match int_isa() {
+        Some(IntIsa::Vnni) => vec![IntIsa::Avx2, IntIsa::Vnni],
+        Some(IntIsa::Avx2) => vec![IntIsa::Avx2],
+        None => vec![],
+    }
+}
+
 /// Each integer kernel (every instruction set this CPU has) against `Σ w·x̂` in f64, `w` the
 /// reference dequantization and `x̂` the 8-bit activations: the same arithmetic up to float
 /// rounding, for tiles of 1–4 activation rows and 1, 2 or 4 weight rows with tails.
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn integer_kernels_match_the_reference_on_quantized_activations() {
-    use super::idot::{columns, int_isa, IntIsa, Job};
-    let mut isas = vec![];
-    if int_isa().is_some() {
-        isas.push(IntIsa::Avx2);
-    }
-    if int_isa() == Some(IntIsa::Vnni) {
-        isas.push(IntIsa::Vnni);
-    }
+    use super::idot::{columns, Job};
+    let isas = cpu_isas();
     let mut rng = Rng(13);
     for t in TYPES {
         let k = 512;

@@ -24,14 +24,14 @@ pub fn repackable(q: Quantization) -> bool {
 }
 
 /// An MLX 4-bit matrix (`weight`: uint32 `[rows, k/8]`, eight values per word, lowest bits
-/// first; `scales` and `biases`: `[rows, k/group_size]`) as uint8 `[rows, k/32 · 20]` Q4_1
-/// blocks, rows in the same order.
+/// first; `scales` and `biases`: `[rows, k/group_size]`) as the bytes of `rows` rows of
+/// `k/32` Q4_1 blocks (20 bytes each), rows in the same order.
 pub fn q4_1_blocks(
     weight: &Array,
     scales: &Array,
     biases: &Array,
     group_size: usize,
-) -> Result<Array, String> {
+) -> Result<Vec<u8>, String> {
     let shape = weight.shape();
     if shape.len() != 2 || weight.dtype() != Dtype::Uint32 {
         return Err(format!(
@@ -74,10 +74,7 @@ pub fn q4_1_blocks(
             block[4 + j] = q(j) | (q(j + 16) << 4);
         }
     }
-    Ok(Array::from_slice(
-        &out,
-        &[rows as i32, (per_row * BLOCK_BYTES) as i32],
-    ))
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -101,10 +98,10 @@ mod tests {
             let f32 = |a: &Array| a.as_dtype(Dtype::Float32).unwrap();
             let want = dequantize(&q, f32(&s), &f32(&b), group, 4).unwrap();
             let blocks = q4_1_blocks(&q, &s, &b, group as usize).unwrap();
-            assert_eq!(blocks.shape(), &[rows as i32, (k / 32 * 20) as i32]);
+            assert_eq!(blocks.len(), rows * k / 32 * 20);
             let got = crate::model::dequant::dequantize(
                 crate::model::dequant::GgmlType::Q4_1,
-                blocks.as_slice::<u8>(),
+                &blocks,
                 rows * k,
             )
             .unwrap();

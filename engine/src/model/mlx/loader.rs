@@ -274,15 +274,14 @@ fn load_hf_dir(
                     && super::affine_repack::repackable(q)
                     && mlx_sys::quant::supported(mlx_sys::quant::Q4_1, k)
                 {
-                    let blocks = super::affine_repack::q4_1_blocks(
+                    let bytes = super::affine_repack::q4_1_blocks(
                         &array,
                         &scales,
                         &biases,
                         q.group_size as usize,
                     )
                     .map_err(|e| format!("{name}: {e}"))?;
-                    let rows = blocks.shape()[0] as usize;
-                    let bytes = blocks.as_slice::<u8>().to_vec();
+                    let rows = array.shape()[0] as usize;
                     let (blocks, ty) = kernel_blocks(mlx_sys::quant::Q4_1, bytes, rows, k, &prefix);
                     weights.insert(name, blocks);
                     weights.insert(format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX), ty);
