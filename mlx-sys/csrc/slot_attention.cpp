@@ -35,6 +35,7 @@ typedef void (*mlx_serve_slot_attention_fn)(
     int64_t capacity,
     int64_t head_dim,
     float scale,
+    int32_t window,
     float* out);
 }
 
@@ -44,8 +45,8 @@ thread_local std::string last_error;
 
 class SlotAttention : public mx::Primitive {
  public:
-  SlotAttention(mx::Stream s, float scale, mlx_serve_slot_attention_fn kernel)
-      : mx::Primitive(s), scale_(scale), kernel_(kernel) {}
+  SlotAttention(mx::Stream s, float scale, int32_t window, mlx_serve_slot_attention_fn kernel)
+      : mx::Primitive(s), scale_(scale), window_(window), kernel_(kernel) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
       override {
@@ -71,8 +72,9 @@ class SlotAttention : public mx::Primitive {
                       capacity = static_cast<int64_t>(k.shape(2)),
                       dim = static_cast<int64_t>(q.shape(2)),
                       scale = scale_,
+                      window = window_,
                       f = kernel_]() {
-      f(qp, kp, vp, pp, batch, heads, kv_heads, capacity, dim, scale, op);
+      f(qp, kp, vp, pp, batch, heads, kv_heads, capacity, dim, scale, window, op);
     });
   }
 
@@ -86,11 +88,12 @@ class SlotAttention : public mx::Primitive {
 
   bool is_equivalent(const mx::Primitive& other) const override {
     auto* o = dynamic_cast<const SlotAttention*>(&other);
-    return o && o->scale_ == scale_ && o->kernel_ == kernel_;
+    return o && o->scale_ == scale_ && o->window_ == window_ && o->kernel_ == kernel_;
   }
 
  private:
   float scale_;
+  int32_t window_;
   mlx_serve_slot_attention_fn kernel_;
 };
 
@@ -103,7 +106,8 @@ const char* mlx_serve_slot_attention_last_error() {
 }
 
 // q [B, heads, d]; keys and values [slots ≥ B, kv_heads, capacity, d] (batch row i is slot i);
-// positions int32 [B], each sequence's new position (its keys 0..=position are valid).
+// positions int32 [B], each sequence's new position (its keys 0..=position are valid); window 0
+// for full attention, else the sliding window's length.
 int mlx_serve_slot_attention(
     mlx_array* res,
     const mlx_array q,
@@ -111,6 +115,7 @@ int mlx_serve_slot_attention(
     const mlx_array values,
     const mlx_array positions,
     float scale,
+    int32_t window,
     mlx_serve_slot_attention_fn kernel,
     const mlx_stream stream) {
   try {
@@ -135,7 +140,7 @@ int mlx_serve_slot_attention(
     auto out = mx::array(
         qa.shape(),
         mx::float32,
-        std::make_shared<SlotAttention>(s, scale, kernel),
+        std::make_shared<SlotAttention>(s, scale, window, kernel),
         {f32(qa), f32(ka), f32(va), pc});
     mlx_array_set_(*res, std::move(out));
     return 0;

@@ -3,7 +3,8 @@
 //! model crate so that it builds optimized in every profile), with the vectorizable `exp` and
 //! fixed-order reductions it shares with the model crate's prefill kernels.
 
-/// `out[b, h, :]` from `q[b, h, :]` over keys/values `[b, h / (heads / kv_heads), 0..=positions[b], :]`.
+/// `out[b, h, :]` from `q[b, h, :]` over keys/values `[b, h / (heads / kv_heads), 0..=positions[b], :]`
+/// (the last `window` of them when `window > 0`).
 pub type SlotAttentionFn = unsafe extern "C" fn(
     q: *const f32,
     keys: *const f32,
@@ -15,6 +16,7 @@ pub type SlotAttentionFn = unsafe extern "C" fn(
     capacity: i64,
     head_dim: i64,
     scale: f32,
+    window: i32,
     out: *mut f32,
 );
 
@@ -27,6 +29,7 @@ extern "C" {
         values: crate::mlx_array,
         positions: crate::mlx_array,
         scale: f32,
+        window: i32,
         kernel: SlotAttentionFn,
         stream: crate::mlx_stream,
     ) -> i32;
@@ -100,7 +103,8 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 const PARALLEL_WORK: usize = 1 << 18;
 
 /// `out[b, h, :] = softmax(scale · q[b, h] · K[b, g]ᵀ) · V[b, g]` with `g = h / (heads /
-/// kv_heads)` and `K, V` the slot's positions `0..=positions[b]`.
+/// kv_heads)` and `K, V` the slot's positions `0..=positions[b]`, or with `window > 0` (a
+/// sliding-window layer) only the last `window` of them.
 ///
 /// # Safety
 /// `q`/`out` hold `batch × heads × head_dim` floats, `keys`/`values` at least `batch × kv_heads ×
@@ -116,6 +120,7 @@ pub unsafe extern "C" fn slot_attention_kernel(
     capacity: i64,
     head_dim: i64,
     scale: f32,
+    window: i32,
     out: *mut f32,
 ) {
     let (b, h, kvh, cap, d) = (
@@ -139,13 +144,28 @@ pub unsafe extern "C" fn slot_attention_kernel(
             std::slice::from_raw_parts_mut(out, b * h * d),
         )
     };
-    let len = |seq: usize| (positions[seq].max(0) as usize + 1).min(cap);
+    // A sequence's keys `start..end`.
+    let span = |seq: usize| {
+        let end = (positions[seq].max(0) as usize + 1).min(cap);
+        let start = match window {
+            w if w > 0 => end.saturating_sub(w as usize),
+            _ => 0,
+        };
+        (start, end)
+    };
+    let len = |seq: usize| {
+        let (start, end) = span(seq);
+        end - start
+    };
     // One task per (sequence, kv head): its `group` query heads are consecutive output rows,
     // and its keys and values are read once for all of them.
     let unit = |u: usize, o: &mut [f32]| {
-        let n = len(u / kvh);
+        let (start, end) = span(u / kvh);
         let base = u * cap * d;
-        let (k, v) = (&keys[base..base + n * d], &values[base..base + n * d]);
+        let (k, v) = (
+            &keys[base + start * d..base + end * d],
+            &values[base + start * d..base + end * d],
+        );
         attend_group(&q[u * group * d..(u + 1) * group * d], k, v, d, scale, o);
     };
     let work: usize = (0..b).map(len).sum::<usize>() * h * d;

@@ -226,6 +226,7 @@ impl Model {
                 None => None,
             },
             slot_window: None,
+            slot_attention: false,
             ops: self.ops,
             profile,
         };
@@ -259,9 +260,11 @@ impl Model {
         let ids = Array::from_slice(tokens, &[batch, 1]);
         let mut h = self.embed(&ids)?;
         let step = kv.step()?;
+        let slot_attention = self.ops.host_kernels && h.dtype() == mlx_rs::Dtype::Float32;
+        // Only MLX's masked path needs the window as a mask; `slot_attention` takes its length.
         let slot_window = match self.window {
-            Some(w) => Some(SlotWindow::new(kv, step.max_len, w, h.dtype())?),
-            None => None,
+            Some(w) if !slot_attention => Some(SlotWindow::new(kv, step.max_len, w, h.dtype())?),
+            _ => None,
         };
         let pass = Pass {
             offset: 0,
@@ -272,6 +275,7 @@ impl Model {
             mask: None,
             window_mask: None,
             slot_window,
+            slot_attention,
             ops: self.ops,
             profile,
         };
@@ -327,6 +331,8 @@ struct Pass<'a> {
     window_mask: Option<CausalMask>,
     /// The sliding layers' keys and mask in a decode step of the slots.
     slot_window: Option<SlotWindow>,
+    /// Decode attention through `slot_attention` (CPU, float32), else MLX's masked product.
+    slot_attention: bool,
     ops: Ops,
     profile: Option<&'a RefCell<Profile>>,
 }
@@ -441,13 +447,20 @@ impl Attention {
         let k = rope.apply_rows(&k, &step.positions)?;
         pass.mark("rope", &[&q, &k, &v])?;
         let (keys, values) = kv.update(index, step, &k, &v)?;
-        let windowed = pass.slot_window.is_some() && self.sliding;
-        if !windowed && pass.ops.host_kernels && q.dtype() == mlx_rs::Dtype::Float32 {
+        if pass.slot_attention {
             // Each sequence over its own keys only: the same bits alone or batched.
             let (all_keys, all_values) = kv.buffers(index);
             let q = q.reshape(&[b, self.n_heads, d])?;
-            let out = slot_attention(&q, all_keys, all_values, &step.positions, self.scale)?
-                .reshape(&[b, 1, self.n_heads * d])?;
+            let window = pass.window.filter(|_| self.sliding);
+            let out = slot_attention(
+                &q,
+                all_keys,
+                all_values,
+                &step.positions,
+                self.scale,
+                window,
+            )?
+            .reshape(&[b, 1, self.n_heads * d])?;
             pass.mark("attention", &[&out])?;
             let out = self.o_proj.forward(&out)?;
             pass.mark("o_proj", &[&out])?;

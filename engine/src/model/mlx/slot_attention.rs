@@ -11,12 +11,14 @@ use mlx_rs::{Array, Stream};
 
 /// The lazy node: `q` `[B, heads, d]`, `keys`/`values` the slot buffers `[slots, kv_heads,
 /// capacity, d]` (batch row `i` in slot `i`), `positions` int32 `[B]`; returns `[B, heads, d]`.
+/// `window`: a sliding-window layer's length (each query sees its last `window` keys).
 pub fn slot_attention(
     q: &Array,
     keys: &Array,
     values: &Array,
     positions: &Array,
     scale: f32,
+    window: Option<i32>,
 ) -> Result<Array, Exception> {
     let stream = Stream::thread_local_or_default();
     // SAFETY: live handles; on success the call initialized `res`, which the Array then owns; on
@@ -30,6 +32,7 @@ pub fn slot_attention(
             values.as_ptr(),
             positions.as_ptr(),
             scale,
+            window.unwrap_or(0),
             mlx_sys::attention::slot_attention_kernel,
             stream.as_ptr(),
         );
@@ -56,10 +59,17 @@ mod tests {
         (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
     }
 
-    /// Three sequences of different lengths in one call against MLX's own masked attention per
-    /// sequence; then the first sequence alone, in a smaller buffer, gives the same bits.
+    /// Three sequences of different lengths in one call against MLX's own attention per
+    /// sequence over its keys (all of them, or a sliding window's last 10); then the first
+    /// sequence alone, in a smaller buffer, gives the same bits.
     #[test]
     fn each_sequence_attends_over_its_own_keys_whatever_the_batch() {
+        for window in [None, Some(10)] {
+            attends_over_own_keys(window);
+        }
+    }
+
+    fn attends_over_own_keys(window: Option<i32>) {
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let (heads, kvh, cap, d) = (6, 2, 40, 16);
         let positions = [4i32, 39, 17];
@@ -76,14 +86,17 @@ mod tests {
             &arr(&v, &kv_shape),
             &Array::from_slice(&positions, &[b as i32]),
             scale,
+            window,
         )
         .unwrap();
         let got = got.as_slice::<f32>().to_vec();
         let group = heads / kvh;
         for (seq, &pos) in positions.iter().enumerate() {
-            let n = pos as usize + 1;
+            let end = pos as usize + 1;
+            let start = window.map_or(0, |w| end.saturating_sub(w as usize));
+            let n = end - start;
             for head in 0..heads {
-                let base = ((seq * kvh + head / group) * cap) * d;
+                let base = ((seq * kvh + head / group) * cap + start) * d;
                 let keys = arr(&k[base..base + n * d], &[n as i32, d as i32]);
                 let vals = arr(&v[base..base + n * d], &[n as i32, d as i32]);
                 let qi = &q[(seq * heads + head) * d..][..d];
@@ -98,7 +111,10 @@ mod tests {
                     .unwrap();
                 let row = &got[(seq * heads + head) * d..][..d];
                 for (g, w) in row.iter().zip(want.as_slice::<f32>()) {
-                    assert!((g - w).abs() < 1e-5, "seq {seq} head {head}: {g} vs {w}");
+                    assert!(
+                        (g - w).abs() < 1e-5,
+                        "window {window:?} seq {seq} head {head}: {g} vs {w}"
+                    );
                 }
             }
         }
@@ -120,6 +136,7 @@ mod tests {
             &arr(&v0, &shape0),
             &Array::from_slice(&[4i32], &[1]),
             scale,
+            window,
         )
         .unwrap();
         assert_eq!(
@@ -135,7 +152,7 @@ mod tests {
         let kv = Array::from_slice(&[0f32; 16], &[1, 2, 2, 4]);
         let pos = Array::from_slice(&[0i32], &[1]);
         // 3 heads do not share 2 kv heads evenly.
-        let e = slot_attention(&q, &kv, &kv, &pos, 1.0).unwrap_err();
+        let e = slot_attention(&q, &kv, &kv, &pos, 1.0, None).unwrap_err();
         assert!(e.to_string().contains("shapes"), "{e}");
     }
 }
