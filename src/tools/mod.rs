@@ -12,7 +12,7 @@ use mlx_serve_actors::tool_parser::{
     forced_call_grammar, lazy_call_grammar, ParseOptions, StreamEvent, StreamParser, ToolChoice,
     ToolFormat, ToolSet,
 };
-use mlx_serve_engine::engine::{GenerateRequest, Prompt};
+use mlx_serve_engine::engine::{Constraint, GenerateRequest, Prompt};
 use serde_json::Value;
 
 use crate::config::ToolsSettings;
@@ -41,6 +41,7 @@ impl ToolCalling {
         tools: &[Value],
         options: &ToolOptions,
         format: ToolFormat,
+        watched: Option<&[String]>,
     ) -> Option<Box<dyn StreamingToolParser>> {
         if format == ToolFormat::Disabled {
             return None;
@@ -51,8 +52,12 @@ impl ToolCalling {
             allow_unknown_tools: self.settings.allow_unknown_tools,
             tool_choice: options.choice.clone(),
         };
+        let inner = match watched {
+            Some(markers) => StreamParser::watching(&parse, markers),
+            None => StreamParser::new(&parse),
+        };
         Some(Box::new(RequestParser {
-            inner: StreamParser::new(&parse),
+            inner,
             format,
             choice: options.choice.clone(),
             parallel: options.parallel,
@@ -64,7 +69,7 @@ impl ToolCalling {
 impl ToolParserSeam for ToolCalling {
     fn parser(&self, tools: &[Value]) -> Option<Box<dyn StreamingToolParser>> {
         let format = self.settings.format.resolve(None);
-        self.build(tools, &ToolOptions::default(), format)
+        self.build(tools, &ToolOptions::default(), format, None)
     }
 
     fn prepare(
@@ -88,7 +93,7 @@ impl ToolParserSeam for ToolCalling {
         }
         if options.choice == ToolChoice::None {
             // Calls stay out: no tools offered in text, and the parser passes text through.
-            return self.build(tools, options, format);
+            return self.build(tools, options, format, None);
         }
         prompt::steer(
             messages,
@@ -96,7 +101,6 @@ impl ToolParserSeam for ToolCalling {
             &options.choice,
             template_renders_tools(chat_template),
         );
-        let parser = self.build(tools, options, format);
         // A forced call is guaranteed by constraining the reply to the call markup; the
         // instruction stays (it helps the model pick arguments) and so does the check after
         // the reply, for formats without a grammar.
@@ -111,10 +115,16 @@ impl ToolParserSeam for ToolCalling {
             request.constraint = Some(grammar);
         } else if options.choice == ToolChoice::Auto && request.constraint.is_none() {
             // `strict: true` tools: prose stays free, a call the model opens is held to its
-            // tool's schema.
-            request.constraint = lazy_call_grammar(format, &set, options.parallel, chat_template);
+            // tool's schema — so only text opening with a marker the grammar watches may
+            // become a call.
+            let lazy = lazy_call_grammar(format, &set, options.parallel, chat_template);
+            if let Some(Constraint::ToolMarkup { markers, .. }) = &lazy {
+                let parser = self.build(tools, options, format, Some(markers));
+                request.constraint = lazy;
+                return parser;
+            }
         }
-        parser
+        self.build(tools, options, format, None)
     }
 }
 

@@ -283,10 +283,14 @@ fn templates_without_tools_get_the_tools_in_the_system_prompt() {
 
 #[test]
 fn a_strict_tool_under_auto_gets_a_lazy_grammar() {
-    let mut req = request("x");
-    if let Prompt::Chat { tools, .. } = &mut req.prompt {
-        tools[0]["function"]["strict"] = json!(true);
-    }
+    let strict_request = || {
+        let mut req = request("x");
+        if let Prompt::Chat { tools, .. } = &mut req.prompt {
+            tools[0]["function"]["strict"] = json!(true);
+        }
+        req
+    };
+    let mut req = strict_request();
     let mut p = seam()
         .prepare(&mut req, &ToolOptions::default(), Some(QWEN_LIKE))
         .expect("parser");
@@ -295,9 +299,32 @@ fn a_strict_tool_under_auto_gets_a_lazy_grammar() {
         "{:?}",
         req.constraint
     );
-    // Calls are parsed as ever, bare JSON ones too.
+    // Calls in the markup the grammar watches are parsed as ever.
     let (_, calls) = run(p.as_mut(), &[CALL]);
     assert_eq!(calls.len(), 1);
+    // Pretty-printed JSON escaped the grammar (its marker is `{"name": "` exactly), so it is
+    // not a strict call: it stays text (seen on Qwen2.5-Coder at temperature 1.2: `"days": "7"`).
+    let pretty = "Here it is:\n{\n  \"name\": \"get_weather\",\n  \"arguments\": {\"city\": 7}\n}";
+    let mut again = strict_request();
+    let mut p = seam()
+        .prepare(&mut again, &ToolOptions::default(), Some(QWEN_LIKE))
+        .expect("parser");
+    let (text, calls) = run(p.as_mut(), &[pretty]);
+    assert!(calls.is_empty(), "{calls:?}");
+    assert_eq!(text, pretty);
+    // Bare JSON in the marker's own spelling was held by the grammar: a call.
+    let mut again = strict_request();
+    let mut p = seam()
+        .prepare(&mut again, &ToolOptions::default(), Some(QWEN_LIKE))
+        .expect("parser");
+    let bare = "{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}";
+    assert_eq!(run(p.as_mut(), &[bare]).1.len(), 1);
+    // Without a strict tool the same text is a call (the fallback formats stay on).
+    let mut plain = request("x");
+    let mut p = seam()
+        .prepare(&mut plain, &ToolOptions::default(), Some(QWEN_LIKE))
+        .expect("parser");
+    assert_eq!(run(p.as_mut(), &[pretty]).1.len(), 1);
     let mut plain = request("x");
     seam().prepare(&mut plain, &ToolOptions::default(), Some(QWEN_LIKE));
     assert_eq!(plain.constraint, None, "no strict tool, no grammar");

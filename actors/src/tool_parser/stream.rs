@@ -180,9 +180,40 @@ pub struct StreamParser {
     stats: ParseStats,
 }
 
+/// The first characters of `triggers`, for the scan's quick rejection.
+fn trigger_starts(triggers: &[(String, usize)]) -> Vec<char> {
+    let mut starts: Vec<char> = triggers
+        .iter()
+        .filter_map(|(t, _)| t.chars().next())
+        .collect();
+    starts.sort_unstable();
+    starts.dedup();
+    starts
+}
+
 impl StreamParser {
     /// A parser for one reply. With no tools (and unknown names not allowed), with format
     /// `none`, or with `tool_choice: none`, it passes text through untouched.
+    /// A parser that starts a call only where the text opens with one of `markers`, the texts
+    /// a lazy grammar watches (`Constraint::ToolMarkup`): a scanner's trigger is kept, widened
+    /// to the marker, when a marker begins with it, and dropped otherwise. So a `strict` tool's
+    /// call can only come from text its schema held; JSON the model writes another way
+    /// (pretty-printed, in a fence the grammar does not watch) stays content.
+    pub fn watching(options: &ParseOptions, markers: &[String]) -> Self {
+        let mut parser = Self::new(options);
+        parser.triggers = std::mem::take(&mut parser.triggers)
+            .into_iter()
+            .filter_map(|(t, i)| {
+                markers
+                    .iter()
+                    .find(|m| m.starts_with(t.as_str()))
+                    .map(|m| (m.clone(), i))
+            })
+            .collect();
+        parser.trigger_starts = trigger_starts(&parser.triggers);
+        parser
+    }
+
     pub fn new(options: &ParseOptions) -> Self {
         let tools = ToolSet::from_definitions(&options.tools);
         let off = options.tool_choice == ToolChoice::None
@@ -198,12 +229,7 @@ impl StreamParser {
             .flat_map(|(i, s)| s.triggers(&tools).into_iter().map(move |t| (t, i)))
             .filter(|(t, _)| !t.is_empty())
             .collect();
-        let mut trigger_starts: Vec<char> = triggers
-            .iter()
-            .filter_map(|(t, _)| t.chars().next())
-            .collect();
-        trigger_starts.sort_unstable();
-        trigger_starts.dedup();
+        let trigger_starts = trigger_starts(&triggers);
         Self {
             tools,
             allow_unknown: options.allow_unknown_tools,
