@@ -19,6 +19,8 @@
 #
 # Environment (all optional):
 #   MLX_SERVE     our binary                         [target/release/mlx-serve]
+#                 (`cargo build --release --workspace --bins`: `bench load|suite|cache` run the
+#                 mlx-serve-bench binary beside it)
 #   BENCH         command that runs `bench`          ["$MLX_SERVE bench"]
 #   MODEL         catalog model to compare on        [smollm2-135m-instruct]
 #   MODEL_DIR     Hugging Face model directory       [target/compare/$MODEL, converted from it]
