@@ -242,14 +242,24 @@ fn a_preempted_sequence_resumes_with_its_unpreempted_greedy_text() {
     engine.add(10, request(long, 24)).expect("admit");
     let mut texts: std::collections::HashMap<u64, String> = Default::default();
     let mut finished = Vec::new();
+    let mut paused = None;
     let mut steps = 0;
-    while engine.has_work() {
+    while engine.has_work() || paused.is_some() {
         steps += 1;
         if steps == 6 {
+            // What the scheduler does under the priority policy: take the runner's state out,
+            // start the newcomer in its slot, and put it back once the slot frees.
             assert_eq!(engine.free_slots(), 0);
-            assert!(engine
-                .add_preempting(10, 11, request(short, 8))
-                .expect("preempt"));
+            paused = Some(engine.pause(10).expect("pause"));
+            assert_eq!(engine.free_slots(), 1);
+            engine
+                .add(11, request(short, 8))
+                .expect("admit the newcomer");
+        }
+        if !engine.has_work() {
+            engine
+                .resume(paused.take().expect("paused"))
+                .expect("resume");
         }
         for (id, event) in engine.step() {
             match event {

@@ -6,6 +6,7 @@
 //! used by protocol tests (`fake::FakeEngine`) both implement it, so everything above this line
 //! is tested without MLX.
 
+use std::any::Any;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -384,7 +385,41 @@ impl EngineStats {
     }
 }
 
-/// A token generator driven one step at a time by the `ModelActor`.
+/// A sequence's whole engine state while the scheduler holds it paused (see [`Engine::pause`]).
+/// Opaque outside the engine that made it: only that engine can resume it.
+pub struct PausedSeq {
+    id: SeqId,
+    state: Box<dyn Any>,
+}
+
+impl PausedSeq {
+    pub fn new(id: SeqId, state: Box<dyn Any>) -> Self {
+        Self { id, state }
+    }
+
+    pub fn id(&self) -> SeqId {
+        self.id
+    }
+
+    /// The engine's own state back, or `self` when another engine type made it.
+    pub fn into_state<T: 'static>(self) -> Result<Box<T>, Self> {
+        let id = self.id;
+        self.state
+            .downcast::<T>()
+            .map_err(|state| Self { id, state })
+    }
+}
+
+impl std::fmt::Debug for PausedSeq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PausedSeq").field("id", &self.id).finish()
+    }
+}
+
+/// A token generator driven one step at a time by the `ModelActor`'s scheduler, which owns
+/// every sequence's place (waiting, running, paused); the engine holds only the running ones'
+/// state and does one thing per step: a prompt chunk of one sequence beside one decoded token
+/// for every other running sequence.
 pub trait Engine {
     /// Facts about the loaded model.
     fn info(&self) -> EngineInfo;
@@ -398,13 +433,14 @@ pub trait Engine {
         None
     }
 
-    /// Validate, tokenize and admit a sequence. Errors here concern this request only.
+    /// Validate, tokenize and start a sequence in a free slot (see [`Engine::free_slots`]).
+    /// Errors here concern this request only.
     fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError>;
 
     /// How many more sequences `add` accepts right now.
     fn free_slots(&self) -> usize;
 
-    /// True while any admitted sequence has work left.
+    /// True while any running sequence has work left.
     fn has_work(&self) -> bool;
 
     /// Do one unit of work: a prefill chunk or one decoded token for the running sequences.
@@ -414,18 +450,21 @@ pub trait Engine {
     /// (or nothing, if it had already finished).
     fn cancel(&mut self, id: SeqId);
 
-    /// Admit `request` as `id` now although no slot is free, pausing the running sequence
-    /// `victim` to make room (priority scheduling). The victim keeps its state and resumes, ahead
-    /// of sequences admitted later, once a slot frees; its client sees only a pause. Engines that
-    /// cannot pause answer `Ok(false)` and admit nothing.
-    fn add_preempting(
-        &mut self,
-        victim: SeqId,
-        id: SeqId,
-        request: GenerateRequest,
-    ) -> Result<bool, EngineError> {
-        let _ = (victim, id, request);
-        Ok(false)
+    /// Take running sequence `id` out of the engine (priority scheduling): its whole state, KV
+    /// included, goes to the caller, which holds it while the sequence waits and gives it back
+    /// with [`Engine::resume`]; its slot is free meanwhile. Its client sees only a pause.
+    /// Engines that cannot pause, or that do not run `id`, answer `None`.
+    fn pause(&mut self, id: SeqId) -> Option<PausedSeq> {
+        let _ = id;
+        None
+    }
+
+    /// Put a paused sequence back into a free slot; it continues where it stopped.
+    fn resume(&mut self, seq: PausedSeq) -> Result<(), EngineError> {
+        Err(EngineError::Internal(format!(
+            "this engine cannot resume sequence {}",
+            seq.id()
+        )))
     }
 
     /// How long the next step may legitimately take, relative to an ordinary one (at least 1).

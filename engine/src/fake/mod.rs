@@ -27,8 +27,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use crate::engine::{
-    Engine, EngineError, EngineInfo, FinishReason, GenerateRequest, Prompt, SeqEvent, SeqId,
-    SeqTimings, TokenLogprob, Usage,
+    Engine, EngineError, EngineInfo, FinishReason, GenerateRequest, PausedSeq, Prompt, SeqEvent,
+    SeqId, SeqTimings, TokenLogprob, Usage,
 };
 
 pub use constrained::constrained_text;
@@ -92,8 +92,6 @@ fn token_words(ids: &[u32]) -> String {
 pub struct FakeEngine {
     config: FakeConfig,
     seqs: Vec<FakeSeq>,
-    /// Sequences paused by `add_preempting`, resumed (oldest first) when a slot frees.
-    paused: Vec<FakeSeq>,
 }
 
 impl FakeEngine {
@@ -102,7 +100,6 @@ impl FakeEngine {
         Self {
             config,
             seqs: Vec::new(),
-            paused: Vec::new(),
         }
     }
 
@@ -312,35 +309,28 @@ impl Engine for FakeEngine {
     }
 
     fn free_slots(&self) -> usize {
-        self.config
-            .max_running
-            .saturating_sub(self.seqs.len() + self.paused.len())
+        self.config.max_running.saturating_sub(self.seqs.len())
     }
 
     fn has_work(&self) -> bool {
-        !self.seqs.is_empty() || !self.paused.is_empty()
+        !self.seqs.is_empty()
     }
 
-    fn add_preempting(
-        &mut self,
-        victim: SeqId,
-        id: SeqId,
-        request: GenerateRequest,
-    ) -> Result<bool, EngineError> {
-        let Some(at) = self.seqs.iter().position(|s| s.id == victim) else {
-            return Ok(false);
-        };
-        self.add(id, request)?;
-        let newcomer = self.seqs.pop();
-        self.paused.push(self.seqs.remove(at));
-        self.seqs.extend(newcomer);
-        Ok(true)
+    fn pause(&mut self, id: SeqId) -> Option<PausedSeq> {
+        let at = self.seqs.iter().position(|s| s.id == id)?;
+        Some(PausedSeq::new(id, Box::new(self.seqs.remove(at))))
+    }
+
+    fn resume(&mut self, seq: PausedSeq) -> Result<(), EngineError> {
+        let id = seq.id();
+        let seq = seq.into_state::<FakeSeq>().map_err(|_| {
+            EngineError::Internal(format!("sequence {id} was not paused by the fake engine"))
+        })?;
+        self.seqs.push(*seq);
+        Ok(())
     }
 
     fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
-        while self.seqs.len() < self.config.max_running && !self.paused.is_empty() {
-            self.seqs.push(self.paused.remove(0));
-        }
         if self.seqs.is_empty() {
             return Vec::new();
         }
@@ -367,7 +357,7 @@ impl Engine for FakeEngine {
     }
 
     fn cancel(&mut self, id: SeqId) {
-        for seq in self.seqs.iter_mut().chain(self.paused.iter_mut()) {
+        for seq in &mut self.seqs {
             if seq.id == id {
                 seq.cancelled = true;
             }

@@ -1,8 +1,13 @@
-//! The queue in front of the engine and the routing of engine events to requests.
+//! The one owner of every sequence's place: waiting (here, in priority then arrival order),
+//! running (inside the engine, which holds their state and runs the steps) and paused (here,
+//! holding the engine state [`Engine::pause`] handed over). Queue depth, running count and
+//! `/health` come from it; [`EngineHealth::try_reserve`] is the ticket an HTTP handler takes for a
+//! place in its queue before the request reaches the model thread.
 //!
-//! Admission is by priority (lower runs sooner, vLLM's meaning), then arrival. Under
-//! [`Policy::Priority`], a waiting request that outranks the lowest-priority running sequence
-//! while every slot is busy pauses that sequence (the engine keeps its state).
+//! Admission is by priority (lower runs sooner, vLLM's meaning), then arrival; paused sequences
+//! come before waiting ones of the same priority. Under [`Policy::Priority`], a waiting request
+//! that outranks the lowest-priority running sequence while every slot is busy pauses that
+//! sequence.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -11,7 +16,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::health::EngineHealth;
-use mlx_serve_engine::engine::{Engine, EngineError, GenerateRequest, SeqEvent, SeqId};
+use mlx_serve_engine::engine::{Engine, EngineError, GenerateRequest, PausedSeq, SeqEvent, SeqId};
 
 struct Waiting {
     id: SeqId,
@@ -25,6 +30,22 @@ struct Admitted {
     events: UnboundedSender<SeqEvent>,
 }
 
+struct Paused {
+    priority: i32,
+    events: UnboundedSender<SeqEvent>,
+    seq: PausedSeq,
+    /// Cancelled while paused: it resumes first, only to report its end (its KV then goes to
+    /// the prefix cache like any cancelled sequence's).
+    cancelled: bool,
+}
+
+/// What to admit next.
+#[derive(Clone, Copy)]
+enum Next {
+    Paused(usize),
+    Waiting(usize),
+}
+
 /// What happens when a request outranks running ones and no slot is free.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Policy {
@@ -35,10 +56,12 @@ pub enum Policy {
     Priority,
 }
 
-/// The queue in front of the engine plus the routing of engine events to requests.
+/// Every sequence's place, plus the routing of engine events to requests.
 pub struct Scheduler {
     queue: VecDeque<Waiting>,
     running: HashMap<SeqId, Admitted>,
+    /// Oldest pause first.
+    paused: Vec<Paused>,
     health: Arc<EngineHealth>,
     policy: Policy,
 }
@@ -57,6 +80,7 @@ impl Scheduler {
         Self {
             queue: VecDeque::new(),
             running: HashMap::new(),
+            paused: Vec::new(),
             health,
             policy,
         }
@@ -78,18 +102,36 @@ impl Scheduler {
         });
     }
 
-    /// The waiting request to admit next: best priority, then earliest arrival.
-    fn next_index(&self) -> Option<usize> {
-        (0..self.queue.len()).min_by_key(|&i| (self.queue[i].priority, i))
+    /// The sequence to admit next: a cancelled paused one (to report its end), else the best
+    /// priority, paused before waiting, then the earliest.
+    fn next(&self) -> Option<Next> {
+        let paused = (0..self.paused.len())
+            .min_by_key(|&i| (!self.paused[i].cancelled, self.paused[i].priority, i))
+            .map(|i| {
+                (
+                    (!self.paused[i].cancelled, self.paused[i].priority, 0),
+                    Next::Paused(i),
+                )
+            });
+        let waiting = (0..self.queue.len())
+            .min_by_key(|&i| (self.queue[i].priority, i))
+            .map(|i| ((true, self.queue[i].priority, 1), Next::Waiting(i)));
+        match (paused, waiting) {
+            (Some(p), Some(w)) => Some(if p.0 <= w.0 { p.1 } else { w.1 }),
+            (p, w) => p.or(w).map(|(_, n)| n),
+        }
     }
 
-    /// Drop a waiting request or stop a running one.
+    /// Drop a waiting request or stop a running or paused one.
     pub fn cancel(&mut self, id: SeqId, engine: &mut dyn Engine) {
         let before = self.queue.len();
         self.queue.retain(|w| w.id != id);
         self.health.release(before - self.queue.len());
         if self.running.contains_key(&id) {
             engine.cancel(id);
+        }
+        for p in self.paused.iter_mut().filter(|p| p.seq.id() == id) {
+            p.cancelled = true;
         }
     }
 
@@ -98,9 +140,14 @@ impl Scheduler {
         self.queue.len()
     }
 
-    /// Sequences inside the engine.
+    /// Sequences admitted: inside the engine or paused.
     pub fn running(&self) -> usize {
-        self.running.len()
+        self.running.len() + self.paused.len()
+    }
+
+    /// Admitted sequences paused for higher-priority ones.
+    pub fn paused(&self) -> usize {
+        self.paused.len()
     }
 
     /// Cancel sequences whose client went away; forget waiting ones.
@@ -113,24 +160,48 @@ impl Scheduler {
                 engine.cancel(*id);
             }
         }
+        for p in self.paused.iter_mut().filter(|p| p.events.is_closed()) {
+            p.cancelled = true;
+        }
     }
 
     fn admit(&mut self, engine: &mut dyn Engine) {
-        while let Some(i) = self.next_index() {
+        while let Some(next) = self.next() {
             if engine.free_slots() == 0 {
-                if self.preempt_for(i, engine) {
-                    continue;
+                if let Next::Waiting(i) = next {
+                    if self.preempt_for(i, engine) {
+                        continue;
+                    }
                 }
                 break;
             }
-            let Some(w) = self.queue.remove(i) else {
-                break;
-            };
-            self.health.release(1);
-            match engine.add(w.id, w.request) {
-                Ok(()) => self.admitted(w.id, w.priority, w.events),
-                Err(e) => {
-                    let _ = w.events.send(SeqEvent::Failed(e));
+            match next {
+                Next::Paused(i) => {
+                    let p = self.paused.remove(i);
+                    let id = p.seq.id();
+                    match engine.resume(p.seq) {
+                        Ok(()) => {
+                            self.admitted(id, p.priority, p.events);
+                            if p.cancelled {
+                                engine.cancel(id);
+                            }
+                        }
+                        Err(e) => {
+                            let _ = p.events.send(SeqEvent::Failed(e));
+                        }
+                    }
+                }
+                Next::Waiting(i) => {
+                    let Some(w) = self.queue.remove(i) else {
+                        break;
+                    };
+                    self.health.release(1);
+                    match engine.add(w.id, w.request) {
+                        Ok(()) => self.admitted(w.id, w.priority, w.events),
+                        Err(e) => {
+                            let _ = w.events.send(SeqEvent::Failed(e));
+                        }
+                    }
                 }
             }
         }
@@ -140,9 +211,9 @@ impl Scheduler {
         self.running.insert(id, Admitted { priority, events });
     }
 
-    /// Under the priority policy, admits waiting request `i` by pausing the running sequence of
-    /// the worst priority (the latest of equals) when `i` outranks it. True when `i` left the
-    /// queue (admitted, or refused with its error).
+    /// Under the priority policy, frees a slot for waiting request `i` by pausing the running
+    /// sequence of the worst priority (the latest of equals) when `i` outranks it. True when a
+    /// slot was freed (the paused sequence then ranks below `i`, so `i` takes it).
     fn preempt_for(&mut self, i: usize, engine: &mut dyn Engine) -> bool {
         if self.policy != Policy::Priority {
             return false;
@@ -157,21 +228,18 @@ impl Scheduler {
         else {
             return false;
         };
-        let w = &self.queue[i];
-        let outcome = engine.add_preempting(victim, w.id, w.request.clone());
-        if matches!(outcome, Ok(false)) {
-            return false;
-        }
-        let Some(w) = self.queue.remove(i) else {
+        let Some(seq) = engine.pause(victim) else {
             return false;
         };
-        self.health.release(1);
-        match outcome {
-            Ok(_) => self.admitted(w.id, w.priority, w.events),
-            Err(e) => {
-                let _ = w.events.send(SeqEvent::Failed(e));
-            }
-        }
+        let Some(a) = self.running.remove(&victim) else {
+            return false;
+        };
+        self.paused.push(Paused {
+            priority: a.priority,
+            events: a.events,
+            seq,
+            cancelled: false,
+        });
         true
     }
 
@@ -193,13 +261,12 @@ impl Scheduler {
                 }
             }
         }
-        self.health
-            .running
-            .store(self.running.len(), Ordering::Release);
-        engine.has_work() || (!self.queue.is_empty() && engine.free_slots() > 0)
+        self.health.running.store(self.running(), Ordering::Release);
+        engine.has_work()
+            || ((!self.queue.is_empty() || !self.paused.is_empty()) && engine.free_slots() > 0)
     }
 
-    /// Fail every waiting and running request (engine lost).
+    /// Fail every waiting, running and paused request (engine lost).
     pub fn fail_all(&mut self, error: EngineError) {
         for w in self.queue.drain(..) {
             self.health.release(1);
@@ -208,11 +275,13 @@ impl Scheduler {
         for (_, a) in self.running.drain() {
             let _ = a.events.send(SeqEvent::Failed(error.clone()));
         }
+        for p in self.paused.drain(..) {
+            let _ = p.events.send(SeqEvent::Failed(error.clone()));
+        }
         self.health.running.store(0, Ordering::Release);
     }
 }
 
-/// Owns the engine; see the module docs.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,6 @@
 //! each sample, in the batched path too, and it ends once the grammar is complete. Constraints
 //! play no part in prefix reuse: the KV state of a prompt is the same whatever follows it.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -80,8 +79,6 @@ struct Running {
     started: Instant,
     first_token_at: Option<Instant>,
     cancelled: bool,
-    /// Admitted by preempting another sequence (runs before paused ones).
-    preempting: bool,
     /// Where the reasoning stands and what is left of its budget, when the server separates it.
     thinking: Option<ThinkingTracker>,
 }
@@ -101,10 +98,8 @@ pub struct MlxEngine {
     dtype: Dtype,
     /// Admitted sequences, oldest first: at most one of them prefills per step, all of them with
     /// a pending token decode together.
+    /// Paused and waiting sequences belong to the scheduler in front (see [`Engine::pause`]).
     running: Vec<Running>,
-    waiting: VecDeque<Running>,
-    /// Sequences paused for a higher-priority one, oldest first; they resume before `waiting`.
-    paused: VecDeque<Running>,
     last_batch: usize,
     preemptions: u64,
     batch_hist: [u64; 8],
@@ -219,8 +214,6 @@ impl MlxEngine {
             max_batch: options.max_batch.max(1),
             dtype,
             running: Vec::new(),
-            waiting: VecDeque::new(),
-            paused: VecDeque::new(),
             last_batch: 0,
             preemptions: 0,
             batch_hist: [0; 8],
@@ -314,7 +307,6 @@ impl MlxEngine {
             started: Instant::now(),
             first_token_at: None,
             cancelled: false,
-            preempting: false,
             thinking,
         })
     }

@@ -1,12 +1,12 @@
-//! The `Engine` contract: admission, the step that mixes one prompt chunk with a decode step for
-//! every running sequence, preemption and cancellation.
+//! The `Engine` contract: starting a sequence, the step that mixes one prompt chunk with a decode
+//! step for every running sequence, pausing and resuming, cancellation.
 
 use std::sync::Arc;
 
 use super::super::config::ModelConfig;
 use super::{internal, MlxEngine, Running};
 use crate::engine::{
-    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, Prompt,
+    Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, PausedSeq, Prompt,
     PromptEncoder, SeqEvent, SeqId,
 };
 
@@ -41,66 +41,55 @@ impl Engine for MlxEngine {
     }
 
     fn add(&mut self, id: SeqId, request: GenerateRequest) -> Result<(), EngineError> {
+        if self.running.len() >= self.max_batch {
+            return Err(internal(
+                "no free slot: the scheduler admitted past free_slots",
+            ));
+        }
         let seq = self.admit(id, request)?;
-        self.waiting.push_back(seq);
+        self.start_running(seq);
         Ok(())
     }
 
     fn free_slots(&self) -> usize {
-        self.max_batch
-            .saturating_sub(self.running.len() + self.waiting.len() + self.paused.len())
+        self.max_batch.saturating_sub(self.running.len())
     }
 
     fn has_work(&self) -> bool {
-        !self.running.is_empty() || !self.waiting.is_empty() || !self.paused.is_empty()
+        !self.running.is_empty()
     }
 
-    fn add_preempting(
-        &mut self,
-        victim: SeqId,
-        id: SeqId,
-        request: GenerateRequest,
-    ) -> Result<bool, EngineError> {
-        let Some(at) = self.running.iter().position(|s| s.id == victim) else {
-            return Ok(false);
-        };
-        // Validate the newcomer before touching the victim: a bad request must not pause anyone.
-        let seq = self.admit(id, request)?;
-        let mut paused = self.running.remove(at);
+    fn pause(&mut self, id: SeqId) -> Option<PausedSeq> {
+        let at = self.running.iter().position(|s| s.id == id)?;
+        let mut seq = self.running.remove(at);
         // Its KV leaves the decode slots for a cache of its own (kept, not recomputed).
-        if let Some(cache) = self.slots.remove(victim).map_err(internal)? {
-            paused.cache = cache;
+        match self.slots.remove(id) {
+            Ok(Some(cache)) => seq.cache = cache,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "moving a paused sequence's KV out of its slot failed");
+                self.running.insert(at, seq);
+                return None;
+            }
         }
-        self.paused.push_back(paused);
         self.preemptions += 1;
-        // The newcomer goes first, ahead of anything admitted normally.
-        let mut seq = seq;
-        seq.preempting = true;
-        self.waiting.push_front(seq);
-        Ok(true)
+        Some(PausedSeq::new(id, Box::new(seq)))
+    }
+
+    fn resume(&mut self, seq: PausedSeq) -> Result<(), EngineError> {
+        let id = seq.id();
+        let seq = seq
+            .into_state::<Running>()
+            .map_err(|_| internal(format!("sequence {id} was not paused by this engine")))?;
+        if self.running.len() >= self.max_batch {
+            return Err(internal("no free slot to resume a paused sequence"));
+        }
+        // Back among the running in arrival order (`started`), at the next step's sort.
+        self.running.push(*seq);
+        Ok(())
     }
 
     fn step(&mut self) -> Vec<(SeqId, SeqEvent)> {
-        // A preempting newcomer first, then paused sequences, then the rest in arrival order.
-        while self.running.len() < self.max_batch {
-            if let Some(seq) = self.waiting.front() {
-                if seq.preempting {
-                    let Some(seq) = self.waiting.pop_front() else {
-                        break;
-                    };
-                    self.start_running(seq);
-                    continue;
-                }
-            }
-            if let Some(seq) = self.paused.pop_front() {
-                self.running.push(seq);
-                continue;
-            }
-            let Some(seq) = self.waiting.pop_front() else {
-                break;
-            };
-            self.start_running(seq);
-        }
         let chunk = self.prompt_chunk();
         let mut out = Vec::new();
         let mut keep = Vec::with_capacity(self.running.len());
@@ -146,12 +135,10 @@ impl Engine for MlxEngine {
     }
 
     fn step_weight(&self) -> f64 {
-        // The prompt chunk this step would run: the oldest prefilling sequence, else the next
-        // to start. Its cost against a 512-token chunk at position 0.
+        // The prompt chunk this step would run: the oldest prefilling sequence's. Its cost against a 512-token chunk at position 0.
         let next = self
             .running
             .iter()
-            .chain(&self.waiting)
             .find(|s| !s.cancelled && s.prefilled < s.prompt.len());
         next.map_or(1.0, |s| {
             let chunk = self.prompt_chunk().min(s.prompt.len() - s.prefilled);
@@ -163,11 +150,6 @@ impl Engine for MlxEngine {
         if let Some(seq) = self.running.iter_mut().find(|s| s.id == id) {
             seq.cancelled = true;
         }
-        if let Some(seq) = self.paused.iter_mut().find(|s| s.id == id) {
-            // Resumes only to report its end.
-            seq.cancelled = true;
-        }
-        self.waiting.retain(|s| s.id != id);
     }
 }
 
