@@ -197,6 +197,16 @@ fn qwen_coder_q4_k_m_kernels_match_the_dequantized_float32_model() {
 /// on the CPU its matrices are repacked into Q4_1 blocks and run on the same integer kernels.
 #[test]
 fn mlx_4bit_checkpoint_runs_on_the_integer_kernels() {
+    mlx_checkpoint_on_the_integer_kernels(4);
+}
+
+/// The same with 8 bits (`mlx_lm.convert -q --q-bits 8`), requantized to Q8_0 blocks at load.
+#[test]
+fn mlx_8bit_checkpoint_runs_on_the_integer_kernels() {
+    mlx_checkpoint_on_the_integer_kernels(8);
+}
+
+fn mlx_checkpoint_on_the_integer_kernels(bits: i32) {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let gguf = pulled(catalog::DEFAULT_MODEL);
     let mut model =
@@ -207,7 +217,7 @@ fn mlx_4bit_checkpoint_runs_on_the_integer_kernels() {
     for (name, w) in std::mem::take(&mut model.weights) {
         match name.strip_suffix(".weight") {
             Some(prefix) if w.ndim() == 2 => {
-                let (q, s, b) = mlx_rs::ops::quantize(&w, 64, 4).unwrap();
+                let (q, s, b) = mlx_rs::ops::quantize(&w, 64, bits).unwrap();
                 arrays.push((name.clone(), q));
                 arrays.push((format!("{prefix}.scales"), s));
                 arrays.push((format!("{prefix}.biases"), b));
@@ -227,11 +237,11 @@ fn mlx_4bit_checkpoint_runs_on_the_integer_kernels() {
     let config_path = dir.path().join("config.json");
     let mut config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
-    config["quantization"] = serde_json::json!({"group_size": 64, "bits": 4});
+    config["quantization"] = serde_json::json!({"group_size": 64, "bits": bits});
     std::fs::write(&config_path, config.to_string()).unwrap();
     let file = std::fs::metadata(&weights_file).unwrap().len() as usize;
     compare_loaded(
-        "smollm2 mlx 4-bit",
+        &format!("smollm2 mlx {bits}-bit"),
         &ModelSource::HfDir(dir.path().to_path_buf()),
         file,
     );

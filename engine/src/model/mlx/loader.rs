@@ -64,7 +64,8 @@ pub fn load(source: &ModelSource, dtype: Dtype, keep_quantized: bool) -> LoadRes
 
 /// [`load`], and with `gguf_blocks` a GGUF's matrices of the types the CPU kernels cover
 /// (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K) stay in their ggml blocks (see `gguf_quant`), and an MLX
-/// checkpoint's 4-bit matrices become Q4_1 blocks (`affine_repack`); every other tensor is
+/// checkpoint's matrices become Q4_1 (2–4 bits) or Q8_0 (5, 6, 8 bits) blocks (`affine_repack`);
+/// every other tensor is
 /// dequantized to `dtype` as before. For the CPU backend only: GPU backends have no kernel for
 /// ggml blocks.
 pub fn load_with(
@@ -269,20 +270,16 @@ fn load_hf_dir(
                 let biases = raw
                     .remove(&format!("{prefix}.biases"))
                     .ok_or_else(|| format!("{prefix}: quantized weight without biases"))?;
-                let k = array.shape().last().map_or(0, |&w| w as usize * 8);
+                let k = super::affine_repack::unpacked_columns(&array, q.bits);
+                let ty = super::affine_repack::block_type(q);
                 if cpu_blocks
                     && super::affine_repack::repackable(q)
-                    && mlx_sys::quant::supported(mlx_sys::quant::Q4_1, k)
+                    && mlx_sys::quant::supported(ty, k)
                 {
-                    let bytes = super::affine_repack::q4_1_blocks(
-                        &array,
-                        &scales,
-                        &biases,
-                        q.group_size as usize,
-                    )
-                    .map_err(|e| format!("{name}: {e}"))?;
+                    let bytes = super::affine_repack::blocks(&array, &scales, &biases, q)
+                        .map_err(|e| format!("{name}: {e}"))?;
                     let rows = array.shape()[0] as usize;
-                    let (blocks, ty) = kernel_blocks(mlx_sys::quant::Q4_1, bytes, rows, k, &prefix);
+                    let (blocks, ty) = kernel_blocks(ty, bytes, rows, k, &prefix);
                     weights.insert(name, blocks);
                     weights.insert(format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX), ty);
                 } else if keep_quantized && !prefix.ends_with("embed_tokens") {
