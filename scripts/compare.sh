@@ -299,7 +299,7 @@ measure() {
         --max-duration 10m --out "$dir/prefix.json"
     step "$side cache" "${b[@]}" cache "${common[@]}" --n "$N_CACHE" -c 4 --max-duration 2m \
         --out "$dir/cache.json"
-    for c in 1 4 16; do
+    for c in 1 4 8 16; do
         step "$side load c=$c" "${b[@]}" load "${common[@]}" -c "$c" --requests $((PER_C * c)) \
             --max-tokens 32 --vary start --max-duration 5m --out "$dir/load_c$c.json"
     done

@@ -20,6 +20,7 @@ METRICS = [
     ("cache hits/s (4 connections)", "cache.json", ["hits_per_s"], True),
     ("throughput c=1 tok/s", "load_c1.json", ["generated_tokens_per_s"], True),
     ("throughput c=4 tok/s", "load_c4.json", ["generated_tokens_per_s"], True),
+    ("throughput c=8 tok/s", "load_c8.json", ["generated_tokens_per_s"], True),
     ("throughput c=16 tok/s", "load_c16.json", ["generated_tokens_per_s"], True),
     ("throughput c=16 req/s", "load_c16.json", ["requests_per_s"], True),
     ("latency c=16 ms (p95)", "load_c16.json", ["latency_ms", "p95"], False),

@@ -160,7 +160,7 @@ pub(super) fn activation_bound(
     w: &[u8],
     n: usize,
 ) -> Vec<f64> {
-    let int_path = cfg!(target_arch = "x86_64") && m <= 64;
+    let int_path = cfg!(target_arch = "x86_64") && m <= super::int_max_rows();
     if !int_path {
         return vec![0.0; m * n];
     }

@@ -271,11 +271,16 @@ mod tests {
                 let got = q.matmul(&x).unwrap();
                 assert_eq!(got.shape(), &[1, m as i32, n as i32]);
                 let want = x.matmul(dense.t()).unwrap();
-                // Up to 64 rows (the integer path's default limit) the kernels round x to 8 bits per 32-element block (step
-                // max|x|/127): for x uniform in ±1 the error of an output is ~0.13% of the
-                // largest output (one standard deviation), so 1% is several deviations wide;
-                // the exact bound is checked in mlx-sys's own tests.
-                let tol = if m <= 64 { 1e-2 } else { 1e-5 };
+                // On x86 the kernels round x to 8 bits per 32-element block (step max|x|/127)
+                // for every row count: for x uniform in ±1 the error of an output is ~0.13% of
+                // the largest output (one standard deviation), so 1% is several deviations
+                // wide; the exact bound is checked in mlx-sys's own tests. Elsewhere the
+                // products are float32 throughout.
+                let tol = if cfg!(target_arch = "x86_64") {
+                    1e-2
+                } else {
+                    1e-5
+                };
                 close(got.as_slice::<f32>(), want.as_slice::<f32>(), tol);
             }
             let ids = Array::from_slice(&[5u32, 0, 199, 5], &[2, 2]);
