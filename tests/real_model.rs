@@ -203,7 +203,8 @@ fn long_shared_prefix_is_reused_and_output_matches_a_cold_run() {
 }
 
 /// `bench engine --profile` on the real model: a chunked prefill and decode steps charge their
-/// time to the operation groups, with the host softmax in prefill and MLX's kernel in decode.
+/// time to the operation groups, with the prefill attention node in prefill and MLX's kernel in
+/// decode.
 #[test]
 fn profile_charges_prefill_and_decode_to_operation_groups() {
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -222,12 +223,10 @@ fn profile_charges_prefill_and_decode_to_operation_groups() {
     let marks = |g: &[(String, std::time::Duration, u32)], name: &str| {
         g.iter().find(|(n, _, _)| n == name).map(|(_, _, m)| *m)
     };
-    // 30 layers, two chunks: one softmax mark per layer and chunk; one head per chunk.
-    assert_eq!(
-        marks(&prefill, "attention: softmax"),
-        Some(60),
-        "{prefill:?}"
-    );
+    // 30 layers, two chunks: one attention node per layer and chunk (the prefill kernel, no
+    // separate softmax); one head per chunk.
+    assert_eq!(marks(&prefill, "attention"), Some(60), "{prefill:?}");
+    assert_eq!(marks(&prefill, "attention: softmax"), None, "{prefill:?}");
     assert_eq!(marks(&prefill, "lm_head"), Some(2));
     assert_eq!(marks(&decode, "attention"), Some(90), "{decode:?}");
     assert_eq!(

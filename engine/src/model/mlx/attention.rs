@@ -9,10 +9,14 @@
 //! matrix shared by every layer; the softmax runs on the host (`host_kernels`) or through
 //! `cpu_ops`. This is for prefill chunks; a single decode query and GPU backends (where MLX's
 //! fused kernel wins) use `fast::scaled_dot_product_attention`.
+//!
+//! On the CPU in float32, [`prefill_attention`] replaces all of that with one node that never
+//! materialises the scores (mlx-sys's `PrefillAttention`): at 8,000 positions of context the
+//! composed path spent three quarters of a prefill writing and rereading them.
 
 use mlx_rs::error::Exception;
 use mlx_rs::fast::{scaled_dot_product_attention, ScaledDotProductAttentionMask};
-use mlx_rs::{Array, Dtype};
+use mlx_rs::{Array, Dtype, Stream};
 
 use super::cpu_ops::softmax_last;
 use super::host_kernels;
@@ -149,4 +153,41 @@ pub fn attend(
     let out = probs.matmul(values)?;
     mark("attention: p·v", &[&out])?;
     out.reshape(&[1, heads, len, d])
+}
+
+/// Causal attention of a chunk's queries `q: [1, heads, len, d]` over `keys`/`values: [1,
+/// kv_heads, n, d]` whose last `len` positions are the chunk's own, as one lazy node; returns
+/// `[1, len, heads·d]`. `window`: a sliding-window layer's length. CPU, float32.
+pub fn prefill_attention(
+    q: &Array,
+    keys: &Array,
+    values: &Array,
+    scale: f32,
+    window: Option<i32>,
+) -> Result<Array, Exception> {
+    let stream = Stream::thread_local_or_default();
+    // SAFETY: live handles; on success the call initialized `res`, which the Array then owns; on
+    // failure `res` is freed and the message is a NUL-terminated string of this thread.
+    unsafe {
+        let mut res = mlx_sys::mlx_array_new();
+        let status = mlx_sys::prefill_attention::mlx_serve_prefill_attention(
+            &mut res,
+            q.as_ptr(),
+            keys.as_ptr(),
+            values.as_ptr(),
+            scale,
+            window.unwrap_or(0),
+            mlx_sys::prefill_attention::prefill_attention_kernel,
+            stream.as_ptr(),
+        );
+        if status == 0 {
+            return Ok(Array::from_ptr(res));
+        }
+        mlx_sys::mlx_array_free(res);
+        let msg =
+            std::ffi::CStr::from_ptr(mlx_sys::attention::mlx_serve_slot_attention_last_error())
+                .to_string_lossy()
+                .into_owned();
+        Err(Exception::custom(format!("prefill attention: {msg}")))
+    }
 }

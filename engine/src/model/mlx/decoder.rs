@@ -9,7 +9,7 @@ use mlx_rs::error::Exception;
 use mlx_rs::fast::rms_norm;
 use mlx_rs::Array;
 
-use super::attention::{attend, CausalMask};
+use super::attention::{attend, prefill_attention, CausalMask};
 use super::config::ModelConfig;
 use super::cpu_ops::{silu, softmax_last};
 use super::ffi::slice;
@@ -221,9 +221,12 @@ impl Model {
             window: self.window,
             eps: self.eps,
             mask: CausalMask::new(len, offset, h.dtype(), composed)?,
+            // The prefill node masks by position itself.
             window_mask: match self.window {
-                Some(w) => gemma3::pass_window_mask(len, offset, w, h.dtype())?,
-                None => None,
+                Some(w) if !self.ops.prefill_attention_for(len, h.dtype()) => {
+                    gemma3::pass_window_mask(len, offset, w, h.dtype())?
+                }
+                _ => None,
             },
             slot_window: None,
             slot_attention: false,
@@ -524,6 +527,12 @@ impl Attention {
             _ => (keys, values, pass.mask.as_ref()),
         };
         pass.mark("kv_cache", &[&keys, &values])?;
+        if pass.ops.prefill_attention_for(len, q.dtype()) {
+            let window = pass.window.filter(|_| self.sliding);
+            let out = prefill_attention(&q, &keys, &values, self.scale, window)?;
+            pass.mark("attention", &[&out])?;
+            return Ok(out);
+        }
         let out = attend(
             &q,
             &keys,

@@ -15,6 +15,9 @@ pub struct Ops {
     /// `host_kernels`), and decode's attention as one node over each sequence's own slot
     /// (`slot_attention`); float32 only.
     pub host_kernels: bool,
+    /// Prefill attention as one node that never materialises the scores (`PrefillAttention`
+    /// of mlx-sys, a block of keys at a time); float32 on the CPU only.
+    pub prefill_attention: bool,
 }
 
 impl Ops {
@@ -24,6 +27,7 @@ impl Ops {
             grouped_attention: cpu,
             power_exp: cpu,
             host_kernels: cpu,
+            prefill_attention: cpu,
         }
     }
 
@@ -32,7 +36,13 @@ impl Ops {
         self.host_kernels && len > 1 && dtype == mlx_rs::Dtype::Float32
     }
 
-    /// Turns off the replacements named in a comma list (`fuse`, `attention`, `exp`, `host`, or `all`).
+    /// Whether a pass of `len` positions in `dtype` runs the `PrefillAttention` node.
+    pub(super) fn prefill_attention_for(&self, len: i32, dtype: mlx_rs::Dtype) -> bool {
+        self.prefill_attention && self.host_kernels_for(len, dtype)
+    }
+
+    /// Turns off the replacements named in a comma list (`fuse`, `attention`, `exp`, `host`,
+    /// `prefill`, or `all`).
     pub fn without(mut self, names: &str) -> Result<Self, String> {
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -40,17 +50,19 @@ impl Ops {
                 "attention" => self.grouped_attention = false,
                 "exp" => self.power_exp = false,
                 "host" => self.host_kernels = false,
+                "prefill" => self.prefill_attention = false,
                 "all" => {
                     self = Self {
                         fuse_projections: false,
                         grouped_attention: false,
                         power_exp: false,
                         host_kernels: false,
+                        prefill_attention: false,
                     }
                 }
                 other => {
                     return Err(format!(
-                        "unknown op {other:?} in MLX_SERVE_STOCK_OPS; use fuse, attention, exp, host or all"
+                        "unknown op {other:?} in MLX_SERVE_STOCK_OPS; use fuse, attention, exp, host, prefill or all"
                     ))
                 }
             }
