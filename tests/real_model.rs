@@ -212,14 +212,14 @@ fn profile_charges_prefill_and_decode_to_operation_groups() {
     let text = "The quick brown fox jumps over the lazy dog. ".repeat(40);
     let prompt = engine.tokenize_prompt(&chat(&text)).expect("tokenize");
     assert!(prompt.len() > 256, "two prefill chunks of 256");
-    let (prefill, decode) = engine.bench_profile(&prompt, 3).expect("profile");
+    let (prefill, decode, resumed) = engine.bench_profile(&prompt, 3).expect("profile");
     let groups = |p: &mlx_serve_engine::model::mlx::profile::Profile| {
         p.groups()
             .iter()
             .map(|(name, d, marks)| (name.to_string(), *d, *marks))
             .collect::<Vec<_>>()
     };
-    let (prefill, decode) = (groups(&prefill), groups(&decode));
+    let (prefill, decode, resumed) = (groups(&prefill), groups(&decode), groups(&resumed));
     let marks = |g: &[(String, std::time::Duration, u32)], name: &str| {
         g.iter().find(|(n, _, _)| n == name).map(|(_, _, m)| *m)
     };
@@ -234,6 +234,9 @@ fn profile_charges_prefill_and_decode_to_operation_groups() {
         None,
         "decode uses MLX's kernel"
     );
+    // The resumed prompt: its new tokens, then the last one alone, two passes of 30 layers.
+    assert_eq!(marks(&resumed, "attention"), Some(60), "{resumed:?}");
+    assert_eq!(marks(&resumed, "lm_head"), Some(2));
     assert!(prefill.iter().chain(&decode).all(|(_, d, _)| !d.is_zero()));
 }
 

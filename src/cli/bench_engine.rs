@@ -10,7 +10,7 @@ use clap::Args;
 use mlx_serve_engine::engine::{
     ChatMessage, Constraint, Engine, GenerateRequest, Prompt, SamplingParams, SeqEvent,
 };
-use mlx_serve_engine::model::mlx::engine::MlxEngine;
+use mlx_serve_engine::model::mlx::engine::{MlxEngine, RESUMED};
 use mlx_serve_engine::model::mlx::profile::Profile;
 
 use super::model_args::ModelArgs;
@@ -162,7 +162,7 @@ fn run_profile(args: &EngineBenchArgs, engine: &MlxEngine) -> anyhow::Result<()>
     let info = engine.info();
     let prompt = engine.tokenize_prompt(&chat(&filler(args.long_prompt)))?;
     let chunk = args.prefill_chunk;
-    let (prefill, decode) = engine.bench_profile(&prompt, args.tokens)?;
+    let (prefill, decode, resumed) = engine.bench_profile(&prompt, args.tokens)?;
     let report = serde_json::json!({
         "model": info.model_id,
         "dtype": info.dtype,
@@ -172,6 +172,7 @@ fn run_profile(args: &EngineBenchArgs, engine: &MlxEngine) -> anyhow::Result<()>
         "prefill_chunk": chunk,
         "prefill": profile_json(&prefill, prompt.len().div_ceil(chunk.max(1))),
         "decode": profile_json(&decode, args.tokens),
+        "resumed": profile_json(&resumed, 2),
     });
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -180,6 +181,13 @@ fn run_profile(args: &EngineBenchArgs, engine: &MlxEngine) -> anyhow::Result<()>
     for (title, key) in [
         (format!("prefill of {} tokens", prompt.len()), "prefill"),
         (format!("decode, {} tokens", args.tokens), "decode"),
+        (
+            format!(
+                "resumed from the prefix cache: {} new tokens, then the last alone",
+                RESUMED - 1
+            ),
+            "resumed",
+        ),
     ] {
         let p = &report[key];
         println!(

@@ -50,13 +50,15 @@ impl MlxEngine {
         ))
     }
 
-    /// Where the time of a prefill of `prompt` (in `prefill_chunk`-token passes, as served) and
-    /// of `decode` greedy steps after it goes, per group of operations (see [`Profile`]).
+    /// Where the time of a prefill of `prompt` (in `prefill_chunk`-token passes, as served), of
+    /// `decode` greedy steps after it, and of a prompt resumed from the prefix cache (the last
+    /// [`RESUMED`] tokens new, then the last one alone, as a served hit runs them) goes, per group
+    /// of operations (see [`Profile`]).
     pub fn bench_profile(
         &self,
         prompt: &[u32],
         decode: usize,
-    ) -> Result<(Profile, Profile), EngineError> {
+    ) -> Result<(Profile, Profile, Profile), EngineError> {
         let mut cache = KvCache::new(self.model.num_layers());
         let prefill = RefCell::new(Profile::default());
         let mut logits = None;
@@ -67,6 +69,40 @@ impl MlxEngine {
                     .map_err(internal)?,
             );
         }
+        let resumed = RefCell::new(Profile::default());
+        let cut = prompt.len().saturating_sub(RESUMED).max(1);
+        if cut + 1 < prompt.len() {
+            // A cache as the prefix cache hands it out: the valid positions copied out of a
+            // finished sequence's slot, exactly that long.
+            let layers = (0..self.model.num_layers())
+                .map(|l| {
+                    cache
+                        .layer(l)
+                        .ok_or_else(|| internal("cache layer missing"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let layers = layers
+                .into_iter()
+                .map(|(k, v)| {
+                    let cut = cut as i32;
+                    let s = k.shape().to_vec();
+                    let part = |a: &mlx_rs::Array| {
+                        super::super::ffi::slice(a, &[0, 0, 0, 0], &[s[0], s[1], cut, s[3]])
+                            .and_then(|p| super::super::ffi::copy(&p))
+                    };
+                    Ok((part(&k)?, part(&v)?))
+                })
+                .collect::<Result<Vec<_>, mlx_rs::error::Exception>>()
+                .map_err(internal)?;
+            let mut hit = KvCache::from_layers(layers, cut);
+            mlx_rs::transforms::eval(hit.arrays().collect::<Vec<_>>()).map_err(internal)?;
+            let last = prompt.len() - 1;
+            for part in [&prompt[cut..last], &prompt[last..]] {
+                self.model
+                    .forward_profiled(part, &mut hit, &resumed)
+                    .map_err(internal)?;
+            }
+        }
         let decoded = RefCell::new(Profile::default());
         let mut token = logits.as_ref().map_or(0, argmax);
         for _ in 0..decode {
@@ -76,9 +112,17 @@ impl MlxEngine {
                 .map_err(internal)?;
             token = argmax(&logits);
         }
-        Ok((prefill.into_inner(), decoded.into_inner()))
+        Ok((
+            prefill.into_inner(),
+            decoded.into_inner(),
+            resumed.into_inner(),
+        ))
     }
 }
+
+/// New tokens of the resumed prompt in [`MlxEngine::bench_profile`]: a short new question after
+/// a cached prefix, as `bench load --vary end` sends.
+pub const RESUMED: usize = 8;
 
 /// Greedy pick from evaluated f32 logits.
 fn argmax(logits: &mlx_rs::Array) -> u32 {

@@ -13,6 +13,7 @@ use tokenizers::Tokenizer;
 use mlx_rs::Dtype;
 
 mod bench;
+pub use bench::RESUMED;
 mod prompts;
 mod schedule;
 mod steps;
