@@ -104,7 +104,10 @@ pub unsafe extern "C" fn prefill_attention_kernel(
         return;
     }
     let group = shape.heads / shape.kv_heads;
-    let block = (TILE_ROWS / group).clamp(8, 128);
+    // A chunk shorter than a tile gets a tile of its own height: padding a resumed prompt's few
+    // new tokens to a full tile would multiply its work (`gemm` gives a row the same bits at
+    // any height, see the chunk test).
+    let block = (TILE_ROWS / group).clamp(8, 128).min(shape.len);
     let blocks = shape.len.div_ceil(block);
     let tiles = shape.kv_heads * blocks;
     let out = OutPtr(out);

@@ -171,12 +171,30 @@ fn a_query_gives_the_same_bits_in_any_chunk() {
             keys: 900,
             window: 300,
         },
+        // SmolLM2's shapes: groups of 3 heads.
+        Case {
+            heads: 9,
+            kv_heads: 3,
+            d: 64,
+            keys: 1300,
+            window: 0,
+        },
     ] {
         let x = inputs(&case, 11);
         let scale = 0.125;
         let whole = run(&case, &x, 0, case.keys, scale);
         let row = case.heads * case.d;
-        for (start, len) in [(0, 1), (5, 3), (255, 2), (256, 513), (700, 400), (1, 40)] {
+        for (start, len) in [
+            (0, 1),
+            (5, 3),
+            (255, 2),
+            (256, 513),
+            (700, 400),
+            (1, 40),
+            (1290, 7),
+            (1000, 85),
+            (600, 17),
+        ] {
             if start + len > case.keys {
                 continue;
             }
