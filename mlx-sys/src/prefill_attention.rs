@@ -192,9 +192,10 @@ impl Scratch {
 }
 
 /// Queries `first..first + valid` of every head of group `g`: tile row `r = head_in_group · n +
-/// p`. Every tile is `n` queries by [`KEY_BLOCK`] keys per block, padded where the chunk or the
-/// keys end: `gemm` picks its code path by shape, and a query must see the same arithmetic in
-/// any tile.
+/// p`. Every tile is `n` queries by [`KEY_BLOCK`] keys per block, the last tile of a chunk
+/// padded to `n` rows and a short last key block to full width: a row's reductions must run in
+/// the same order in any tile (a row's `gemm` bits do not depend on the tile's height, which
+/// the chunk test checks, so a chunk shorter than a tile takes its own height).
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile(
     s: &Shape,

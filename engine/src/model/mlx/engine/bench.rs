@@ -72,30 +72,17 @@ impl MlxEngine {
         let resumed = RefCell::new(Profile::default());
         let cut = prompt.len().saturating_sub(RESUMED).max(1);
         if cut + 1 < prompt.len() {
-            // A cache as the prefix cache hands it out: the valid positions copied out of a
-            // finished sequence's slot, exactly that long.
-            let layers = (0..self.model.num_layers())
-                .map(|l| {
-                    cache
-                        .layer(l)
-                        .ok_or_else(|| internal("cache layer missing"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let layers = layers
-                .into_iter()
-                .map(|(k, v)| {
-                    let cut = cut as i32;
-                    let s = k.shape().to_vec();
-                    let part = |a: &mlx_rs::Array| {
-                        super::super::ffi::slice(a, &[0, 0, 0, 0], &[s[0], s[1], cut, s[3]])
-                            .and_then(|p| super::super::ffi::copy(&p))
-                    };
-                    Ok((part(&k)?, part(&v)?))
-                })
-                .collect::<Result<Vec<_>, mlx_rs::error::Exception>>()
-                .map_err(internal)?;
-            let mut hit = KvCache::from_layers(layers, cut);
-            mlx_rs::transforms::eval(hit.arrays().collect::<Vec<_>>()).map_err(internal)?;
+            // The cache as a served hit gets it: copied out of a finished sequence's decode
+            // slot, then truncated to the shared prefix by the prefix cache's lookup.
+            let c = &self.model.config;
+            let mut slots =
+                SlotKv::new(c.num_hidden_layers, c.kv_heads(), c.head_dim(), self.dtype);
+            slots.insert(0, &cache).map_err(internal)?;
+            let mut hit = slots
+                .remove(0)
+                .map_err(internal)?
+                .ok_or_else(|| internal("slot missing"))?;
+            hit.truncate(cut);
             let last = prompt.len() - 1;
             for part in [&prompt[cut..last], &prompt[last..]] {
                 self.model
