@@ -1,6 +1,6 @@
-// Two MLX primitives over GGUF-quantized weights kept in their file layout (one row of blocks
-// per output feature, as uint8): a product `x · Wᵀ` and a dequantization of gathered rows
-// (embedding lookups). They are graph nodes like any MLX operation, so a decode step stays one
+// Two MLX primitives over GGUF-quantized weights (one row of blocks per output feature, as
+// uint8, in the file's layout or mlx-sys's interleaved one): a product `x · Wᵀ` and a gather of
+// dequantized rows (embedding lookups). They are graph nodes like any MLX operation, so a decode step stays one
 // lazy graph evaluated once. The arithmetic lives in Rust (src/quant): the primitive receives it
 // as a function pointer, which spares the static library a link-order dependency on the crate.
 //
@@ -30,12 +30,14 @@ typedef void (*mlx_serve_qmm_fn)(
     int64_t n,
     uint32_t ggml_type,
     float* out);
-// out[rows × k] = the rows of quantized blocks in w, as float32.
-typedef void (*mlx_serve_dequant_fn)(
+// out[count × k] = rows ids[0..count] of the n-row weight w, dequantized to float32.
+typedef void (*mlx_serve_gather_fn)(
     const uint8_t* w,
-    int64_t rows,
+    int64_t n,
     int64_t k,
     uint32_t ggml_type,
+    const uint32_t* ids,
+    int64_t count,
     float* out);
 }
 
@@ -90,46 +92,50 @@ class GgufMatmul : public mx::Primitive {
   mlx_serve_qmm_fn kernel_;
 };
 
-class GgufDequantize : public mx::Primitive {
+// Embedding rows read straight from the weight, in the file's layout or the interleaved one
+// (a row's blocks are spread over its group of 16 there, so a plain gather of rows cannot work).
+class GgufGather : public mx::Primitive {
  public:
-  GgufDequantize(mx::Stream s, uint32_t ggml_type, int64_t k, mlx_serve_dequant_fn kernel)
+  GgufGather(mx::Stream s, uint32_t ggml_type, int64_t k, mlx_serve_gather_fn kernel)
       : mx::Primitive(s), ggml_type_(ggml_type), k_(k), kernel_(kernel) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs)
       override {
     const auto& w = inputs[0];
+    const auto& ids = inputs[1];
     auto& out = outputs[0];
     out.set_data(mx::allocator::malloc(out.nbytes()));
-    int64_t row_bytes = w.shape(-1);
-    int64_t rows = row_bytes == 0 ? 0 : static_cast<int64_t>(w.size()) / row_bytes;
     auto& encoder = mx::cpu::get_command_encoder(stream());
     encoder.set_input_array(w);
+    encoder.set_input_array(ids);
     encoder.set_output_array(out);
     encoder.dispatch([wp = w.data<uint8_t>(),
+                      n = static_cast<int64_t>(w.shape(0)),
+                      ip = ids.data<uint32_t>(),
+                      count = static_cast<int64_t>(ids.size()),
                       op = out.data<float>(),
-                      rows,
                       k = k_,
                       t = ggml_type_,
-                      f = kernel_]() { f(wp, rows, k, t, op); });
+                      f = kernel_]() { f(wp, n, k, t, ip, count, op); });
   }
 
   void eval_gpu(const std::vector<mx::array>&, std::vector<mx::array>&) override {
-    throw std::runtime_error("GgufDequantize has no GPU kernel");
+    throw std::runtime_error("GgufGather has no GPU kernel");
   }
 
   const char* name() const override {
-    return "GgufDequantize";
+    return "GgufGather";
   }
 
   bool is_equivalent(const mx::Primitive& other) const override {
-    auto* o = dynamic_cast<const GgufDequantize*>(&other);
+    auto* o = dynamic_cast<const GgufGather*>(&other);
     return o && o->ggml_type_ == ggml_type_ && o->k_ == k_ && o->kernel_ == kernel_;
   }
 
  private:
   uint32_t ggml_type_;
   int64_t k_;
-  mlx_serve_dequant_fn kernel_;
+  mlx_serve_gather_fn kernel_;
 };
 
 template <class F>
@@ -182,28 +188,30 @@ int mlx_serve_gguf_matmul(
   });
 }
 
-// Rows of ggml blocks [..., row_bytes] (uint8) to float32 [..., k].
-int mlx_serve_gguf_dequantize(
+// Rows `ids` (any shape) of W [n, row_bytes] (uint8 ggml blocks) as float32 [..ids, k].
+int mlx_serve_gguf_gather(
     mlx_array* res,
     const mlx_array w,
+    const mlx_array ids,
     uint32_t ggml_type,
     int64_t k,
-    mlx_serve_dequant_fn kernel,
+    mlx_serve_gather_fn kernel,
     const mlx_stream stream) {
   return guarded([&] {
     auto s = mlx_stream_get_(stream);
     const auto& wa = mlx_array_get_(w);
-    if (wa.ndim() < 1 || wa.dtype() != mx::uint8) {
-      throw std::invalid_argument("gguf_dequantize: rows must be uint8 [..., row_bytes]");
+    if (wa.ndim() != 2 || wa.dtype() != mx::uint8) {
+      throw std::invalid_argument("gguf_gather: weight must be uint8 [n, row_bytes]");
     }
     auto wc = mx::contiguous(wa, false, s);
-    auto shape = wc.shape();
-    shape.back() = static_cast<int32_t>(k);
+    auto ic = mx::contiguous(mx::astype(mlx_array_get_(ids), mx::uint32, s), false, s);
+    auto shape = ic.shape();
+    shape.push_back(static_cast<int32_t>(k));
     auto out = mx::array(
         std::move(shape),
         mx::float32,
-        std::make_shared<GgufDequantize>(s, ggml_type, k, kernel),
-        {wc});
+        std::make_shared<GgufGather>(s, ggml_type, k, kernel),
+        {wc, ic});
     mlx_array_set_(*res, std::move(out));
   });
 }

@@ -1,5 +1,5 @@
 //! Products and dequantization on GGUF-quantized weights kept in their file layout, the
-//! arithmetic behind the `GgufMatmul` and `GgufDequantize` primitives (csrc/gguf_ops.cpp).
+//! arithmetic behind the `GgufMatmul` and `GgufGather` primitives (csrc/gguf_ops.cpp).
 //!
 //! A weight is `n` rows (output features), each row the ggml blocks of `k` inputs. On x86 with
 //! AVX2 or AVX-512 VNNI every product — decode, batched decode and prefill alike — quantizes `x`
@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use crate::fewrow::Isa;
 use crate::fewrow::{self, pool, BLayout, Product};
 
+mod gather;
 #[cfg(target_arch = "x86_64")]
 mod idot;
 #[cfg(target_arch = "x86_64")]
@@ -31,6 +32,7 @@ pub mod repack;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
+pub use gather::{gather_kernel, mlx_serve_gguf_gather, GatherFn};
 pub use repack::{base_type, is_repacked, repack, Repacked, REPACKED};
 
 #[cfg(test)]
@@ -537,9 +539,8 @@ fn many_rows(ops: &Operands) {
 struct SendPtr(*mut f32);
 unsafe impl Sync for SendPtr {}
 
-/// `out[rows × k]` = the quantized rows at `w`: the kernel the `GgufDequantize` primitive calls
-/// (embedding lookups gather rows first, so their weights stay in the file layout; repacked
-/// weights dequantize whole, in groups of 16 rows).
+/// `out[rows × k]` = the quantized rows at `w` (repacked weights dequantize whole, in groups of
+/// 16 rows).
 ///
 /// # Safety
 /// `w` holds `rows` rows of `k / 32` blocks of `ggml_type`; `out` room for `rows × k` floats.
@@ -570,7 +571,6 @@ pub unsafe extern "C" fn dequant_kernel(
 
 /// The kernels as the C function pointers csrc/gguf_ops.cpp takes.
 pub type QmmFn = unsafe extern "C" fn(*const f32, i64, i64, *const u8, i64, u32, *mut f32);
-pub type DequantFn = unsafe extern "C" fn(*const u8, i64, i64, u32, *mut f32);
 
 extern "C" {
     /// Builds a lazy `x · Wᵀ` node (see csrc/gguf_ops.cpp); 0 on success.
@@ -580,15 +580,6 @@ extern "C" {
         w: crate::mlx_array,
         ggml_type: u32,
         kernel: QmmFn,
-        stream: crate::mlx_stream,
-    ) -> i32;
-    /// Builds a lazy dequantization node of rows `[..., row_bytes]` to `[..., k]`; 0 on success.
-    pub fn mlx_serve_gguf_dequantize(
-        res: *mut crate::mlx_array,
-        w: crate::mlx_array,
-        ggml_type: u32,
-        k: i64,
-        kernel: DequantFn,
         stream: crate::mlx_stream,
     ) -> i32;
     /// The message of this thread's last failed call above.

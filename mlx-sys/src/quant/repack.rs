@@ -113,6 +113,17 @@ pub(super) fn unrepack_group(base: u32, src: &[u8], blocks: usize, dst: &mut [u8
     }
 }
 
+/// Row `col` (0..16) of one group of repacked blocks, `blocks` per row, as the file's blocks.
+pub(super) fn unrepack_row(base: u32, src: &[u8], blocks: usize, col: usize, dst: &mut [u8]) {
+    let (Some(bb), Some(gb)) = (block_bytes(base), group_block_bytes(base)) else {
+        return;
+    };
+    for b in 0..blocks {
+        let parts = read_group(base, &src[b * gb..(b + 1) * gb]);
+        join(base, &parts[col], &mut dst[b * bb..(b + 1) * bb]);
+    }
+}
+
 /// One column's block as integers: `q` the unsigned quants in element order (Q8_0: the raw
 /// signed bytes), `sc` Q4_K's scales then minimums or Q6_K's 16 scales.
 #[derive(Clone, Copy)]

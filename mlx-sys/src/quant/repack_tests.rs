@@ -170,3 +170,42 @@ fn repacked_weights_dequantize_whole() {
         assert!(got == want, "type {t}");
     }
 }
+
+/// Embedding lookups: any ids (repeated, out of order, one past the end) gather the same rows
+/// from the interleaved layout as from the file's, and the file's rows are the dequantized ones.
+#[test]
+fn gathered_rows_match_in_either_layout() {
+    let mut rng = Rng(26);
+    let ids: [u32; 7] = [0, 47, 16, 15, 47, 3, 48];
+    for t in TYPES {
+        let (rows, k) = (48, 512);
+        let w = random_blocks(t, rows * k / block_elems(t), &mut rng);
+        let mut whole = vec![0f32; rows * k];
+        unsafe { dequant_kernel(w.as_ptr(), rows as i64, k as i64, t, whole.as_mut_ptr()) };
+        let r = repack(t, w.clone(), rows, k);
+        for (bytes, ty) in [(&w, t), (&r.bytes, r.ggml_type)] {
+            let mut got = vec![f32::NAN; ids.len() * k];
+            let (p, n) = (ids.as_ptr(), ids.len() as i64);
+            unsafe {
+                gather_kernel(
+                    bytes.as_ptr(),
+                    rows as i64,
+                    k as i64,
+                    ty,
+                    p,
+                    n,
+                    got.as_mut_ptr(),
+                )
+            };
+            for (i, &id) in ids.iter().enumerate() {
+                let row = &got[i * k..(i + 1) * k];
+                if (id as usize) < rows {
+                    let want = &whole[id as usize * k..(id as usize + 1) * k];
+                    assert!(row == want, "type {ty:#x}, id {id}");
+                } else {
+                    assert!(row.iter().all(|&v| v == 0.0), "type {ty:#x}, id {id}");
+                }
+            }
+        }
+    }
+}

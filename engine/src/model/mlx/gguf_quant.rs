@@ -1,5 +1,5 @@
 //! GGUF weights kept in their quantized file layout on CPU: the lazy MLX nodes of mlx-sys's
-//! `GgufMatmul` / `GgufDequantize` primitives, and embeddings that gather quantized rows.
+//! `GgufMatmul` / `GgufGather` primitives, and embeddings that gather quantized rows.
 //!
 //! A quantized weight is stored as a uint8 `[rows, row_bytes]` array of ggml blocks (one row per
 //! output feature) next to a scalar `{prefix}.ggml_type` holding the ggml type id: `Weights` is
@@ -102,22 +102,22 @@ impl GgufWeight {
         }
     }
 
-    /// Rows `ids` (any shape) as float32 `[..ids, k]`: gathered as blocks, then dequantized.
+    /// Rows `ids` (any shape) as float32 `[..ids, k]`, read from the blocks in either layout.
     pub fn rows(&self, ids: &Array) -> Result<Array, Exception> {
-        let gathered = self.blocks.take_axis(ids, 0)?;
         let stream = Stream::thread_local_or_default();
         // SAFETY: as in `matmul`.
         unsafe {
             let mut res = mlx_sys::mlx_array_new();
-            let status = mlx_sys::quant::mlx_serve_gguf_dequantize(
+            let status = mlx_sys::quant::mlx_serve_gguf_gather(
                 &mut res,
-                gathered.as_ptr(),
+                self.blocks.as_ptr(),
+                ids.as_ptr(),
                 self.ggml_type,
                 self.k() as i64,
-                mlx_sys::quant::dequant_kernel,
+                mlx_sys::quant::gather_kernel,
                 stream.as_ptr(),
             );
-            built("gguf dequantize", status, res)
+            built("gguf gather", status, res)
         }
     }
 

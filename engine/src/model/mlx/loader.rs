@@ -94,17 +94,11 @@ fn kept_block_type(t: GgmlType, shape: &[usize]) -> Option<u32> {
     (shape.len() == 2 && mlx_sys::quant::supported(id, shape[1])).then_some(id)
 }
 
-/// A matrix of ggml blocks and its type scalar as the CPU kernels read them: multiplied
-/// matrices in mlx-sys's interleaved layout, embeddings (gathered by row) in the file's.
-fn kernel_blocks(id: u32, bytes: Vec<u8>, rows: usize, k: usize, prefix: &str) -> (Array, Array) {
-    let kept = if prefix.ends_with("embed_tokens") {
-        mlx_sys::quant::Repacked {
-            ggml_type: id,
-            bytes,
-        }
-    } else {
-        mlx_sys::quant::repack(id, bytes, rows, k)
-    };
+/// A matrix of ggml blocks and its type scalar as the CPU kernels read them: in mlx-sys's
+/// interleaved layout where it applies, embeddings included (their lookups read rows from it,
+/// and a tied output head multiplies with it like any projection).
+fn kernel_blocks(id: u32, bytes: Vec<u8>, rows: usize, k: usize) -> (Array, Array) {
+    let kept = mlx_sys::quant::repack(id, bytes, rows, k);
     let row_bytes = (kept.bytes.len() / rows.max(1)) as i32;
     (
         Array::from_slice(&kept.bytes, &[rows as i32, row_bytes]),
@@ -154,7 +148,7 @@ fn load_gguf(path: &Path, dtype: Dtype, gguf_blocks: bool) -> LoadResult<LoadedM
                 undo_llama_qk_permutation(&mut bytes, rows, row_bytes, heads);
             }
             let prefix = hf.strip_suffix(".weight").unwrap_or(&hf).to_string();
-            let (blocks, ty) = kernel_blocks(id, bytes, rows, info.shape[1], &prefix);
+            let (blocks, ty) = kernel_blocks(id, bytes, rows, info.shape[1]);
             weights.insert(hf, blocks);
             weights.insert(format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX), ty);
             continue;
@@ -279,7 +273,7 @@ fn load_hf_dir(
                     let bytes = super::affine_repack::blocks(&array, &scales, &biases, q)
                         .map_err(|e| format!("{name}: {e}"))?;
                     let rows = array.shape()[0] as usize;
-                    let (blocks, ty) = kernel_blocks(ty, bytes, rows, k, &prefix);
+                    let (blocks, ty) = kernel_blocks(ty, bytes, rows, k);
                     weights.insert(name, blocks);
                     weights.insert(format!("{prefix}.{}", super::gguf_quant::TYPE_SUFFIX), ty);
                 } else if keep_quantized && !prefix.ends_with("embed_tokens") {
