@@ -344,6 +344,7 @@ fn build_gguf_ops(mlx: &Path, mlx_c_src: &Path) {
         .std("c++20")
         .file(manifest.join("csrc/gguf_ops.cpp"))
         .file(manifest.join("csrc/slot_attention.cpp"))
+        .file(manifest.join("csrc/host_op.cpp"))
         .include(mlx.join("include"))
         .include(mlx_c_src)
         .flag("-include")

@@ -100,7 +100,7 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Per-sequence work (keys × head_dim × heads, summed) above which both cores share a step.
-const PARALLEL_WORK: usize = 1 << 18;
+const PARALLEL_WORK: usize = 1 << 16;
 
 /// `out[b, h, :] = softmax(scale · q[b, h] · K[b, g]ᵀ) · V[b, g]` with `g = h / (heads /
 /// kv_heads)` and `K, V` the slot's positions `0..=positions[b]`, or with `window > 0` (a
@@ -169,7 +169,7 @@ pub unsafe extern "C" fn slot_attention_kernel(
         attend_group(&q[u * group * d..(u + 1) * group * d], k, v, d, scale, o);
     };
     let work: usize = (0..b).map(len).sum::<usize>() * h * d;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::fewrow::pool::threads();
     let units = b * kvh;
     if threads < 2 || work < PARALLEL_WORK || units < 2 {
         for (u, o) in out.chunks_exact_mut(group * d).enumerate() {
@@ -179,17 +179,30 @@ pub unsafe extern "C" fn slot_attention_kernel(
     }
     // Tasks split in two contiguous halves: a task's arithmetic is the same on either thread.
     let half = units.div_ceil(2);
-    let (first, second) = out.split_at_mut(half * group * d);
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            for (u, o) in second.chunks_exact_mut(group * d).enumerate() {
-                unit(half + u, o);
-            }
-        });
-        for (u, o) in first.chunks_exact_mut(group * d).enumerate() {
+    let rows = OutRows(out.as_mut_ptr());
+    crate::fewrow::pool::run(2, &|t| {
+        let (first, end) = if t == 0 { (0, half) } else { (half, units) };
+        for u in first..end {
+            // SAFETY: each task writes its own `group × d` rows of `out`, and the two halves
+            // are disjoint.
+            let o = unsafe { rows.slice(u * group * d, group * d) };
             unit(u, o);
         }
     });
+}
+
+/// The output rows, shared by the pool's threads that write disjoint parts of them.
+struct OutRows(*mut f32);
+// SAFETY: see the one use: the threads write disjoint rows.
+unsafe impl Sync for OutRows {}
+
+impl OutRows {
+    /// # Safety
+    /// `at + len` is within the rows, and no other thread touches them meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn slice(&self, at: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(at), len)
+    }
 }
 
 /// The queries `q` (`group × d`) over `n` keys and values (`k`, `v`: `n × d`), into `out`

@@ -9,6 +9,7 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
 pub mod attention;
 pub mod fewrow;
+pub mod host_op;
 pub mod prefill_attention;
 pub mod quant;
 

@@ -471,7 +471,7 @@ mod arm {
     }
 }
 
-pub(crate) mod pool;
+pub mod pool;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,6 @@
 use std::cell::RefCell;
 
 use mlx_rs::error::Exception;
-use mlx_rs::fast::rms_norm;
 use mlx_rs::Array;
 
 use super::attention::{attend, prefill_attention, CausalMask};
@@ -16,6 +15,7 @@ use super::ffi::slice;
 use super::gemma3::{self, SlotWindow};
 use super::gguf_quant::Embedding;
 use super::host_kernels;
+use super::host_nodes::rms_norm as norm;
 use super::kv_cache::KvCache;
 use super::linear::{take, Linear, Projections};
 use super::ops::Ops;
@@ -302,7 +302,7 @@ impl Model {
 
     /// Final norm and output head; float32 (sampling reads it on the host whatever the dtype).
     fn logits(&self, h: &Array) -> Result<Array, Exception> {
-        let h = rms_norm(h, Some(&self.norm), self.eps)?;
+        let h = norm(h, &self.norm, self.eps, self.ops.host_nodes)?;
         // One row per position of the batch, as one matrix (see `Linear::forward`).
         let h = h.reshape(&[-1, *h.shape().last().unwrap_or(&0)])?;
         let logits = match &self.lm_head {
@@ -360,24 +360,39 @@ type AttentionFn<'a> = dyn FnMut(&Attention, &Array) -> Result<Array, Exception>
 
 impl DecoderLayer {
     fn forward(&self, x: &Array, pass: &Pass, attn: &mut AttentionFn) -> Result<Array, Exception> {
-        let normed = rms_norm(x, Some(&self.input_layernorm), pass.eps)?;
+        let normed = norm(x, &self.input_layernorm, pass.eps, pass.ops.host_nodes)?;
         pass.mark("rms_norm", &[&normed])?;
         let attn = attn(&self.self_attn, &normed)?;
         if let (Some(pre), Some(post)) = (
             &self.pre_feedforward_layernorm,
             &self.post_feedforward_layernorm,
         ) {
-            let attn = rms_norm(&attn, Some(&self.post_attention_layernorm), pass.eps)?;
+            let attn = norm(
+                &attn,
+                &self.post_attention_layernorm,
+                pass.eps,
+                pass.ops.host_nodes,
+            )?;
             let h = x.add(&attn)?;
-            let normed = rms_norm(&h, Some(pre), pass.eps)?;
+            let normed = norm(&h, pre, pass.eps, pass.ops.host_nodes)?;
             pass.mark("rms_norm", &[&normed])?;
-            let mlp = rms_norm(&self.mlp.forward(&normed, pass)?, Some(post), pass.eps)?;
+            let mlp = norm(
+                &self.mlp.forward(&normed, pass)?,
+                post,
+                pass.eps,
+                pass.ops.host_nodes,
+            )?;
             let out = h.add(&mlp)?;
             pass.mark("residual", &[&out])?;
             return Ok(out);
         }
         let h = x.add(&attn)?;
-        let normed = rms_norm(&h, Some(&self.post_attention_layernorm), pass.eps)?;
+        let normed = norm(
+            &h,
+            &self.post_attention_layernorm,
+            pass.eps,
+            pass.ops.host_nodes,
+        )?;
         pass.mark("rms_norm", &[&normed])?;
         let out = h.add(self.mlp.forward(&normed, pass)?)?;
         pass.mark("residual", &[&out])?;
@@ -442,12 +457,12 @@ impl Attention {
         let mut k = heads(&k, self.n_kv_heads)?;
         let v = heads(&v, self.n_kv_heads)?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = rms_norm(&q, Some(qn), pass.eps)?;
-            k = rms_norm(&k, Some(kn), pass.eps)?;
+            q = norm(&q, qn, pass.eps, pass.ops.host_nodes)?;
+            k = norm(&k, kn, pass.eps, pass.ops.host_nodes)?;
         }
         let rope = self.rope(pass);
-        let q = rope.apply_rows(&q, &step.positions)?;
-        let k = rope.apply_rows(&k, &step.positions)?;
+        let q = rope.apply_rows(&q, &step.positions, pass.ops.host_nodes)?;
+        let k = rope.apply_rows(&k, &step.positions, pass.ops.host_nodes)?;
         pass.mark("rope", &[&q, &k, &v])?;
         let (keys, values) = kv.update(index, step, &k, &v)?;
         if pass.slot_attention {
@@ -511,11 +526,11 @@ impl Attention {
         let mut k = heads(k, self.n_kv_heads)?;
         let v = heads(v, self.n_kv_heads)?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
-            q = rms_norm(&q, Some(qn), eps)?;
-            k = rms_norm(&k, Some(kn), eps)?;
+            q = norm(&q, qn, eps, pass.ops.host_nodes)?;
+            k = norm(&k, kn, eps, pass.ops.host_nodes)?;
         }
-        let q = rope.apply(&q, offset)?;
-        let k = rope.apply(&k, offset)?;
+        let q = rope.apply(&q, offset, pass.ops.host_nodes)?;
+        let k = rope.apply(&k, offset, pass.ops.host_nodes)?;
         pass.mark("rope", &[&q, &k, &v])?;
         let (keys, values) = cache.update(index, &k, &v)?;
         let (keys, values, mask) = match (pass.window, self.sliding) {

@@ -56,7 +56,7 @@ fn map_rows(
 /// big enough to pay for the threads (the calling thread takes the first share).
 fn rows_parallel_in_place(data: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let rows = data.len() / row.max(1);
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = mlx_sys::fewrow::pool::threads();
     let per = if threads < 2 || data.len() < (1 << 16) {
         rows.max(1)
     } else {

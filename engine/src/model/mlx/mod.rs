@@ -14,6 +14,7 @@ mod ffi;
 pub mod gemma3;
 pub mod gguf_quant;
 mod host_kernels;
+mod host_nodes;
 pub mod kv_cache;
 mod linear;
 pub mod loader;

@@ -18,6 +18,9 @@ pub struct Ops {
     /// Prefill attention as one node that never materialises the scores (`PrefillAttention`
     /// of mlx-sys, a block of keys at a time); float32 on the CPU only.
     pub prefill_attention: bool,
+    /// RMSNorm and RoPE as one node each (`host_nodes`) instead of MLX's composed CPU
+    /// fallbacks; float32 on the CPU only.
+    pub host_nodes: bool,
 }
 
 impl Ops {
@@ -28,6 +31,7 @@ impl Ops {
             power_exp: cpu,
             host_kernels: cpu,
             prefill_attention: cpu,
+            host_nodes: cpu,
         }
     }
 
@@ -42,7 +46,7 @@ impl Ops {
     }
 
     /// Turns off the replacements named in a comma list (`fuse`, `attention`, `exp`, `host`,
-    /// `prefill`, or `all`).
+    /// `prefill`, `nodes`, or `all`).
     pub fn without(mut self, names: &str) -> Result<Self, String> {
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
@@ -51,6 +55,7 @@ impl Ops {
                 "exp" => self.power_exp = false,
                 "host" => self.host_kernels = false,
                 "prefill" => self.prefill_attention = false,
+                "nodes" => self.host_nodes = false,
                 "all" => {
                     self = Self {
                         fuse_projections: false,
@@ -58,11 +63,12 @@ impl Ops {
                         power_exp: false,
                         host_kernels: false,
                         prefill_attention: false,
+                        host_nodes: false,
                     }
                 }
                 other => {
                     return Err(format!(
-                        "unknown op {other:?} in MLX_SERVE_STOCK_OPS; use fuse, attention, exp, host, prefill or all"
+                        "unknown op {other:?} in MLX_SERVE_STOCK_OPS; use fuse, attention, exp, host, prefill, nodes or all"
                     ))
                 }
             }

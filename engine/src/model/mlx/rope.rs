@@ -61,8 +61,12 @@ impl Rope {
         Ok(rope)
     }
 
-    /// Rotates `x: [B, heads, 1, d]` with row `b` at position `positions[b]`.
-    pub fn apply_rows(&self, x: &Array, positions: &Array) -> Result<Array, Exception> {
+    /// Rotates `x: [B, heads, 1, d]` with row `b` at position `positions[b]`; one node when
+    /// `host` (see `host_nodes`).
+    pub fn apply_rows(&self, x: &Array, positions: &Array, host: bool) -> Result<Array, Exception> {
+        if host && x.dtype() == mlx_rs::Dtype::Float32 {
+            return self.host(x, positions);
+        }
         let base = self.freqs.is_none().then_some(self.base);
         rope_per_row(
             x,
@@ -74,7 +78,10 @@ impl Rope {
         )
     }
 
-    pub fn apply(&self, x: &Array, offset: i32) -> Result<Array, Exception> {
+    pub fn apply(&self, x: &Array, offset: i32, host: bool) -> Result<Array, Exception> {
+        if host && x.dtype() == mlx_rs::Dtype::Float32 {
+            return self.host(x, &Array::from_slice(&[offset], &[1]));
+        }
         match &self.freqs {
             Some(freqs) => rope(x, self.dims, false, None::<f32>, self.scale, offset, freqs),
             None => rope(
@@ -87,5 +94,10 @@ impl Rope {
                 None::<&Array>,
             ),
         }
+    }
+
+    fn host(&self, x: &Array, positions: &Array) -> Result<Array, Exception> {
+        let freqs = self.freqs.as_ref();
+        super::host_nodes::rope(x, self.dims, self.base, self.scale, positions, freqs)
     }
 }
