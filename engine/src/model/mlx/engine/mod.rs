@@ -68,8 +68,11 @@ struct Running {
     /// Prompt tokens whose KV is in `cache` (prefill progress).
     prefilled: usize,
     cached_tokens: usize,
-    /// The token sampled last, not yet fed to the model.
+    /// The token sampled last (or the prompt's last token), not yet fed to the model.
     pending: Option<u32>,
+    /// The prompt is in but no token was sampled yet: the first decode step that feeds its
+    /// last token starts the reply.
+    awaiting_start: bool,
     max_tokens: usize,
     logprobs: Option<usize>,
     sampler: Sampler,
@@ -299,6 +302,7 @@ impl MlxEngine {
             prefilled: 0,
             cached_tokens: 0,
             pending: None,
+            awaiting_start: false,
             max_tokens,
             logprobs: request.logprobs,
             sampler,

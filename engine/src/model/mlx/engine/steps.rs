@@ -34,7 +34,8 @@ impl MlxEngine {
         }
     }
 
-    /// Feeds the next `chunk` prompt tokens of `seq`; once the prompt is complete, samples its first token.
+    /// Feeds the next `chunk` prompt tokens of `seq` (all but the last, which the next decode
+    /// step feeds and samples the first token from).
     pub(super) fn prefill_step(
         &mut self,
         seq: &mut Running,
@@ -50,29 +51,44 @@ impl MlxEngine {
                 seq.cached_tokens = hit.tokens;
             }
         }
-        let mut end = (seq.prefilled + chunk).min(seq.prompt.len());
-        if end == seq.prompt.len() && end - seq.prefilled > 1 {
-            // The last prompt token runs alone, after the rest: a repeat of this prompt resumes
-            // from the prefix cache at that very token, so both compute its logits in the same
-            // one-row pass over the same KV, and a seeded request samples the same text whether
-            // its prompt was cached or not (the int8-activation kernels would otherwise round
-            // the two shapes' last-bit differences apart).
-            end -= 1;
+        // The last prompt token is not part of any prompt pass: it joins the decode batch like
+        // a sampled token. So a repeat of this prompt, resumed from the prefix cache at that
+        // very token, computes its logits in the same decode row over the same KV, and a seeded
+        // request samples the same text whether its prompt was cached or not (the
+        // int8-activation kernels would otherwise round two shapes' last-bit differences
+        // apart); and concurrent arrivals pay one batch row for it instead of a pass each.
+        let Some(last) = seq.prompt.len().checked_sub(1) else {
+            return Err(EngineError::InvalidRequest("the prompt is empty".into()));
+        };
+        let end = (seq.prefilled + chunk).min(last);
+        if end > seq.prefilled {
+            let logits = self
+                .model
+                .forward_last(&seq.prompt[seq.prefilled..end], &mut seq.cache)
+                .map_err(internal)?;
+            // Evaluating the (unused) logits evaluates the chunk's KV.
+            logits.eval().map_err(internal)?;
+            seq.prefilled = end;
         }
-        let logits = self
-            .model
-            .forward_last(&seq.prompt[seq.prefilled..end], &mut seq.cache)
-            .map_err(internal)?;
-        logits.eval().map_err(internal)?;
-        seq.prefilled = end;
-        if seq.prefilled < seq.prompt.len() {
-            return Ok(Vec::new()); // more prompt to go; these logits are not needed
+        if seq.prefilled < last {
+            return Ok(Vec::new()); // more prompt to go
         }
         // The prompt's KV goes to the prefix cache now, not only at the end: a request with the
         // same prefix arriving meanwhile (`n` > 1, an agent's parallel calls) starts from it.
         // Sharing is free (MLX arrays are immutable; decoding writes the slot buffers), and the
         // entry left at the end supersedes this one.
-        self.prefix.insert(seq.prompt.clone(), seq.cache.clone());
+        if seq.prefilled > 0 {
+            self.prefix
+                .insert(seq.prompt[..seq.prefilled].to_vec(), seq.cache.clone());
+        }
+        seq.prefilled = seq.prompt.len();
+        seq.pending = Some(seq.prompt[last]);
+        seq.awaiting_start = true;
+        Ok(Vec::new())
+    }
+
+    /// The events that open a reply, before its first token's.
+    fn start_events(&self, seq: &Running) -> Vec<SeqEvent> {
         let mut events = vec![SeqEvent::Started {
             prompt_tokens: seq.prompt.len(),
             cached_tokens: seq.cached_tokens,
@@ -86,7 +102,7 @@ impl MlxEngine {
                 logprobs: Vec::new(),
             });
         }
-        self.emit(seq, logits.as_slice::<f32>().to_vec(), events)
+        events
     }
 
     /// Decodes one token for every sequence in `batch` (each has a pending token): one forward
@@ -135,7 +151,14 @@ impl MlxEngine {
         Ok(batch
             .iter_mut()
             .zip(rows)
-            .map(|(seq, row)| self.emit(seq, row, Vec::new()))
+            .map(|(seq, row)| {
+                let events = if std::mem::take(&mut seq.awaiting_start) {
+                    self.start_events(seq)
+                } else {
+                    Vec::new()
+                };
+                self.emit(seq, row, events)
+            })
             .collect())
     }
 
