@@ -234,7 +234,7 @@ fn profile_charges_prefill_and_decode_to_operation_groups() {
         None,
         "decode uses MLX's kernel"
     );
-    // The resumed prompt: its new tokens, then the last one alone, two passes of 30 layers.
+    // The resumed prompt: its new tokens but the last, then the last in a decode slot: two passes of 30 layers.
     assert_eq!(marks(&resumed, "attention"), Some(60), "{resumed:?}");
     assert_eq!(marks(&resumed, "lm_head"), Some(2));
     assert!(prefill.iter().chain(&decode).all(|(_, d, _)| !d.is_zero()));

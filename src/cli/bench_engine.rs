@@ -183,7 +183,7 @@ fn run_profile(args: &EngineBenchArgs, engine: &MlxEngine) -> anyhow::Result<()>
         (format!("decode, {} tokens", args.tokens), "decode"),
         (
             format!(
-                "resumed from the prefix cache: {} new tokens, then the last alone",
+                "resumed from the prefix cache: {} new tokens, the last in a decode slot",
                 RESUMED - 1
             ),
             "resumed",

@@ -52,7 +52,8 @@ impl MlxEngine {
 
     /// Where the time of a prefill of `prompt` (in `prefill_chunk`-token passes, as served), of
     /// `decode` greedy steps after it, and of a prompt resumed from the prefix cache (the last
-    /// [`RESUMED`] tokens new, then the last one alone, as a served hit runs them) goes, per group
+    /// [`RESUMED`] tokens new but the last, then the last one in a decode slot, as a served hit runs
+    /// them) goes, per group
     /// of operations (see [`Profile`]).
     pub fn bench_profile(
         &self,
@@ -84,11 +85,14 @@ impl MlxEngine {
                 .ok_or_else(|| internal("slot missing"))?;
             hit.truncate(cut);
             let last = prompt.len() - 1;
-            for part in [&prompt[cut..last], &prompt[last..]] {
-                self.model
-                    .forward_profiled(part, &mut hit, &resumed)
-                    .map_err(internal)?;
-            }
+            self.model
+                .forward_profiled(&prompt[cut..last], &mut hit, &resumed)
+                .map_err(internal)?;
+            // The last prompt token in a decode slot, as the first decode step feeds it.
+            slots.insert(0, &hit).map_err(internal)?;
+            self.model
+                .forward_batch_profiled(&prompt[last..], &mut slots, Some(&resumed))
+                .map_err(internal)?;
         }
         let decoded = RefCell::new(Profile::default());
         let mut token = logits.as_ref().map_or(0, argmax);
