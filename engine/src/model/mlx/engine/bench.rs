@@ -90,8 +90,19 @@ impl MlxEngine {
                 .map_err(internal)?;
             // The last prompt token in a decode slot, as the first decode step feeds it.
             slots.insert(0, &hit).map_err(internal)?;
-            self.model
+            // What the copy into the slot costs a served hit is charged to `kv_cache`.
+            let buffers: Vec<&mlx_rs::Array> = slots.arrays().collect();
+            resumed
+                .borrow_mut()
+                .mark("kv_cache", &buffers)
+                .map_err(internal)?;
+            let logits = self
+                .model
                 .forward_batch_profiled(&prompt[last..], &mut slots, Some(&resumed))
+                .map_err(internal)?;
+            resumed
+                .borrow_mut()
+                .mark("lm_head", &[&logits])
                 .map_err(internal)?;
         }
         let decoded = RefCell::new(Profile::default());
