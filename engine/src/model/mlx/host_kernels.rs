@@ -35,8 +35,6 @@ fn silu_mul_row(gate_up: &[f32], out: &mut [f32]) {
     }
 }
 
-/// Runs `f(input_row, output_row)` over all rows, split across the cores when the work is big
-/// enough to pay for the threads.
 /// `f(input_row, output_row)` over all rows into a new buffer (see [`rows_parallel_in_place`]).
 fn map_rows(
     input: &[f32],
@@ -62,22 +60,35 @@ fn rows_parallel_in_place(data: &mut [f32], row: usize, f: impl Fn(usize, &mut [
     } else {
         rows.div_ceil(threads)
     };
-    let run = |first: usize, part: &mut [f32]| {
-        for (k, r) in part.chunks_mut(row).enumerate() {
-            f(first + k, r);
+    let parts = rows.div_ceil(per.max(1));
+    if parts <= 1 {
+        for (r, o) in data.chunks_mut(row.max(1)).enumerate() {
+            f(r, o);
         }
-    };
-    std::thread::scope(|s| {
-        let mut parts = data.chunks_mut(per * row).enumerate();
-        let first = parts.next();
-        for (n, part) in parts {
-            let run = &run;
-            s.spawn(move || run(n * per, part));
-        }
-        if let Some((_, part)) = first {
-            run(0, part);
+        return;
+    }
+    let base = Rows(data.as_mut_ptr());
+    // The few-row pool's parked threads, not a thread spawned per call.
+    mlx_sys::fewrow::pool::run(parts, &|t| {
+        for r in t * per..((t + 1) * per).min(rows) {
+            // SAFETY: row `r` lies in `data`, and each row is handed to exactly one thread.
+            f(r, unsafe { base.row(r, row) });
         }
     });
+}
+
+/// The rows of `rows_parallel_in_place`'s buffer, shared by threads that write disjoint rows.
+struct Rows(*mut f32);
+// SAFETY: see the one use: each row goes to one thread.
+unsafe impl Sync for Rows {}
+
+impl Rows {
+    /// # Safety
+    /// Row `r` of `len` floats lies in the buffer, and no other thread touches it meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, r: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(r * len), len)
+    }
 }
 
 /// The evaluated data of a row-contiguous float32 array (a matmul or elementwise output).
