@@ -38,7 +38,7 @@ extern "C" {
 impl HostIn {
     /// # Safety
     /// `shape` and `strides` hold `ndim` values.
-    unsafe fn dims(&self) -> (&[i32], &[i64]) {
+    pub unsafe fn dims(&self) -> (&[i32], &[i64]) {
         let n = self.ndim.max(0) as usize;
         if n == 0 {
             return (&[], &[]);
@@ -60,7 +60,7 @@ impl HostIn {
 
 /// Calls `f(row, offset)` for every innermost row of an array of `shape` and `strides`, rows in
 /// row-major order.
-fn for_each_row(shape: &[i32], strides: &[i64], mut f: impl FnMut(usize, isize)) {
+pub fn for_each_row(shape: &[i32], strides: &[i64], mut f: impl FnMut(usize, isize)) {
     let lead = &shape[..shape.len().saturating_sub(1)];
     let rows: usize = lead.iter().map(|&d| d.max(0) as usize).product();
     let mut idx = vec![0usize; lead.len()];

@@ -14,8 +14,7 @@ use super::cpu_ops::{silu, softmax_last};
 use super::ffi::slice;
 use super::gemma3::{self, SlotWindow};
 use super::gguf_quant::Embedding;
-use super::host_kernels;
-use super::host_nodes::rms_norm as norm;
+use super::host_nodes::{self, rms_norm as norm};
 use super::kv_cache::KvCache;
 use super::linear::{take, Linear, Projections};
 use super::ops::Ops;
@@ -569,13 +568,10 @@ impl Attention {
 impl Mlp {
     fn forward(&self, x: &Array, pass: &Pass) -> Result<Array, Exception> {
         let act = match &self.gate_up {
-            Projections::Fused { linear, .. } if pass.host_kernels(x) => {
+            Projections::Fused { linear, .. } if pass.ops.host_glu_for(x.shape()[1], x.dtype()) => {
                 let gate_up = linear.forward(x)?;
                 pass.mark("gate_up_proj", &[&gate_up])?;
-                match self.gelu {
-                    true => host_kernels::gelu_tanh_mul(&gate_up)?,
-                    false => host_kernels::silu_mul(&gate_up)?,
-                }
+                host_nodes::glu(&gate_up, self.gelu, pass.host_kernels(x))?
             }
             _ => {
                 let gate_up = self.gate_up.forward(x)?;

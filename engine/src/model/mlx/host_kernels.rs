@@ -28,7 +28,7 @@ fn softmax_row_in_place(x: &mut [f32]) {
 }
 
 /// `x·sigmoid(x)·u` for one row of `[gate | up]`.
-fn silu_mul_row(gate_up: &[f32], out: &mut [f32]) {
+pub(super) fn silu_mul_row(gate_up: &[f32], out: &mut [f32]) {
     let (gate, up) = gate_up.split_at(out.len());
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
         *o = g / (1.0 + exp(-g)) * u;
@@ -131,7 +131,7 @@ pub unsafe fn softmax_in_place(
 }
 
 /// `gelu_tanh(x)·u` for one row of `[gate | up]`, as `x / (1 + e^(-2u))` (see `gemma3`).
-fn gelu_tanh_mul_row(gate_up: &[f32], out: &mut [f32]) {
+pub(super) fn gelu_tanh_mul_row(gate_up: &[f32], out: &mut [f32]) {
     const C: f32 = -2.0 * 0.797_884_6; // -2·√(2/π)
     let (gate, up) = gate_up.split_at(out.len());
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {

@@ -7,7 +7,7 @@ use std::ffi::CStr;
 
 use mlx_rs::error::Exception;
 use mlx_rs::{Array, Dtype, Stream};
-use mlx_sys::host_op::{rms_norm_kernel, rope_kernel, HostFn};
+use mlx_sys::host_op::{rms_norm_kernel, rope_kernel, HostFn, HostIn};
 
 fn host_op(
     name: &CStr,
@@ -70,6 +70,77 @@ pub fn rope(
     let mut inputs = vec![x, positions];
     inputs.extend(freqs);
     host_op(c"Rope", rope_kernel, &inputs, x.shape(), &params)
+}
+
+/// The gated activation of a fused `[..., 2·I]` gate/up product (gate first): SiLU, or
+/// Gemma's tanh GELU with `gelu`. `eager` (a prefill pass) evaluates it on the host at once
+/// (`host_kernels`); otherwise it is one lazy node with the same per-row arithmetic, so a row
+/// gets the same bits either way.
+pub fn glu(gate_up: &Array, gelu: bool, eager: bool) -> Result<Array, Exception> {
+    use super::host_kernels;
+    match (eager, gelu) {
+        (true, true) => host_kernels::gelu_tanh_mul(gate_up),
+        (true, false) => host_kernels::silu_mul(gate_up),
+        (false, gelu) => {
+            let mut shape = gate_up.shape().to_vec();
+            if let Some(last) = shape.last_mut() {
+                *last /= 2;
+            }
+            let kernel: HostFn = if gelu {
+                gelu_glu_kernel
+            } else {
+                silu_glu_kernel
+            };
+            host_op(c"Glu", kernel, &[gate_up], &shape, &[])
+        }
+    }
+}
+
+/// # Safety
+/// As `HostOp` calls it: one float32 input `[..., 2·I]`, `out` of its size halved.
+unsafe extern "C" fn silu_glu_kernel(
+    i: *const HostIn,
+    n: i32,
+    o: *mut f32,
+    s: i64,
+    _: *const f32,
+    _: i32,
+) {
+    glu_rows(i, n, o, s, super::host_kernels::silu_mul_row)
+}
+
+/// # Safety
+/// As for [`silu_glu_kernel`].
+unsafe extern "C" fn gelu_glu_kernel(
+    i: *const HostIn,
+    n: i32,
+    o: *mut f32,
+    s: i64,
+    _: *const f32,
+    _: i32,
+) {
+    glu_rows(i, n, o, s, super::host_kernels::gelu_tanh_mul_row)
+}
+
+unsafe fn glu_rows(
+    inputs: *const HostIn,
+    n_inputs: i32,
+    out: *mut f32,
+    _out_size: i64,
+    row: fn(&[f32], &mut [f32]),
+) {
+    if n_inputs != 1 {
+        return;
+    }
+    let x = &*inputs;
+    let (shape, strides) = x.dims();
+    let width = shape.last().copied().unwrap_or(0).max(0) as usize;
+    let half = width / 2;
+    let base = x.ptr as *const f32;
+    mlx_sys::host_op::for_each_row(shape, strides, |r, at| {
+        let src = std::slice::from_raw_parts(base.offset(at), width);
+        row(src, std::slice::from_raw_parts_mut(out.add(r * half), half));
+    });
 }
 
 #[cfg(test)]
@@ -147,5 +218,30 @@ mod tests {
         let ours = rope(&x, 32, 0.0, 1.0, &offset, Some(&freqs)).unwrap();
         let theirs = mlx_rs::fast::rope(&x, 32, false, None::<f32>, 1.0, 37, &freqs).unwrap();
         close(&ours, &theirs, 2e-5);
+    }
+
+    #[test]
+    fn glu_node_gives_the_eager_kernels_bits() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        for shape in [&[1, 1, 64][..], &[3, 1, 64], &[2, 4, 64]] {
+            let gu = random(shape, &mut rng);
+            for gelu in [false, true] {
+                let lazy = glu(&gu, gelu, false).unwrap();
+                let eager = glu(&gu, gelu, true).unwrap();
+                assert_eq!(lazy.shape(), eager.shape());
+                assert!(
+                    lazy.as_slice::<f32>() == eager.as_slice::<f32>(),
+                    "gelu {gelu}"
+                );
+            }
+        }
+        // Against MLX's own SiLU on the split halves.
+        let gu = random(&[2, 1, 64], &mut rng);
+        let parts = mlx_rs::ops::split(&gu, 2, -1).unwrap();
+        let theirs = mlx_rs::nn::silu(&parts[0])
+            .unwrap()
+            .multiply(&parts[1])
+            .unwrap();
+        close(&glu(&gu, false, false).unwrap(), &theirs, 1e-5);
     }
 }

@@ -40,6 +40,12 @@ impl Ops {
         self.host_kernels && len > 1 && dtype == mlx_rs::Dtype::Float32
     }
 
+    /// Whether the gated activation of a fused gate/up product runs on the host: eagerly in
+    /// prefill (`host_kernels`), as one graph node in decode (`host_nodes`).
+    pub(super) fn host_glu_for(&self, len: i32, dtype: mlx_rs::Dtype) -> bool {
+        self.host_kernels_for(len, dtype) || (self.host_nodes && dtype == mlx_rs::Dtype::Float32)
+    }
+
     /// Whether a pass of `len` positions in `dtype` runs the `PrefillAttention` node.
     pub(super) fn prefill_attention_for(&self, len: i32, dtype: mlx_rs::Dtype) -> bool {
         self.prefill_attention && self.host_kernels_for(len, dtype)
