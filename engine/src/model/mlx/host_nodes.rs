@@ -237,7 +237,7 @@ mod tests {
         }
         // Against MLX's own SiLU on the split halves.
         let gu = random(&[2, 1, 64], &mut rng);
-        let parts = mlx_rs::ops::split(&gu, 2, -1).unwrap();
+        let parts = mlx_rs::ops::split_equal(&gu, 2, -1).unwrap();
         let theirs = mlx_rs::nn::silu(&parts[0])
             .unwrap()
             .multiply(&parts[1])
