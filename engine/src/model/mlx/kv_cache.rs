@@ -39,6 +39,11 @@ impl KvCache {
         self.offset
     }
 
+    /// Positions the buffers have room for.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
     /// Forget positions from `len` on (prefix reuse); the buffers are kept.
     pub fn truncate(&mut self, len: usize) {
         self.offset = self.offset.min(len);

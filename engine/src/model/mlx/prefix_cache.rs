@@ -37,6 +37,11 @@ pub struct PrefixCache {
     stats: PrefixStats,
 }
 
+/// A hit takes its entry over (see [`PrefixCache::lookup`]) when it would lose at most this
+/// fraction (1/n) of the entry's tokens: a few recomputed tokens, should the entry's own
+/// continuation come back, against a copy of the whole state now.
+const TAKE_OVER_LOSS: usize = 8;
+
 fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
@@ -61,6 +66,8 @@ impl PrefixCache {
 
     /// The longest cached prefix of `prompt`, leaving at least one prompt token to run (its
     /// logits start generation). Entries are few (bounded by bytes), so a scan is enough.
+    /// Writing the hit's buffers never disturbs anyone else holding them: MLX writes in place
+    /// only into buffers nothing else refers to, and copies otherwise.
     pub fn lookup(&mut self, prompt: &[u32]) -> Option<PrefixHit> {
         self.stats.queries += 1;
         if self.max_bytes == 0 || prompt.len() < 2 {
@@ -77,9 +84,19 @@ impl PrefixCache {
         if len == 0 {
             return None;
         }
-        let entry = &mut self.entries[best];
-        entry.last_used = self.clock;
-        let mut cache = entry.cache.clone();
+        let held = self.entries[best].tokens.len();
+        let mut cache = if held - len <= held / TAKE_OVER_LOSS {
+            // Nearly all of the entry is this prompt's prefix (an agent's next turn holds all
+            // of it): the sequence takes the entry over instead of sharing it, so its new
+            // positions are written into the entry's buffers in place, and the entry it leaves
+            // at its end replaces this one. Sharing would copy the whole state onto fresh
+            // pages, once per request, and fill the budget with near-duplicates.
+            self.entries.swap_remove(best).cache
+        } else {
+            let entry = &mut self.entries[best];
+            entry.last_used = self.clock;
+            entry.cache.clone()
+        };
         cache.truncate(len);
         self.stats.hits += 1;
         self.stats.tokens_saved += len as u64;
@@ -125,6 +142,18 @@ impl PrefixCache {
         }
     }
 
+    /// Whether entries are kept at all (a byte budget above 0).
+    pub fn enabled(&self) -> bool {
+        self.max_bytes > 0
+    }
+
+    /// Drops the entries that hold a prefix of `tokens` (an entry for `tokens` supersedes
+    /// them). Not evictions.
+    pub fn forget_prefixes_of(&mut self, tokens: &[u32]) {
+        self.entries
+            .retain(|e| common_prefix(&e.tokens, tokens) < e.tokens.len());
+    }
+
     pub fn clear(&mut self) {
         self.entries.clear();
     }
@@ -161,6 +190,25 @@ mod tests {
         // The least recently used one ([1, 2, 3]) went.
         assert!(prefixes.lookup(&[1, 2, 3, 4]).is_none());
         assert!(prefixes.lookup(&[4, 5, 6, 0]).is_some());
+    }
+
+    #[test]
+    fn a_hit_on_nearly_all_of_an_entry_takes_it_and_a_partial_one_shares_it() {
+        let mut prefixes = PrefixCache::new(64 << 20);
+        let system: Vec<u32> = (0..40).collect();
+        let mut a = system.clone();
+        a.extend([100, 101, 102, 103, 104, 105, 106, 107, 108, 109]);
+        prefixes.insert(a.clone(), cache_of(a.len()));
+        // Shares 40 of the entry's 50 tokens: the entry stays for its own continuation.
+        let mut b = system.clone();
+        b.extend([200, 201]);
+        assert_eq!(prefixes.lookup(&b).expect("hit").tokens, 40);
+        assert_eq!(prefixes.stats().entries, 1);
+        // The entry's next turn: it holds all of the entry, which it takes.
+        let mut next = a.clone();
+        next.extend([7, 8]);
+        assert_eq!(prefixes.lookup(&next).expect("hit").tokens, 50);
+        assert_eq!(prefixes.stats().entries, 0);
     }
 
     #[test]

@@ -18,6 +18,13 @@ use super::kv_cache::KvCache;
 /// Capacity grows in blocks of this many positions.
 const GROW_STEP: i32 = 256;
 
+/// Buffers up to this size stay allocated while no sequence decodes. Freeing them at every idle
+/// moment meant that a server under steady load (its batch emptying between waves of
+/// requests) rebuilt them slot by slot each wave, and that every request of a client working
+/// one at a time wrote its KV onto pages fresh from the kernel, whose faults cost more than the
+/// copy (erratically so on a VM).
+const IDLE_KEEP_BYTES: usize = 256 << 20;
+
 pub struct SlotKv {
     /// Per layer `(keys, values)`, each `[slots, kv_heads, capacity, head_dim]`.
     layers: Vec<(Array, Array)>,
@@ -26,6 +33,8 @@ pub struct SlotKv {
     head_dim: i32,
     dtype: Dtype,
     slots: i32,
+    /// Slots never grow past this (the engine's batch size).
+    max_slots: i32,
     capacity: i32,
     /// Valid positions of each occupied slot.
     lengths: Vec<usize>,
@@ -42,10 +51,17 @@ impl SlotKv {
             head_dim: head_dim as i32,
             dtype,
             slots: 0,
+            max_slots: i32::MAX,
             capacity: 0,
             lengths: Vec::new(),
             owners: Vec::new(),
         }
+    }
+
+    /// Caps the slot count at `max` (the most sequences that ever decode together).
+    pub fn with_max_slots(mut self, max: usize) -> Self {
+        self.max_slots = max.clamp(1, i32::MAX as usize) as i32;
+        self
     }
 
     /// The slot of sequence `owner`, if it has one.
@@ -82,9 +98,13 @@ impl SlotKv {
 
     /// Grows the buffers to at least `slots` slots of `capacity` positions, keeping their data.
     fn reserve(&mut self, slots: i32, capacity: i32) -> Result<(), Exception> {
-        // Exactly what is needed: a slot costs its whole capacity (hundreds of MB at long
-        // contexts), and growth happens at most `max_batch` times per busy period.
-        let want_slots = slots.max(self.slots);
+        // Slots double (up to `max_slots`): each growth copies every slot, and a batch filling
+        // up one arrival at a time would otherwise copy them once per arrival.
+        let want_slots = if slots > self.slots {
+            (self.slots * 2).min(self.max_slots).max(slots)
+        } else {
+            self.slots
+        };
         let want_cap = if capacity > self.capacity {
             (capacity + GROW_STEP - 1) / GROW_STEP * GROW_STEP
         } else {
@@ -149,27 +169,63 @@ impl SlotKv {
         Ok(slot as usize)
     }
 
-    /// Takes sequence `owner` out (if it has a slot): its state as a [`KvCache`] of its own. The
-    /// last slot moves into the freed one.
-    pub fn remove(&mut self, owner: u64) -> Result<Option<KvCache>, Exception> {
+    /// Takes sequence `owner` out (if it has a slot) and returns its state as a [`KvCache`] of
+    /// its own; the last slot moves into the freed one. `base` is what the sequence's prompt
+    /// passes left (its first positions, or an empty cache): only the slot's positions past it
+    /// are written into it, in place when nothing else shares its buffers, so ending a sequence
+    /// costs its new tokens' bytes instead of a fresh copy of its whole state (tens of MB at a
+    /// 1k-token prompt, on pages the kernel must first hand out). Without a slot, `base` comes
+    /// back as it is.
+    pub fn remove(&mut self, owner: u64, base: KvCache) -> Result<KvCache, Exception> {
         let Some(slot) = self.slot_of(owner) else {
-            return Ok(None);
+            return Ok(base);
         };
-        let len = self.lengths[slot] as i32;
+        let len = self.lengths[slot];
+        let (s, h, d) = (slot as i32, self.kv_heads, self.head_dim);
+        // Onto `base` unless its spare room would cost the prefix cache much more than the
+        // positions themselves (a short prompt in a 256-position block: a copy is cheap there).
+        let slack = base.capacity().saturating_sub(len);
+        let onto = base.offset() > 0 && base.offset() <= len && slack <= (len / 4).max(64);
+        let out = if onto {
+            let mut out = base;
+            let from = out.offset() as i32;
+            if len as i32 > from {
+                for l in 0..self.num_layers {
+                    let (keys, values) = &self.layers[l];
+                    let tail = |a: &Array| slice(a, &[s, 0, from, 0], &[s + 1, h, len as i32, d]);
+                    out.update(l, &tail(keys)?, &tail(values)?)?;
+                }
+                out.advance(len - from as usize);
+            }
+            out
+        } else {
+            let mut layers = Vec::with_capacity(self.num_layers);
+            for (keys, values) in &self.layers {
+                let take = |a: &Array| -> Result<Array, Exception> {
+                    // A copy, not a view: the slot is about to be overwritten.
+                    copy(&slice(a, &[s, 0, 0, 0], &[s + 1, h, len.max(1) as i32, d])?)
+                };
+                layers.push((take(keys)?, take(values)?));
+            }
+            KvCache::from_layers(layers, len)
+        };
+        mlx_rs::transforms::eval(out.arrays().collect::<Vec<_>>())?;
+        self.vacate(slot)?;
+        Ok(out)
+    }
+
+    /// Frees sequence `owner`'s slot (if it has one) without keeping its state.
+    pub fn discard(&mut self, owner: u64) -> Result<(), Exception> {
+        match self.slot_of(owner) {
+            Some(slot) => self.vacate(slot),
+            None => Ok(()),
+        }
+    }
+
+    /// Frees `slot`: the last slot moves into it.
+    fn vacate(&mut self, slot: usize) -> Result<(), Exception> {
         let last = self.lengths.len() - 1;
         let (s, h, d) = (slot as i32, self.kv_heads, self.head_dim);
-        let mut out = Vec::with_capacity(self.num_layers);
-        for l in 0..self.num_layers {
-            let (keys, values) = &self.layers[l];
-            let take = |a: &Array| -> Result<Array, Exception> {
-                // A copy, not a view: the slot is about to be overwritten.
-                let part = slice(a, &[s, 0, 0, 0], &[s + 1, h, len.max(1), d])?;
-                copy(&part)
-            };
-            out.push((take(keys)?, take(values)?));
-        }
-        let arrays: Vec<&Array> = out.iter().flat_map(|(k, v)| [k, v]).collect();
-        mlx_rs::transforms::eval(arrays)?;
         if slot != last {
             // Copy the last slot out first, so that writing it back into the buffer can reuse
             // the buffer (a view of it would force a copy of the whole buffer).
@@ -191,20 +247,20 @@ impl SlotKv {
         }
         self.lengths.swap_remove(slot);
         self.owners.swap_remove(slot);
-        if self.lengths.is_empty() {
-            // Idle: give the buffers back rather than hold the busiest moment's size for ever.
+        if self.lengths.is_empty() && self.nbytes() > IDLE_KEEP_BYTES {
+            // Idle: give big buffers back rather than hold the busiest moment's size for ever.
             self.layers.clear();
             self.slots = 0;
             self.capacity = 0;
         }
-        Ok(Some(KvCache::from_layers(out, len as usize)))
+        Ok(())
     }
 
     /// Frees the slots of sequences that `keep` rejects (sequences that failed or vanished).
     pub fn retain(&mut self, keep: impl Fn(u64) -> bool) -> Result<(), Exception> {
         let gone: Vec<u64> = self.owners.iter().copied().filter(|&o| !keep(o)).collect();
         for owner in gone {
-            self.remove(owner)?;
+            self.discard(owner)?;
         }
         Ok(())
     }

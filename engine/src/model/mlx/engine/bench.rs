@@ -73,16 +73,14 @@ impl MlxEngine {
         let resumed = RefCell::new(Profile::default());
         let cut = prompt.len().saturating_sub(RESUMED).max(1);
         if cut + 1 < prompt.len() {
-            // The cache as a served hit gets it: copied out of a finished sequence's decode
-            // slot, then truncated to the shared prefix by the prefix cache's lookup.
+            // The cache as a served hit gets it: a finished sequence's prompt cache with its
+            // slot's later positions written onto it (none here), shared with the prefix cache,
+            // truncated to the shared prefix by the lookup.
             let c = &self.model.config;
             let mut slots =
                 SlotKv::new(c.num_hidden_layers, c.kv_heads(), c.head_dim(), self.dtype);
             slots.insert(0, &cache).map_err(internal)?;
-            let mut hit = slots
-                .remove(0)
-                .map_err(internal)?
-                .ok_or_else(|| internal("slot missing"))?;
+            let mut hit = slots.remove(0, cache.clone()).map_err(internal)?;
             hit.truncate(cut);
             let last = prompt.len() - 1;
             self.model

@@ -226,7 +226,8 @@ impl MlxEngine {
                 config.kv_heads(),
                 config.head_dim(),
                 dtype,
-            ),
+            )
+            .with_max_slots(options.max_batch.max(1)),
             prefix: PrefixCache::new(options.prefix_cache_bytes),
             guides,
         };

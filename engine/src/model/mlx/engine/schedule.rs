@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use super::super::config::ModelConfig;
+use super::super::kv_cache::KvCache;
 use super::{internal, MlxEngine, Running};
 use crate::engine::{
     Engine, EngineError, EngineInfo, EngineStats, FinishReason, GenerateRequest, PausedSeq, Prompt,
@@ -63,9 +64,9 @@ impl Engine for MlxEngine {
         let at = self.running.iter().position(|s| s.id == id)?;
         let mut seq = self.running.remove(at);
         // Its KV leaves the decode slots for a cache of its own (kept, not recomputed).
-        match self.slots.remove(id) {
-            Ok(Some(cache)) => seq.cache = cache,
-            Ok(None) => {}
+        let base = std::mem::replace(&mut seq.cache, KvCache::new(0));
+        match self.slots.remove(id, base) {
+            Ok(cache) => seq.cache = cache,
             Err(e) => {
                 tracing::error!(error = %e, "moving a paused sequence's KV out of its slot failed");
                 self.running.insert(at, seq);

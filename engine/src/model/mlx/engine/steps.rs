@@ -119,7 +119,10 @@ impl MlxEngine {
         for seq in batch.iter_mut() {
             if self.slots.slot_of(seq.id).is_none() {
                 self.slots.insert(seq.id, &seq.cache).map_err(internal)?;
-                seq.cache = KvCache::new(0);
+                // Kept for the prefix cache (see `finish_now`), dropped when there is none.
+                if !self.prefix.enabled() {
+                    seq.cache = KvCache::new(0);
+                }
             }
         }
         if self.slots.len() != batch.len() {
@@ -280,15 +283,20 @@ impl MlxEngine {
                 decode_s: (now - first).as_secs_f64(),
             },
         });
-        // The cache holds the prompt and every output token fed back so far.
-        let cache = match self.slots.remove(seq.id).map_err(internal)? {
-            Some(cache) => cache,
-            None => std::mem::replace(&mut seq.cache, KvCache::new(0)),
-        };
-        let held = cache.offset();
+        let base = std::mem::replace(&mut seq.cache, KvCache::new(0));
+        if !self.prefix.enabled() {
+            self.slots.discard(seq.id).map_err(internal)?;
+            return Ok(events);
+        }
         let mut tokens = seq.prompt.clone();
         tokens.extend_from_slice(&seq.output);
-        tokens.truncate(held);
+        // The entries this one supersedes (its prompt's, left when its prompt pass ended) go
+        // first: then nothing else holds `base`'s buffers and the slot's new positions are
+        // written into them in place.
+        self.prefix.forget_prefixes_of(&tokens);
+        // The cache holds the prompt and every output token fed back so far.
+        let cache = self.slots.remove(seq.id, base).map_err(internal)?;
+        tokens.truncate(cache.offset());
         self.prefix.insert(tokens, cache);
         Ok(events)
     }

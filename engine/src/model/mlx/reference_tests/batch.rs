@@ -72,7 +72,7 @@ fn decode_slots_stay_exact_as_sequences_leave_and_join() {
     for round in 0..4u32 {
         if round == 1 {
             // The first sequence ends: the last slot moves into slot 0.
-            let cache = slots.remove(0).unwrap().unwrap();
+            let cache = slots.remove(0, KvCache::new(LAYERS)).unwrap();
             assert_eq!(cache.offset(), seqs[0].len());
             ids.retain(|&id| id != 0);
         }
@@ -105,4 +105,64 @@ fn decode_slots_stay_exact_as_sequences_leave_and_join() {
         want.sort_unstable();
         assert_eq!(sorted, want);
     }
+}
+
+/// A sequence leaving its slot onto the cache its prompt pass left (only the positions decoded
+/// since are written) holds exactly what a copy of the whole slot holds, and later steps from
+/// it match the reference.
+#[test]
+fn leaving_a_slot_onto_the_prompt_cache_equals_a_full_copy() {
+    let cfg = config("llama");
+    let tensors = random_tensors(&cfg, 9);
+    let model = Model::new(cfg.clone(), to_mlx(&tensors)).unwrap();
+    // Long enough that the prompt cache's 256-position block is mostly used (else a copy wins).
+    let mut seq: Vec<u32> = (0..210).map(|i| (i * 7 + 3) % VOCAB as u32).collect();
+    let mut slots = SlotKv::new(
+        LAYERS,
+        cfg.kv_heads(),
+        cfg.head_dim(),
+        mlx_rs::Dtype::Float32,
+    );
+    let mut prompt = KvCache::new(LAYERS);
+    model.forward_last(&seq[..209], &mut prompt).unwrap();
+    for id in [0, 1] {
+        slots.insert(id, &prompt).unwrap();
+    }
+    for step in 0..3u32 {
+        let token = [seq[seq.len() - 1], seq[seq.len() - 1]];
+        let logits = model.forward_batch(&token, &mut slots).unwrap();
+        logits.eval().unwrap();
+        seq.push(step + 20);
+    }
+    let copied = slots.remove(1, KvCache::new(LAYERS)).unwrap();
+    let onto = slots.remove(0, prompt).unwrap();
+    assert!(slots.is_empty());
+    assert_eq!(
+        (copied.offset(), onto.offset()),
+        (seq.len() - 1, seq.len() - 1)
+    );
+    // The copy is exact; the other is the prompt's buffer, written onto.
+    assert_eq!((copied.capacity(), onto.capacity()), (seq.len() - 1, 256));
+    for l in 0..LAYERS {
+        let (a, b) = (copied.layer(l).unwrap(), onto.layer(l).unwrap());
+        assert_eq!(
+            a.0.contiguous().unwrap().as_slice::<f32>(),
+            b.0.contiguous().unwrap().as_slice::<f32>()
+        );
+        assert_eq!(
+            a.1.contiguous().unwrap().as_slice::<f32>(),
+            b.1.contiguous().unwrap().as_slice::<f32>()
+        );
+    }
+    // Decoding on from the cache gives the reference's next logits.
+    let mut cache = onto;
+    let logits = model
+        .forward_last(&seq[seq.len() - 1..], &mut cache)
+        .unwrap();
+    let reference = reference_logits(&cfg, &tensors, &seq);
+    assert_close(
+        &logits,
+        &reference[seq.len() - 1],
+        "after leaving onto the prompt cache",
+    );
 }
