@@ -78,6 +78,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
     let mut texts = vec![String::new(); questions.len()];
     let mut finished = vec![None; questions.len()];
     let (mut widest_step, mut steps, mut cancelled) = (0, 0, None);
+    let mut last_start = 0;
     // Sequences that have started and not finished: each must advance in every step (a token
     // or its end), which is what decoding them as one batch means.
     let mut live = std::collections::BTreeSet::new();
@@ -106,6 +107,7 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
             match (id, event) {
                 (_, SeqEvent::Started { .. }) => {
                     live.insert(id);
+                    last_start = steps;
                 }
                 (9, SeqEvent::Finished { reason, .. }) => {
                     live.remove(&9);
@@ -127,6 +129,12 @@ fn batched_decode_gives_each_request_its_own_greedy_text() {
     );
     assert!(finished.iter().all(Option::is_some));
     assert_eq!(cancelled, Some(FinishReason::Cancelled));
+    // The prompts share prompt passes (each ~40 tokens, 256 a pass): all eight start within
+    // three steps, where one prompt a step took eight.
+    assert!(
+        last_start <= 3,
+        "the last request started at step {last_start}"
+    );
     // How wide the batch gets depends on when the short answers end (the 2 + 2 one ends after
     // a few tokens), not only on the engine; half the batch at once is well clear of that.
     assert!(

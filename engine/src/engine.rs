@@ -418,8 +418,8 @@ impl std::fmt::Debug for PausedSeq {
 
 /// A token generator driven one step at a time by the `ModelActor`'s scheduler, which owns
 /// every sequence's place (waiting, running, paused); the engine holds only the running ones'
-/// state and does one thing per step: a prompt chunk of one sequence beside one decoded token
-/// for every other running sequence.
+/// state and does one thing per step: one prompt pass (chunks of the waiting prompts, oldest
+/// first, up to the chunk budget) beside one decoded token for every other running sequence.
 pub trait Engine {
     /// Facts about the loaded model.
     fn info(&self) -> EngineInfo;

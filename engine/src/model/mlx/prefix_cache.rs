@@ -74,16 +74,7 @@ impl PrefixCache {
             return None;
         }
         self.clock += 1;
-        let limit = prompt.len() - 1;
-        let (best, len) = self
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(limit)))
-            .max_by_key(|&(_, len)| len)?;
-        if len == 0 {
-            return None;
-        }
+        let (best, len) = self.best(prompt)?;
         let held = self.entries[best].tokens.len();
         let mut cache = if held - len <= held / TAKE_OVER_LOSS {
             // Nearly all of the entry is this prompt's prefix (an agent's next turn holds all
@@ -101,6 +92,25 @@ impl PrefixCache {
         self.stats.hits += 1;
         self.stats.tokens_saved += len as u64;
         Some(PrefixHit { cache, tokens: len })
+    }
+
+    /// How many of `prompt`'s tokens a lookup would find, without looking up.
+    pub fn peek(&self, prompt: &[u32]) -> usize {
+        match self.max_bytes {
+            0 => 0,
+            _ => self.best(prompt).map_or(0, |(_, len)| len),
+        }
+    }
+
+    /// The entry sharing the longest prefix with `prompt` (at most all but its last token).
+    fn best(&self, prompt: &[u32]) -> Option<(usize, usize)> {
+        let limit = prompt.len().checked_sub(1)?;
+        self.entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (i, common_prefix(&e.tokens, prompt).min(limit)))
+            .max_by_key(|&(_, len)| len)
+            .filter(|&(_, len)| len > 0)
     }
 
     /// Keeps the state of a finished sequence whose cache holds `tokens`.

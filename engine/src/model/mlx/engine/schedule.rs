@@ -1,5 +1,6 @@
-//! The `Engine` contract: starting a sequence, the step that mixes one prompt chunk with a decode
-//! step for every running sequence, pausing and resuming, cancellation.
+//! The `Engine` contract: starting a sequence, the step that mixes one prompt pass (chunks of
+//! several prompts) with a decode step for every running sequence, pausing and resuming,
+//! cancellation.
 
 use std::sync::Arc;
 
@@ -95,25 +96,37 @@ impl Engine for MlxEngine {
         let mut out = Vec::new();
         let mut keep = Vec::with_capacity(self.running.len());
         let mut decode = Vec::new();
-        let mut prefilled_one = false;
+        // This step's prompt pass: prefilling sequences, oldest first, while the chunk budget
+        // lasts, so that the others keep decoding between chunks of a long prompt and a wave of
+        // short prompts pays one pass's fixed cost instead of one each.
+        let mut prompt: Vec<(Running, usize)> = Vec::new();
+        let mut left = chunk;
         for mut seq in std::mem::take(&mut self.running) {
             let id = seq.id;
-            let result = if seq.cancelled {
-                self.finish_now(&mut seq, FinishReason::Cancelled, None, Vec::new())
+            if seq.cancelled {
+                let result = self.finish_now(&mut seq, FinishReason::Cancelled, None, Vec::new());
+                keep_unless_done(seq, id, result, &mut keep, &mut out);
             } else if seq.prefilled < seq.prompt.len() {
-                // One prompt chunk per step (the oldest prefilling sequence), so that the
-                // others keep decoding between chunks of a long prompt.
-                if prefilled_one {
-                    keep.push(seq);
-                    continue;
+                match self
+                    .plan_chunk(&mut seq, &prompt, left)
+                    .filter(|_| left > 0)
+                {
+                    Some(end) => {
+                        left -= end - seq.prefilled;
+                        prompt.push((seq, end));
+                    }
+                    None => keep.push(seq),
                 }
-                prefilled_one = true;
-                self.prefill_step(&mut seq, chunk)
             } else {
                 decode.push(seq);
-                continue;
-            };
-            keep_unless_done(seq, id, result, &mut keep, &mut out);
+            }
+        }
+        if !prompt.is_empty() {
+            let results = self.prefill_step(&mut prompt);
+            for ((seq, _), result) in prompt.into_iter().zip(results) {
+                let id = seq.id;
+                keep_unless_done(seq, id, result, &mut keep, &mut out);
+            }
         }
         if !decode.is_empty() {
             match self.decode_step(&mut decode) {

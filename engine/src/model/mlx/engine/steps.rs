@@ -5,6 +5,10 @@ use std::time::Instant;
 
 use super::super::kv_cache::KvCache;
 use super::{constraint_failed, internal, MlxEngine, Running};
+
+/// Prompt tokens two sequences must share (past what the later one already has) for it to
+/// wait rather than prefill beside the other.
+const SHARED_STRETCH: usize = 32;
 use crate::engine::{EngineError, FinishReason, SeqEvent, SeqTimings, TokenLogprob, Usage};
 use crate::model::sampling::logprobs;
 
@@ -34,17 +38,38 @@ impl MlxEngine {
         }
     }
 
-    /// Feeds the next `chunk` prompt tokens of `seq` (all but the last, which the next decode
-    /// step feeds and samples the first token from).
-    pub(super) fn prefill_step(
+    /// Plans `seq`'s part of this step's prompt pass beside `group` (the sequences already in
+    /// it, with their chunks' ends), `left` tokens of the step's budget remaining: the end of its
+    /// chunk, or `None` when it waits for a later step.
+    pub(super) fn plan_chunk(
         &mut self,
         seq: &mut Running,
-        chunk: usize,
-    ) -> Result<Vec<SeqEvent>, EngineError> {
+        group: &[(Running, usize)],
+        left: usize,
+    ) -> Option<usize> {
+        // One whose prompt shares a stretch with a member's waits for that member's KV to
+        // reach the prefix cache (an agent's parallel calls, `n` > 1) instead of computing it
+        // again beside it.
+        let have = match seq.prefilled {
+            0 => self.prefix.peek(&seq.prompt),
+            n => n,
+        };
+        let shares = |other: &Running| {
+            let common = other
+                .prompt
+                .iter()
+                .zip(&seq.prompt)
+                .take_while(|(a, b)| a == b)
+                .count();
+            common >= have + SHARED_STRETCH
+        };
+        if self.prefix.enabled() && group.iter().any(|(other, _)| shares(other)) {
+            return None;
+        }
         if seq.prefilled == 0 {
-            // Looked up at the sequence's first chunk, not when it joined the running set:
-            // prompt chunks go one sequence at a time, so by now an older sequence with the same
-            // prefix (a cancelled attempt of this very request, say) has ended and left its KV.
+            // Looked up at the sequence's first chunk, not when it joined the running set: by
+            // now an older sequence with the same prefix (a cancelled attempt of this very
+            // request, say) may have ended and left its KV.
             if let Some(hit) = self.prefix.lookup(&seq.prompt) {
                 seq.cache = hit.cache;
                 seq.prefilled = hit.tokens;
@@ -57,19 +82,66 @@ impl MlxEngine {
         // request samples the same text whether its prompt was cached or not (the
         // int8-activation kernels would otherwise round two shapes' last-bit differences
         // apart); and concurrent arrivals pay one batch row for it instead of a pass each.
+        let last = seq.prompt.len().saturating_sub(1);
+        let end = (seq.prefilled + left).min(last).max(seq.prefilled);
+        let rows = end - seq.prefilled;
+        // A one-token chunk runs alone: a pass of several parts takes the kernels of
+        // many-row passes, which a one-token pass does not (see `Model::forward_chunks`).
+        let small = |n: usize| n == 1;
+        let first = group.iter().find(|(s, e)| *e > s.prefilled);
+        match first {
+            Some((s, e)) if rows > 0 && (small(rows) || small(*e - s.prefilled)) => None,
+            _ => Some(end),
+        }
+    }
+
+    /// Runs the planned prompt chunks of `group` (each sequence with its chunk's end) in one
+    /// pass; a sequence whose prompt is then in gets its last token queued for the next decode
+    /// step. Returns each one's events.
+    pub(super) fn prefill_step(
+        &mut self,
+        group: &mut [(Running, usize)],
+    ) -> Vec<Result<Vec<SeqEvent>, EngineError>> {
+        let mut parts: Vec<(&[u32], &mut KvCache)> = group
+            .iter_mut()
+            .filter(|(s, end)| *end > s.prefilled)
+            .map(|(s, end)| {
+                let Running {
+                    prompt,
+                    cache,
+                    prefilled,
+                    ..
+                } = s;
+                (&prompt[*prefilled..*end], cache)
+            })
+            .collect();
+        let pass = if parts.is_empty() {
+            Ok(())
+        } else {
+            self.model
+                .forward_chunks(&mut parts)
+                .and_then(|()| mlx_rs::transforms::eval(parts.iter().flat_map(|(_, c)| c.arrays())))
+        };
+        drop(parts);
+        if let Err(e) = pass {
+            let e = internal(e);
+            return group.iter().map(|_| Err(e.clone())).collect();
+        }
+        group
+            .iter_mut()
+            .map(|(seq, end)| {
+                seq.prefilled = *end;
+                self.prompt_done(seq)
+            })
+            .collect()
+    }
+
+    /// After a sequence's prompt pass: nothing while prompt remains, else its last token is
+    /// queued for the next decode step.
+    fn prompt_done(&mut self, seq: &mut Running) -> Result<Vec<SeqEvent>, EngineError> {
         let Some(last) = seq.prompt.len().checked_sub(1) else {
             return Err(EngineError::InvalidRequest("the prompt is empty".into()));
         };
-        let end = (seq.prefilled + chunk).min(last);
-        if end > seq.prefilled {
-            let logits = self
-                .model
-                .forward_last(&seq.prompt[seq.prefilled..end], &mut seq.cache)
-                .map_err(internal)?;
-            // Evaluating the (unused) logits evaluates the chunk's KV.
-            logits.eval().map_err(internal)?;
-            seq.prefilled = end;
-        }
         if seq.prefilled < last {
             return Ok(Vec::new()); // more prompt to go
         }

@@ -6,6 +6,7 @@
 use std::cell::RefCell;
 
 use mlx_rs::error::Exception;
+use mlx_rs::ops::concatenate;
 use mlx_rs::Array;
 
 use super::attention::{attend, prefill_attention, CausalMask};
@@ -16,13 +17,13 @@ use super::gemma3::{self, SlotWindow};
 use super::gguf_quant::Embedding;
 use super::host_nodes::{self, rms_norm as norm};
 use super::kv_cache::KvCache;
-use super::linear::{take, Linear, Projections};
+use super::linear::{Linear, Projections};
 use super::ops::Ops;
 use super::profile::Profile;
 use super::rope::Rope;
 use super::slot_attention::slot_attention;
 use super::slot_kv::{SlotKv, SlotStep};
-use super::weights::Weights;
+mod load;
 
 struct Attention {
     /// q_proj, k_proj and v_proj of the checkpoint.
@@ -77,106 +78,6 @@ pub struct Model {
 }
 
 impl Model {
-    /// Builds the model from Hugging Face-named weights (consumed).
-    pub fn new(config: ModelConfig, w: Weights) -> Result<Self, Exception> {
-        Self::with_ops(config, w, Ops::default())
-    }
-
-    pub fn with_ops(config: ModelConfig, mut w: Weights, ops: Ops) -> Result<Self, Exception> {
-        let group = |parts| {
-            if ops.fuse_projections {
-                Projections::new(parts)
-            } else {
-                Ok(Projections::Separate(parts))
-            }
-        };
-        config.validate().map_err(Exception::custom)?;
-        let gemma = config.is_gemma3();
-        if gemma {
-            gemma3::shift_norms(&mut w)?;
-        }
-        let head_dim = config.head_dim() as i32;
-        let bias = config.qkv_bias();
-        let mut layers = Vec::with_capacity(config.num_hidden_layers);
-        for i in 0..config.num_hidden_layers {
-            let p = format!("model.layers.{i}");
-            let (q_norm, k_norm) = if config.qk_norm() {
-                (
-                    Some(take(&mut w, &format!("{p}.self_attn.q_norm.weight"))?),
-                    Some(take(&mut w, &format!("{p}.self_attn.k_norm.weight"))?),
-                )
-            } else {
-                (None, None)
-            };
-            layers.push(DecoderLayer {
-                self_attn: Attention {
-                    qkv: group(
-                        ["q_proj", "k_proj", "v_proj"]
-                            .iter()
-                            .map(|n| Linear::load(&mut w, &format!("{p}.self_attn.{n}"), bias))
-                            .collect::<Result<_, _>>()?,
-                    )?,
-                    o_proj: Linear::load(&mut w, &format!("{p}.self_attn.o_proj"), false)?,
-                    q_norm,
-                    k_norm,
-                    n_heads: config.num_attention_heads as i32,
-                    n_kv_heads: config.kv_heads() as i32,
-                    head_dim,
-                    scale: config.attention_scale(),
-                    sliding: config.is_sliding_layer(i),
-                },
-                mlp: Mlp {
-                    gate_up: group(vec![
-                        Linear::load(&mut w, &format!("{p}.mlp.gate_proj"), false)?,
-                        Linear::load(&mut w, &format!("{p}.mlp.up_proj"), false)?,
-                    ])?,
-                    down_proj: Linear::load(&mut w, &format!("{p}.mlp.down_proj"), false)?,
-                    gelu: gemma,
-                },
-                input_layernorm: take(&mut w, &format!("{p}.input_layernorm.weight"))?,
-                post_attention_layernorm: take(
-                    &mut w,
-                    &format!("{p}.post_attention_layernorm.weight"),
-                )?,
-                pre_feedforward_layernorm: gemma
-                    .then(|| take(&mut w, &format!("{p}.pre_feedforward_layernorm.weight")))
-                    .transpose()?,
-                post_feedforward_layernorm: gemma
-                    .then(|| take(&mut w, &format!("{p}.post_feedforward_layernorm.weight")))
-                    .transpose()?,
-            });
-        }
-        let embed_tokens = Embedding::take(&mut w)?;
-        let lm_head = if w.contains_key("lm_head.weight") && !config.tie_word_embeddings {
-            Some(Linear::load(&mut w, "lm_head", false)?)
-        } else {
-            None
-        };
-        let norm = take(&mut w, "model.norm.weight")?;
-        let rope = Rope::from_config(&config)?;
-        let window = config.attention_window().map(|w| w as i32);
-        let local_rope = window.map(|_| Rope {
-            dims: head_dim,
-            base: config.local_rope_base() as f32,
-            scale: 1.0,
-            freqs: None,
-        });
-        Ok(Self {
-            embed_tokens,
-            layers,
-            norm,
-            lm_head,
-            rope,
-            local_rope,
-            window,
-            embed_scale: gemma.then(|| (config.hidden_size as f32).sqrt()),
-            final_logit_softcapping: config.final_logit_softcapping.map(|c| c as f32),
-            eps: config.rms_norm_eps as f32,
-            ops,
-            config,
-        })
-    }
-
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }
@@ -207,13 +108,67 @@ impl Model {
         cache: &mut KvCache,
         profile: Option<&RefCell<Profile>>,
     ) -> Result<Array, Exception> {
-        let len = tokens.len() as i32;
-        let ids = Array::from_slice(tokens, &[1, len]);
+        let h = self.forward_parts(&mut [(tokens, cache)], profile)?;
+        let (len, d) = (tokens.len() as i32, *h.shape().last().unwrap_or(&0));
+        let last = slice(&h, &[0, len - 1, 0], &[1, len, d])?;
+        self.logits(&last)?.reshape(&[-1])
+    }
+
+    /// Prompt chunks of several sequences in one pass: `parts[i].0` runs at `parts[i].1`'s offset
+    /// and its keys and values are appended there. The projections and the MLP run once over
+    /// every part's rows (a pass's fixed cost, reading the weights and building the graph, is
+    /// paid once); attention runs per part, over its own cache. A part's rows compute as they
+    /// would alone as long as each part has two or more tokens (one-token passes take the decode
+    /// kernels). The caches are left to evaluate (see [`KvCache::arrays`]).
+    pub fn forward_chunks(&self, parts: &mut [(&[u32], &mut KvCache)]) -> Result<(), Exception> {
+        if parts.len() > 1 && parts.iter().any(|(t, _)| t.len() < 2) {
+            return Err(Exception::custom(
+                "batched prompt chunks need two or more tokens each",
+            ));
+        }
+        self.forward_parts(parts, None).map(drop)
+    }
+
+    /// The hidden states `[1, rows, hidden]` of `parts`' tokens, one after another.
+    fn forward_parts(
+        &self,
+        parts: &mut [(&[u32], &mut KvCache)],
+        profile: Option<&RefCell<Profile>>,
+    ) -> Result<Array, Exception> {
+        let tokens: Vec<u32> = parts.iter().flat_map(|(t, _)| t.iter().copied()).collect();
+        let rows = tokens.len() as i32;
+        if rows == 0 {
+            return Err(Exception::custom("a forward pass without tokens"));
+        }
+        let ids = Array::from_slice(&tokens, &[1, rows]);
         let mut h = self.embed(&ids)?;
-        let offset = cache.offset() as i32;
+        let passes = parts
+            .iter()
+            .map(|(t, cache)| self.chunk_pass(t.len() as i32, cache.offset() as i32, &h, profile))
+            .collect::<Result<Vec<_>, _>>()?;
+        passes[0].mark("embed+mask", &[&h])?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            h = layer.forward(&h, &passes[0], &mut |a, n| {
+                a.forward_parts(n, i, &passes, parts)
+            })?;
+        }
+        for (t, cache) in parts.iter_mut() {
+            cache.advance(t.len());
+        }
+        Ok(h)
+    }
+
+    /// What the layers share for one sequence's `len` new positions at `offset`.
+    fn chunk_pass<'a>(
+        &'a self,
+        len: i32,
+        offset: i32,
+        h: &Array,
+        profile: Option<&'a RefCell<Profile>>,
+    ) -> Result<Pass<'a>, Exception> {
         // The additive matrix serves only the composed attention path.
         let composed = self.ops.grouped_attention && !self.ops.host_kernels_for(len, h.dtype());
-        let pass = Pass {
+        Ok(Pass {
             offset,
             rope: &self.rope,
             local_rope: self.local_rope.as_ref(),
@@ -231,15 +186,7 @@ impl Model {
             slot_attention: false,
             ops: self.ops,
             profile,
-        };
-        pass.mark("embed+mask", &[&h])?;
-        for (i, layer) in self.layers.iter().enumerate() {
-            h = layer.forward(&h, &pass, &mut |a, n| a.forward(n, i, &pass, cache))?;
-        }
-        cache.advance(tokens.len());
-        let d = *h.shape().last().unwrap_or(&0);
-        let last = slice(&h, &[0, len - 1, 0], &[1, len, d])?;
-        self.logits(&last)?.reshape(&[-1])
+        })
     }
 
     /// One decode step for every sequence in `kv`: `tokens[i]` is the next token of the sequence
@@ -418,19 +365,45 @@ impl Attention {
         Ok(qkv)
     }
 
-    /// One sequence: projections, attention over its cache, output projection.
-    fn forward(
+    /// Prompt chunks (`x: [1, rows, hidden]`, the parts' rows in order): projections and the
+    /// output projection over all rows, attention per part over its own cache.
+    fn forward_parts(
         &self,
         x: &Array,
         index: usize,
-        pass: &Pass,
-        cache: &mut KvCache,
+        passes: &[Pass],
+        parts: &mut [(&[u32], &mut KvCache)],
     ) -> Result<Array, Exception> {
-        let [q, k, v] = self.project(x, pass)?;
-        let host = pass.host_kernels(x);
-        let out = self.attend_one(&q, &k, &v, index, pass, cache, host)?;
+        let [q, k, v] = self.project(x, &passes[0])?;
+        let mut outs = Vec::with_capacity(parts.len());
+        let mut at = 0;
+        for ((tokens, cache), pass) in parts.iter_mut().zip(passes) {
+            let len = tokens.len() as i32;
+            let rows = |t: &Array| -> Result<Array, Exception> {
+                if len == x.shape()[1] {
+                    return Ok(t.clone());
+                }
+                let f = *t.shape().last().unwrap_or(&0);
+                slice(t, &[0, at, 0], &[1, at + len, f])
+            };
+            let host = pass.ops.host_kernels_for(len, x.dtype());
+            outs.push(self.attend_one(
+                &rows(&q)?,
+                &rows(&k)?,
+                &rows(&v)?,
+                index,
+                pass,
+                cache,
+                host,
+            )?);
+            at += len;
+        }
+        let out = match outs.len() {
+            1 => outs.remove(0),
+            _ => concatenate(&outs.iter().collect::<Vec<_>>(), 1)?,
+        };
         let out = self.o_proj.forward(&out)?;
-        pass.mark("o_proj", &[&out])?;
+        passes[0].mark("o_proj", &[&out])?;
         Ok(out)
     }
 
