@@ -105,25 +105,30 @@ impl SlotKv {
         } else {
             self.slots
         };
-        let want_cap = if capacity > self.capacity {
-            (capacity + GROW_STEP - 1) / GROW_STEP * GROW_STEP
-        } else {
-            self.capacity
-        };
-        if want_slots == self.slots && want_cap == self.capacity {
+        // A reallocation sizes the capacity to the occupants (at least `capacity`), which may
+        // shrink it: buffers kept from long prompts would otherwise make every slot added for
+        // short ones that long (tens of MB of fresh pages each).
+        let occupied = self.lengths.iter().max().map_or(0, |&l| l as i32 + 1);
+        let needed = capacity.max(occupied);
+        if want_slots == self.slots && needed <= self.capacity {
             return Ok(());
         }
+        let want_cap = (needed + GROW_STEP - 1) / GROW_STEP * GROW_STEP;
         let (h, d) = (self.kv_heads, self.head_dim);
         let zeros_of = |shape: &[i32]| -> Result<Array, Exception> {
             zeros::<f32>(shape)?.as_dtype(self.dtype)
         };
+        let kept = want_cap.min(self.capacity);
         let grow = |old: Option<&Array>| -> Result<Array, Exception> {
             let Some(old) = old else {
                 return zeros_of(&[want_slots, h, want_cap, d]);
             };
-            let mut a = old.clone();
-            if want_cap > self.capacity {
-                let extra = zeros_of(&[self.slots, h, want_cap - self.capacity, d])?;
+            let mut a = match kept < self.capacity {
+                true => slice(old, &[0, 0, 0, 0], &[self.slots, h, kept, d])?,
+                false => old.clone(),
+            };
+            if want_cap > kept {
+                let extra = zeros_of(&[self.slots, h, want_cap - kept, d])?;
                 a = concatenate(&[&a, &extra], 2)?;
             }
             if want_slots > self.slots {
